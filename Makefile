@@ -1,0 +1,50 @@
+# homemonitor: `make demo` and `make test` work on a fresh machine; everything they need
+# (system binaries, a virtual environment) is installed here, not by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test check bench system-deps venv clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+demo: venv system-deps  ## run the service on a private broker and database with a simulated clinic
+	$(BIN)/homemonitor demo $(ARGS)
+
+test: venv system-deps  ## run the test suite against real Mosquitto and PostgreSQL
+	$(BIN)/pytest $(ARGS)
+
+check: venv  ## ruff and mypy --strict
+	$(BIN)/ruff check src devices tests
+	$(BIN)/ruff format --check src devices tests
+	$(BIN)/mypy
+
+bench: venv system-deps  ## throughput and latency against baselines (see README)
+	$(BIN)/homemonitor bench $(ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "homemonitor needs Python >= 3.11; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+system-deps:  ## install mosquitto and PostgreSQL binaries if missing (Debian/Ubuntu)
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; else \
+	  echo "installing mosquitto"; $(call apt,mosquitto); fi
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	  echo "installing postgresql"; $(call apt,postgresql postgresql-contrib); fi
+
+define apt
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	command -v apt-get >/dev/null || { echo "install $(1) with your package manager" >&2; exit 1; }; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(1) >/dev/null
+endef
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The device and gateway side of homemonitor: simulators, encoders, a reference gateway."""

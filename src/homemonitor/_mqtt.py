@@ -1,0 +1,48 @@
+"""The one place that reaches inside aiomqtt 2.5: manual acknowledgement of QoS 1 messages.
+
+aiomqtt 2.5 acknowledges a QoS 1 message the moment it enters its queue, before our
+code has seen it, let alone committed it. It has no public API to change that, but the
+paho client it wraps does (``manual_ack_set`` / ``ack``; aiomqtt issue #345, draft PR
+#346). Everything that depends on aiomqtt's private attributes is in this module, with
+a test (``tests/test_ack_after_commit.py``) that fails if an upgrade breaks it.
+
+Message ids are only meaningful on the connection that delivered them: after a
+reconnect the broker redelivers unacknowledged messages with new ids, so an ack for an
+old connection's message must be dropped, never sent on the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+
+def enable_manual_ack(client: aiomqtt.Client) -> None:
+    """Make ``client`` leave PUBACKs to :func:`ack`. Call before connecting."""
+    _paho(client).manual_ack_set(True)
+
+
+def ack(client: aiomqtt.Client, mid: int, qos: int) -> bool:
+    """Send the PUBACK for message ``mid``; False when the connection is gone."""
+    if qos == 0:
+        return True
+    return bool(_paho(client).ack(mid, qos) == paho.MQTT_ERR_SUCCESS)
+
+
+def queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
+    """aiomqtt's incoming queue, drained without a task per message."""
+    q: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001 - see module docstring
+    return q
+
+
+def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """A future that completes when ``client`` loses its connection."""
+    fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001 - see module docstring
+    return fut
+
+
+def _paho(client: aiomqtt.Client) -> Any:  # noqa: ANN401 - paho ships no types here
+    return client._client  # noqa: SLF001 - see module docstring

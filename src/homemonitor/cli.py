@@ -1,0 +1,258 @@
+"""The ``homemonitor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from homemonitor import logs
+from homemonitor.errors import HomemonitorError
+from homemonitor.settings import Settings
+
+EPILOG = """\
+Configuration comes from HOMEMONITOR_* environment variables (see README, 'Configuration').
+Start with 'homemonitor demo': it needs nothing configured."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    return Settings(**overrides)
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    settings = _settings(args)
+    if settings.database_url is None:
+        msg = "no database: pass --database-url or set HOMEMONITOR_DATABASE_URL"
+        raise HomemonitorError(msg)
+    return settings.database_url.get_secret_value()
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, object]]) -> object:
+    async def runner() -> object:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from homemonitor.app import serve  # noqa: PLC0415 - keep 'payload check' light
+
+    settings = _settings(args)
+    logs.configure(settings.log_format, settings.log_level)
+    _run_until_signal(lambda stop: serve(settings, stop, http=not args.no_http))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from homemonitor import database  # noqa: PLC0415
+
+    async def main() -> None:
+        pool = await database.create_pool(_dsn(args), max_size=1)
+        async with pool, pool.acquire() as conn:
+            mode = await database.migrate(conn, retention=_settings(args).retention)
+        print(f"database is up to date; storage mode: {mode}")
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_registry_apply(args: argparse.Namespace) -> int:
+    from homemonitor import database, registry  # noqa: PLC0415
+
+    reg = registry.load_file(Path(args.file))
+
+    async def main() -> registry.ApplySummary:
+        pool = await database.create_pool(_dsn(args), max_size=1)
+        async with pool, pool.acquire() as conn:
+            await database.migrate(conn, retention=_settings(args).retention)
+            return await registry.apply(conn, reg)
+
+    s = asyncio.run(main())
+    print(
+        f"applied {args.file}: {s.care_teams} care teams, {s.clinicians} clinicians, "
+        f"{s.patients} patients, {s.devices} devices, {s.bindings} bindings, "
+        f"{s.plans_added} new care-plan versions"
+    )
+    return 0
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from homemonitor import auth, database  # noqa: PLC0415
+
+    async def main() -> str:
+        pool = await database.create_pool(_dsn(args), max_size=1)
+        async with pool, pool.acquire() as conn:
+            try:
+                return await auth.issue_token(conn, args.clinician, args.label)
+            except LookupError as exc:
+                raise HomemonitorError(str(exc)) from exc
+
+    print(asyncio.run(main()))
+    return 0
+
+
+def cmd_payload_check(args: argparse.Namespace) -> int:
+    from homemonitor.decoding import decode  # noqa: PLC0415
+    from homemonitor.protocol import PayloadFormat  # noqa: PLC0415
+    from homemonitor.validation import ClockPolicy, validate  # noqa: PLC0415
+
+    payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    decoded = decode(PayloadFormat(args.format), payload)
+    accepted, implausible = validate(decoded.readings, datetime.now(UTC), ClockPolicy())
+    rejections = sorted(
+        decoded.rejections + implausible, key=lambda r: -1 if r.index is None else r.index
+    )
+    readings = [
+        {
+            "index": r.index,
+            "device_id": r.device_id,
+            "metric": r.metric.value,
+            "measured_at": r.measured_at.astimezone(UTC).isoformat(),
+            "values": {q.value: round(v, 3) for q, v in r.values.items()},
+            "units": {q.value: q.unit for q in r.values},
+            "flags": [f.value for f in r.flags],
+        }
+        for r in accepted
+    ]
+    problems = [
+        {"index": r.index, "reason": r.reason.value, "detail": r.detail} for r in rejections
+    ]
+    if args.json:
+        print(json.dumps({"readings": readings, "rejected": problems}, indent=2))
+    else:
+        for r in readings:
+            values = ", ".join(f"{k}={v} {r['units'][k]}" for k, v in r["values"].items())
+            flags = f"  FLAGGED: {', '.join(r['flags'])}" if r["flags"] else ""
+            print(f"ok   [{r['index']}] {r['device_id']} {r['metric']} at {r['measured_at']}: {values}{flags}")
+        for p in problems:
+            where = "message" if p["index"] is None else f"[{p['index']}]"
+            print(f"FAIL {where} {p['reason']}: {p['detail']}")
+        print(f"{len(readings)} accepted, {len(problems)} rejected")
+    return 1 if problems else 0
+
+
+def cmd_payload_schema(_: argparse.Namespace) -> int:
+    from homemonitor.protocol import json_schema  # noqa: PLC0415
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from homemonitor.demo import run_demo  # noqa: PLC0415
+
+    logs.configure("text", "WARNING")
+    summary = _run_until_signal(
+        lambda stop: run_demo(
+            stop, duration=args.duration, patients=args.patients, seed=args.seed,
+            speed=args.speed, http_port=args.port, quiet=args.json,
+        )
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="homemonitor",
+        description="Home-monitoring telemetry for primary care: MQTT readings in, "
+        "care-plan alerts out, nothing lost.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="PostgreSQL DSN (default: HOMEMONITOR_DATABASE_URL)")
+
+    run = sub.add_parser("run", help="run the service: worker, clinician API, /metrics",
+                         description="Run the ingestion worker, the clinician API and the ops "
+                         "endpoints until SIGTERM; then drain, commit and exit.", epilog=EPILOG)
+    run.add_argument("--no-http", action="store_true", help="worker only (no API or /metrics)")
+    run.set_defaults(func=cmd_run)
+
+    mig = sub.add_parser("migrate", help="apply database migrations (also done at start)")
+    db_option(mig)
+    mig.set_defaults(func=cmd_migrate)
+
+    reg = sub.add_parser("registry", help="care teams, patients, devices and care plans")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    apply = reg_sub.add_parser(
+        "apply", help="load a YAML/JSON registry description (idempotent)",
+        description="Load care teams, clinicians, patients, devices, bindings and care plans "
+        "from FILE. Applying the same file twice changes nothing; a care-plan version is "
+        "history and cannot be changed, only superseded. Example: deploy/registry-example.yaml",
+    )
+    apply.add_argument("file", help="YAML or JSON registry description")
+    db_option(apply)
+    apply.set_defaults(func=cmd_registry_apply)
+
+    tok = sub.add_parser("token", help="clinician API tokens")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = tok_sub.add_parser("issue", help="create an API token for a clinician (shown once)")
+    issue.add_argument("clinician", help="clinician id from the registry")
+    issue.add_argument("--label", default="", help="what the token is for")
+    db_option(issue)
+    issue.set_defaults(func=cmd_token_issue)
+
+    pay = sub.add_parser("payload", help="the gateway payload contract, offline")
+    pay_sub = pay.add_subparsers(dest="payload_command", required=True, metavar="ACTION")
+    check = pay_sub.add_parser(
+        "check", help="validate a payload and print its readings or every reason it fails",
+        description="Decode and validate a payload exactly as the worker would (without the "
+        "registry): print the normalised readings, or every reason a reading would be "
+        "quarantined. Exit 0 when everything is accepted, 1 otherwise.",
+    )
+    check.add_argument("file", help="payload file, or - for standard input")
+    check.add_argument("--format", choices=["json", "fhir", "ble"], default="json",
+                       help="the format the topic would name (default: json)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=cmd_payload_check)
+    schema = pay_sub.add_parser("schema", help="print the JSON Schema of the native payload")
+    schema.set_defaults(func=cmd_payload_schema)
+
+    demo = sub.add_parser(
+        "demo", help="everything on embedded defaults: broker, database, simulated clinic",
+        description="Start a private Mosquitto and PostgreSQL, load a demo clinic, run the "
+        "service and simulated patients, and show alerts as they open. Ctrl-C ends it "
+        "with a summary.",
+    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    demo.add_argument("--patients", type=int, default=50, help="simulated patients (50)")
+    demo.add_argument("--seed", type=int, default=7, help="scenario seed (7)")
+    demo.add_argument("--speed", type=float, default=720.0,
+                      help="simulated seconds per real second (720: a day in two minutes)")
+    demo.add_argument("--port", type=int, default=8080, help="API port (8080)")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except HomemonitorError as exc:
+        print(f"homemonitor: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The database: connection pool, numbered migrations, and which storage mode is active.
+
+Migrations are the ``migrations/NNNN_*.sql`` files of this package, applied in order,
+each in its own transaction, recorded in ``schema_migrations``. When the ``timescaledb``
+extension is available, ``migrations/timescaledb/`` follows; otherwise the same schema
+runs on plain PostgreSQL (>= 15). An advisory lock keeps concurrent starts from racing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x686D6F6E  # "hmon"
+
+
+class StorageMode(enum.StrEnum):
+    """Which storage features are active."""
+
+    POSTGRESQL = "postgresql"
+    TIMESCALEDB = "timescaledb"
+    TIMESCALEDB_APACHE = "timescaledb-apache"  # hypertable only: no compression or policies
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    """A pool whose connections identify themselves in ``pg_stat_activity``."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        server_settings={"application_name": "homemonitor"},
+    )
+    assert pool is not None  # create_pool returns the pool once initialised
+    return pool
+
+
+def _scripts(folder: str) -> list[tuple[str, str]]:
+    base = resources.files("homemonitor") / "migrations"
+    if folder:
+        base = base / folder
+    found = [
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in base.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    return sorted(found)
+
+
+async def migrate(conn: asyncpg.Connection, *, retention: str = "5 years") -> StorageMode:
+    """Apply every migration not yet applied; return the storage mode now active."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        mode = await _detect_mode(conn)
+        plan = [("", name, sql) for name, sql in _scripts("")]
+        if mode is not StorageMode.POSTGRESQL:
+            tsdb = _scripts("timescaledb")
+            if mode is StorageMode.TIMESCALEDB_APACHE:
+                tsdb = [s for s in tsdb if "policies" not in s[0]]
+                log.warning(
+                    "timescaledb runs under the Apache licence: hypertable only, no "
+                    "compression, retention or continuous aggregate"
+                )
+            plan += [("timescaledb/", name, sql) for name, sql in tsdb]
+        for folder, name, sql in plan:
+            key = folder + name
+            if key in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql.replace("{retention}", retention))
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", key)
+            log.info("migration applied name=%s", key)
+        return mode
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def _detect_mode(conn: asyncpg.Connection) -> StorageMode:
+    available = await conn.fetchval(
+        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if not available:
+        return StorageMode.POSTGRESQL
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except asyncpg.PostgresError as exc:  # listed, but not in shared_preload_libraries
+        log.warning("timescaledb is installed but cannot be loaded (%s); plain PostgreSQL", exc)
+        return StorageMode.POSTGRESQL
+    licence = await conn.fetchval("SELECT current_setting('timescaledb.license', true)")
+    return StorageMode.TIMESCALEDB_APACHE if licence == "apache" else StorageMode.TIMESCALEDB

@@ -1,0 +1,161 @@
+"""The native JSON payload (see :mod:`homemonitor.protocol`) to normalised readings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
+
+from homemonitor.protocol import (
+    BloodPressureIn,
+    BodyWeightIn,
+    Envelope,
+    HeartRateIn,
+    ReadingIn,
+    Spo2In,
+)
+from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.units import to_canonical
+
+class _EnvelopeHead(BaseModel):
+    """The envelope without its readings, to judge it apart from them."""
+
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1]
+    sent_at: AwareDatetime | None = None
+    reading: Any = None
+    readings: Any = None
+
+    @model_validator(mode="after")
+    def _one_of_reading_or_readings(self) -> _EnvelopeHead:
+        if (self.reading is None) == (self.readings is None):
+            msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
+            raise ValueError(msg)
+        return self
+
+
+_READING = TypeAdapter[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn](ReadingIn)
+
+
+def decode_native(payload: bytes) -> Decoded:
+    """Decode a native envelope; a bad reading in a batch does not spoil the others."""
+    try:
+        envelope = Envelope.model_validate_json(payload)
+    except ValidationError:
+        return _decode_item_by_item(payload)
+    items = envelope.items()
+    return Decoded([to_reading(item, i) for i, item in enumerate(items)], [], envelope.sent_at)
+
+
+def to_reading(item: BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn, index: int) -> Reading:
+    """A validated native item as a normalised reading (units converted)."""
+    values: dict[Quantity, float]
+    if isinstance(item, BloodPressureIn):
+        values = {
+            Quantity.SYSTOLIC: to_canonical(Quantity.SYSTOLIC, item.systolic, item.unit),
+            Quantity.DIASTOLIC: to_canonical(Quantity.DIASTOLIC, item.diastolic, item.unit),
+        }
+        if item.mean is not None:
+            values[Quantity.MEAN_ARTERIAL] = to_canonical(
+                Quantity.MEAN_ARTERIAL, item.mean, item.unit
+            )
+        if item.pulse is not None:
+            values[Quantity.HEART_RATE] = item.pulse
+    elif isinstance(item, BodyWeightIn):
+        values = {Quantity.BODY_WEIGHT: to_canonical(Quantity.BODY_WEIGHT, item.value, item.unit)}
+    elif isinstance(item, Spo2In):
+        values = {Quantity.SPO2: item.value}
+        if item.pulse is not None:
+            values[Quantity.HEART_RATE] = item.pulse
+    else:
+        values = {Quantity.HEART_RATE: item.value}
+    return Reading(
+        device_id=item.device_id,
+        metric=Metric(item.metric),
+        measured_at=item.measured_at,
+        values=values,
+        message_id=item.message_id,
+        source="json",
+        index=index,
+    )
+
+
+def _decode_item_by_item(payload: bytes) -> Decoded:
+    """The slow path: find out what exactly is wrong, reading by reading."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _whole(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__} at {_where(exc)}")
+    if not isinstance(data, dict):
+        return _whole(Reason.MALFORMED, "payload must be a JSON object")
+    if "resourceType" in data:
+        from homemonitor.decoding.fhir import decode_fhir  # noqa: PLC0415 - sniffed format
+
+        return decode_fhir(payload)
+    if data.get("v") != 1:
+        return _whole(
+            Reason.UNSUPPORTED_VERSION,
+            "field 'v' must be 1 (the payload version this service speaks)",
+        )
+    try:
+        head = _EnvelopeHead.model_validate(data)
+    except ValidationError as exc:
+        return _whole(Reason.MALFORMED, _describe(exc, prefix=""))
+    raw_items: Any = data["readings"] if "readings" in data else [data["reading"]]
+    prefix = "readings" if "readings" in data else "reading"
+    if not isinstance(raw_items, list) or not raw_items:
+        return _whole(Reason.MALFORMED, f"'{prefix}' must be a non-empty list")
+    decoded = Decoded(sent_at=head.sent_at)
+    for index, raw in enumerate(raw_items):
+        try:
+            item = _READING.validate_python(raw)
+        except ValidationError as exc:
+            where = f"{prefix}[{index}]" if prefix == "readings" else prefix
+            device = raw.get("device_id") if isinstance(raw, dict) else None
+            decoded.rejections.append(
+                Rejection(
+                    _reason(exc),
+                    _describe(exc, prefix=where),
+                    index,
+                    device if isinstance(device, str) else None,
+                )
+            )
+        else:
+            decoded.readings.append(to_reading(item, index))
+    return decoded
+
+
+def _whole(reason: Reason, detail: str) -> Decoded:
+    return Decoded(rejections=[Rejection(reason, detail)])
+
+
+def _where(exc: json.JSONDecodeError | UnicodeDecodeError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno} column {exc.colno}"
+    return f"byte {exc.start}"
+
+
+def _reason(exc: ValidationError) -> Reason:
+    """The quarantine reason a reading's first validation error stands for."""
+    for error in exc.errors(include_input=False):
+        kind, loc = error["type"], error["loc"]
+        if kind == "union_tag_invalid":
+            return Reason.UNKNOWN_METRIC
+        if loc and loc[-1] == "unit" and kind == "literal_error":
+            return Reason.UNKNOWN_UNIT
+        if kind == "finite_number":
+            return Reason.MISSING_VALUE
+        if "measured_at" in loc:
+            return Reason.NO_TIMESTAMP
+    return Reason.MALFORMED
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    """Every validation error as 'where: what', without the offending input."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in error["loc"])
+        where = ".".join(p for p in (prefix, loc) if p)
+        parts.append(f"{where or 'payload'}: {error['msg']}")
+    return "; ".join(parts)

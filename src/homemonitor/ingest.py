@@ -1,0 +1,474 @@
+"""The ingestion worker: MQTT in, batches committed, PUBACKs out in arrival order.
+
+Two tasks in one TaskGroup, joined by a bounded queue of prepared batches:
+
+- *consume* keeps one persistent MQTT session (fixed client id, no clean start, session
+  expiry), collects messages into batches that close on size or after a few
+  milliseconds, and prepares them (decode, validate, resolve, evaluate);
+- *commit* stores each batch in one transaction and only then acknowledges its
+  messages, in the order they arrived.
+
+Nothing is acknowledged before it is committed, so a crash anywhere means redelivery,
+and redelivery is harmless because storage is idempotent. While the database is down
+the commit task retries and acknowledges nothing; the queue fills, the broker stops
+sending at Receive Maximum, and keeps the rest: memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import ssl
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import asyncpg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from homemonitor import _mqtt, store
+from homemonitor.database import StorageMode
+from homemonitor.metrics import Metrics
+from homemonitor.protocol import SUBSCRIPTION
+from homemonitor.readings import Reason, Rejection
+from homemonitor.registry import NOTIFY_CHANNEL, RegistryCache
+from homemonitor.settings import Settings
+from homemonitor.validation import ClockPolicy
+
+log = logging.getLogger(__name__)
+
+#: Database errors after which the same batch may well commit: wait and retry.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+@dataclasses.dataclass
+class Health:
+    """What ``/ready`` reports."""
+
+    storage_mode: StorageMode | None = None
+    broker_connected: bool = False
+    database_ok: bool = False
+    registry_loaded: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.storage_mode is not None
+            and self.broker_connected
+            and self.database_ok
+            and self.registry_loaded
+        )
+
+
+class Backoff:
+    """Capped exponential backoff with jitter (half fixed, half random)."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap, self.attempt = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``stop`` is set; True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+class Worker:
+    """See the module docstring. ``run`` returns after a drained, committed shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        health: Health,
+        cache: RegistryCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.health = health
+        self.cache = cache or RegistryCache()
+        self.clock = ClockPolicy(
+            future_tolerance=timedelta(seconds=settings.clock_future_tolerance_s),
+            stale_after=timedelta(seconds=settings.clock_stale_after_s),
+        )
+        self._client: aiomqtt.Client | None = None
+        self._generation = 0
+        self._inflight = 0
+        self.totals = store.CommitResult()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain and return."""
+        await self._load_registry_until_ready(stop)
+        batches: asyncio.Queue[store.Batch] = asyncio.Queue(maxsize=2)
+        async with asyncio.TaskGroup() as tg:
+            committer = tg.create_task(self._commit_loop(batches), name="commit")
+            tg.create_task(self._listen_registry(stop), name="registry-listen")
+            await self._consume(stop, batches)
+            committer.cancel()
+        log.info(
+            "worker stopped stored=%d duplicates=%d quarantined=%d alerts_opened=%d",
+            self.totals.stored, self.totals.duplicates, self.totals.quarantined,
+            len(self.totals.opened),
+        )
+
+    async def _load_registry_until_ready(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(0.2, 10)
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    await self.cache.load(conn)
+            except TRANSIENT_DB_ERRORS as exc:
+                self._database_state(ok=False, why=exc)
+                await sleep_unless(stop, backoff.next())
+            else:
+                self._database_state(ok=True)
+                self.health.registry_loaded = True
+                return
+
+    # -- MQTT side -------------------------------------------------------------------
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self.settings
+        assert s.mqtt_host is not None
+        v5 = s.mqtt_protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = s.mqtt_session_expiry
+            properties.ReceiveMaximum = s.max_inflight
+        tls = None
+        if s.mqtt_tls_ca:
+            tls = aiomqtt.TLSParameters(ca_certs=s.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        client = aiomqtt.Client(
+            s.mqtt_host,
+            s.mqtt_port,
+            identifier=s.mqtt_client_id,
+            username=s.mqtt_username,
+            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            clean_start=False,
+            properties=properties,
+            keepalive=30,
+            tls_params=tls,
+        )
+        _mqtt.enable_manual_ack(client)
+        return client
+
+    def _subscription(self) -> str:
+        group = self.settings.mqtt_shared_group
+        return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
+
+    async def _consume(self, stop: asyncio.Event, batches: asyncio.Queue[store.Batch]) -> None:
+        backoff = Backoff(0.5, 30)
+        while not stop.is_set():
+            try:
+                async with self._client_for() as client:
+                    self._generation += 1
+                    self._client = client
+                    self._broker_state(connected=True)
+                    backoff.reset()
+                    await client.subscribe(self._subscription(), qos=1)
+                    await self._collect(client, stop, batches)
+                    await self._drain(batches)
+            except aiomqtt.MqttError as exc:
+                self._broker_state(connected=False, why=exc)
+                if await sleep_unless(stop, backoff.next()):
+                    break
+            finally:
+                self._broker_state(connected=False)
+                self._client = None
+
+    async def _drain(self, batches: asyncio.Queue[store.Batch]) -> None:
+        """Let the commit task finish what is queued, within the grace period."""
+        try:
+            await asyncio.wait_for(batches.join(), self.settings.shutdown_grace_s)
+        except TimeoutError:
+            log.warning(
+                "shutdown grace of %.0f s over with batches uncommitted; they stay "
+                "unacknowledged and the broker will redeliver them",
+                self.settings.shutdown_grace_s,
+            )
+
+    async def _collect(
+        self, client: aiomqtt.Client, stop: asyncio.Event, batches: asyncio.Queue[store.Batch]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        incoming = _mqtt.queue(client)
+        gone = _mqtt.disconnected(client)
+        stopping = asyncio.ensure_future(stop.wait())
+        wait = self.settings.batch_wait_ms / 1000
+        limit = self.settings.batch_max
+        try:
+            while True:
+                first = await self._next(incoming, gone, stopping, None)
+                if first is None:
+                    return
+                messages = [first]
+                deadline = loop.time() + wait
+                while len(messages) < limit:
+                    try:
+                        messages.append(self._inbound(incoming.get_nowait()))
+                        continue
+                    except asyncio.QueueEmpty:
+                        pass
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    more = await self._next(incoming, gone, stopping, remaining)
+                    if more is None:
+                        break
+                    messages.append(more)
+                batch = await self._prepare(messages)
+                await batches.put(batch)
+                if stop.is_set():
+                    return
+        finally:
+            stopping.cancel()
+
+    async def _next(
+        self,
+        incoming: asyncio.Queue[aiomqtt.Message],
+        gone: asyncio.Future[None],
+        stopping: asyncio.Future[bool],
+        timeout: float | None,
+    ) -> store.Inbound | None:
+        """The next message; None on stop or timeout; MqttError when the link drops."""
+        if not incoming.empty():
+            return self._inbound(incoming.get_nowait())
+        if stopping.done():
+            return None
+        getter = asyncio.ensure_future(incoming.get())
+        try:
+            done, _ = await asyncio.wait(
+                (getter, gone, stopping), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return self._inbound(getter.result())
+        if gone in done:
+            msg = "lost the broker connection"
+            raise aiomqtt.MqttError(msg)
+        return None
+
+    def _inbound(self, message: aiomqtt.Message) -> store.Inbound:
+        self._inflight += 1
+        payload = message.payload
+        return store.Inbound(
+            topic=message.topic.value,
+            payload=payload if isinstance(payload, bytes) else str(payload).encode(),
+            received_at=datetime.now(UTC),
+            received_mono=time.monotonic(),
+            mid=message.mid,
+            qos=message.qos,
+            generation=self._generation,
+        )
+
+    async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
+        if self.cache.stale:
+            await self._reload_registry()
+        batch = self._prepare_now(messages)
+        if batch.needs_registry_reload() and self.cache.may_reload_for_unknown():
+            await self._reload_registry()
+            batch = self._prepare_now(messages)
+        for fmt in batch.formats:
+            self.metrics.messages_received.labels(fmt).inc()
+        self.metrics.inflight.set(self._inflight)
+        return batch
+
+    def _prepare_now(self, messages: list[store.Inbound]) -> store.Batch:
+        return store.prepare(
+            messages, self.cache, self.clock, self.settings.max_payload_bytes, datetime.now(UTC)
+        )
+
+    async def _reload_registry(self) -> None:
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                await self.cache.load(conn)
+        except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
+            log.warning("registry reload failed, keeping the cached copy: %s", type(exc).__name__)
+
+    async def _listen_registry(self, stop: asyncio.Event) -> None:
+        """Mark the cache dirty on ``NOTIFY homemonitor_registry``; reconnect when cut."""
+        backoff = Backoff(1, 30)
+
+        def changed(*_: object) -> None:
+            self.cache.dirty = True
+
+        while not stop.is_set():
+            closed = asyncio.Event()
+            try:
+                conn = await self.pool.acquire(timeout=5)
+            except TRANSIENT_DB_ERRORS:
+                await sleep_unless(stop, backoff.next())
+                continue
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, changed)
+                conn.add_termination_listener(lambda _c: closed.set())
+                backoff.reset()
+                self.cache.dirty = True  # anything may have changed while unheard
+                stopped = asyncio.ensure_future(stop.wait())
+                cut = asyncio.ensure_future(closed.wait())
+                await asyncio.wait((stopped, cut), return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                cut.cancel()
+            except TRANSIENT_DB_ERRORS:
+                await sleep_unless(stop, backoff.next())
+            finally:
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await conn.remove_listener(NOTIFY_CHANNEL, changed)
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await self.pool.release(conn, timeout=5)
+
+    # -- database side ---------------------------------------------------------------
+
+    async def _commit_loop(self, batches: asyncio.Queue[store.Batch]) -> None:
+        while True:
+            batch = await batches.get()
+            try:
+                await self._commit_with_retry(batch)
+                self._acknowledge(batch)
+            finally:
+                batches.task_done()
+
+    async def _commit_with_retry(self, batch: store.Batch) -> None:
+        backoff = Backoff(0.1, 5)
+        while True:
+            started = time.perf_counter()
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    result = await store.commit(conn, batch, self.cache.plans)
+            except TRANSIENT_DB_ERRORS as exc:
+                self._database_state(ok=False, why=exc)
+                self.metrics.commit_retries.inc()
+                await asyncio.sleep(backoff.next())
+                continue
+            except asyncpg.PostgresError as exc:
+                log.error(
+                    "batch refused by the database (%s %s); storing its messages one by one",
+                    exc.sqlstate, type(exc).__name__,
+                )
+                result = await self._commit_one_by_one(batch)
+            self._database_state(ok=True)
+            self._record(batch, result, time.perf_counter() - started)
+            return
+
+    async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
+        """A batch the database refuses: each message alone; a refused one is quarantined."""
+        total = store.CommitResult()
+        for m in range(len(batch.messages)):
+            part = batch.only(m)
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    result = await store.commit(conn, part, self.cache.plans)
+            except asyncpg.PostgresError as exc:
+                detail = f"database refused the reading: {type(exc).__name__} ({exc.sqlstate})"
+                part.quarantined += [
+                    store.Quarantined(
+                        Rejection(Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id),
+                        0,
+                    )
+                    for c in part.candidates
+                ]
+                part.candidates = []
+                async with self.pool.acquire(timeout=5) as conn:
+                    result = await store.commit(conn, part, self.cache.plans)
+            total.stored += result.stored
+            total.duplicates += result.duplicates
+            total.quarantined += result.quarantined
+            total.opened += result.opened
+            total.updated += result.updated
+            total.flagged += result.flagged
+        batch.quarantined = [
+            store.Quarantined(q.rejection, m)
+            for m in range(len(batch.messages))
+            for q in batch.only(m).quarantined
+        ]
+        return total
+
+    def _acknowledge(self, batch: store.Batch) -> None:
+        """PUBACK every message of a committed batch, in arrival order."""
+        client = self._client
+        for m in batch.messages:
+            if client is not None and m.generation == self._generation:
+                _mqtt.ack(client, m.mid, m.qos)
+        self._inflight -= len(batch.messages)
+        self.metrics.inflight.set(self._inflight)
+
+    def _record(self, batch: store.Batch, result: store.CommitResult, seconds: float) -> None:
+        m = self.metrics
+        now_mono, now = time.monotonic(), datetime.now(UTC)
+        m.batch_size.observe(len(batch.messages))
+        m.commit_seconds.observe(seconds)
+        m.readings_stored.inc(result.stored)
+        m.readings_duplicate.inc(result.duplicates)
+        for flag in result.flagged:
+            m.readings_flagged.labels(flag).inc()
+        for q in batch.quarantined:
+            m.rejected.labels(q.rejection.reason.value).inc()
+        for severity in result.opened:
+            m.alerts_opened.labels(severity).inc()
+        for msg in batch.messages:
+            m.receive_to_stored.observe(now_mono - msg.received_mono)
+        for sent in batch.sent_at:
+            m.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
+        t = self.totals
+        t.stored += result.stored
+        t.duplicates += result.duplicates
+        t.quarantined += result.quarantined
+        t.opened += result.opened
+        t.updated += result.updated
+        if result.opened:
+            log.info("alerts opened count=%d severities=%s", len(result.opened), ",".join(result.opened))
+        if batch.quarantined:
+            reasons = sorted({q.rejection.reason.value for q in batch.quarantined})
+            log.info("quarantined count=%d reasons=%s", len(batch.quarantined), ",".join(reasons))
+
+    def _database_state(self, *, ok: bool, why: BaseException | None = None) -> None:
+        if ok != self.health.database_ok or why is not None:
+            if ok:
+                log.info("database available")
+            else:
+                log.warning(
+                    "database unavailable (%s); holding batches unacknowledged, retrying",
+                    type(why).__name__,
+                )
+        self.health.database_ok = ok
+        self.metrics.database_up.set(1 if ok else 0)
+
+    def _broker_state(self, *, connected: bool, why: BaseException | None = None) -> None:
+        if connected != self.health.broker_connected:
+            log.info("broker %s", "connected" if connected else "disconnected")
+        if why is not None:
+            log.warning("broker connection failed (%s); reconnecting", why)
+        self.health.broker_connected = connected
+        self.metrics.broker_connected.set(1 if connected else 0)

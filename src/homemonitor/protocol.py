@@ -1,0 +1,192 @@
+"""The gateway contract: MQTT topic layout and the native JSON payload (version 1).
+
+Topics carry the gateway's identity, so a broker ACL (``pattern write
+homemonitor/v1/gw/%u/#``) pins each gateway to its own topics::
+
+    homemonitor/v1/gw/{gateway_id}/readings        native JSON (or FHIR, sniffed by resourceType)
+    homemonitor/v1/gw/{gateway_id}/readings/fhir   FHIR R4 Observation or Bundle
+    homemonitor/v1/gw/{gateway_id}/readings/ble    raw Bluetooth measurements
+
+The payload names devices, never patients. ``docs/protocol.md`` is the prose version;
+``homemonitor payload schema`` prints the JSON Schema generated from these models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+
+TOPIC_PREFIX = "homemonitor/v1/gw"
+#: What the worker subscribes to (``#`` also matches the parent level ``readings``).
+SUBSCRIPTION = f"{TOPIC_PREFIX}/+/readings/#"
+GATEWAY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MAX_READINGS_PER_MESSAGE = 1000
+_GATEWAY_RE = re.compile(GATEWAY_ID_PATTERN)
+
+
+class PayloadFormat(enum.StrEnum):
+    """Which decoder a topic asks for."""
+
+    NATIVE = "json"
+    FHIR = "fhir"
+    BLE = "ble"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """What a topic says: who sent it and in which format."""
+
+    gateway_id: str
+    format: PayloadFormat
+
+
+def readings_topic(gateway_id: str, fmt: PayloadFormat = PayloadFormat.NATIVE) -> str:
+    """The topic a gateway publishes readings of format ``fmt`` to."""
+    base = f"{TOPIC_PREFIX}/{gateway_id}/readings"
+    return base if fmt is PayloadFormat.NATIVE else f"{base}/{fmt.value}"
+
+
+def parse_topic(topic: str) -> Route | None:
+    """The route a topic names, or None when it is outside the documented layout."""
+    parts = topic.split("/")
+    if len(parts) not in (5, 6) or "/".join(parts[:3]) != TOPIC_PREFIX or parts[4] != "readings":
+        return None
+    if not _GATEWAY_RE.match(parts[3]):
+        return None
+    if len(parts) == 5:
+        return Route(parts[3], PayloadFormat.NATIVE)
+    try:
+        fmt = PayloadFormat(parts[5])
+    except ValueError:
+        return None
+    if fmt is PayloadFormat.NATIVE:
+        return None
+    return Route(parts[3], fmt)
+
+
+_Model = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id.")]
+MessageId = Annotated[
+    str | None,
+    Field(
+        default=None,
+        max_length=128,
+        description="Optional id the gateway gives this reading; kept for tracing.",
+    ),
+]
+Pulse = Annotated[
+    FiniteFloat | None, Field(default=None, description="Pulse rate in beats per minute.")
+]
+
+
+class _ReadingIn(BaseModel):
+    model_config = _Model
+
+    device_id: DeviceId
+    measured_at: AwareDatetime = Field(
+        description="When the device measured, with a UTC offset (ISO 8601)."
+    )
+    message_id: MessageId = None
+
+
+class BloodPressureIn(_ReadingIn):
+    """A blood-pressure measurement (cuff)."""
+
+    metric: Literal["blood_pressure"]
+    unit: Literal["mmHg", "kPa"] = "mmHg"
+    systolic: FiniteFloat
+    diastolic: FiniteFloat
+    mean: FiniteFloat | None = Field(default=None, description="Mean arterial pressure.")
+    pulse: Pulse = None
+
+
+class BodyWeightIn(_ReadingIn):
+    """A body-weight measurement (scale)."""
+
+    metric: Literal["body_weight"]
+    unit: Literal["kg", "lb"] = "kg"
+    value: FiniteFloat
+
+
+class Spo2In(_ReadingIn):
+    """An oxygen-saturation measurement (pulse oximeter)."""
+
+    metric: Literal["spo2"]
+    unit: Literal["%"] = "%"
+    value: FiniteFloat
+    pulse: Pulse = None
+
+
+class HeartRateIn(_ReadingIn):
+    """A heart-rate measurement."""
+
+    metric: Literal["heart_rate"]
+    unit: Literal["/min", "bpm"] = "/min"
+    value: FiniteFloat
+
+
+ReadingIn = Annotated[
+    BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn, Field(discriminator="metric")
+]
+
+
+class Envelope(BaseModel):
+    """A native payload: one reading (``reading``) or a batch (``readings``), version 1."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="homemonitor native reading payload, version 1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "v": 1,
+                    "readings": [
+                        {
+                            "device_id": "cuff-0001",
+                            "metric": "blood_pressure",
+                            "measured_at": "2026-11-22T07:31:00+01:00",
+                            "unit": "mmHg",
+                            "systolic": 128,
+                            "diastolic": 82,
+                            "pulse": 71,
+                            "message_id": "gw-7f3a-000123",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    v: Literal[1] = Field(description="Payload version; this document describes 1.")
+    sent_at: AwareDatetime | None = Field(
+        default=None, description="When the gateway sent this message (for latency metrics)."
+    )
+    reading: ReadingIn | None = None
+    readings: list[ReadingIn] | None = Field(
+        default=None, min_length=1, max_length=MAX_READINGS_PER_MESSAGE
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_reading_or_readings(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hook
+        if isinstance(data, dict) and ("reading" in data) == ("readings" in data):
+            msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
+            raise ValueError(msg)
+        return data
+
+    def items(self) -> list[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn]:
+        """The readings in this payload, in the order they were sent."""
+        if self.reading is not None:
+            return [self.reading]
+        return list(self.readings or [])
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema of the native payload."""
+    return Envelope.model_json_schema()

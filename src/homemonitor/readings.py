@@ -1,0 +1,145 @@
+"""The normalised reading every payload format decodes into, and why input is rejected.
+
+A :class:`Reading` is what the rest of the pipeline sees, whatever the gateway sent
+(native JSON, a FHIR Observation or a raw Bluetooth measurement). Values are in canonical
+units: mmHg for pressures, kg for weight, percent for SpO2, beats per minute for rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime
+
+
+class Metric(enum.StrEnum):
+    """What kind of measurement a reading is."""
+
+    BLOOD_PRESSURE = "blood_pressure"
+    BODY_WEIGHT = "body_weight"
+    SPO2 = "spo2"
+    HEART_RATE = "heart_rate"
+
+
+class Quantity(enum.StrEnum):
+    """One measured number; care-plan thresholds are set per quantity.
+
+    A blood-pressure reading carries systolic, diastolic and optionally mean arterial
+    pressure and pulse rate; an oximeter reading carries SpO2 and optionally pulse rate.
+    Pulse rate and heart rate are the same quantity (beats per minute).
+    """
+
+    SYSTOLIC = "systolic"
+    DIASTOLIC = "diastolic"
+    MEAN_ARTERIAL = "mean_arterial"
+    HEART_RATE = "heart_rate"
+    BODY_WEIGHT = "body_weight"
+    SPO2 = "spo2"
+
+    @property
+    def unit(self) -> str:
+        """The canonical unit values of this quantity are stored in."""
+        return _CANONICAL_UNIT[self]
+
+
+_CANONICAL_UNIT = {
+    Quantity.SYSTOLIC: "mmHg",
+    Quantity.DIASTOLIC: "mmHg",
+    Quantity.MEAN_ARTERIAL: "mmHg",
+    Quantity.HEART_RATE: "/min",
+    Quantity.BODY_WEIGHT: "kg",
+    Quantity.SPO2: "%",
+}
+
+#: The quantities each metric must carry, and those it may carry.
+REQUIRED: dict[Metric, tuple[Quantity, ...]] = {
+    Metric.BLOOD_PRESSURE: (Quantity.SYSTOLIC, Quantity.DIASTOLIC),
+    Metric.BODY_WEIGHT: (Quantity.BODY_WEIGHT,),
+    Metric.SPO2: (Quantity.SPO2,),
+    Metric.HEART_RATE: (Quantity.HEART_RATE,),
+}
+OPTIONAL: dict[Metric, tuple[Quantity, ...]] = {
+    Metric.BLOOD_PRESSURE: (Quantity.MEAN_ARTERIAL, Quantity.HEART_RATE),
+    Metric.BODY_WEIGHT: (),
+    Metric.SPO2: (Quantity.HEART_RATE,),
+    Metric.HEART_RATE: (),
+}
+
+#: Quantities in the order of the storage columns.
+QUANTITIES: tuple[Quantity, ...] = tuple(Quantity)
+
+
+class Flag(enum.StrEnum):
+    """Why a stored reading is not treated as current."""
+
+    FUTURE = "clock_future"
+    STALE = "clock_stale"
+
+
+@dataclasses.dataclass(slots=True)
+class Reading:
+    """One measurement of one device, normalised to canonical units.
+
+    ``values`` maps each quantity the device reported to its value in the quantity's
+    canonical unit; it never holds NaN or infinity (decoders reject those).
+    """
+
+    device_id: str
+    metric: Metric
+    measured_at: datetime
+    values: dict[Quantity, float]
+    message_id: str | None = None
+    #: Which payload format it came in: "json", "fhir" or "ble".
+    source: str = "json"
+    #: Position of this reading in its message (0 for a single reading).
+    index: int = 0
+    flags: list[Flag] = dataclasses.field(default_factory=list)
+
+    def value(self, quantity: Quantity) -> float | None:
+        """The value of ``quantity``, or None when the reading does not carry it."""
+        return self.values.get(quantity)
+
+
+class Reason(enum.StrEnum):
+    """Why a message or one reading in it was quarantined. Bounded: used as a metric label."""
+
+    MALFORMED = "malformed"  # not parseable as the format the topic names
+    OVERSIZED = "oversized"  # payload larger than the configured limit
+    UNSUPPORTED_VERSION = "unsupported_version"  # envelope version we do not speak
+    UNKNOWN_TOPIC = "unknown_topic"  # topic outside the documented layout
+    UNKNOWN_METRIC = "unknown_metric"  # a metric, code or characteristic we do not know
+    UNKNOWN_UNIT = "unknown_unit"  # a unit we cannot convert
+    MISSING_VALUE = "missing_value"  # no usable value (absent, special value, members only)
+    IMPLAUSIBLE = "implausible"  # outside physiological limits
+    NO_TIMESTAMP = "no_timestamp"  # no time, or a time without a zone or time of day
+    UNKNOWN_DEVICE = "unknown_device"  # device not in the registry
+    UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
+    STORAGE_REJECTED = "storage_rejected"  # the database refused the row
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one message, or one reading inside it, was not stored.
+
+    ``index`` is the position of the reading inside a batch payload, or None when the
+    whole message was rejected. ``detail`` is for a person reading the quarantine; it
+    names fields and limits, never patient identifiers.
+    """
+
+    reason: Reason
+    detail: str
+    index: int | None = None
+    device_id: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Decoded:
+    """What a decoder made of one message: readings to validate, and what it refused.
+
+    ``sent_at`` is the gateway's send time when the payload states one (used only for
+    the publish-to-stored latency metric).
+    """
+
+    readings: list[Reading] = dataclasses.field(default_factory=list)
+    rejections: list[Rejection] = dataclasses.field(default_factory=list)
+    sent_at: datetime | None = None

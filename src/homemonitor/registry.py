@@ -1,0 +1,312 @@
+"""The registry: care teams, clinicians, patients, devices, bindings and care plans.
+
+Two halves. :func:`apply` loads a YAML or JSON description idempotently (the file is
+the truth for everything it names; care-plan versions are immutable history). The
+:class:`RegistryCache` is the worker's read-only copy (device bindings and current plans)
+for resolving a reading's patient and evaluating its plan per batch; it is only a
+cache: reloaded on ``NOTIFY homemonitor_registry``, periodically, and when an unknown
+device shows up.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from homemonitor.careplan import Bounds, PlanRow, PlanTable
+from homemonitor.errors import RegistryError
+from homemonitor.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
+from homemonitor.readings import Quantity, Reason
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "homemonitor_registry"
+_Id = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+Ident = str
+
+
+class ClinicianIn(BaseModel):
+    model_config = _Id
+    id: Ident = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1)
+    role: str = "clinician"
+
+
+class CareTeamIn(BaseModel):
+    model_config = _Id
+    id: Ident = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1)
+    clinicians: list[ClinicianIn] = []
+
+
+class DeviceIn(BaseModel):
+    model_config = _Id
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
+    kind: Literal["blood_pressure_cuff", "scale", "pulse_oximeter", "heart_rate_monitor"]
+    model: str = ""
+
+
+class GatewayIn(BaseModel):
+    model_config = _Id
+    id: str = Field(pattern=GATEWAY_ID_PATTERN)
+
+
+class BindingIn(BaseModel):
+    model_config = _Id
+    device: str = Field(pattern=DEVICE_ID_PATTERN)
+    valid_from: AwareDatetime = Field(alias="from")
+    until: AwareDatetime | None = None
+
+
+class CarePlanIn(BaseModel):
+    model_config = _Id
+    version: int = Field(ge=1)
+    changed_by: str | None = None
+    reason: str = ""
+    thresholds: dict[Quantity, Bounds]
+
+
+class PatientIn(BaseModel):
+    model_config = _Id
+    id: Ident = Field(min_length=1, max_length=64)
+    care_team: str
+    care_contact: str | None = None
+    condition: str = ""
+    devices: list[BindingIn] = []
+    care_plan: CarePlanIn | None = None
+
+
+class RegistryIn(BaseModel):
+    """A whole registry description, as ``homemonitor registry apply`` reads it."""
+
+    model_config = _Id
+    care_teams: list[CareTeamIn] = []
+    devices: list[DeviceIn] = []
+    gateways: list[GatewayIn] = []
+    patients: list[PatientIn] = []
+
+
+def load_file(path: Path) -> RegistryIn:
+    """Read and check a registry description (YAML or JSON, by content)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"cannot read {path}: {exc}") from exc
+    return parse(data)
+
+
+def parse(data: Any) -> RegistryIn:  # noqa: ANN401 - whatever YAML gave
+    """Validate a registry description and its cross-references."""
+    try:
+        registry = RegistryIn.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
+        raise RegistryError("registry description is invalid:\n" + "\n".join(lines)) from exc
+    _check_references(registry)
+    return registry
+
+
+def _check_references(reg: RegistryIn) -> None:
+    problems: list[str] = []
+    teams = {t.id: {c.id for c in t.clinicians} for t in reg.care_teams}
+    devices = {d.id for d in reg.devices}
+    spans: dict[str, list[tuple[datetime, datetime | None, str]]] = {}
+    for p in reg.patients:
+        if p.care_team not in teams:
+            problems.append(f"patient {p.id}: care team {p.care_team!r} is not described")
+        elif p.care_contact is not None and p.care_contact not in teams[p.care_team]:
+            problems.append(f"patient {p.id}: care contact is not a clinician of {p.care_team}")
+        for b in p.devices:
+            if b.device not in devices:
+                problems.append(f"patient {p.id}: device {b.device!r} is not described")
+            if b.until is not None and b.until <= b.valid_from:
+                problems.append(f"patient {p.id}: binding of {b.device} ends before it starts")
+            spans.setdefault(b.device, []).append((b.valid_from, b.until, p.id))
+        if p.care_plan and p.care_plan.changed_by not in (None, *teams.get(p.care_team, ())):
+            problems.append(f"patient {p.id}: care plan changed_by is not of its care team")
+    for device, items in spans.items():
+        items.sort(key=lambda s: s[0])
+        for (_, end, a), (start, _, b) in zip(items, items[1:], strict=False):
+            if end is None or end > start:
+                problems.append(f"device {device}: bound to {a} and {b} at the same time")
+    if problems:
+        raise RegistryError("registry description is inconsistent:\n  " + "\n  ".join(problems))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApplySummary:
+    care_teams: int
+    clinicians: int
+    patients: int
+    devices: int
+    bindings: int
+    plans_added: int
+
+
+async def apply(conn: asyncpg.Connection, reg: RegistryIn) -> ApplySummary:
+    """Write ``reg`` in one transaction; applying the same file twice changes nothing."""
+    clinicians = [(c.id, t.id, c.name, c.role) for t in reg.care_teams for c in t.clinicians]
+    async with conn.transaction():
+        await conn.executemany(
+            "INSERT INTO care_teams (id, name) VALUES ($1, $2) "
+            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+            [(t.id, t.name) for t in reg.care_teams],
+        )
+        await conn.executemany(
+            "INSERT INTO clinicians (id, care_team_id, name, role) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (id) DO UPDATE SET care_team_id = EXCLUDED.care_team_id, "
+            "name = EXCLUDED.name, role = EXCLUDED.role",
+            clinicians,
+        )
+        await conn.executemany(
+            "INSERT INTO devices (id, kind, model) VALUES ($1, $2, $3) "
+            "ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model",
+            [(d.id, d.kind, d.model) for d in reg.devices],
+        )
+        await conn.executemany(
+            "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING",
+            [(g.id,) for g in reg.gateways],
+        )
+        await conn.executemany(
+            "INSERT INTO patients (id, care_team_id, care_contact_id, condition) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
+            "care_team_id = EXCLUDED.care_team_id, care_contact_id = EXCLUDED.care_contact_id, "
+            "condition = EXCLUDED.condition",
+            [(p.id, p.care_team, p.care_contact, p.condition) for p in reg.patients],
+        )
+        bindings = [
+            (b.device, p.id, b.valid_from, b.until) for p in reg.patients for b in p.devices
+        ]
+        await conn.execute(
+            "DELETE FROM device_bindings WHERE device_id = ANY($1::text[])",
+            sorted({b[0] for b in bindings}),
+        )
+        await conn.executemany(
+            "INSERT INTO device_bindings (device_id, patient_id, valid) "
+            "VALUES ($1, $2, tstzrange($3, $4, '[)'))",
+            bindings,
+        )
+        added = 0
+        for p in reg.patients:
+            if p.care_plan is not None:
+                added += await _add_plan(conn, p.id, p.care_plan)
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return ApplySummary(
+        len(reg.care_teams), len(clinicians), len(reg.patients), len(reg.devices),
+        len(bindings), added,
+    )
+
+
+def _thresholds_json(plan: CarePlanIn) -> str:
+    return json.dumps(
+        {q.value: b.model_dump(exclude_none=True) for q, b in sorted(plan.thresholds.items())},
+        sort_keys=True,
+    )
+
+
+async def _add_plan(conn: asyncpg.Connection, patient_id: str, plan: CarePlanIn) -> int:
+    wanted = _thresholds_json(plan)
+    existing = await conn.fetchval(
+        "SELECT thresholds::text FROM care_plans WHERE patient_id = $1 AND version = $2",
+        patient_id, plan.version,
+    )
+    if existing is not None:
+        if json.loads(existing) != json.loads(wanted):
+            msg = (
+                f"patient {patient_id}: care plan version {plan.version} already exists with "
+                "other thresholds; plans are history, so give the change a new version"
+            )
+            raise RegistryError(msg)
+        return 0
+    await conn.execute(
+        "INSERT INTO care_plans (patient_id, version, thresholds, changed_by, reason) "
+        "VALUES ($1, $2, $3::jsonb, $4, $5)",
+        patient_id, plan.version, wanted, plan.changed_by, plan.reason,
+    )
+    return 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Binding:
+    start: datetime
+    end: datetime | None
+    patient_id: str
+
+
+class RegistryCache:
+    """The worker's copy of bindings and current plans; see the module docstring."""
+
+    def __init__(self, *, max_age: float = 60.0, unknown_reload_interval: float = 5.0) -> None:
+        self.max_age = max_age
+        self.unknown_reload_interval = unknown_reload_interval
+        self.devices: set[str] = set()
+        self.bindings: dict[str, list[_Binding]] = {}
+        self.plans = PlanTable([])
+        self.loaded_at = float("-inf")
+        self.dirty = True
+
+    @property
+    def stale(self) -> bool:
+        return self.dirty or time.monotonic() - self.loaded_at > self.max_age
+
+    def may_reload_for_unknown(self) -> bool:
+        """Whether an unknown device justifies a reload now (rate-limited)."""
+        return time.monotonic() - self.loaded_at > self.unknown_reload_interval
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        devices = await conn.fetch("SELECT id FROM devices")
+        rows = await conn.fetch(
+            "SELECT device_id, patient_id, lower(valid) AS start, upper(valid) AS end "
+            "FROM device_bindings ORDER BY device_id, lower(valid)"
+        )
+        plans = await conn.fetch(
+            "SELECT DISTINCT ON (cp.patient_id) cp.patient_id, p.care_team_id, cp.version, "
+            "cp.thresholds::text AS thresholds FROM care_plans cp "
+            "JOIN patients p ON p.id = cp.patient_id ORDER BY cp.patient_id, cp.version DESC"
+        )
+        bindings: dict[str, list[_Binding]] = {}
+        for r in rows:
+            bindings.setdefault(r["device_id"], []).append(
+                _Binding(r["start"], r["end"], r["patient_id"])
+            )
+        self.devices = {r["id"] for r in devices}
+        self.bindings = bindings
+        self.plans = PlanTable(
+            [
+                PlanRow(
+                    r["patient_id"], r["care_team_id"], r["version"],
+                    {Quantity(q): Bounds.model_validate(b)
+                     for q, b in json.loads(r["thresholds"]).items()},
+                )
+                for r in plans
+            ]
+        )
+        self.loaded_at = time.monotonic()
+        self.dirty = False
+        log.info(
+            "registry loaded devices=%d bindings=%d plans=%d",
+            len(self.devices), len(rows), len(plans),
+        )
+
+    def patient_for(self, device_id: str, at: datetime) -> str | Reason:
+        """The patient ``device_id`` was bound to at ``at``, or why there is none."""
+        spans = self.bindings.get(device_id)
+        if spans is None:
+            return Reason.UNBOUND_DEVICE if device_id in self.devices else Reason.UNKNOWN_DEVICE
+        i = bisect.bisect_right([s.start for s in spans], at) - 1
+        if i >= 0 and (spans[i].end is None or at < spans[i].end):
+            return spans[i].patient_id
+        return Reason.UNBOUND_DEVICE

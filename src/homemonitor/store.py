@@ -1,0 +1,320 @@
+"""Where a batch of messages becomes rows: readings, alert episodes and quarantine.
+
+:func:`prepare` is pure CPU (decode, validate, resolve the patient, evaluate the plan);
+:func:`commit` is ONE transaction per batch: readings are inserted idempotently, only
+readings that were really new and are current can open or update alert episodes, and
+everything refused lands in quarantine with its reason and raw payload. The caller
+acknowledges the batch's messages only after :func:`commit` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import numpy as np
+
+from homemonitor import careplan
+from homemonitor.careplan import RULES, PlanTable
+from homemonitor.decoding import decode
+from homemonitor.protocol import parse_topic
+from homemonitor.readings import QUANTITIES, Reading, Reason, Rejection
+from homemonitor.registry import RegistryCache
+from homemonitor.validation import ClockPolicy, validate
+
+
+@dataclasses.dataclass(slots=True)
+class Inbound:
+    """One MQTT message as the worker received it."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    received_mono: float
+    mid: int = 0
+    qos: int = 1
+    generation: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Candidate:
+    """A valid reading with the patient its device was bound to when it measured."""
+
+    reading: Reading
+    patient_id: str
+    gateway_id: str
+    received_at: datetime
+    message: int  # index of its message in the batch
+
+
+@dataclasses.dataclass(slots=True)
+class Quarantined:
+    """Something refused, with where it came from."""
+
+    rejection: Rejection
+    message: int
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """Messages in arrival order and what :func:`prepare` made of them."""
+
+    messages: list[Inbound]
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    quarantined: list[Quarantined] = dataclasses.field(default_factory=list)
+    sent_at: list[datetime] = dataclasses.field(default_factory=list)
+    formats: list[str] = dataclasses.field(default_factory=list)
+
+    def only(self, message: int) -> Batch:
+        """The part of this batch that came from one message (for the one-by-one fallback)."""
+        return Batch(
+            [self.messages[message]],
+            [dataclasses.replace(c, message=0) for c in self.candidates if c.message == message],
+            [dataclasses.replace(q, message=0) for q in self.quarantined if q.message == message],
+        )
+
+    def needs_registry_reload(self) -> bool:
+        return any(
+            q.rejection.reason in (Reason.UNKNOWN_DEVICE, Reason.UNBOUND_DEVICE)
+            for q in self.quarantined
+        )
+
+
+def prepare(
+    messages: list[Inbound],
+    cache: RegistryCache,
+    clock: ClockPolicy,
+    max_payload_bytes: int,
+    now: datetime,
+) -> Batch:
+    """Decode, validate and resolve every message of a batch. No I/O."""
+    batch = Batch(messages)
+    for m, msg in enumerate(messages):
+        route = parse_topic(msg.topic)
+        if route is None:
+            batch.quarantined.append(
+                Quarantined(Rejection(Reason.UNKNOWN_TOPIC, "topic outside the documented layout"), m)
+            )
+            batch.formats.append("unknown")
+            continue
+        batch.formats.append(route.format.value)
+        if len(msg.payload) > max_payload_bytes:
+            detail = f"payload of {len(msg.payload)} bytes exceeds {max_payload_bytes}"
+            batch.quarantined.append(Quarantined(Rejection(Reason.OVERSIZED, detail), m))
+            continue
+        decoded = decode(route.format, msg.payload)
+        if decoded.sent_at is not None:
+            batch.sent_at.append(decoded.sent_at)
+        batch.quarantined.extend(Quarantined(r, m) for r in decoded.rejections)
+        accepted, implausible = validate(decoded.readings, now, clock)
+        batch.quarantined.extend(Quarantined(r, m) for r in implausible)
+        for reading in accepted:
+            patient = cache.patient_for(reading.device_id, reading.measured_at)
+            if isinstance(patient, Reason):
+                detail = (
+                    "device is not in the registry"
+                    if patient is Reason.UNKNOWN_DEVICE
+                    else "device is bound to no patient at measured_at"
+                )
+                rejection = Rejection(patient, detail, reading.index, reading.device_id)
+                batch.quarantined.append(Quarantined(rejection, m))
+                continue
+            batch.candidates.append(
+                Candidate(reading, patient, route.gateway_id, msg.received_at, m)
+            )
+    return batch
+
+
+@dataclasses.dataclass(slots=True)
+class CommitResult:
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    opened: list[str] = dataclasses.field(default_factory=list)  # severities
+    updated: int = 0
+    flagged: list[str] = dataclasses.field(default_factory=list)
+
+
+_INSERT_READINGS = """
+INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
+                      systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
+                      flags, source, gateway_id, message_id)
+SELECT r.device_id, r.metric, r.measured_at, r.patient_id, r.received_at,
+       r.systolic, r.diastolic, r.mean_arterial, r.heart_rate, r.body_weight, r.spo2,
+       coalesce(string_to_array(nullif(r.flags, ''), ','), '{}'), r.source, r.gateway_id,
+       r.message_id
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+            $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
+            $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[])
+     AS r(device_id, metric, measured_at, patient_id, received_at,
+          systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
+          flags, source, gateway_id, message_id)
+ON CONFLICT DO NOTHING
+RETURNING device_id, metric, measured_at
+"""
+
+_UPSERT_ALERTS = """
+INSERT INTO alerts AS a (patient_id, care_team_id, rule, quantity, direction, severity,
+                         plan_version, threshold, opening_device_id, opening_metric,
+                         opening_measured_at, opening_value, worst_value, last_measured_at,
+                         breach_count)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::int[], $8::float8[], $9::text[], $10::text[], $11::timestamptz[],
+                     $12::float8[], $13::float8[], $14::timestamptz[], $15::int[])
+ON CONFLICT (patient_id, rule) WHERE status <> 'resolved' DO UPDATE SET
+    breach_count = a.breach_count + EXCLUDED.breach_count,
+    worst_value = CASE WHEN a.direction = 'high' THEN greatest(a.worst_value, EXCLUDED.worst_value)
+                       ELSE least(a.worst_value, EXCLUDED.worst_value) END,
+    last_measured_at = greatest(a.last_measured_at, EXCLUDED.last_measured_at),
+    severity = CASE WHEN EXCLUDED.severity = 'urgent' THEN 'urgent' ELSE a.severity END,
+    threshold = CASE WHEN EXCLUDED.severity = 'urgent' AND a.severity <> 'urgent'
+                     THEN EXCLUDED.threshold ELSE a.threshold END,
+    updated_at = clock_timestamp()
+RETURNING (xmax = 0) AS opened, severity
+"""
+
+_INSERT_QUARANTINE = """
+INSERT INTO quarantine (received_at, topic, gateway_id, reason, detail, item_index, device_id,
+                        payload, payload_sha256)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::int[], $7::text[], $8::bytea[], $9::bytea[])
+ON CONFLICT (payload_sha256, item_index) DO NOTHING
+"""
+
+
+def _key(r: Reading) -> tuple[str, str, datetime]:
+    return (r.device_id, r.metric.value, r.measured_at)
+
+
+async def commit(conn: asyncpg.Connection, batch: Batch, plans: PlanTable) -> CommitResult:
+    """Store ``batch`` in one transaction; see the module docstring."""
+    result = CommitResult()
+    seen: set[tuple[str, str, datetime]] = set()
+    unique: list[Candidate] = []
+    for c in batch.candidates:  # a duplicate send inside one batch is stored once
+        key = _key(c.reading)
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    result.duplicates = len(batch.candidates) - len(unique)
+    unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
+    async with conn.transaction():
+        if unique:
+            inserted = await _insert_readings(conn, unique)
+            new = [c for c in unique if _key(c.reading) in inserted]
+            result.stored = len(new)
+            result.duplicates += len(unique) - len(new)
+            result.flagged = [f.value for c in new for f in c.reading.flags]
+            current = [c for c in new if not c.reading.flags]
+            if current:
+                opened, updated = await _alerts(conn, current, plans)
+                result.opened, result.updated = opened, updated
+        if batch.quarantined:
+            await _quarantine(conn, batch)
+            result.quarantined = len(batch.quarantined)
+    return result
+
+
+async def _insert_readings(
+    conn: asyncpg.Connection, rows: Sequence[Candidate]
+) -> set[tuple[str, str, datetime]]:
+    readings = [c.reading for c in rows]
+    columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
+    returned = await conn.fetch(
+        _INSERT_READINGS,
+        [r.device_id for r in readings],
+        [r.metric.value for r in readings],
+        [r.measured_at for r in readings],
+        [c.patient_id for c in rows],
+        [c.received_at for c in rows],
+        *columns,
+        [",".join(r.flags) for r in readings],
+        [r.source for r in readings],
+        [c.gateway_id for c in rows],
+        [r.message_id for r in readings],
+    )
+    return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
+
+
+@dataclasses.dataclass(slots=True)
+class _Episode:
+    first: int
+    rule: int
+    level: int
+    count: int
+    worst: float
+    last_measured_at: datetime
+
+
+async def _alerts(
+    conn: asyncpg.Connection, rows: list[Candidate], plans: PlanTable
+) -> tuple[list[str], int]:
+    """Open or update one episode per (patient, rule) breached in this batch."""
+    patient_rows = np.fromiter((plans.row(c.patient_id) for c in rows), np.intp, len(rows))
+    values = careplan.values_matrix([c.reading.values for c in rows])
+    levels = careplan.evaluate(plans, patient_rows, values)
+    hits = np.argwhere(levels > 0)  # row-major: in arrival order
+    if not len(hits):
+        return [], 0
+    episodes: dict[tuple[str, int], _Episode] = {}
+    for i, j in hits.tolist():
+        c, rule = rows[i], RULES[j]
+        value = float(values[i, careplan.QUANTITIES.index(rule.quantity)])
+        level = int(levels[i, j])
+        ep = episodes.get((c.patient_id, j))
+        if ep is None:
+            episodes[(c.patient_id, j)] = _Episode(i, j, level, 1, value, c.reading.measured_at)
+            continue
+        ep.count += 1
+        ep.level = max(ep.level, level)
+        ep.worst = careplan.worse(rule.direction, ep.worst, value)
+        ep.last_measured_at = max(ep.last_measured_at, c.reading.measured_at)
+    ordered = sorted(episodes.items(), key=lambda kv: (kv[0][0], RULES[kv[0][1]].name))
+    cols: list[list[object]] = [[] for _ in range(15)]
+    for (patient_id, j), ep in ordered:
+        rule, opening, prow = RULES[j], rows[ep.first], patient_rows[ep.first]
+        plan = plans.plans[prow]
+        first_value = float(values[ep.first, careplan.QUANTITIES.index(rule.quantity)])
+        for col, value in zip(
+            cols,
+            (
+                patient_id, plan.care_team_id, rule.name, rule.quantity.value, rule.direction,
+                careplan.SEVERITIES[ep.level - 1], plan.version,
+                plans.threshold(prow, j, ep.level), opening.reading.device_id,
+                opening.reading.metric.value, opening.reading.measured_at, first_value,
+                ep.worst, ep.last_measured_at, ep.count,
+            ),
+            strict=True,
+        ):
+            col.append(value)
+    returned = await conn.fetch(_UPSERT_ALERTS, *cols)
+    opened = [r["severity"] for r in returned if r["opened"]]
+    return opened, len(returned) - len(opened)
+
+
+async def _quarantine(conn: asyncpg.Connection, batch: Batch) -> None:
+    digests = [
+        hashlib.sha256(m.topic.encode() + b"\0" + m.payload).digest() for m in batch.messages
+    ]
+    items = batch.quarantined
+    msgs = [batch.messages[q.message] for q in items]
+    await conn.execute(
+        _INSERT_QUARANTINE,
+        [m.received_at for m in msgs],
+        [m.topic for m in msgs],
+        [_gateway(m.topic) for m in msgs],
+        [q.rejection.reason.value for q in items],
+        [q.rejection.detail for q in items],
+        [-1 if q.rejection.index is None else q.rejection.index for q in items],
+        [q.rejection.device_id for q in items],
+        [m.payload for m in msgs],
+        [digests[q.message] for q in items],
+    )
+
+
+def _gateway(topic: str) -> str | None:
+    route = parse_topic(topic)
+    return route.gateway_id if route else None

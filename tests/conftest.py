@@ -1,0 +1,214 @@
+"""Fixtures: private Mosquitto and PostgreSQL started from the installed binaries.
+
+One PostgreSQL cluster per session holds a migrated template database; each test gets
+its own database cloned from it (fast, isolated). Tests that stop or kill the database
+start a cluster of their own (``own_postgres``). Brokers are per test: Mosquitto starts
+in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+import asyncpg
+import pytest
+
+from homemonitor import database, registry
+from homemonitor.app import serve
+from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
+from homemonitor.ingest import Health, Worker
+from homemonitor.metrics import Metrics
+from homemonitor.settings import Settings
+
+T = TypeVar("T")
+_counter = itertools.count()
+
+#: A small registry: two care teams, three patients, devices, plans.
+REGISTRY: dict[str, Any] = {
+    "care_teams": [
+        {"id": "vc-a", "name": "Vårdcentral A", "clinicians": [{"id": "cl-a1", "name": "Nurse A1"}]},
+        {"id": "vc-b", "name": "Vårdcentral B", "clinicians": [{"id": "cl-b1", "name": "Nurse B1"}]},
+    ],
+    "devices": [
+        {"id": "cuff-1", "kind": "blood_pressure_cuff"},
+        {"id": "scale-1", "kind": "scale"},
+        {"id": "oxi-2", "kind": "pulse_oximeter"},
+        {"id": "cuff-3", "kind": "blood_pressure_cuff"},
+        {"id": "spare-9", "kind": "scale"},
+    ],
+    "gateways": [{"id": "gw-1"}, {"id": "gw-2"}],
+    "patients": [
+        {
+            "id": "p-1", "care_team": "vc-a", "care_contact": "cl-a1", "condition": "heart_failure",
+            "devices": [
+                {"device": "cuff-1", "from": "2020-01-01T00:00:00Z"},
+                {"device": "scale-1", "from": "2020-01-01T00:00:00Z"},
+            ],
+            "care_plan": {
+                "version": 1, "changed_by": "cl-a1", "reason": "initial",
+                "thresholds": {
+                    "systolic": {"high": {"warning": 160, "urgent": 180}, "low": {"warning": 95}},
+                    "body_weight": {"high": {"warning": 82.0, "urgent": 84.0}},
+                },
+            },
+        },
+        {
+            "id": "p-2", "care_team": "vc-b", "care_contact": "cl-b1", "condition": "copd",
+            "devices": [{"device": "oxi-2", "from": "2020-01-01T00:00:00Z"}],
+            "care_plan": {
+                "version": 1, "changed_by": "cl-b1",
+                "thresholds": {"spo2": {"low": {"warning": 92, "urgent": 88}}},
+            },
+        },
+        {
+            "id": "p-3", "care_team": "vc-a", "care_contact": "cl-a1", "condition": "hypertension",
+            "devices": [{"device": "cuff-3", "from": "2020-01-01T00:00:00Z"}],
+        },
+    ],
+}
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 20.0
+) -> T:
+    """Poll ``probe`` until ``accept`` holds; fail with the last value after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = await probe()
+    while not accept(value):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"condition not met within {timeout:g} s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+        value = await probe()
+    return value
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    """A session-wide private PostgreSQL with a migrated template database."""
+    pg = PrivatePostgres(tmp_path_factory.mktemp("pg"), durable=False, database="hm_template")
+    with pg:
+        async def migrate() -> None:
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                await database.migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(migrate())
+        yield pg
+
+
+@pytest.fixture
+async def dsn(pg_cluster: PrivatePostgres) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_cluster.dsn.replace("/hm_template", "/postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE hm_template")
+    finally:
+        await admin.close()
+    yield pg_cluster.dsn.replace("/hm_template", f"/{name}")
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database, with the test registry applied."""
+    conn = await asyncpg.connect(dsn)
+    await registry.apply(conn, registry.parse(REGISTRY))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster only this test uses, so it may stop or kill it."""
+    pg = PrivatePostgres(tmp_path / "own-pg", durable=True)
+    with pg:
+        yield pg
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    """A private Mosquitto (persistence on) on a free port."""
+    mq = PrivateMosquitto(tmp_path / "mq")
+    with mq:
+        yield mq
+
+
+def settings_for(dsn: str, broker: PrivateMosquitto, **extra: Any) -> Settings:
+    """Service settings pointing at a test's broker and database."""
+    return Settings(
+        database_url=dsn,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        mqtt_client_id=f"hm-test-{next(_counter)}",
+        http_port=free_port(),
+        _env_file=None,
+        **extra,
+    )
+
+
+class RunningService:
+    """The service running in this test's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.health = Health()
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task[Worker | None] | None = None
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.health = Health()
+        self.task = asyncio.create_task(
+            serve(self.settings, self.stop_event, metrics=self.metrics, health=self.health)
+        )
+
+        async def ready() -> bool:
+            if self.task is not None and self.task.done():
+                self.task.result()
+            return self.health.ready
+
+        await wait_until(ready, bool)
+
+    async def stop(self) -> Worker | None:
+        self.stop_event.set()
+        assert self.task is not None
+        return await asyncio.wait_for(self.task, 30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    async def metric_async(self, name: str, labels: dict[str, str] | None = None) -> float:
+        return self.metric(name, labels)
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+
+@pytest.fixture
+async def service(db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto) -> AsyncIterator[RunningService]:
+    """The whole service (worker, API, metrics) on the test's broker and database."""
+    svc = RunningService(settings_for(dsn, broker))
+    await svc.start()
+    yield svc
+    if svc.task is not None and not svc.task.done():
+        with contextlib.suppress(Exception):
+            await svc.stop()
+
+
+@contextlib.asynccontextmanager
+async def publisher(broker: PrivateMosquitto, client_id: str = "gw-1") -> AsyncIterator[aiomqtt.Client]:
+    """A gateway-side client; ``publish(..., qos=1)`` returns after the PUBACK."""
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
+        yield client
