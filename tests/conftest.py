@@ -144,22 +144,22 @@ def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
 
 def settings_for(dsn: str, broker: PrivateMosquitto, **extra: Any) -> Settings:
     """Service settings pointing at a test's broker and database."""
-    return Settings(
-        database_url=dsn,
-        mqtt_host=broker.host,
-        mqtt_port=broker.port,
-        mqtt_client_id=f"hm-test-{next(_counter)}",
-        http_port=free_port(),
-        _env_file=None,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "database_url": dsn,
+        "mqtt_host": broker.host,
+        "mqtt_port": broker.port,
+        "mqtt_client_id": f"hm-test-{next(_counter)}",
+        "http_port": free_port(),
+    }
+    return Settings(_env_file=None, **(values | extra))
 
 
 class RunningService:
     """The service running in this test's event loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, http: bool = True) -> None:
         self.settings = settings
+        self.http = http
         self.metrics = Metrics()
         self.health = Health()
         self.stop_event = asyncio.Event()
@@ -169,7 +169,10 @@ class RunningService:
         self.stop_event = asyncio.Event()
         self.health = Health()
         self.task = asyncio.create_task(
-            serve(self.settings, self.stop_event, metrics=self.metrics, health=self.health)
+            serve(
+                self.settings, self.stop_event, http=self.http, metrics=self.metrics,
+                health=self.health,
+            )
         )
 
         async def ready() -> bool:

@@ -1,7 +1,6 @@
 """The FHIR R4 decoder: inline fixtures for each mapping and refusal, then the HL7 examples."""
 
 # STYLE.md asks for `expected == actual`; ruff's SIM300 (Yoda conditions) wants the reverse.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Simulated time: a start instant and a speed-up factor over a monotonic clock.
 
-    >>> clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC), speedup=1440.0)  # doctest: +SKIP
-    >>> clock.now()  # one real minute later: one simulated day later  # doctest: +SKIP
+>>> clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC), speedup=1440.0)  # doctest: +SKIP
+>>> clock.now()  # one real minute later: one simulated day later  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ import struct
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from homemonitor.errors import HomemonitorError
 from homemonitor.protocol import Envelope, PayloadFormat
 from homemonitor.readings import Metric, Quantity
-from pydantic import ValidationError
-
 from homemonitor_devices.measurement import HOME_TIMEZONE, HOME_TZ, Measurement
 
 __all__ = [
@@ -73,7 +73,8 @@ def encode_sfloat(value: float) -> int:
     """``value`` as a 16-bit SFLOAT word: 4-bit signed exponent, 12-bit signed mantissa.
 
     The most precise representation is chosen, then trailing decimal zeros are moved into
-    the exponent, so integers encode with exponent 0 (120 -> 0x0078, 36.6 -> 0xF16E).
+    a negative exponent, so integers that fit encode with exponent 0 (120 -> 0x0078, not
+    1200e-1) and decimals with the fewest digits (36.6 -> 0xF16E).
     NaN and the infinities encode as their special values.
 
     >>> hex(encode_sfloat(120)), hex(encode_sfloat(36.6)), hex(encode_sfloat(math.nan))
@@ -91,7 +92,7 @@ def encode_sfloat(value: float) -> int:
         raise EncodingError("SFLOAT", f"{value!r} is beyond ±{_MANTISSA_MAX}e{_EXPONENT_MAX}")
     if mantissa == 0:
         return 0
-    while mantissa % 10 == 0 and exponent < _EXPONENT_MAX:
+    while mantissa % 10 == 0 and exponent < 0:
         mantissa //= 10
         exponent += 1
     return ((exponent & 0xF) << 12) | (mantissa & 0x0FFF)
@@ -135,21 +136,22 @@ _PLX_TIME_STAMP = 0x01
 _HR_UINT16 = 0x01
 _HR_CONTACT_DETECTED = 0x02
 _HR_CONTACT_SUPPORTED = 0x04
-#: The user a home device stores measurements under (these devices have one user).
-_USER_ID = 1
 
 
-def ble_characteristic(m: Measurement) -> tuple[str, bytes]:
+def ble_characteristic(m: Measurement, *, user_id: int | None = None) -> tuple[str, bytes]:
     """The characteristic UUID (16-bit, hex) and value bytes that carry ``m``.
 
-    Blood pressure is sent in mmHg with time stamp, pulse, user id and measurement status;
-    weight in SI units with time stamp and user id; SpO2 as a spot check with time stamp;
-    heart rate as uint8 (uint16 above 255) with sensor contact detected (the Heart Rate
-    Measurement has no time stamp: the gateway's ``received_at`` stands for it).
+    Blood pressure is sent in mmHg with time stamp, pulse and measurement status; weight in
+    SI units with time stamp; SpO2 as a spot check with time stamp; heart rate as uint8
+    (uint16 above 255) with sensor contact detected (the Heart Rate Measurement has no time
+    stamp: the gateway's ``received_at`` stands for it). ``user_id`` adds the User ID field
+    to pressure and weight, as a shared device does (the service then names the device
+    ``<id>:u<user>``, so single-user home devices leave it out).
     """
     values = m.values
+    user = b"" if user_id is None else bytes([user_id])
     if m.metric is Metric.BLOOD_PRESSURE:
-        flags = _BP_TIME_STAMP | _BP_USER_ID | _BP_STATUS
+        flags = _BP_TIME_STAMP | _BP_STATUS | (_BP_USER_ID if user else 0)
         mean = values.get(Quantity.MEAN_ARTERIAL, math.nan)
         body = _sfloat(values[Quantity.SYSTOLIC]) + _sfloat(values[Quantity.DIASTOLIC])
         body += _sfloat(mean) + _date_time(m.measured_at)
@@ -157,14 +159,14 @@ def ble_characteristic(m: Measurement) -> tuple[str, bytes]:
         if pulse is not None:
             flags |= _BP_PULSE
             body += _sfloat(pulse)
-        body += struct.pack("<BH", _USER_ID, 0)  # status 0: no problem detected
+        body += user + struct.pack("<H", 0)  # status 0: no problem detected
         return "2A35", bytes([flags]) + body
     if m.metric is Metric.BODY_WEIGHT:
         steps = round(values[Quantity.BODY_WEIGHT] / _WEIGHT_RESOLUTION_KG)
         if not 0 <= steps < 0xFFFF:  # 0xFFFF means "measurement unsuccessful"
             raise EncodingError("ble", f"weight {values[Quantity.BODY_WEIGHT]} kg out of range")
-        flags = _WEIGHT_TIME_STAMP | _WEIGHT_USER_ID
-        body = struct.pack("<H", steps) + _date_time(m.measured_at) + bytes([_USER_ID])
+        flags = _WEIGHT_TIME_STAMP | (_WEIGHT_USER_ID if user else 0)
+        body = struct.pack("<H", steps) + _date_time(m.measured_at) + user
         return "2A9D", bytes([flags]) + body
     if m.metric is Metric.SPO2:
         pulse = values.get(Quantity.HEART_RATE, math.nan)
@@ -177,9 +179,11 @@ def ble_characteristic(m: Measurement) -> tuple[str, bytes]:
     return "2A37", bytes([flags, rate])
 
 
-def encode_ble(m: Measurement, *, timezone: str = HOME_TIMEZONE) -> tuple[PayloadFormat, bytes]:
+def encode_ble(
+    m: Measurement, *, timezone: str = HOME_TIMEZONE, user_id: int | None = None
+) -> tuple[PayloadFormat, bytes]:
     """``m`` in the Bluetooth gateway envelope (one reading)."""
-    characteristic, value = ble_characteristic(m)
+    characteristic, value = ble_characteristic(m, user_id=user_id)
     envelope = {
         "v": 1,
         "timezone": timezone,
@@ -249,13 +253,15 @@ def encode_fhir(m: Measurement, *, include_pulse: bool = True) -> tuple[PayloadF
     """``m`` as a FHIR R4 vital-signs Observation.
 
     Blood pressure is the 85354-9 panel with systolic (8480-6) and diastolic (8462-4)
-    components; weight 29463-7, SpO2 59408-5 and heart rate 8867-4 carry
-    ``valueQuantity``. A pulse measured with the pressure or the saturation is added as an
-    8867-4 component unless ``include_pulse`` is false; mean arterial pressure is not sent.
-    The device is referenced as ``Device/<id>``; no patient is named.
+    components, and the pulse as an 8867-4 component unless ``include_pulse`` is false;
+    weight 29463-7, SpO2 59408-5 and heart rate 8867-4 carry ``valueQuantity`` (an
+    oximeter's pulse is not sent: the service reads no components on SpO2). Mean arterial
+    pressure is not sent. The message id is the Observation's ``id`` (and an identifier);
+    the device is referenced as ``Device/<id>``; no patient is named.
     """
     resource: dict[str, Any] = {
         "resourceType": "Observation",
+        "id": m.message_id,
         "meta": {"profile": [f"http://hl7.org/fhir/StructureDefinition/{_PROFILE[m.metric]}"]},
         "identifier": [{"system": "urn:homemonitor:message-id", "value": m.message_id}],
         "status": "final",
@@ -277,8 +283,8 @@ def encode_fhir(m: Measurement, *, include_pulse: bool = True) -> tuple[PayloadF
         primary = _PRIMARY[m.metric]
         resource["code"] = _concept(primary)
         quantities = []
-    if include_pulse and m.metric in (Metric.BLOOD_PRESSURE, Metric.SPO2):
-        quantities += [q for q in (Quantity.HEART_RATE,) if q in m.values]
+    if include_pulse and m.metric is Metric.BLOOD_PRESSURE and Quantity.HEART_RATE in m.values:
+        quantities.append(Quantity.HEART_RATE)
     for quantity in quantities:
         components.append(
             {

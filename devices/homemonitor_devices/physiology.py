@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from homemonitor.readings import Metric, Quantity
-
 from homemonitor_devices.measurement import HOME_TZ
 
 _DAY = timedelta(days=1)
@@ -107,19 +106,25 @@ class Physiology:
             systolic = self._noisy(Quantity.SYSTOLIC, at, shift)
             diastolic = min(self._noisy(Quantity.DIASTOLIC, at, shift), systolic - 15)
             return {
-                Quantity.SYSTOLIC: round(systolic),
-                Quantity.DIASTOLIC: round(diastolic),
-                Quantity.MEAN_ARTERIAL: round(diastolic + (systolic - diastolic) / 3),
-                Quantity.HEART_RATE: round(self._noisy(Quantity.HEART_RATE, at, shift)),
+                Quantity.SYSTOLIC: float(round(systolic)),
+                Quantity.DIASTOLIC: float(round(diastolic)),
+                Quantity.MEAN_ARTERIAL: float(round(diastolic + (systolic - diastolic) / 3)),
+                Quantity.HEART_RATE: self._whole(Quantity.HEART_RATE, at, shift),
             }
         if metric is Metric.BODY_WEIGHT:
             return {Quantity.BODY_WEIGHT: round(self._noisy(Quantity.BODY_WEIGHT, at, shift), 1)}
         if metric is Metric.SPO2:
             return {
-                Quantity.SPO2: round(self._noisy(Quantity.SPO2, at, shift)),
-                Quantity.HEART_RATE: round(self._noisy(Quantity.HEART_RATE, at, shift)),
+                Quantity.SPO2: self._whole(Quantity.SPO2, at, shift),
+                Quantity.HEART_RATE: self._whole(Quantity.HEART_RATE, at, shift),
             }
-        return {Quantity.HEART_RATE: round(self._noisy(Quantity.HEART_RATE, at, shift))}
+        return {Quantity.HEART_RATE: self._whole(Quantity.HEART_RATE, at, shift)}
+
+    def _whole(
+        self, quantity: Quantity, at: datetime, shift: Mapping[Quantity, float] | None
+    ) -> float:
+        """A measurement a device shows in whole units (mmHg, %, /min)."""
+        return float(round(self._noisy(quantity, at, shift)))
 
     def _noisy(
         self, quantity: Quantity, at: datetime, shift: Mapping[Quantity, float] | None

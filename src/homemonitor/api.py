@@ -6,7 +6,6 @@ patients (403 otherwise). Every response that carries patient data first writes 
 the data is not returned. OpenAPI docs are at ``/docs``.
 """
 
-from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager

@@ -204,6 +204,8 @@ class PrivatePostgres:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        if self._as_user:  # parents may have been tightened since init (pytest does that)
+            _let_others_traverse(self.directory.parent)
         options = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",

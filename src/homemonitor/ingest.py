@@ -47,6 +47,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a cancelled call
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,
     asyncpg.DeadlockDetectedError,
@@ -366,7 +367,11 @@ class Worker:
             started = time.perf_counter()
             try:
                 async with self.pool.acquire(timeout=5) as conn:
-                    result = await store.commit(conn, batch, self.cache.plans)
+                    try:
+                        result = await store.commit(conn, batch, self.cache.plans)
+                    except TRANSIENT_DB_ERRORS:
+                        conn.terminate()  # never hand a half-broken connection back
+                        raise
             except TRANSIENT_DB_ERRORS as exc:
                 self._database_state(ok=False, why=exc)
                 self.metrics.commit_retries.inc()
@@ -454,7 +459,7 @@ class Worker:
             log.info("quarantined count=%d reasons=%s", len(batch.quarantined), ",".join(reasons))
 
     def _database_state(self, *, ok: bool, why: BaseException | None = None) -> None:
-        if ok != self.health.database_ok or why is not None:
+        if ok != self.health.database_ok:
             if ok:
                 log.info("database available")
             else:

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -212,11 +212,23 @@ def _zone(spec: str) -> dt.tzinfo:
         sign = -1 if offset["sign"] == "-" else 1
         delta = dt.timedelta(hours=int(offset["hours"]), minutes=int(offset["minutes"]))
         return dt.timezone(sign * delta)
+    msg = "not an IANA time zone name (such as Europe/Stockholm) or an offset such as +01:00"
+    if spec not in _iana_names():
+        raise ValueError(msg)
     try:
         return ZoneInfo(spec)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        msg = "not an IANA time zone name (such as Europe/Stockholm) or an offset such as +01:00"
         raise ValueError(msg) from exc
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    """The zone names the tz database offers, less those that name no place.
+
+    ``localtime`` would be this server's zone and ``Factory`` none at all; names outside
+    the list (``right/...``, ``posix/...``) are aliases or count leap seconds.
+    """
+    return frozenset(available_timezones() - {"localtime", "Factory"})
 
 
 def _check_zone(spec: str) -> str:
@@ -418,7 +430,8 @@ def _check_length(data: bytes, characteristic: Characteristic, flags: int, neede
         f"{characteristic.label} with flags 0x{flags:02X} needs {needed} bytes, got {len(data)}"
     )
     if len(data) > needed:
-        detail += f": {len(data) - needed} trailing bytes the flags do not explain"
+        extra = len(data) - needed
+        detail += f": {extra} trailing byte{'s' if extra > 1 else ''} the flags do not explain"
     raise _RejectedError(Reason.MALFORMED, detail)
 
 
@@ -723,7 +736,10 @@ def _measured_at(
         )
         raise _RejectedError(Reason.NO_TIMESTAMP, detail)
     # fold=0: a wall-clock time that occurs twice (autumn) is taken as the first one.
-    return dt.datetime.combine(stamp.date, stamp.time, tzinfo=_zone(spec))
+    local = dt.datetime.combine(stamp.date, stamp.time, tzinfo=_zone(spec))
+    # Kept as the fixed offset in force, as the other formats give it: a zone-aware time
+    # in a fold compares unequal to every time in another zone (PEP 495).
+    return local.replace(tzinfo=dt.timezone(local.utcoffset() or dt.timedelta(0)))
 
 
 def _device_id(device_id: str, user_id: int | None) -> str:

@@ -1,0 +1,506 @@
+"""A simulated clinic: the registry it needs, and its patients' gateways publishing.
+
+:func:`demo_clinic` describes a small primary-care clinic (care teams, clinicians,
+devices, one gateway per home, patients with care plans) in the format ``homemonitor
+registry apply`` loads, together with each patient's scenario. :func:`run_simulation`
+plays the patients' measurements through real :class:`~homemonitor_devices.gateway.Gateway`
+s against any broker, on a simulated clock.
+
+    >>> registry, assignments = demo_clinic(50, seed=7)  # doctest: +SKIP
+    >>> speedup = assignments.speedup_for(timedelta(minutes=5))  # doctest: +SKIP
+    >>> summary = await run_simulation(  # doctest: +SKIP
+    ...     assignments, port=1883, queue_dir=Path("q"), speedup=speedup
+    ... )
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from homemonitor.protocol import PayloadFormat
+from homemonitor_devices.clock import SimClock
+from homemonitor_devices.gateway import Backoff, Gateway, TlsConfig
+from homemonitor_devices.measurement import DeviceKind
+from homemonitor_devices.physiology import Baseline
+from homemonitor_devices.scenarios import (
+    Binding,
+    Course,
+    Fault,
+    PatientPlan,
+    Publication,
+    copd_exacerbation,
+    heart_failure_decompensation,
+    hypertensive_crisis,
+    run_patient,
+    stable,
+)
+
+__all__ = ["Assignments", "SimulationSummary", "demo_clinic", "run_simulation"]
+
+_DAY = timedelta(days=1)
+_PROGRESS_WIDTH = 96
+
+HEART_FAILURE = "heart_failure"
+HYPERTENSION = "hypertension"
+COPD = "copd"
+
+_TEAMS = (
+    ("vc-nacka", "Vårdcentral Nacka", "nacka"),
+    ("vc-solna", "Vårdcentral Solna", "solna"),
+    ("vc-haninge", "Vårdcentral Haninge", "haninge"),
+)
+#: (share of patients, share of those who deteriorate during the run)
+_FORMATS = {PayloadFormat.NATIVE: 0.6, PayloadFormat.FHIR: 0.2, PayloadFormat.BLE: 0.2}
+_MIX = {HEART_FAILURE: (0.40, 0.30), HYPERTENSION: (0.35, 0.25), COPD: (0.25, 0.30)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Assignments:
+    """Who is simulated how: the run's window, its seed, and one plan per patient."""
+
+    start: datetime
+    end: datetime
+    seed: int | str
+    patients: tuple[PatientPlan, ...]
+
+    def speedup_for(self, real: timedelta) -> float:
+        """The speed-up that replays the whole window in ``real`` time."""
+        return SimClock.speedup_for(self.end - self.start, real)
+
+    def publications(self) -> Iterator[Publication]:
+        """Every patient's messages merged by publish time (ties: patient order)."""
+        runs = [
+            run_patient(plan, start=self.start, end=self.end, seed=self.seed)
+            for plan in self.patients
+        ]
+        return heapq.merge(*runs, key=lambda p: p.publish_at)
+
+    def scenarios(self) -> dict[str, str]:
+        """Patient id -> scenario name."""
+        return {plan.patient_id: plan.scenario for plan in self.patients}
+
+
+# --- the clinic -----------------------------------------------------------------------------
+def _iso_z(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _baseline(condition: str, rng: random.Random) -> Baseline:
+    def pick(low: float, high: float, digits: int = 0) -> float:
+        return round(rng.uniform(low, high), digits)
+
+    if condition == HEART_FAILURE:
+        return Baseline(pick(112, 132), pick(64, 76), pick(66, 78), pick(62, 104, 1), pick(95, 97))
+    if condition == HYPERTENSION:
+        return Baseline(pick(130, 142), pick(78, 85), pick(62, 76), pick(68, 102, 1), pick(96, 98))
+    return Baseline(pick(122, 138), pick(72, 82), pick(74, 86), pick(55, 88, 1), pick(93, 95))
+
+
+def _thresholds(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> dict[str, Any]:
+    """A care plan's thresholds for the quantities the patient's devices measure."""
+    limits: dict[str, Any] = {}
+    has_bp = DeviceKind.BLOOD_PRESSURE_CUFF in kinds
+    if condition == HEART_FAILURE:
+        limits["body_weight"] = {
+            "high": {
+                "warning": round(baseline.body_weight + 2.0, 1),
+                "urgent": round(baseline.body_weight + 3.0, 1),
+            }
+        }
+        limits["spo2"] = {"low": {"warning": 92, "urgent": 88}}
+        if has_bp:
+            limits["systolic"] = {
+                "high": {"warning": 160, "urgent": 180},
+                "low": {"warning": 95, "urgent": 85},
+            }
+        limits["heart_rate"] = {
+            "high": {"warning": 110, "urgent": 130},
+            "low": {"warning": 50, "urgent": 40},
+        }
+    elif condition == HYPERTENSION:
+        limits["systolic"] = {
+            "high": {"warning": 160, "urgent": 180},
+            "low": {"warning": 100, "urgent": 90},
+        }
+        limits["diastolic"] = {"high": {"warning": 100, "urgent": 110}}
+        limits["heart_rate"] = {"high": {"warning": 110, "urgent": 130}}
+    else:
+        limits["spo2"] = {"low": {"warning": 90, "urgent": 88}}
+        limits["heart_rate"] = {"high": {"warning": 110, "urgent": 125}}
+        if has_bp:
+            limits["systolic"] = {"high": {"warning": 170, "urgent": 190}}
+    return limits
+
+
+def _kinds(condition: str, rng: random.Random) -> list[DeviceKind]:
+    """1-3 devices per home, chosen for the condition."""
+    if condition == HEART_FAILURE:
+        kinds = [DeviceKind.SCALE, DeviceKind.BLOOD_PRESSURE_CUFF]
+        if rng.random() < 0.6:
+            kinds.append(DeviceKind.PULSE_OXIMETER)
+    elif condition == HYPERTENSION:
+        kinds = [DeviceKind.BLOOD_PRESSURE_CUFF]
+        if rng.random() < 0.3:
+            kinds.append(DeviceKind.SCALE)
+    else:
+        kinds = [DeviceKind.PULSE_OXIMETER]
+        if rng.random() < 0.4:
+            kinds.append(DeviceKind.HEART_RATE_MONITOR)
+        if rng.random() < 0.3:
+            kinds.append(DeviceKind.BLOOD_PRESSURE_CUFF)
+    return kinds
+
+
+def _course(
+    condition: str, baseline: Baseline, start: datetime, days: float, rng: random.Random
+) -> Course:
+    """A deterioration timed so its first threshold is crossed at 45-70 % of the run.
+
+    The onset may lie before the run's start: the patient is then already deteriorating
+    when the replay begins (with short runs, that is how a breach still shows).
+    """
+    breach = start + _DAY * days * rng.uniform(0.45, 0.7)
+    if condition == HEART_FAILURE:
+        rate = rng.uniform(0.3, 0.5)
+        onset = breach - _DAY * (2.6 / rate)  # morning weights sit ~0.4 kg below the mean
+        return heart_failure_decompensation(
+            onset, weight_per_day=round(rate, 2), spo2_after=_DAY * (1.8 / rate)
+        )
+    if condition == HYPERTENSION:
+        rate = rng.uniform(10.0, 14.0)
+        onset = breach - _DAY * ((184 - baseline.systolic) / rate)
+        return hypertensive_crisis(onset, systolic_per_day=round(rate, 1))
+    rate = rng.uniform(1.2, 1.8)
+    onset = breach - _DAY * ((baseline.spo2 - 88.5) / rate)
+    return copd_exacerbation(onset, spo2_per_day=-round(rate, 2))
+
+
+def _default_start(days: float) -> datetime:
+    """A window ending now (to the minute): replayed readings are never in the future."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - _DAY * days
+
+
+def demo_clinic(
+    n_patients: int = 50,
+    seed: int | str = 1,
+    *,
+    start: datetime | None = None,
+    days: float = 6.0,
+    formats: Mapping[PayloadFormat, float] | None = None,
+) -> tuple[dict[str, Any], Assignments]:
+    """The registry of a small clinic and each patient's simulated course.
+
+    ``start`` defaults to ``days`` before now, so a replay at any speed-up ends at (or
+    before) the wall clock and no reading looks like it comes from the future; keep
+    ``days`` below the service's stale limit (7 days). ``formats`` weighs the gateways'
+    payload formats (default: 60 % native JSON, 20 % FHIR, 20 % Bluetooth). Everything
+    but the default start is deterministic for ``seed``.
+    """
+    if n_patients < 1:
+        msg = "a clinic needs at least one patient"
+        raise ValueError(msg)
+    start = start or _default_start(days)
+    end = start + _DAY * days
+    rng = random.Random(f"{seed}/clinic")
+    weights = formats or _FORMATS
+    bound_from = (start - timedelta(days=30)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    teams = _TEAMS[: 2 if n_patients < 12 else 3]
+    care_teams = [
+        {
+            "id": team_id,
+            "name": name,
+            "clinicians": [
+                {"id": f"cl-{slug}-1", "name": "Distriktssköterska 1", "role": "nurse"},
+                {"id": f"cl-{slug}-2", "name": "Distriktssköterska 2", "role": "nurse"},
+                {"id": f"cl-{slug}-3", "name": "Läkare 1", "role": "physician"},
+            ],
+        }
+        for team_id, name, slug in teams
+    ]
+
+    conditions = _conditions(n_patients, rng)
+    deteriorating = _deteriorating(conditions, rng)
+    counters: Counter[DeviceKind] = Counter()
+    devices: list[dict[str, Any]] = []
+    plans: list[PatientPlan] = []
+    fmt_choices, fmt_weights = list(weights), list(weights.values())
+    for index, condition in enumerate(conditions):
+        patient_id = f"p-{index + 1:04d}"
+        gateway_id = f"gw-{index + 1:04d}"
+        baseline = _baseline(condition, rng)
+        bindings = []
+        for kind in _kinds(condition, rng):
+            counters[kind] += 1
+            device_id = f"{kind.id_prefix}-{counters[kind]:04d}"
+            devices.append({"id": device_id, "kind": kind.value, "model": kind.model})
+            bindings.append(Binding(device_id, kind, bound_from))
+        course = (
+            _course(condition, baseline, start, days, rng) if index in deteriorating else stable()
+        )
+        fmt = rng.choices(fmt_choices, fmt_weights)[0]
+        plans.append(
+            PatientPlan(patient_id, gateway_id, condition, course, baseline, tuple(bindings), fmt)
+        )
+    plans = _with_faults(plans, deteriorating, start, end, rng)
+
+    patients = []
+    for index, plan in enumerate(plans):
+        team_id, _, slug = teams[index % len(teams)]
+        contact = f"cl-{slug}-{1 + (index // len(teams)) % 2}"
+        kinds = {binding.kind for binding in plan.devices}
+        patients.append(
+            {
+                "id": plan.patient_id,
+                "care_team": team_id,
+                "care_contact": contact,
+                "condition": plan.condition,
+                "devices": [
+                    {
+                        "device": binding.device_id,
+                        "from": _iso_z(binding.valid_from),
+                        "until": _iso_z(binding.until) if binding.until else None,
+                    }
+                    for binding in plan.devices
+                ],
+                "care_plan": {
+                    "version": 1,
+                    "changed_by": contact,
+                    "reason": "Initial plan",
+                    "thresholds": _thresholds(plan.condition, plan.baseline, kinds),
+                },
+            }
+        )
+    registry = {
+        "care_teams": care_teams,
+        "devices": devices,
+        "gateways": [{"id": plan.gateway_id} for plan in plans],
+        "patients": patients,
+    }
+    return registry, Assignments(start, end, seed, tuple(plans))
+
+
+def _conditions(n: int, rng: random.Random) -> list[str]:
+    counts = {c: round(n * share) for c, (share, _) in _MIX.items()}
+    counts[HEART_FAILURE] += n - sum(counts.values())
+    conditions = [c for c, k in counts.items() for _ in range(k)]
+    rng.shuffle(conditions)
+    return conditions
+
+
+def _deteriorating(conditions: list[str], rng: random.Random) -> set[int]:
+    """Indexes of patients whose scenario deteriorates: a share per condition, at least one."""
+    chosen: set[int] = set()
+    for condition, (_, share) in _MIX.items():
+        members = [i for i, c in enumerate(conditions) if c == condition]
+        if not members:
+            continue
+        count = max(1, round(len(members) * share)) if len(members) > 1 else 0
+        chosen.update(rng.sample(members, count))
+    return chosen
+
+
+def _with_faults(
+    plans: list[PatientPlan],
+    deteriorating: set[int],
+    start: datetime,
+    end: datetime,
+    rng: random.Random,
+) -> list[PatientPlan]:
+    """Give a few patients device faults; clock skew only to stable ones (it hides alerts)."""
+    n = len(plans)
+    stable_ones = [i for i in range(n) if i not in deteriorating] or list(range(n))
+    faults: dict[int, set[Fault]] = {i: set() for i in range(n)}
+    per = max(1, n // 25)
+    for i in rng.sample(stable_ones, min(per, len(stable_ones))):
+        faults[i].add(Fault.CLOCK_SKEW)
+    for fault, count in (
+        (Fault.DUPLICATE_SENDS, max(1, n // 16)),
+        (Fault.OFFLINE_BACKLOG, per),
+        (Fault.GARBAGE, per),
+    ):
+        for i in rng.sample(range(n), min(count, n)):
+            faults[i].add(fault)
+    plans = [dataclasses.replace(p, faults=frozenset(faults[i])) for i, p in enumerate(plans)]
+    if n >= 4:
+        plans = _move_a_device(plans, start + (end - start) / 2, rng)
+    return plans
+
+
+def _move_a_device(plans: list[PatientPlan], at: datetime, rng: random.Random) -> list[PatientPlan]:
+    """Re-bind one device from one patient to another at ``at`` (the ``device_moved`` fault)."""
+    calm = [i for i, plan in enumerate(plans) if plan.scenario == "stable"] or list(
+        range(len(plans))
+    )
+    giver = rng.choice(calm)
+    taker = rng.choice([i for i in range(len(plans)) if i != giver])
+    moved = rng.choice(plans[giver].devices)
+    gave = tuple(
+        dataclasses.replace(b, until=at) if b.device_id == moved.device_id else b
+        for b in plans[giver].devices
+    )
+    plans[giver] = dataclasses.replace(
+        plans[giver], devices=gave, faults=plans[giver].faults | {Fault.DEVICE_MOVED}
+    )
+    took = (*plans[taker].devices, Binding(moved.device_id, moved.kind, at))
+    plans[taker] = dataclasses.replace(
+        plans[taker], devices=took, faults=plans[taker].faults | {Fault.DEVICE_MOVED}
+    )
+    return plans
+
+
+# --- running it -----------------------------------------------------------------------------
+@dataclasses.dataclass(slots=True)
+class SimulationSummary:
+    """What a simulation run did."""
+
+    generated: int = 0
+    published: int = 0
+    queued: int = 0
+    duplicates: int = 0
+    garbage: int = 0
+    elapsed_seconds: float = 0.0
+    simulated_until: datetime | None = None
+    stopped_early: bool = False
+    by_scenario: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Messages acknowledged per real second."""
+        return self.published / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+async def run_simulation(
+    assignments: Assignments,
+    *,
+    queue_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 1883,
+    speedup: float = math.inf,
+    tls: TlsConfig | None = None,
+    passwords: Mapping[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+    progress: TextIO | None = sys.stderr,
+    progress_interval: float = 0.5,
+    drain_grace: float = 10.0,
+    backoff: Backoff | None = None,
+) -> SimulationSummary:
+    """Play ``assignments`` through one gateway per patient home against a broker.
+
+    Each gateway keeps its outbox in ``queue_dir/<gateway id>.sqlite3`` and logs in as its
+    gateway id (password from ``passwords``, if given). Messages are handed to the gateways
+    at their simulated publish time, ``speedup`` simulated seconds per real second
+    (``math.inf``: as fast as the gateways take them). Setting ``stop`` ends the run early.
+    At the end the gateways get ``drain_grace`` seconds to empty their queues; what is left
+    is counted as ``queued`` and stays on disk. ``progress`` gets one updating status line.
+    """
+    stop = stop or asyncio.Event()
+    summary = SimulationSummary()
+    clock = SimClock(assignments.start, speedup)
+    scenario_of = {p.gateway_id: p.scenario for p in assignments.patients}
+    by_scenario: Counter[str] = Counter()
+    gateways = {
+        plan.gateway_id: Gateway(
+            plan.gateway_id,
+            queue_path=queue_dir / f"{plan.gateway_id}.sqlite3",
+            host=host,
+            port=port,
+            password=(passwords or {}).get(plan.gateway_id),
+            tls=tls,
+            backoff=backoff,
+            synchronous="NORMAL",
+            rng=random.Random(f"{assignments.seed}/{plan.gateway_id}/backoff"),
+        )
+        for plan in assignments.patients
+    }
+    started = time.monotonic()
+
+    def refresh() -> None:
+        summary.elapsed_seconds = time.monotonic() - started
+        summary.published = sum(g.stats.published for g in gateways.values())
+        summary.queued = sum(g.pending for g in gateways.values())
+
+    async def report() -> None:
+        if progress is None:
+            return
+        while True:
+            refresh()
+            _progress_line(progress, summary, clock.now() if speedup != math.inf else None)
+            await asyncio.sleep(progress_interval)
+
+    async with contextlib.AsyncExitStack() as stack:
+        for gateway in gateways.values():
+            await stack.enter_async_context(gateway)
+        async with asyncio.TaskGroup() as tasks:
+            reporter = tasks.create_task(report(), name="simulation progress")
+            try:
+                for publication in assignments.publications():
+                    delay = clock.real_delay(publication.publish_at)
+                    if delay > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        summary.stopped_early = True
+                        break
+                    gateway = gateways[publication.gateway_id]
+                    await gateway.submit(publication.format, publication.payload)
+                    summary.generated += 1
+                    summary.simulated_until = publication.publish_at
+                    if publication.measurement is None:
+                        summary.garbage += 1
+                    elif publication.duplicate:
+                        summary.duplicates += 1
+                    else:
+                        by_scenario[scenario_of[publication.gateway_id]] += 1
+                drain = [asyncio.wait_for(g.drained(), drain_grace) for g in gateways.values()]
+                with contextlib.suppress(TimeoutError):
+                    await _first_of(asyncio.gather(*drain), stop)
+            finally:
+                reporter.cancel()
+        for gateway in gateways.values():
+            await gateway.close(grace=0)
+    refresh()
+    summary.by_scenario = dict(by_scenario)
+    if progress is not None:
+        _progress_line(progress, summary, summary.simulated_until)
+        progress.write("\n")
+        progress.flush()
+    return summary
+
+
+async def _first_of(work: asyncio.Future[Any], stop: asyncio.Event) -> None:
+    """Wait for ``work`` unless ``stop`` is set first (then cancel it)."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in (work, stopped):
+            future.cancel()
+        await asyncio.gather(work, stopped, return_exceptions=True)
+
+
+def _progress_line(stream: TextIO, summary: SimulationSummary, sim_now: datetime | None) -> None:
+    """Rewrite the status line in place (carriage return, padded: no terminal codes)."""
+    elapsed = int(summary.elapsed_seconds)
+    line = (
+        f"\rsent {summary.published:>7}  queued {summary.queued:>5}  "
+        f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}  "
+        f"{summary.rate:7.1f} msg/s"
+    )
+    if sim_now is not None:
+        line += f"  simulated {sim_now.astimezone(UTC):%Y-%m-%d %H:%M}Z"
+    stream.write(line.ljust(_PROGRESS_WIDTH))
+    stream.flush()
