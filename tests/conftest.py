@@ -33,8 +33,16 @@ _counter = itertools.count()
 #: A small registry: two care teams, three patients, devices, plans.
 REGISTRY: dict[str, Any] = {
     "care_teams": [
-        {"id": "vc-a", "name": "Vårdcentral A", "clinicians": [{"id": "cl-a1", "name": "Nurse A1"}]},
-        {"id": "vc-b", "name": "Vårdcentral B", "clinicians": [{"id": "cl-b1", "name": "Nurse B1"}]},
+        {
+            "id": "vc-a",
+            "name": "Vårdcentral A",
+            "clinicians": [{"id": "cl-a1", "name": "Nurse A1"}],
+        },
+        {
+            "id": "vc-b",
+            "name": "Vårdcentral B",
+            "clinicians": [{"id": "cl-b1", "name": "Nurse B1"}],
+        },
     ],
     "devices": [
         {"id": "cuff-1", "kind": "blood_pressure_cuff"},
@@ -46,13 +54,18 @@ REGISTRY: dict[str, Any] = {
     "gateways": [{"id": "gw-1"}, {"id": "gw-2"}],
     "patients": [
         {
-            "id": "p-1", "care_team": "vc-a", "care_contact": "cl-a1", "condition": "heart_failure",
+            "id": "p-1",
+            "care_team": "vc-a",
+            "care_contact": "cl-a1",
+            "condition": "heart_failure",
             "devices": [
                 {"device": "cuff-1", "from": "2020-01-01T00:00:00Z"},
                 {"device": "scale-1", "from": "2020-01-01T00:00:00Z"},
             ],
             "care_plan": {
-                "version": 1, "changed_by": "cl-a1", "reason": "initial",
+                "version": 1,
+                "changed_by": "cl-a1",
+                "reason": "initial",
                 "thresholds": {
                     "systolic": {"high": {"warning": 160, "urgent": 180}, "low": {"warning": 95}},
                     "body_weight": {"high": {"warning": 82.0, "urgent": 84.0}},
@@ -60,15 +73,22 @@ REGISTRY: dict[str, Any] = {
             },
         },
         {
-            "id": "p-2", "care_team": "vc-b", "care_contact": "cl-b1", "condition": "copd",
+            "id": "p-2",
+            "care_team": "vc-b",
+            "care_contact": "cl-b1",
+            "condition": "copd",
             "devices": [{"device": "oxi-2", "from": "2020-01-01T00:00:00Z"}],
             "care_plan": {
-                "version": 1, "changed_by": "cl-b1",
+                "version": 1,
+                "changed_by": "cl-b1",
                 "thresholds": {"spo2": {"low": {"warning": 92, "urgent": 88}}},
             },
         },
         {
-            "id": "p-3", "care_team": "vc-a", "care_contact": "cl-a1", "condition": "hypertension",
+            "id": "p-3",
+            "care_team": "vc-a",
+            "care_contact": "cl-a1",
+            "condition": "hypertension",
             "devices": [{"device": "cuff-3", "from": "2020-01-01T00:00:00Z"}],
         },
     ],
@@ -76,14 +96,14 @@ REGISTRY: dict[str, Any] = {
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 20.0
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], within: float = 20.0
 ) -> T:
-    """Poll ``probe`` until ``accept`` holds; fail with the last value after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """Poll ``probe`` until ``accept`` holds; fail with the last value after ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
     value = await probe()
     while not accept(value):
         if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"condition not met within {timeout:g} s; last value: {value!r}")
+            pytest.fail(f"condition not met within {within:g} s; last value: {value!r}")
         await asyncio.sleep(0.05)
         value = await probe()
     return value
@@ -94,6 +114,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePost
     """A session-wide private PostgreSQL with a migrated template database."""
     pg = PrivatePostgres(tmp_path_factory.mktemp("pg"), durable=False, database="hm_template")
     with pg:
+
         async def migrate() -> None:
             conn = await asyncpg.connect(pg.dsn)
             try:
@@ -170,7 +191,10 @@ class RunningService:
         self.health = Health()
         self.task = asyncio.create_task(
             serve(
-                self.settings, self.stop_event, http=self.http, metrics=self.metrics,
+                self.settings,
+                self.stop_event,
+                http=self.http,
+                metrics=self.metrics,
                 health=self.health,
             )
         )
@@ -200,7 +224,9 @@ class RunningService:
 
 
 @pytest.fixture
-async def service(db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto) -> AsyncIterator[RunningService]:
+async def service(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+) -> AsyncIterator[RunningService]:
     """The whole service (worker, API, metrics) on the test's broker and database."""
     svc = RunningService(settings_for(dsn, broker))
     await svc.start()
@@ -211,7 +237,9 @@ async def service(db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto) ->
 
 
 @contextlib.asynccontextmanager
-async def publisher(broker: PrivateMosquitto, client_id: str = "gw-1") -> AsyncIterator[aiomqtt.Client]:
+async def publisher(
+    broker: PrivateMosquitto, client_id: str = "gw-1"
+) -> AsyncIterator[aiomqtt.Client]:
     """A gateway-side client; ``publish(..., qos=1)`` returns after the PUBACK."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
         yield client

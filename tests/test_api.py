@@ -17,34 +17,55 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 async def _alert_for_p1(broker: PrivateMosquitto, db: asyncpg.Connection) -> int:
-    payload = {"v": 1, "reading": {"device_id": "cuff-1", "metric": "blood_pressure",
-                                   "measured_at": NOW.isoformat(), "systolic": 190, "diastolic": 100}}
+    payload = {
+        "v": 1,
+        "reading": {
+            "device_id": "cuff-1",
+            "metric": "blood_pressure",
+            "measured_at": NOW.isoformat(),
+            "systolic": 190,
+            "diastolic": 100,
+        },
+    }
     async with publisher(broker) as gw:
         await gw.publish(readings_topic("gw-1"), json.dumps(payload).encode(), qos=1)
-    return int(await wait_until(lambda: db.fetchval("SELECT id FROM alerts"), lambda i: i is not None))
+    return int(
+        await wait_until(lambda: db.fetchval("SELECT id FROM alerts"), lambda i: i is not None)
+    )
 
 
 async def test_clinician_of_another_team_gets_403_and_reads_are_logged(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """A clinician sees their own team's alert (access-logged); another team's clinician gets 403."""
+    """A clinician sees their own team's alert (access-logged); another team's gets 403."""
     alert_id = await _alert_for_p1(broker, db)
     own = await issue_token(db, "cl-a1")
     other = await issue_token(db, "cl-b1")
     async with httpx.AsyncClient(base_url=service.url) as http:
         listed = await http.get("/api/v1/alerts", headers={"Authorization": f"Bearer {own}"})
-        detail = await http.get(f"/api/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {own}"})
-        denied = await http.get(f"/api/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {other}"})
-        denied_patient = await http.get("/api/v1/patients/p-1/readings", headers={"Authorization": f"Bearer {other}"})
+        detail = await http.get(
+            f"/api/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {own}"}
+        )
+        denied = await http.get(
+            f"/api/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {other}"}
+        )
+        denied_patient = await http.get(
+            "/api/v1/patients/p-1/readings", headers={"Authorization": f"Bearer {other}"}
+        )
         anonymous = await http.get("/api/v1/alerts")
     assert (200, 200, 403, 403, 401) == (
-        listed.status_code, detail.status_code, denied.status_code,
-        denied_patient.status_code, anonymous.status_code,
+        listed.status_code,
+        detail.status_code,
+        denied.status_code,
+        denied_patient.status_code,
+        anonymous.status_code,
     )
     assert [alert_id] == [a["id"] for a in listed.json()]
     assert [190.0] == [r["systolic"] for r in detail.json()["recent_readings"]]
     log = await db.fetch("SELECT clinician_id, patient_id, action FROM access_log ORDER BY id")
-    assert [("cl-a1", "p-1", "list_alerts"), ("cl-a1", "p-1", "view_alert")] == [tuple(r) for r in log]
+    assert [("cl-a1", "p-1", "list_alerts"), ("cl-a1", "p-1", "view_alert")] == [
+        tuple(r) for r in log
+    ]
 
 
 async def test_acknowledge_and_resolve(
@@ -55,12 +76,16 @@ async def test_acknowledge_and_resolve(
     headers = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
     async with httpx.AsyncClient(base_url=service.url, headers=headers) as http:
         acked = await http.post(f"/api/v1/alerts/{alert_id}/acknowledge")
-        resolved = await http.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": "Called patient; medication adjusted."})
+        resolved = await http.post(
+            f"/api/v1/alerts/{alert_id}/resolve",
+            json={"note": "Called patient; medication adjusted."},
+        )
         again = await http.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": "again"})
         active = await http.get("/api/v1/alerts")
     assert ("acknowledged", "cl-a1") == (acked.json()["status"], acked.json()["acknowledged_by"])
     assert ("resolved", "Called patient; medication adjusted.") == (
-        resolved.json()["status"], resolved.json()["resolution_note"]
+        resolved.json()["status"],
+        resolved.json()["resolution_note"],
     )
     assert (409, []) == (again.status_code, active.json())
 
@@ -68,7 +93,7 @@ async def test_acknowledge_and_resolve(
 async def test_trend_and_ops_endpoints(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """The hourly trend works on plain PostgreSQL; /ready names the storage mode; /metrics has no patient labels."""
+    """Hourly trend works on plain PostgreSQL; /ready names the mode; /metrics names no patient."""
     await _alert_for_p1(broker, db)
     headers = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
     async with httpx.AsyncClient(base_url=service.url) as http:
@@ -76,8 +101,14 @@ async def test_trend_and_ops_endpoints(
         ready = await http.get("/ready")
         metrics = await http.get("/metrics")
         docs = await http.get("/docs")
-    assert [("blood_pressure", 1, 190.0)] == [(t["metric"], t["n"], t["systolic"]) for t in trend.json()]
-    assert (200, "postgresql", True) == (ready.status_code, ready.json()["storage_mode"], ready.json()["ready"])
+    assert [("blood_pressure", 1, 190.0)] == [
+        (t["metric"], t["n"], t["systolic"]) for t in trend.json()
+    ]
+    assert (200, "postgresql", True) == (
+        ready.status_code,
+        ready.json()["storage_mode"],
+        ready.json()["ready"],
+    )
     assert "homemonitor_readings_stored_total 1.0" in metrics.text
     for private in ("p-1", "cuff-1", "190"):
         assert private not in metrics.text

@@ -25,21 +25,34 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 def numbered(seq: int) -> bytes:
     """Reading number ``seq``: a normal blood pressure, one second after the previous one."""
-    return json.dumps({"v": 1, "reading": {
-        "device_id": "cuff-1", "metric": "blood_pressure",
-        "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
-        "systolic": 120, "diastolic": 80, "message_id": str(seq),
-    }}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "reading": {
+                "device_id": "cuff-1",
+                "metric": "blood_pressure",
+                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
+                "systolic": 120,
+                "diastolic": 80,
+                "message_id": str(seq),
+            },
+        }
+    ).encode()
 
 
 class WorkerProcess:
     """``homemonitor run`` in a process of its own, so it can be SIGKILLed."""
 
     def __init__(self, dsn: str, broker: PrivateMosquitto, log: Path) -> None:
-        self.env = {**os.environ, "HOMEMONITOR_DATABASE_URL": dsn,
-                    "HOMEMONITOR_MQTT_HOST": broker.host, "HOMEMONITOR_MQTT_PORT": str(broker.port),
-                    "HOMEMONITOR_MQTT_CLIENT_ID": "hm-kill-test", "HOMEMONITOR_BATCH_MAX": "50",
-                    "HOMEMONITOR_HTTP_PORT": str(free_port())}
+        self.env = {
+            **os.environ,
+            "HOMEMONITOR_DATABASE_URL": dsn,
+            "HOMEMONITOR_MQTT_HOST": broker.host,
+            "HOMEMONITOR_MQTT_PORT": str(broker.port),
+            "HOMEMONITOR_MQTT_CLIENT_ID": "hm-kill-test",
+            "HOMEMONITOR_BATCH_MAX": "50",
+            "HOMEMONITOR_HTTP_PORT": str(free_port()),
+        }
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -47,7 +60,9 @@ class WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "homemonitor.cli", "run"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     async def ready(self) -> None:
@@ -75,7 +90,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path) -> Iterator[WorkerProcess]:
+def worker_process(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
+) -> Iterator[WorkerProcess]:
     w = WorkerProcess(dsn, broker, tmp_path / "worker.log")
     yield w
     if w.proc is not None and w.proc.poll() is None:
@@ -86,7 +103,7 @@ def worker_process(db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, t
 async def test_sigkill_mid_stream_loses_nothing(
     worker_process: WorkerProcess, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """Worker SIGKILLed mid-stream and restarted: every reading the broker PUBACKed is stored exactly once."""
+    """Worker SIGKILLed mid-stream, restarted: every reading the broker PUBACKed is stored once."""
     total = 4000
     worker_process.start()
     await worker_process.ready()  # from here on the broker keeps the worker's session
@@ -102,7 +119,9 @@ async def test_sigkill_mid_stream_loses_nothing(
                     await asyncio.sleep(0.005)  # a steady stream of about 1 500 readings/s
 
     async def kill_midway() -> None:
-        await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n >= 500, 60)
+        await wait_until(
+            lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n >= 500, 60
+        )
         worker_process.kill()
         killed.set()
         worker_process.start()
@@ -119,7 +138,7 @@ async def test_sigkill_mid_stream_loses_nothing(
 async def test_nothing_is_acknowledged_before_commit(
     db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
 ) -> None:
-    """A message whose commit is blocked is not acknowledged: a worker that dies then gets it back."""
+    """A message whose commit is blocked is not acknowledged: a worker that dies gets it back."""
     settings = settings_for(dsn, broker, mqtt_client_id="hm-ack-test", shutdown_grace_s=0.5)
     first = RunningService(settings, http=False)  # it is cancelled: no server to leak
     await first.start()

@@ -21,23 +21,33 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 
 def numbered(seq: int) -> bytes:
-    return json.dumps({"v": 1, "reading": {
-        "device_id": "scale-1", "metric": "body_weight", "value": 78.5,
-        "measured_at": (BASE + timedelta(seconds=seq)).isoformat(), "message_id": str(seq),
-    }}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "reading": {
+                "device_id": "scale-1",
+                "metric": "body_weight",
+                "value": 78.5,
+                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
+                "message_id": str(seq),
+            },
+        }
+    ).encode()
 
 
 @pytest.mark.slow
 async def test_database_outage_loses_nothing_and_stays_bounded(
     own_postgres: PrivatePostgres, broker: PrivateMosquitto
 ) -> None:
-    """PostgreSQL stopped for 30 s while readings arrive: /ready false, in-flight bounded, then all stored once."""
+    """PostgreSQL down 30 s under load: /ready false, in-flight bounded, then all stored once."""
     conn = await asyncpg.connect(own_postgres.dsn)
     await database.migrate(conn)
     await registry.apply(conn, registry.parse(REGISTRY))
     await conn.close()
     max_inflight = 200
-    svc = RunningService(settings_for(own_postgres.dsn, broker, max_inflight=max_inflight, batch_max=50))
+    svc = RunningService(
+        settings_for(own_postgres.dsn, broker, max_inflight=max_inflight, batch_max=50)
+    )
     await svc.start()
     published: list[int] = []
     outage_over = asyncio.Event()
@@ -55,7 +65,9 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
                 await asyncio.sleep(0.005)
 
     streaming = asyncio.create_task(stream())
-    await wait_until(lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n >= 100)
+    await wait_until(
+        lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n >= 100
+    )
     own_postgres.stop()
     ready_codes: list[int] = []
     inflight: list[float] = []
@@ -73,9 +85,13 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
     conn = await asyncpg.connect(own_postgres.dsn)
     try:
         await wait_until(
-            lambda: conn.fetchval("SELECT count(*) FROM readings"), lambda n: n >= len(published), 60
+            lambda: conn.fetchval("SELECT count(*) FROM readings"),
+            lambda n: n >= len(published),
+            60,
         )
-        stored = sorted(int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings"))
+        stored = sorted(
+            int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings")
+        )
     finally:
         await conn.close()
     await wait_until(lambda: svc.metric_async("homemonitor_database_up"), lambda v: v == 1)

@@ -7,16 +7,22 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from homemonitor.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.protocol import readings_topic
 from tests.conftest import RunningService, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def bp(device: str, systolic: float, diastolic: float, at: datetime, **extra: object) -> bytes:
-    reading = {"device_id": device, "metric": "blood_pressure", "measured_at": at.isoformat(),
-               "systolic": systolic, "diastolic": diastolic, **extra}
+    reading = {
+        "device_id": device,
+        "metric": "blood_pressure",
+        "measured_at": at.isoformat(),
+        "systolic": systolic,
+        "diastolic": diastolic,
+        **extra,
+    }
     return json.dumps({"v": 1, "reading": reading}).encode()
 
 
@@ -35,7 +41,10 @@ async def test_reading_becomes_one_row(
         lambda r: r is not None,
     )
     assert ("p-1", "blood_pressure", 120.0, 75.0) == (
-        row["patient_id"], row["metric"], round(row["systolic"], 1), round(row["diastolic"], 1),
+        row["patient_id"],
+        row["metric"],
+        round(row["systolic"], 1),
+        round(row["diastolic"], 1),
     )
     assert 1 == await count(db, "SELECT count(*) FROM readings")
 
@@ -45,20 +54,32 @@ async def test_breach_opens_one_alert_then_updates_it(
 ) -> None:
     """A breach opens one alert for the patient's care team; a second breach updates it."""
     async with publisher(broker) as gw:
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 165, 90, NOW - timedelta(minutes=2)), qos=1)
+        await gw.publish(
+            readings_topic("gw-1"), bp("cuff-1", 165, 90, NOW - timedelta(minutes=2)), qos=1
+        )
         alert = await wait_until(
             lambda: db.fetchrow("SELECT * FROM alerts"), lambda r: r is not None
         )
         assert ("p-1", "vc-a", "systolic.high", "warning", 160.0, 1, 1) == (
-            alert["patient_id"], alert["care_team_id"], alert["rule"], alert["severity"],
-            alert["threshold"], alert["plan_version"], alert["breach_count"],
+            alert["patient_id"],
+            alert["care_team_id"],
+            alert["rule"],
+            alert["severity"],
+            alert["threshold"],
+            alert["plan_version"],
+            alert["breach_count"],
         )
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 185, 100, NOW - timedelta(minutes=1)), qos=1)
+        await gw.publish(
+            readings_topic("gw-1"), bp("cuff-1", 185, 100, NOW - timedelta(minutes=1)), qos=1
+        )
         alert = await wait_until(
             lambda: db.fetchrow("SELECT * FROM alerts"), lambda r: r["breach_count"] == 2
         )
     assert ("urgent", 185.0, 165.0, 180.0) == (
-        alert["severity"], alert["worst_value"], alert["opening_value"], alert["threshold"]
+        alert["severity"],
+        alert["worst_value"],
+        alert["opening_value"],
+        alert["threshold"],
     )
     assert 1 == await count(db, "SELECT count(*) FROM alerts")
     assert 1 == service.metric("homemonitor_alerts_opened_total", {"severity": "warning"})
@@ -72,9 +93,13 @@ async def test_same_message_twice_is_stored_once(
     async with publisher(broker) as gw:
         for _ in range(3):
             await gw.publish(readings_topic("gw-1"), payload, qos=1)
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 120, 80, NOW + timedelta(seconds=1)), qos=1)
+        await gw.publish(
+            readings_topic("gw-1"), bp("cuff-1", 120, 80, NOW + timedelta(seconds=1)), qos=1
+        )
     await wait_until(lambda: count(db, "SELECT count(*) FROM readings"), lambda n: n == 2)
-    await wait_until(lambda: service.metric_async("homemonitor_readings_duplicate_total"), lambda n: n == 2)
+    await wait_until(
+        lambda: service.metric_async("homemonitor_readings_duplicate_total"), lambda n: n == 2
+    )
     assert 1 == await count(db, "SELECT breach_count FROM alerts")
 
 
@@ -83,8 +108,12 @@ async def test_clock_skewed_reading_is_stored_flagged_and_not_alerted(
 ) -> None:
     """A reading from hours in the future is stored with a flag and opens no alert."""
     async with publisher(broker) as gw:
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 200, 110, NOW + timedelta(hours=3)), qos=1)
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 200, 110, NOW - timedelta(days=30)), qos=1)
+        await gw.publish(
+            readings_topic("gw-1"), bp("cuff-1", 200, 110, NOW + timedelta(hours=3)), qos=1
+        )
+        await gw.publish(
+            readings_topic("gw-1"), bp("cuff-1", 200, 110, NOW - timedelta(days=30)), qos=1
+        )
     rows = await wait_until(
         lambda: db.fetch("SELECT flags FROM readings ORDER BY measured_at"), lambda r: len(r) == 2
     )

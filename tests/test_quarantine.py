@@ -16,8 +16,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def reading(**fields: object) -> bytes:
-    base = {"device_id": "cuff-1", "metric": "blood_pressure", "measured_at": NOW.isoformat(),
-            "systolic": 120, "diastolic": 80}
+    base = {
+        "device_id": "cuff-1",
+        "metric": "blood_pressure",
+        "measured_at": NOW.isoformat(),
+        "systolic": 120,
+        "diastolic": 80,
+    }
     return json.dumps({"v": 1, "reading": {**base, **fields}}).encode()
 
 
@@ -25,14 +30,34 @@ BAD_INPUTS = [
     ("garbage", readings_topic("gw-1"), b"\x00\xffnot json at all", "malformed"),
     ("truncated", readings_topic("gw-1"), reading()[:40], "malformed"),
     ("oversized", readings_topic("gw-1"), b"{" + b" " * 300_000 + b"}", "oversized"),
-    ("version", readings_topic("gw-1"), json.dumps({"v": 9, "readings": []}).encode(), "unsupported_version"),
+    (
+        "version",
+        readings_topic("gw-1"),
+        json.dumps({"v": 9, "readings": []}).encode(),
+        "unsupported_version",
+    ),
     ("metric", readings_topic("gw-1"), reading(metric="temperature"), "unknown_metric"),
     ("unit", readings_topic("gw-1"), reading(unit="psi"), "unknown_unit"),
     ("no zone", readings_topic("gw-1"), reading(measured_at="2026-11-22T07:00:00"), "no_timestamp"),
-    ("spo2 120", readings_topic("gw-1"), reading(metric="spo2", value=120, systolic=None, diastolic=None), "malformed"),
-    ("systolic below diastolic", readings_topic("gw-1"), reading(systolic=70, diastolic=90), "implausible"),
+    (
+        "spo2 120",
+        readings_topic("gw-1"),
+        reading(metric="spo2", value=120, systolic=None, diastolic=None),
+        "malformed",
+    ),
+    (
+        "systolic below diastolic",
+        readings_topic("gw-1"),
+        reading(systolic=70, diastolic=90),
+        "implausible",
+    ),
     ("unknown device", readings_topic("gw-1"), reading(device_id="nobody-42"), "unknown_device"),
-    ("unbound device", readings_topic("gw-1"), reading(device_id="spare-9", metric="body_weight", value=80, systolic=None, diastolic=None), "malformed"),
+    (
+        "unbound device",
+        readings_topic("gw-1"),
+        reading(device_id="spare-9", metric="body_weight", value=80, systolic=None, diastolic=None),
+        "malformed",
+    ),
     ("bad topic", f"{TOPIC_PREFIX}/gw-1/readings/xml", reading(), "unknown_topic"),
 ]
 
@@ -49,17 +74,28 @@ def _clean(payload: bytes) -> bytes:
     return payload
 
 
-@pytest.mark.parametrize(("name", "topic", "payload", "reason"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("name", "topic", "payload", "reason"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
 async def test_bad_input_is_quarantined_and_stream_continues(
-    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection,
-    name: str, topic: str, payload: bytes, reason: str,
+    service: RunningService,
+    broker: PrivateMosquitto,
+    db: asyncpg.Connection,
+    name: str,
+    topic: str,
+    payload: bytes,
+    reason: str,
 ) -> None:
-    """Each kind of bad input is quarantined with its reason and raw payload; the next good reading is stored."""
+    """Bad input is quarantined with its reason and raw payload; the next good one is stored."""
     payload = _clean(payload)
     expected = {"spo2 120": "implausible", "unbound device": "unbound_device"}.get(name, reason)
     async with publisher(broker) as gw:
         await gw.publish(topic, payload, qos=1)
-        await gw.publish(readings_topic("gw-1"), reading(measured_at=(NOW + timedelta(seconds=1)).isoformat()), qos=1)
+        await gw.publish(
+            readings_topic("gw-1"),
+            reading(measured_at=(NOW + timedelta(seconds=1)).isoformat()),
+            qos=1,
+        )
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
     row = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert (expected, payload) == (row["reason"], bytes(row["payload"]))
@@ -72,14 +108,23 @@ async def test_batch_with_one_bad_reading_keeps_the_good_ones(
 ) -> None:
     """In a batch payload, a bad reading is quarantined by index and the others are stored."""
     items = [
-        {"device_id": "scale-1", "metric": "body_weight", "unit": "lb", "value": 176.4,
-         "measured_at": (NOW - timedelta(minutes=i)).isoformat()}
+        {
+            "device_id": "scale-1",
+            "metric": "body_weight",
+            "unit": "lb",
+            "value": 176.4,
+            "measured_at": (NOW - timedelta(minutes=i)).isoformat(),
+        }
         for i in range(3)
     ]
     items[1]["value"] = 0
     async with publisher(broker) as gw:
-        await gw.publish(readings_topic("gw-1"), json.dumps({"v": 1, "readings": items}).encode(), qos=1)
-    rows = await wait_until(lambda: db.fetch("SELECT body_weight FROM readings"), lambda r: len(r) == 2)
+        await gw.publish(
+            readings_topic("gw-1"), json.dumps({"v": 1, "readings": items}).encode(), qos=1
+        )
+    rows = await wait_until(
+        lambda: db.fetch("SELECT body_weight FROM readings"), lambda r: len(r) == 2
+    )
     assert [80.01, 80.01] == [round(r["body_weight"], 2) for r in rows]
     q = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert ("implausible", 1, "scale-1") == (q["reason"], q["item_index"], q["device_id"])

@@ -34,15 +34,15 @@ def ack(client: aiomqtt.Client, mid: int, qos: int) -> bool:
 
 def queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
     """aiomqtt's incoming queue, drained without a task per message."""
-    q: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001 - see module docstring
+    q: asyncio.Queue[aiomqtt.Message] = client._queue
     return q
 
 
 def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
     """A future that completes when ``client`` loses its connection."""
-    fut: asyncio.Future[None] = client._disconnected  # noqa: SLF001 - see module docstring
+    fut: asyncio.Future[None] = client._disconnected
     return fut
 
 
-def _paho(client: aiomqtt.Client) -> Any:  # noqa: ANN401 - paho ships no types here
-    return client._client  # noqa: SLF001 - see module docstring
+def _paho(client: aiomqtt.Client) -> Any:
+    return client._client

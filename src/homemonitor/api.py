@@ -6,7 +6,6 @@ patients (403 otherwise). Every response that carries patient data first writes 
 the data is not returned. OpenAPI docs are at ``/docs``.
 """
 
-
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,10 +20,13 @@ from pydantic import BaseModel, Field
 
 from homemonitor import __version__
 from homemonitor.auth import Clinician, authenticate
+from homemonitor.database import Conn
 from homemonitor.ingest import Health
 from homemonitor.metrics import Metrics
 
-_bearer = HTTPBearer(auto_error=False, description="A clinician API token (homemonitor token issue).")
+_bearer = HTTPBearer(
+    auto_error=False, description="A clinician API token (homemonitor token issue)."
+)
 
 
 class AlertOut(BaseModel):
@@ -116,28 +118,33 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
             raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
         return who
 
-    Me = Annotated[Clinician, Depends(clinician)]
+    Me = Annotated[Clinician, Depends(clinician)]  # noqa: N806 - a type alias, named as one
 
-    async def log_access(
-        conn: asyncpg.Connection, who: Clinician, patients: Sequence[str], action: str
-    ) -> None:
+    async def log_access(conn: Conn, who: Clinician, patients: Sequence[str], action: str) -> None:
         if patients:
             await conn.execute(
                 "INSERT INTO access_log (clinician_id, patient_id, action) "
                 "SELECT $1, unnest($2::text[]), $3",
-                who.id, list(dict.fromkeys(patients)), action,
+                who.id,
+                list(dict.fromkeys(patients)),
+                action,
             )
         metrics.api_reads.labels(action).inc()
 
-    async def team_alert(conn: asyncpg.Connection, who: Clinician, alert_id: int) -> asyncpg.Record:
-        row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = $1", alert_id)
+    async def team_alert(
+        conn: Conn, who: Clinician, alert_id: int, *, for_update: bool = False
+    ) -> asyncpg.Record:
+        lock = " FOR UPDATE" if for_update else ""  # two clinicians acting at once: one wins
+        row = await conn.fetchrow(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = $1{lock}", alert_id
+        )
         if row is None:
             raise HTTPException(404, f"no alert {alert_id}")
         if row["care_team_id"] != who.care_team_id:
             raise HTTPException(403, "this alert belongs to another care team")
         return row
 
-    async def team_patient(conn: asyncpg.Connection, who: Clinician, patient_id: str) -> None:
+    async def team_patient(conn: Conn, who: Clinician, patient_id: str) -> None:
         team = await conn.fetchval("SELECT care_team_id FROM patients WHERE id = $1", patient_id)
         if team is None:
             raise HTTPException(404, "no such patient")
@@ -178,7 +185,9 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
                 f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE care_team_id = $1 "
                 "AND status = ANY($2::text[]) "
                 "ORDER BY (severity = 'urgent') DESC, opened_at DESC LIMIT $3",
-                who.care_team_id, statuses, limit,
+                who.care_team_id,
+                statuses,
+                limit,
             )
             await log_access(conn, who, [r["patient_id"] for r in rows], "list_alerts")
         return [AlertOut(**dict(r)) for r in rows]
@@ -200,30 +209,38 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
     @app.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["alerts"], summary="I have seen it.")
     async def acknowledge(who: Me, alert_id: int) -> AlertOut:
         async with pool.acquire() as conn, conn.transaction():
-            row = await team_alert(conn, who, alert_id)
+            row = await team_alert(conn, who, alert_id, for_update=True)
             if row["status"] == "resolved":
                 raise HTTPException(409, "the alert is already resolved")
             if row["status"] == "open":
-                row = await conn.fetchrow(
-                    f"UPDATE alerts SET status = 'acknowledged', acknowledged_at = clock_timestamp(), "
+                row = await _one(
+                    conn,
+                    "UPDATE alerts SET status = 'acknowledged', "
+                    "acknowledged_at = clock_timestamp(), "
                     f"acknowledged_by = $2, updated_at = clock_timestamp() WHERE id = $1 "
                     f"RETURNING {_ALERT_COLUMNS}",
-                    alert_id, who.id,
+                    alert_id,
+                    who.id,
                 )
             await log_access(conn, who, [row["patient_id"]], "acknowledge_alert")
         return AlertOut(**dict(row))
 
-    @app.post("/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], summary="Close it, with a note.")
+    @app.post(
+        "/api/v1/alerts/{alert_id}/resolve", tags=["alerts"], summary="Close it, with a note."
+    )
     async def resolve(who: Me, alert_id: int, body: ResolveIn) -> AlertOut:
         async with pool.acquire() as conn, conn.transaction():
-            row = await team_alert(conn, who, alert_id)
+            row = await team_alert(conn, who, alert_id, for_update=True)
             if row["status"] == "resolved":
                 raise HTTPException(409, "the alert is already resolved")
-            row = await conn.fetchrow(
+            row = await _one(
+                conn,
                 f"UPDATE alerts SET status = 'resolved', resolved_at = clock_timestamp(), "
                 f"resolved_by = $2, resolution_note = $3, updated_at = clock_timestamp() "
                 f"WHERE id = $1 RETURNING {_ALERT_COLUMNS}",
-                alert_id, who.id, body.note,
+                alert_id,
+                who.id,
+                body.note,
             )
             await log_access(conn, who, [row["patient_id"]], "resolve_alert")
         return AlertOut(**dict(row))
@@ -240,7 +257,8 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
             rows = await conn.fetch(
                 f"SELECT {_READING_COLUMNS} FROM readings WHERE patient_id = $1 "
                 "AND measured_at >= $2 ORDER BY measured_at DESC LIMIT 5000",
-                patient_id, since,
+                patient_id,
+                since,
             )
             await log_access(conn, who, [patient_id], "view_readings")
         return [ReadingOut(**dict(r)) for r in rows]
@@ -255,12 +273,20 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
             rows = await conn.fetch(
                 "SELECT metric, bucket, n, systolic, diastolic, heart_rate, body_weight, spo2 "
                 "FROM readings_hourly WHERE patient_id = $1 AND bucket >= $2 ORDER BY bucket",
-                patient_id, since,
+                patient_id,
+                since,
             )
             await log_access(conn, who, [patient_id], "view_trend")
         return [TrendPointOut(**dict(r)) for r in rows]
 
     return app
+
+
+async def _one(conn: Conn, sql: str, *args: object) -> asyncpg.Record:
+    """The row an UPDATE ... RETURNING of a row this transaction holds must return."""
+    row = await conn.fetchrow(sql, *args)
+    assert row is not None  # read and locked in this transaction
+    return row
 
 
 async def refresh_open_alerts(pool: asyncpg.Pool, metrics: Metrics) -> None:
@@ -271,5 +297,3 @@ async def refresh_open_alerts(pool: asyncpg.Pool, metrics: Metrics) -> None:
     counts = {r["severity"]: r["n"] for r in rows}
     for severity in ("warning", "urgent"):
         metrics.alerts_open.labels(severity).set(counts.get(severity, 0))
-
-

@@ -10,9 +10,9 @@ import dataclasses
 import hashlib
 import secrets
 
-import asyncpg
+from homemonitor.database import Conn
 
-TOKEN_PREFIX = "hm_"
+TOKEN_PREFIX = "hm_"  # noqa: S105 - a prefix that makes leaked tokens greppable, not a secret
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def issue_token(conn: asyncpg.Connection, clinician_id: str, label: str = "") -> str:
+async def issue_token(conn: Conn, clinician_id: str, label: str = "") -> str:
     """Create a token for ``clinician_id`` and return it (the only time it is visible)."""
     exists = await conn.fetchval("SELECT 1 FROM clinicians WHERE id = $1", clinician_id)
     if not exists:
@@ -35,12 +35,14 @@ async def issue_token(conn: asyncpg.Connection, clinician_id: str, label: str = 
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO api_tokens (token_sha256, clinician_id, label) VALUES ($1, $2, $3)",
-        _digest(token), clinician_id, label,
+        _digest(token),
+        clinician_id,
+        label,
     )
     return token
 
 
-async def authenticate(conn: asyncpg.Connection, token: str) -> Clinician | None:
+async def authenticate(conn: Conn, token: str) -> Clinician | None:
     """The clinician a token belongs to, or None for an unknown or revoked token."""
     row = await conn.fetchrow(
         "SELECT c.id, c.care_team_id, c.name FROM api_tokens t "

@@ -41,14 +41,22 @@ class Bounds(BaseModel):
     @model_validator(mode="after")
     def _urgent_beyond_warning(self) -> Bounds:
         high, low = self.high, self.low
-        if high and high.warning is not None and high.urgent is not None:
-            if high.urgent < high.warning:
-                msg = "high.urgent must be at or above high.warning"
-                raise ValueError(msg)
-        if low and low.warning is not None and low.urgent is not None:
-            if low.urgent > low.warning:
-                msg = "low.urgent must be at or below low.warning"
-                raise ValueError(msg)
+        if (
+            high
+            and high.warning is not None
+            and high.urgent is not None
+            and (high.urgent < high.warning)
+        ):
+            msg = "high.urgent must be at or above high.warning"
+            raise ValueError(msg)
+        if (
+            low
+            and low.warning is not None
+            and low.urgent is not None
+            and (low.urgent > low.warning)
+        ):
+            msg = "low.urgent must be at or below low.warning"
+            raise ValueError(msg)
         return self
 
 
@@ -67,9 +75,7 @@ class Rule:
         return f"{self.quantity.value}.{self.direction}"
 
 
-RULES: tuple[Rule, ...] = tuple(
-    Rule(q, d) for q in QUANTITIES for d in ("high", "low")
-)
+RULES: tuple[Rule, ...] = tuple(Rule(q, d) for q in QUANTITIES for d in ("high", "low"))
 _RULE_COLUMN = np.array([QUANTITIES.index(r.quantity) for r in RULES], dtype=np.intp)
 _RULE_SIGN = np.array([1.0 if r.direction == "high" else -1.0 for r in RULES])
 

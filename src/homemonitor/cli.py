@@ -115,7 +115,7 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
     rejections = sorted(
         decoded.rejections + implausible, key=lambda r: -1 if r.index is None else r.index
     )
-    readings = [
+    readings: list[dict[str, Any]] = [
         {
             "index": r.index,
             "device_id": r.device_id,
@@ -136,7 +136,10 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
         for r in readings:
             values = ", ".join(f"{k}={v} {r['units'][k]}" for k, v in r["values"].items())
             flags = f"  FLAGGED: {', '.join(r['flags'])}" if r["flags"] else ""
-            print(f"ok   [{r['index']}] {r['device_id']} {r['metric']} at {r['measured_at']}: {values}{flags}")
+            print(
+                f"ok   [{r['index']}] {r['device_id']} {r['metric']} "
+                f"at {r['measured_at']}: {values}{flags}"
+            )
         for p in problems:
             where = "message" if p["index"] is None else f"[{p['index']}]"
             print(f"FAIL {where} {p['reason']}: {p['detail']}")
@@ -157,8 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.configure("text", "WARNING")
     summary = _run_until_signal(
         lambda stop: run_demo(
-            stop, duration=args.duration, patients=args.patients, seed=args.seed,
-            speed=args.speed, http_port=args.port, quiet=args.json,
+            stop,
+            duration=args.duration,
+            patients=args.patients,
+            seed=args.seed,
+            speed=args.speed,
+            days=args.days,
+            http_port=args.port,
+            quiet=args.json,
         )
     )
     if args.json:
@@ -179,9 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     def db_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--database-url", help="PostgreSQL DSN (default: HOMEMONITOR_DATABASE_URL)")
 
-    run = sub.add_parser("run", help="run the service: worker, clinician API, /metrics",
-                         description="Run the ingestion worker, the clinician API and the ops "
-                         "endpoints until SIGTERM; then drain, commit and exit.", epilog=EPILOG)
+    run = sub.add_parser(
+        "run",
+        help="run the service: worker, clinician API, /metrics",
+        description="Run the ingestion worker, the clinician API and the ops "
+        "endpoints until SIGTERM; then drain, commit and exit.",
+        epilog=EPILOG,
+    )
     run.add_argument("--no-http", action="store_true", help="worker only (no API or /metrics)")
     run.set_defaults(func=cmd_run)
 
@@ -192,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("registry", help="care teams, patients, devices and care plans")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
     apply = reg_sub.add_parser(
-        "apply", help="load a YAML/JSON registry description (idempotent)",
+        "apply",
+        help="load a YAML/JSON registry description (idempotent)",
         description="Load care teams, clinicians, patients, devices, bindings and care plans "
         "from FILE. Applying the same file twice changes nothing; a care-plan version is "
         "history and cannot be changed, only superseded. Example: deploy/registry-example.yaml",
@@ -212,21 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     pay = sub.add_parser("payload", help="the gateway payload contract, offline")
     pay_sub = pay.add_subparsers(dest="payload_command", required=True, metavar="ACTION")
     check = pay_sub.add_parser(
-        "check", help="validate a payload and print its readings or every reason it fails",
+        "check",
+        help="validate a payload and print its readings or every reason it fails",
         description="Decode and validate a payload exactly as the worker would (without the "
         "registry): print the normalised readings, or every reason a reading would be "
         "quarantined. Exit 0 when everything is accepted, 1 otherwise.",
     )
     check.add_argument("file", help="payload file, or - for standard input")
-    check.add_argument("--format", choices=["json", "fhir", "ble"], default="json",
-                       help="the format the topic would name (default: json)")
+    check.add_argument(
+        "--format",
+        choices=["json", "fhir", "ble"],
+        default="json",
+        help="the format the topic would name (default: json)",
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_payload_check)
     schema = pay_sub.add_parser("schema", help="print the JSON Schema of the native payload")
     schema.set_defaults(func=cmd_payload_schema)
 
     demo = sub.add_parser(
-        "demo", help="everything on embedded defaults: broker, database, simulated clinic",
+        "demo",
+        help="everything on embedded defaults: broker, database, simulated clinic",
         description="Start a private Mosquitto and PostgreSQL, load a demo clinic, run the "
         "service and simulated patients, and show alerts as they open. Ctrl-C ends it "
         "with a summary.",
@@ -234,8 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     demo.add_argument("--patients", type=int, default=50, help="simulated patients (50)")
     demo.add_argument("--seed", type=int, default=7, help="scenario seed (7)")
-    demo.add_argument("--speed", type=float, default=720.0,
-                      help="simulated seconds per real second (720: a day in two minutes)")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="simulated seconds per real second (default: the replay of "
+        "--days fills about 70%% of --duration, or 100 s)",
+    )
+    demo.add_argument(
+        "--days",
+        type=float,
+        default=4.0,
+        help="days of home readings to replay, ending now (4; at most 6)",
+    )
     demo.add_argument("--port", type=int, default=8080, help="API port (8080)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON only")
     demo.set_defaults(func=cmd_demo)

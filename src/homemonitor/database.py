@@ -11,8 +11,16 @@ from __future__ import annotations
 import enum
 import logging
 from importlib import resources
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+if TYPE_CHECKING:
+    #: A connection, whether opened alone or borrowed from a pool.
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:  # asyncpg's classes are not generic at run time
+    Conn = asyncpg.Connection | PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +35,9 @@ class StorageMode(enum.StrEnum):
     TIMESCALEDB_APACHE = "timescaledb-apache"  # hypertable only: no compression or policies
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 4
+) -> asyncpg.Pool[asyncpg.Record]:
     """A pool whose connections identify themselves in ``pg_stat_activity``."""
     pool = await asyncpg.create_pool(
         dsn,
@@ -52,7 +62,7 @@ def _scripts(folder: str) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection, *, retention: str = "5 years") -> StorageMode:
+async def migrate(conn: Conn, *, retention: str = "5 years") -> StorageMode:
     """Apply every migration not yet applied; return the storage mode now active."""
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
@@ -85,7 +95,7 @@ async def migrate(conn: asyncpg.Connection, *, retention: str = "5 years") -> St
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
-async def _detect_mode(conn: asyncpg.Connection) -> StorageMode:
+async def _detect_mode(conn: Conn) -> StorageMode:
     available = await conn.fetchval(
         "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
     )

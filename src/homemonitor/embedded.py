@@ -147,7 +147,12 @@ class PrivatePostgres:
     """
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, durable: bool = True, database: str = "homemonitor"
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+        database: str = "homemonitor",
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
@@ -189,15 +194,29 @@ class PrivatePostgres:
             shutil.chown(self.directory, "postgres", "postgres")
             self.directory.chmod(0o700)
         done = self._run(
-            self._initdb, "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-            "-E", "UTF8", "--no-locale", "--no-sync",
+            self._initdb,
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
         )
         if done.returncode != 0:
             raise ServiceStartError("initdb", done.stderr.decode(errors="replace").strip())
         self.start()
         created = self._run(
-            str(self._bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-            "postgres", self.database,
+            str(self._bin / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            self.database,
         )
         if created.returncode != 0:
             raise ServiceStartError("createdb", created.stderr.decode(errors="replace").strip())
@@ -215,11 +234,22 @@ class PrivatePostgres:
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         done = self._run(
-            self._pg_ctl, "-D", str(self.data_dir), "-l", str(self.log_path), "-o",
-            " ".join(options), "-w", "-t", str(int(_START_TIMEOUT)), "start",
+            self._pg_ctl,
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-o",
+            " ".join(options),
+            "-w",
+            "-t",
+            str(int(_START_TIMEOUT)),
+            "start",
         )
         if done.returncode != 0:
-            raise ServiceStartError("postgres", f"{done.stderr.decode(errors='replace').strip()}; see {self.log_path}")
+            raise ServiceStartError(
+                "postgres", f"{done.stderr.decode(errors='replace').strip()}; see {self.log_path}"
+            )
         _wait_for_port(self.port, None, "postgres", self.log_path)
 
     def stop(self) -> None:

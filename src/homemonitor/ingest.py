@@ -24,6 +24,7 @@ import random
 import ssl
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiomqtt
 import asyncpg
@@ -82,7 +83,7 @@ class Backoff:
         self.first, self.cap, self.attempt = first, cap, 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.first * 2**self.attempt)
+        delay = min(self.cap, self.first * 2.0**self.attempt)
         self.attempt += 1
         return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
 
@@ -135,7 +136,9 @@ class Worker:
             committer.cancel()
         log.info(
             "worker stopped stored=%d duplicates=%d quarantined=%d alerts_opened=%d",
-            self.totals.stored, self.totals.duplicates, self.totals.quarantined,
+            self.totals.stored,
+            self.totals.duplicates,
+            self.totals.quarantined,
             len(self.totals.opened),
         )
 
@@ -161,7 +164,7 @@ class Worker:
         v5 = s.mqtt_protocol == "5"
         properties = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
             properties.SessionExpiryInterval = s.mqtt_session_expiry
             properties.ReceiveMaximum = s.max_inflight
         tls = None
@@ -258,8 +261,8 @@ class Worker:
         self,
         incoming: asyncio.Queue[aiomqtt.Message],
         gone: asyncio.Future[None],
-        stopping: asyncio.Future[bool],
-        timeout: float | None,
+        stopping: asyncio.Future[Any],
+        wait_s: float | None,
     ) -> store.Inbound | None:
         """The next message; None on stop or timeout; MqttError when the link drops."""
         if not incoming.empty():
@@ -269,7 +272,7 @@ class Worker:
         getter = asyncio.ensure_future(incoming.get())
         try:
             done, _ = await asyncio.wait(
-                (getter, gone, stopping), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                (getter, gone, stopping), timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             if not getter.done():
@@ -334,7 +337,7 @@ class Worker:
                 continue
             try:
                 await conn.add_listener(NOTIFY_CHANNEL, changed)
-                conn.add_termination_listener(lambda _c: closed.set())
+                conn.add_termination_listener(lambda _c, cut=closed: cut.set())
                 backoff.reset()
                 self.cache.dirty = True  # anything may have changed while unheard
                 stopped = asyncio.ensure_future(stop.wait())
@@ -380,7 +383,8 @@ class Worker:
             except asyncpg.PostgresError as exc:
                 log.error(
                     "batch refused by the database (%s %s); storing its messages one by one",
-                    exc.sqlstate, type(exc).__name__,
+                    exc.sqlstate,
+                    type(exc).__name__,
                 )
                 result = await self._commit_one_by_one(batch)
             self._database_state(ok=True)
@@ -399,7 +403,9 @@ class Worker:
                 detail = f"database refused the reading: {type(exc).__name__} ({exc.sqlstate})"
                 part.quarantined += [
                     store.Quarantined(
-                        Rejection(Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id),
+                        Rejection(
+                            Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
+                        ),
                         0,
                     )
                     for c in part.candidates
@@ -453,7 +459,9 @@ class Worker:
         t.opened += result.opened
         t.updated += result.updated
         if result.opened:
-            log.info("alerts opened count=%d severities=%s", len(result.opened), ",".join(result.opened))
+            log.info(
+                "alerts opened count=%d severities=%s", len(result.opened), ",".join(result.opened)
+            )
         if batch.quarantined:
             reasons = sorted({q.rejection.reason.value for q in batch.quarantined})
             log.info("quarantined count=%d reasons=%s", len(batch.quarantined), ",".join(reasons))

@@ -174,7 +174,7 @@ class Envelope(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_of_reading_or_readings(cls, data: Any) -> Any:  # noqa: ANN401 - pydantic hook
+    def _one_of_reading_or_readings(cls, data: Any) -> Any:
         if isinstance(data, dict) and ("reading" in data) == ("readings" in data):
             msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
             raise ValueError(msg)

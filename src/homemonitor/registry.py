@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -19,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import asyncpg
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.careplan import Bounds, PlanRow, PlanTable
+from homemonitor.database import Conn
 from homemonitor.errors import RegistryError
 from homemonitor.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.readings import Quantity, Reason
@@ -105,7 +106,7 @@ def load_file(path: Path) -> RegistryIn:
     return parse(data)
 
 
-def parse(data: Any) -> RegistryIn:  # noqa: ANN401 - whatever YAML gave
+def parse(data: Any) -> RegistryIn:
     """Validate a registry description and its cross-references."""
     try:
         registry = RegistryIn.model_validate(data)
@@ -139,9 +140,9 @@ def _check_references(reg: RegistryIn) -> None:
             problems.append(f"patient {p.id}: care plan changed_by is not of its care team")
     for device, items in spans.items():
         items.sort(key=lambda s: s[0])
-        for (_, end, a), (start, _, b) in zip(items, items[1:], strict=False):
+        for (_, end, first), (start, _, second) in itertools.pairwise(items):
             if end is None or end > start:
-                problems.append(f"device {device}: bound to {a} and {b} at the same time")
+                problems.append(f"device {device}: bound to {first} and {second} at the same time")
     if problems:
         raise RegistryError("registry description is inconsistent:\n  " + "\n  ".join(problems))
 
@@ -156,7 +157,7 @@ class ApplySummary:
     plans_added: int
 
 
-async def apply(conn: asyncpg.Connection, reg: RegistryIn) -> ApplySummary:
+async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
     """Write ``reg`` in one transaction; applying the same file twice changes nothing."""
     clinicians = [(c.id, t.id, c.name, c.role) for t in reg.care_teams for c in t.clinicians]
     async with conn.transaction():
@@ -205,8 +206,12 @@ async def apply(conn: asyncpg.Connection, reg: RegistryIn) -> ApplySummary:
                 added += await _add_plan(conn, p.id, p.care_plan)
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(
-        len(reg.care_teams), len(clinicians), len(reg.patients), len(reg.devices),
-        len(bindings), added,
+        len(reg.care_teams),
+        len(clinicians),
+        len(reg.patients),
+        len(reg.devices),
+        len(bindings),
+        added,
     )
 
 
@@ -217,11 +222,12 @@ def _thresholds_json(plan: CarePlanIn) -> str:
     )
 
 
-async def _add_plan(conn: asyncpg.Connection, patient_id: str, plan: CarePlanIn) -> int:
+async def _add_plan(conn: Conn, patient_id: str, plan: CarePlanIn) -> int:
     wanted = _thresholds_json(plan)
     existing = await conn.fetchval(
         "SELECT thresholds::text FROM care_plans WHERE patient_id = $1 AND version = $2",
-        patient_id, plan.version,
+        patient_id,
+        plan.version,
     )
     if existing is not None:
         if json.loads(existing) != json.loads(wanted):
@@ -234,7 +240,11 @@ async def _add_plan(conn: asyncpg.Connection, patient_id: str, plan: CarePlanIn)
     await conn.execute(
         "INSERT INTO care_plans (patient_id, version, thresholds, changed_by, reason) "
         "VALUES ($1, $2, $3::jsonb, $4, $5)",
-        patient_id, plan.version, wanted, plan.changed_by, plan.reason,
+        patient_id,
+        plan.version,
+        wanted,
+        plan.changed_by,
+        plan.reason,
     )
     return 1
 
@@ -266,7 +276,7 @@ class RegistryCache:
         """Whether an unknown device justifies a reload now (rate-limited)."""
         return time.monotonic() - self.loaded_at > self.unknown_reload_interval
 
-    async def load(self, conn: asyncpg.Connection) -> None:
+    async def load(self, conn: Conn) -> None:
         devices = await conn.fetch("SELECT id FROM devices")
         rows = await conn.fetch(
             "SELECT device_id, patient_id, lower(valid) AS start, upper(valid) AS end "
@@ -287,9 +297,13 @@ class RegistryCache:
         self.plans = PlanTable(
             [
                 PlanRow(
-                    r["patient_id"], r["care_team_id"], r["version"],
-                    {Quantity(q): Bounds.model_validate(b)
-                     for q, b in json.loads(r["thresholds"]).items()},
+                    r["patient_id"],
+                    r["care_team_id"],
+                    r["version"],
+                    {
+                        Quantity(q): Bounds.model_validate(b)
+                        for q, b in json.loads(r["thresholds"]).items()
+                    },
                 )
                 for r in plans
             ]
@@ -298,7 +312,9 @@ class RegistryCache:
         self.dirty = False
         log.info(
             "registry loaded devices=%d bindings=%d plans=%d",
-            len(self.devices), len(rows), len(plans),
+            len(self.devices),
+            len(rows),
+            len(plans),
         )
 
     def patient_for(self, device_id: str, at: datetime) -> str | Reason:
@@ -307,6 +323,9 @@ class RegistryCache:
         if spans is None:
             return Reason.UNBOUND_DEVICE if device_id in self.devices else Reason.UNKNOWN_DEVICE
         i = bisect.bisect_right([s.start for s in spans], at) - 1
-        if i >= 0 and (spans[i].end is None or at < spans[i].end):
-            return spans[i].patient_id
+        if i < 0:
+            return Reason.UNBOUND_DEVICE
+        span = spans[i]
+        if span.end is None or at < span.end:
+            return span.patient_id
         return Reason.UNBOUND_DEVICE

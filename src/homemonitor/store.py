@@ -14,11 +14,11 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
 import numpy as np
 
 from homemonitor import careplan
 from homemonitor.careplan import RULES, PlanTable
+from homemonitor.database import Conn
 from homemonitor.decoding import decode
 from homemonitor.protocol import parse_topic
 from homemonitor.readings import QUANTITIES, Reading, Reason, Rejection
@@ -96,7 +96,9 @@ def prepare(
         route = parse_topic(msg.topic)
         if route is None:
             batch.quarantined.append(
-                Quarantined(Rejection(Reason.UNKNOWN_TOPIC, "topic outside the documented layout"), m)
+                Quarantined(
+                    Rejection(Reason.UNKNOWN_TOPIC, "topic outside the documented layout"), m
+                )
             )
             batch.formats.append("unknown")
             continue
@@ -189,7 +191,7 @@ def _key(r: Reading) -> tuple[str, str, datetime]:
     return (r.device_id, r.metric.value, r.measured_at)
 
 
-async def commit(conn: asyncpg.Connection, batch: Batch, plans: PlanTable) -> CommitResult:
+async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
     """Store ``batch`` in one transaction; see the module docstring."""
     result = CommitResult()
     seen: set[tuple[str, str, datetime]] = set()
@@ -218,9 +220,7 @@ async def commit(conn: asyncpg.Connection, batch: Batch, plans: PlanTable) -> Co
     return result
 
 
-async def _insert_readings(
-    conn: asyncpg.Connection, rows: Sequence[Candidate]
-) -> set[tuple[str, str, datetime]]:
+async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[str, str, datetime]]:
     readings = [c.reading for c in rows]
     columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
     returned = await conn.fetch(
@@ -249,9 +249,7 @@ class _Episode:
     last_measured_at: datetime
 
 
-async def _alerts(
-    conn: asyncpg.Connection, rows: list[Candidate], plans: PlanTable
-) -> tuple[list[str], int]:
+async def _alerts(conn: Conn, rows: list[Candidate], plans: PlanTable) -> tuple[list[str], int]:
     """Open or update one episode per (patient, rule) breached in this batch."""
     patient_rows = np.fromiter((plans.row(c.patient_id) for c in rows), np.intp, len(rows))
     values = careplan.values_matrix([c.reading.values for c in rows])
@@ -262,7 +260,7 @@ async def _alerts(
     episodes: dict[tuple[str, int], _Episode] = {}
     for i, j in hits.tolist():
         c, rule = rows[i], RULES[j]
-        value = float(values[i, careplan.QUANTITIES.index(rule.quantity)])
+        value = float(values.item(i, QUANTITIES.index(rule.quantity)))
         level = int(levels[i, j])
         ep = episodes.get((c.patient_id, j))
         if ep is None:
@@ -277,15 +275,25 @@ async def _alerts(
     for (patient_id, j), ep in ordered:
         rule, opening, prow = RULES[j], rows[ep.first], patient_rows[ep.first]
         plan = plans.plans[prow]
-        first_value = float(values[ep.first, careplan.QUANTITIES.index(rule.quantity)])
+        first_value = float(values.item(ep.first, QUANTITIES.index(rule.quantity)))
         for col, value in zip(
             cols,
             (
-                patient_id, plan.care_team_id, rule.name, rule.quantity.value, rule.direction,
-                careplan.SEVERITIES[ep.level - 1], plan.version,
-                plans.threshold(prow, j, ep.level), opening.reading.device_id,
-                opening.reading.metric.value, opening.reading.measured_at, first_value,
-                ep.worst, ep.last_measured_at, ep.count,
+                patient_id,
+                plan.care_team_id,
+                rule.name,
+                rule.quantity.value,
+                rule.direction,
+                careplan.SEVERITIES[ep.level - 1],
+                plan.version,
+                plans.threshold(prow, j, ep.level),
+                opening.reading.device_id,
+                opening.reading.metric.value,
+                opening.reading.measured_at,
+                first_value,
+                ep.worst,
+                ep.last_measured_at,
+                ep.count,
             ),
             strict=True,
         ):
@@ -295,7 +303,7 @@ async def _alerts(
     return opened, len(returned) - len(opened)
 
 
-async def _quarantine(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _quarantine(conn: Conn, batch: Batch) -> None:
     digests = [
         hashlib.sha256(m.topic.encode() + b"\0" + m.payload).digest() for m in batch.messages
     ]

@@ -13,7 +13,14 @@ LB_TO_KG = 0.45359237
 _PRESSURE = {"mmhg": 1.0, "mm[hg]": 1.0, "kpa": KPA_TO_MMHG}
 _MASS = {"kg": 1.0, "g": 0.001, "lb": LB_TO_KG, "lbs": LB_TO_KG, "[lb_av]": LB_TO_KG}
 _PERCENT = {"%": 1.0}
-_RATE = {"/min": 1.0, "bpm": 1.0, "{beats}/min": 1.0, "{beat}/min": 1.0, "beats/min": 1.0, "1/min": 1.0}
+_RATE = {
+    "/min": 1.0,
+    "bpm": 1.0,
+    "{beats}/min": 1.0,
+    "{beat}/min": 1.0,
+    "beats/min": 1.0,
+    "1/min": 1.0,
+}
 
 _FACTORS: dict[Quantity, dict[str, float]] = {
     Quantity.SYSTOLIC: _PRESSURE,

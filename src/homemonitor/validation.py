@@ -42,7 +42,9 @@ def validate(
     for reading in readings:
         problem = implausibility(reading)
         if problem is not None:
-            rejected.append(Rejection(Reason.IMPLAUSIBLE, problem, reading.index, reading.device_id))
+            rejected.append(
+                Rejection(Reason.IMPLAUSIBLE, problem, reading.index, reading.device_id)
+            )
             continue
         if reading.measured_at > now + clock.future_tolerance:
             reading.flags.append(Flag.FUTURE)

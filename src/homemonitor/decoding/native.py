@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from homemonitor.protocol import (
     BloodPressureIn,
@@ -17,6 +24,7 @@ from homemonitor.protocol import (
 )
 from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.units import to_canonical
+
 
 class _EnvelopeHead(BaseModel):
     """The envelope without its readings, to judge it apart from them."""

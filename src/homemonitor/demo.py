@@ -1,0 +1,227 @@
+"""``homemonitor demo``: the whole product on embedded defaults.
+
+A private Mosquitto and PostgreSQL in a temporary directory, a simulated clinic (care
+teams, ~50 patients with heart failure, hypertension or COPD, their devices and care
+plans), the service itself, and simulated gateways replaying a few days of home
+readings at a speed-up. New alerts are printed as they open; the API URL and a
+clinician token are printed at the start so a person can try the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from homemonitor import auth, database, registry
+from homemonitor.app import serve
+from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
+from homemonitor.ingest import Health
+from homemonitor.metrics import Metrics
+from homemonitor.settings import Settings
+
+DEFAULT_DAYS = 4.0
+_UNITS = {
+    "systolic": "mmHg",
+    "diastolic": "mmHg",
+    "mean_arterial": "mmHg",
+    "heart_rate": "/min",
+    "body_weight": "kg",
+    "spo2": "%",
+}
+
+
+def _port_or_free(port: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) -> None:
+    """Print each alert episode when it opens, and when it escalates to urgent."""
+    seen: dict[int, str] = {}
+    while not stop.is_set():
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            rows = await pool.fetch(
+                "SELECT id, care_team_id, patient_id, rule, quantity, severity, worst_value, "
+                "threshold, plan_version, breach_count FROM alerts ORDER BY id"
+            )
+            for r in rows:
+                if seen.get(r["id"]) == r["severity"]:
+                    continue
+                verb = "opened   " if r["id"] not in seen else "escalated"
+                seen[r["id"]] = r["severity"]
+                mark = "URGENT " if r["severity"] == "urgent" else "warning"
+                _say(
+                    quiet,
+                    f"\r\033[K  alert {verb} {mark} #{r['id']:<4} {r['care_team_id']:<11} "
+                    f"{r['patient_id']}  {r['rule']:<17} worst {r['worst_value']:.1f} "
+                    f"{_UNITS.get(r['quantity'], '')} (threshold {r['threshold']:g}, "
+                    f"plan v{r['plan_version']})",
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str, Any]:
+    stored = await pool.fetchval("SELECT count(*) FROM readings")
+    flagged = await pool.fetchval("SELECT count(*) FROM readings WHERE flags <> '{}'")
+    opened = await pool.fetch("SELECT severity, count(*) AS n FROM alerts GROUP BY severity")
+    quarantined = await pool.fetch(
+        "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY reason"
+    )
+    return {
+        "readings_stored": stored,
+        "readings_flagged": flagged,
+        "duplicates_absorbed": getattr(worker_totals, "duplicates", 0),
+        "alerts_opened": {r["severity"]: r["n"] for r in opened},
+        "quarantined": {r["reason"]: r["n"] for r in quarantined},
+        "messages_published": getattr(sim, "published", 0),
+        "scenarios": getattr(sim, "by_scenario", {}),
+    }
+
+
+async def run_demo(
+    stop: asyncio.Event,
+    *,
+    duration: float | None = None,
+    patients: int = 50,
+    seed: int = 7,
+    speed: float | None = None,
+    days: float = DEFAULT_DAYS,
+    http_port: int = 8080,
+    quiet: bool = False,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
+    """Run the demo until ``stop`` (Ctrl-C) or ``duration`` seconds; return the summary."""
+    from homemonitor_devices.simulate import demo_clinic, run_simulation  # noqa: PLC0415
+
+    own_dir = workdir is None
+    base = workdir or Path(tempfile.mkdtemp(prefix="homemonitor-demo-"))
+    if duration is not None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(duration, stop.set)
+    if speed is None:
+        replay = (duration or 100.0) * 0.7
+        speed = days * 86400 / replay
+    _say(quiet, f"homemonitor demo: starting a private broker and database in {base}")
+    try:
+        with PrivatePostgres(base / "postgres") as pg, PrivateMosquitto(base / "mosquitto") as mq:
+            reg, assignments = demo_clinic(patients, seed, days=days)
+            conn = await asyncpg.connect(pg.dsn)
+            try:
+                await database.migrate(conn)
+                await registry.apply(conn, registry.parse(reg))
+                clinician = reg["care_teams"][0]["clinicians"][0]["id"]
+                token = await auth.issue_token(conn, clinician, "demo")
+            finally:
+                await conn.close()
+            port = _port_or_free(http_port)
+            settings = Settings.model_validate(  # these values win over HOMEMONITOR_*
+                {
+                    "database_url": pg.dsn,
+                    "mqtt_host": mq.host,
+                    "mqtt_port": mq.port,
+                    "http_port": port,
+                }
+            )
+            scenarios: dict[str, int] = {}
+            for name in assignments.scenarios().values():
+                scenarios[name] = scenarios.get(name, 0) + 1
+            _say(
+                quiet,
+                f"  clinic: {len(reg['patients'])} patients in "
+                f"{len(reg['care_teams'])} care teams; scenarios: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(scenarios.items())),
+            )
+            _say(
+                quiet,
+                f"  replaying {days:g} days of home readings at {speed:.0f}x "
+                f"(~{days * 86400 / speed:.0f} s)",
+            )
+            _say(quiet, f"  API:     http://127.0.0.1:{port}/docs   (metrics: /metrics, /ready)")
+            _say(
+                quiet, f"  token:   {token}   (clinician {clinician}, {reg['care_teams'][0]['id']})"
+            )
+            _say(
+                quiet,
+                f"  try:     curl -H 'Authorization: Bearer {token}' "
+                f"http://127.0.0.1:{port}/api/v1/alerts",
+            )
+            _say(quiet, "  Ctrl-C ends the demo with a summary.\n")
+            metrics, health = Metrics(), Health()
+            service_stop = asyncio.Event()
+            service = asyncio.create_task(
+                serve(settings, service_stop, metrics=metrics, health=health)
+            )
+            while not health.ready:
+                if service.done():
+                    service.result()
+                await asyncio.sleep(0.05)
+            pool = await database.create_pool(pg.dsn, max_size=2)
+            sim_result: Any = None
+            try:
+                watcher = asyncio.create_task(_watch_alerts(pool, quiet, stop))
+                sim_result = await run_simulation(
+                    assignments,
+                    queue_dir=base / "gateways",
+                    host=mq.host,
+                    port=mq.port,
+                    speedup=speed if math.isfinite(speed) else math.inf,
+                    stop=stop,
+                    progress=None if quiet else sys.stderr,
+                )
+                if not stop.is_set():
+                    _say(
+                        quiet,
+                        "\n  simulation finished; the service keeps running for "
+                        "the API. Ctrl-C ends the demo.",
+                    )
+                await stop.wait()
+                await watcher
+                service_stop.set()
+                worker = await service
+                summary = await _summary(pool, worker.totals if worker else None, sim_result)
+            finally:
+                service_stop.set()
+                await pool.close()
+    finally:
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    if not quiet:
+        print("\nsummary")
+        print(
+            f"  readings stored      {summary['readings_stored']}"
+            f" ({summary['readings_flagged']} flagged for clock)"
+        )
+        print(f"  duplicates absorbed  {summary['duplicates_absorbed']}")
+        alerts = summary["alerts_opened"]
+        print(
+            f"  alerts opened        {sum(alerts.values())} "
+            f"({alerts.get('urgent', 0)} urgent, {alerts.get('warning', 0)} warning)"
+        )
+        q = summary["quarantined"]
+        print(
+            f"  quarantined          {sum(q.values())}"
+            + (" (" + ", ".join(f"{k} {v}" for k, v in q.items()) + ")" if q else "")
+        )
+    return summary
+
+
+__all__ = ["run_demo"]
