@@ -1058,3 +1058,34 @@ def test_phd_continuous_oximeter_bundle(reference: Path) -> None:
         {rejection.reason for rejection in decoded.rejections},
         len(decoded.readings) + len(decoded.rejections),
     )
+
+
+def test_spo2_observation_keeps_its_pulse_component() -> None:
+    """An oximeter's SpO2 Observation with a pulse component decodes to SpO2 and heart rate."""
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "id": "oxi-1",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
+        "device": {"reference": "Device/oxi-0003"},
+        "effectiveDateTime": "2026-11-22T07:35:00+01:00",
+        "valueQuantity": {
+            "value": 95,
+            "unit": "%",
+            "system": "http://unitsofmeasure.org",
+            "code": "%",
+        },
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "valueQuantity": {
+                    "value": 74,
+                    "unit": "/min",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "/min",
+                },
+            }
+        ],
+    }
+    decoded = decode_fhir(json.dumps(observation).encode())
+    assert {Quantity.SPO2: 95.0, Quantity.HEART_RATE: 74.0} == decoded.readings[0].values

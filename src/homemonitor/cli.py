@@ -147,10 +147,16 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def cmd_payload_schema(_: argparse.Namespace) -> int:
-    from homemonitor.protocol import json_schema  # noqa: PLC0415
+def cmd_payload_schema(args: argparse.Namespace) -> int:
+    if args.format == "ble":
+        from homemonitor.decoding.bluetooth import BleEnvelope  # noqa: PLC0415
 
-    print(json.dumps(json_schema(), indent=2))
+        schema = BleEnvelope.model_json_schema()
+    else:
+        from homemonitor.protocol import json_schema  # noqa: PLC0415
+
+        schema = json_schema()
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -172,6 +178,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import math  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from homemonitor_devices.gateway import TlsConfig  # noqa: PLC0415
+    from homemonitor_devices.simulate import demo_clinic, run_simulation  # noqa: PLC0415
+
+    reg, assignments = demo_clinic(args.patients, args.seed, days=args.days)
+    if args.write_registry:
+        Path(args.write_registry).write_text(
+            yaml.safe_dump(reg, allow_unicode=True, sort_keys=False), encoding="utf-8"
+        )
+        print(
+            f"wrote the registry of {len(reg['patients'])} simulated patients to "
+            f"{args.write_registry}; apply it with 'homemonitor registry apply "
+            f"{args.write_registry}' before simulating"
+        )
+        return 0
+    tls = TlsConfig(ca_file=Path(args.tls_ca)) if args.tls_ca else None
+    queue_dir = Path(args.queue_dir or tempfile.mkdtemp(prefix="homemonitor-gateways-"))
+    speed = math.inf if args.speed == 0 else args.speed
+    summary = _run_until_signal(
+        lambda stop: run_simulation(
+            assignments,
+            queue_dir=queue_dir,
+            host=args.host,
+            port=args.port,
+            speedup=speed,
+            tls=tls,
+            stop=stop,
+        )
+    )
+    print(
+        f"\n{getattr(summary, 'published', 0)} messages published "
+        f"({getattr(summary, 'duplicates', 0)} deliberate duplicates, "
+        f"{getattr(summary, 'garbage', 0)} garbage); gateway queues in {queue_dir}"
+    )
     return 0
 
 
@@ -241,8 +289,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_payload_check)
-    schema = pay_sub.add_parser("schema", help="print the JSON Schema of the native payload")
+    schema = pay_sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a payload format",
+        description="Print the JSON Schema of the native payload (the default) or of the "
+        "Bluetooth gateway envelope. FHIR payloads follow the FHIR R4 Observation schema.",
+    )
+    schema.add_argument("--format", choices=["json", "ble"], default="json")
     schema.set_defaults(func=cmd_payload_schema)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run simulated patients' gateways against any broker",
+        description="Simulated patients (stable, heart-failure decompensation, hypertensive "
+        "crisis, COPD exacerbation, and device faults) publish through store-and-forward "
+        "gateways. First write and apply their registry: 'homemonitor simulate "
+        "--write-registry clinic.yaml' then 'homemonitor registry apply clinic.yaml'; use the "
+        "same --patients, --seed and --days for both steps.",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="broker host (127.0.0.1)")
+    sim.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    sim.add_argument("--tls-ca", help="CA file: connect with TLS")
+    sim.add_argument("--patients", type=int, default=50, help="simulated patients (50)")
+    sim.add_argument("--seed", type=int, default=7, help="scenario seed (7)")
+    sim.add_argument("--days", type=float, default=4.0, help="days to replay, ending now (4)")
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=720.0,
+        help="simulated seconds per real second; 0 = as fast as possible (720)",
+    )
+    sim.add_argument("--queue-dir", help="where gateways keep unsent readings (a temp dir)")
+    sim.add_argument(
+        "--write-registry",
+        metavar="FILE",
+        help="write the simulated clinic's registry to FILE and exit",
+    )
+    sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser(
         "demo",

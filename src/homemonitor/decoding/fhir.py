@@ -56,7 +56,8 @@ METRIC_CODES: dict[tuple[str, str], Metric] = {
     (MDC, "147842"): Metric.HEART_RATE,  # MDC_ECG_HEART_RATE
 }
 
-#: Blood-pressure ``component.code`` codings and the quantity each carries.
+#: ``component.code`` codings and the quantity each carries (blood pressure, and the pulse
+#: an oximeter may report beside SpO2).
 COMPONENT_CODES: dict[tuple[str, str], Quantity] = {
     (LOINC, "8480-6"): Quantity.SYSTOLIC,
     (MDC, "150021"): Quantity.SYSTOLIC,  # MDC_PRESS_BLD_NONINV_SYS
@@ -65,6 +66,7 @@ COMPONENT_CODES: dict[tuple[str, str], Quantity] = {
     (LOINC, "8478-0"): Quantity.MEAN_ARTERIAL,
     (MDC, "150023"): Quantity.MEAN_ARTERIAL,  # MDC_PRESS_BLD_NONINV_MEAN
     (LOINC, "8867-4"): Quantity.HEART_RATE,
+    (MDC, "149546"): Quantity.HEART_RATE,  # MDC_PULS_RATE_NON_INV (a cuff's pulse)
     (MDC, "149530"): Quantity.HEART_RATE,  # MDC_PULS_OXIM_PULS_RATE
     (MDC, "147842"): Quantity.HEART_RATE,  # MDC_ECG_HEART_RATE
 }
@@ -266,16 +268,23 @@ def _metric(observation: dict[str, Any]) -> Metric:
 def _values(observation: dict[str, Any], metric: Metric) -> dict[Quantity, float]:
     if metric is Metric.BLOOD_PRESSURE:
         _refuse_absent(observation, "")
-        return _component_values(observation)
+        return _component_values(observation, metric)
     quantity = _VALUE_QUANTITY[metric]
-    return {quantity: _quantity_value(observation, "", quantity)}
+    values = {quantity: _quantity_value(observation, "", quantity)}
+    if OPTIONAL[metric] and observation.get("component"):
+        values.update(_component_values(observation, metric))
+    return values
 
 
-def _component_values(observation: dict[str, Any]) -> dict[Quantity, float]:
-    """Blood pressure: systolic and diastolic required, mean and pulse when they have a value.
+def _component_values(observation: dict[str, Any], metric: Metric) -> dict[Quantity, float]:
+    """The quantities ``metric`` carries in components.
 
-    Components of other codes (PHD supplemental types, for instance) are ignored.
+    Blood pressure: systolic and diastolic required, mean and pulse when they have a
+    value. SpO2: a pulse component when it has a value. Components of other codes (PHD
+    supplemental types, for instance) are ignored.
     """
+    required = REQUIRED[metric] if metric is Metric.BLOOD_PRESSURE else ()
+    wanted = (*required, *OPTIONAL[metric])
     components = observation.get("component", [])
     if not isinstance(components, list):
         raise _NotDecodableError(Reason.MALFORMED, "component", "must be a list")
@@ -286,7 +295,7 @@ def _component_values(observation: dict[str, Any]) -> dict[Quantity, float]:
         if not isinstance(component, dict):
             raise _NotDecodableError(Reason.MALFORMED, path, "must be an object")
         quantity = _component_quantity(component, path)
-        if quantity is None:
+        if quantity is None or quantity not in wanted:
             continue
         if quantity in seen:
             raise _NotDecodableError(
@@ -296,11 +305,11 @@ def _component_values(observation: dict[str, Any]) -> dict[Quantity, float]:
         try:
             values[quantity] = _quantity_value(component, f"{path}.", quantity)
         except _NoValueError as exc:
-            if quantity not in OPTIONAL[Metric.BLOOD_PRESSURE]:
+            if quantity not in OPTIONAL[metric]:
                 raise _NoValueError(
                     exc.field, f"{quantity.value} is required; {exc.message}"
                 ) from exc
-    for quantity in REQUIRED[Metric.BLOOD_PRESSURE]:
+    for quantity in required:
         if quantity not in seen:
             codes = " or ".join(
                 _code_name(key) for key, q in COMPONENT_CODES.items() if q is quantity

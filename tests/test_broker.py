@@ -1,0 +1,69 @@
+"""The MQTT side: reconnecting after a broker crash, and workers sharing a subscription."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from homemonitor.embedded import PrivateMosquitto
+from homemonitor.protocol import readings_topic
+from tests.conftest import RunningService, publisher, settings_for, wait_until
+
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def numbered(seq: int) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "reading": {
+                "device_id": "oxi-2",
+                "metric": "spo2",
+                "value": 96,
+                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
+                "message_id": str(seq),
+            },
+        }
+    ).encode()
+
+
+async def test_worker_reconnects_after_broker_crash(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """Broker SIGKILLed and restarted: /ready goes false, the worker reconnects, readings flow."""
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-2"), numbered(0), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
+    broker.kill()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        await wait_until(lambda: http.get("/ready"), lambda r: r.status_code == 503)
+        broker.start()
+        await wait_until(lambda: http.get("/ready"), lambda r: r.status_code == 200, 60)
+    async with publisher(broker, "gw-2") as gw:
+        await gw.publish(readings_topic("gw-2"), numbered(1), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 2)
+
+
+async def test_shared_subscription_splits_without_duplicates(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+) -> None:
+    """Two workers in one MQTT 5 shared group split the stream; each reading is stored once."""
+    workers = [
+        RunningService(settings_for(dsn, broker, mqtt_shared_group="hm"), http=False)
+        for _ in range(2)
+    ]
+    for w in workers:
+        await w.start()
+    total = 400
+    async with publisher(broker) as gw:
+        for seq in range(total):
+            await gw.publish(readings_topic("gw-2"), numbered(seq), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == total)
+    shares = [w.metric("homemonitor_readings_stored_total") for w in workers]
+    for w in workers:
+        await w.stop()
+    assert total == sum(shares)
+    assert all(share > 0 for share in shares)

@@ -1,0 +1,73 @@
+"""The registry file: idempotent, checked, and care plans kept as history."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from homemonitor import registry
+from homemonitor.errors import RegistryError
+from homemonitor.readings import Reason
+from tests.conftest import REGISTRY
+
+
+async def test_applying_twice_changes_nothing(db: asyncpg.Connection) -> None:
+    """The test registry applied a second time adds no plan version and keeps every row."""
+    before = await db.fetchval("SELECT count(*) FROM device_bindings")
+    summary = await registry.apply(db, registry.parse(REGISTRY))
+    assert (0, before) == (
+        summary.plans_added,
+        await db.fetchval("SELECT count(*) FROM device_bindings"),
+    )
+
+
+async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:
+    """Changing thresholds under an existing version is refused; a new version is added."""
+    changed = copy.deepcopy(REGISTRY)
+    plan = changed["patients"][0]["care_plan"]
+    plan["thresholds"]["systolic"]["high"]["warning"] = 150
+    with pytest.raises(RegistryError, match="give the change a new version"):
+        await registry.apply(db, registry.parse(changed))
+    plan["version"] = 2
+    assert 1 == (await registry.apply(db, registry.parse(changed))).plans_added
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    row = cache.plans.plans[cache.plans.row("p-1")]
+    assert (2, 150) == (row.version, row.thresholds[registry.Quantity.SYSTOLIC].high.warning)  # type: ignore[union-attr]
+
+
+def test_inconsistent_descriptions_are_refused() -> None:
+    """Overlapping bindings, unknown teams and inverted levels are named in the error."""
+    bad = copy.deepcopy(REGISTRY)
+    bad["patients"][1]["devices"].append({"device": "cuff-1", "from": "2021-01-01T00:00:00Z"})
+    bad["patients"][2]["care_team"] = "vc-nowhere"
+    with pytest.raises(RegistryError) as caught:
+        registry.parse(bad)
+    assert "device cuff-1: bound to p-1 and p-2 at the same time" in str(caught.value)
+    assert "care team 'vc-nowhere' is not described" in str(caught.value)
+    inverted = copy.deepcopy(REGISTRY)
+    inverted["patients"][0]["care_plan"]["thresholds"]["systolic"]["high"] = {
+        "warning": 180,
+        "urgent": 160,
+    }
+    with pytest.raises(RegistryError, match=r"high.urgent must be at or above high.warning"):
+        registry.parse(inverted)
+
+
+async def test_moved_device_resolves_by_time(db: asyncpg.Connection) -> None:
+    """A device moved to another patient resolves to whoever had it when it measured."""
+    moved = copy.deepcopy(REGISTRY)
+    moved["patients"][0]["devices"][0]["until"] = "2026-06-01T00:00:00Z"
+    moved["patients"][2]["devices"].append({"device": "cuff-1", "from": "2026-06-01T00:00:00Z"})
+    await registry.apply(db, registry.parse(moved))
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    assert ["p-1", "p-3", Reason.UNBOUND_DEVICE, Reason.UNKNOWN_DEVICE] == [
+        cache.patient_for("cuff-1", datetime(2026, 5, 31, tzinfo=UTC)),
+        cache.patient_for("cuff-1", datetime(2026, 6, 1, tzinfo=UTC)),
+        cache.patient_for("spare-9", datetime(2026, 6, 1, tzinfo=UTC)),
+        cache.patient_for("ghost", datetime(2026, 6, 1, tzinfo=UTC)),
+    ]
