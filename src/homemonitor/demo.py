@@ -50,7 +50,9 @@ def _port_or_free(port: int) -> int:
 
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
-        print(text, flush=True)
+        # On a terminal, first clear the simulator's progress line (stderr) from the row.
+        prefix = "\r\033[K" if sys.stdout.isatty() else ""
+        print(prefix + text, flush=True)
 
 
 async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) -> None:
@@ -70,7 +72,7 @@ async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) ->
                 mark = "URGENT " if r["severity"] == "urgent" else "warning"
                 _say(
                     quiet,
-                    f"\r\033[K  alert {verb} {mark} #{r['id']:<4} {r['care_team_id']:<11} "
+                    f"  alert {verb} {mark} #{r['id']:<4} {r['care_team_id']:<11} "
                     f"{r['patient_id']}  {r['rule']:<17} worst {r['worst_value']:.1f} "
                     f"{_UNITS.get(r['quantity'], '')} (threshold {r['threshold']:g}, "
                     f"plan v{r['plan_version']})",
