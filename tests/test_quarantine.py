@@ -128,3 +128,22 @@ async def test_batch_with_one_bad_reading_keeps_the_good_ones(
     assert [80.01, 80.01] == [round(r["body_weight"], 2) for r in rows]
     q = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert ("implausible", 1, "scale-1") == (q["reason"], q["item_index"], q["device_id"])
+
+
+async def test_reading_the_database_refuses_is_quarantined_and_the_rest_stored(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """A message the database refuses (poison) is quarantined alone; its batch-mates are stored."""
+    await db.execute(
+        "ALTER TABLE readings ADD CONSTRAINT refuse_cuff_3 CHECK (device_id <> 'cuff-3')"
+    )
+    poison = reading(device_id="cuff-3")
+    good = [reading(measured_at=(NOW + timedelta(seconds=s)).isoformat()) for s in (1, 2)]
+    async with publisher(broker) as gw:
+        for payload in (good[0], poison, good[1]):
+            await gw.publish(readings_topic("gw-1"), payload, qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 2)
+    q = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
+    assert ("storage_rejected", poison) == (q["reason"], bytes(q["payload"]))
+    assert "CheckViolationError" in q["detail"]
+    assert 1 == service.metric("homemonitor_rejected_total", {"reason": "storage_rejected"})

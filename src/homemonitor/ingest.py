@@ -386,7 +386,12 @@ class Worker:
                     exc.sqlstate,
                     type(exc).__name__,
                 )
-                result = await self._commit_one_by_one(batch)
+                try:
+                    result = await self._commit_one_by_one(batch)
+                except TRANSIENT_DB_ERRORS as again:
+                    self._database_state(ok=False, why=again)
+                    await asyncio.sleep(backoff.next())
+                    continue
             self._database_state(ok=True)
             self._record(batch, result, time.perf_counter() - started)
             return
@@ -394,11 +399,13 @@ class Worker:
     async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
         """A batch the database refuses: each message alone; a refused one is quarantined."""
         total = store.CommitResult()
-        for m in range(len(batch.messages)):
-            part = batch.only(m)
+        parts = [batch.only(m) for m in range(len(batch.messages))]
+        for part in parts:
             try:
                 async with self.pool.acquire(timeout=5) as conn:
                     result = await store.commit(conn, part, self.cache.plans)
+            except TRANSIENT_DB_ERRORS:
+                raise
             except asyncpg.PostgresError as exc:
                 detail = f"database refused the reading: {type(exc).__name__} ({exc.sqlstate})"
                 part.quarantined += [
@@ -421,8 +428,8 @@ class Worker:
             total.flagged += result.flagged
         batch.quarantined = [
             store.Quarantined(q.rejection, m)
-            for m in range(len(batch.messages))
-            for q in batch.only(m).quarantined
+            for m, part in enumerate(parts)
+            for q in part.quarantined
         ]
         return total
 
