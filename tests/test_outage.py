@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from homemonitor import database, registry
+from homemonitor.app import serve
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.protocol import readings_topic
 from tests.conftest import REGISTRY, RunningService, publisher, settings_for, wait_until
@@ -100,3 +102,34 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
     assert 503 in ready_codes[2:]  # not ready while the database is down
     assert max(inflight) <= max_inflight  # memory bounded: the broker keeps the rest
     assert published_during_outage > max_inflight + 1000  # the broker did hold a real backlog
+
+
+async def test_service_started_before_the_database_reports_it_and_recovers(
+    own_postgres: PrivatePostgres, broker: PrivateMosquitto
+) -> None:
+    """Booted with PostgreSQL down: /health answers, /ready is 503, database_up is 0; then ready."""
+    own_postgres.stop()
+    svc = RunningService(settings_for(own_postgres.dsn, broker))
+    svc.stop_event = asyncio.Event()
+    svc.task = asyncio.create_task(
+        serve(svc.settings, svc.stop_event, metrics=svc.metrics, health=svc.health)
+    )
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        await wait_until(_status(http, "/health"), lambda code: code == 200)
+        assert 503 == (await http.get("/ready")).status_code
+        metrics = (await http.get("/metrics")).text
+        assert "homemonitor_database_up 0.0" in metrics
+        own_postgres.start()
+        await wait_until(_status(http, "/ready"), lambda code: code == 200, 60)
+        assert "homemonitor_database_up 1.0" in (await http.get("/metrics")).text
+    await svc.stop()
+
+
+def _status(http: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        try:
+            return (await http.get(path)).status_code
+        except httpx.TransportError:
+            return 0
+
+    return probe

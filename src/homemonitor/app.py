@@ -35,23 +35,22 @@ def require(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
-async def open_and_migrate(
-    dsn: str, settings: Settings, stop: asyncio.Event, health: Health, *, max_size: int = 6
-) -> asyncpg.Pool | None:
-    """Connect and migrate, waiting for the database to come up; None if stopped first."""
+async def migrate_when_up(
+    pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event, health: Health
+) -> bool:
+    """Migrate, waiting for the database to come up; False if stopped first."""
     backoff = Backoff(0.5, 15)
     while not stop.is_set():
         try:
-            pool = await database.create_pool(dsn, max_size=max_size)
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=10) as conn:
                 health.storage_mode = await database.migrate(conn, retention=settings.retention)
         except TRANSIENT_DB_ERRORS as exc:
             log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
             await sleep_unless(stop, backoff.next())
             continue
         log.info("storage mode=%s", health.storage_mode)
-        return pool
-    return None
+        return True
+    return False
 
 
 async def _probe(pool: asyncpg.Pool, worker: Worker, metrics: Metrics, stop: asyncio.Event) -> None:
@@ -82,18 +81,31 @@ async def serve(
     metrics: Metrics | None = None,
     health: Health | None = None,
 ) -> Worker | None:
-    """Run the whole service until ``stop`` is set; return the worker (for its totals)."""
+    """Run the whole service until ``stop`` is set; return the worker (for its totals).
+
+    ``/health``, ``/ready`` and ``/metrics`` answer from the start, so a database that is
+    down at boot shows as not ready (and ``homemonitor_database_up 0``) instead of silence.
+    """
     dsn = require(settings)
     metrics = metrics or Metrics()
     health = health or Health()
-    pool = await open_and_migrate(dsn, settings, stop, health)
-    if pool is None:
-        return None
+    metrics.inflight_limit.set(settings.max_inflight)
+    # min_size=0: creating the pool does not need the database to be up yet.
+    pool = await database.create_pool(dsn, min_size=0, max_size=6)
     worker = Worker(settings, pool, metrics, health)
+    ran = False
+
+    async def pipeline() -> None:
+        nonlocal ran
+        if await migrate_when_up(pool, settings, stop, health):
+            ran = True
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(worker.run(stop), name="worker")
+                tg.create_task(_probe(pool, worker, metrics, stop), name="probe")
+
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(worker.run(stop), name="worker")
-            tg.create_task(_probe(pool, worker, metrics, stop), name="probe")
+            tg.create_task(pipeline(), name="pipeline")
             if http:
                 config = uvicorn.Config(
                     build_app(pool, metrics, health),
@@ -114,4 +126,4 @@ async def serve(
     finally:
         with contextlib.suppress(*TRANSIENT_DB_ERRORS):
             await asyncio.wait_for(pool.close(), 5)
-    return worker
+    return worker if ran else None

@@ -81,6 +81,11 @@ class Metrics:
             "Messages received and not yet acknowledged.",
             registry=r,
         )
+        self.inflight_limit = Gauge(
+            "homemonitor_inflight_limit_messages",
+            "The configured bound on in-flight messages (HOMEMONITOR_MAX_INFLIGHT).",
+            registry=r,
+        )
         self.commit_retries = Counter(
             "homemonitor_commit_retries_total",
             "Batch commits retried after a database error.",
