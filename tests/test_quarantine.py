@@ -147,3 +147,24 @@ async def test_reading_the_database_refuses_is_quarantined_and_the_rest_stored(
     assert ("storage_rejected", poison) == (q["reason"], bytes(q["payload"]))
     assert "CheckViolationError" in q["detail"]
     assert 1 == service.metric("homemonitor_rejected_total", {"reason": "storage_rejected"})
+
+
+async def test_crafted_payloads_cannot_stop_the_worker(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """Deeply nested JSON on every format's topic is quarantined; the worker keeps storing."""
+    nested = b"[" * 100_000 + b"]" * 100_000  # under the size cap, far past recursion limits
+    topics = [
+        readings_topic("gw-1"),
+        f"{readings_topic('gw-1')}/fhir",
+        f"{readings_topic('gw-1')}/ble",
+    ]
+    async with publisher(broker) as gw:
+        for topic in topics:
+            await gw.publish(topic, nested, qos=1)
+        await gw.publish(readings_topic("gw-1"), reading(), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
+    reasons = await wait_until(
+        lambda: db.fetch("SELECT reason FROM quarantine"), lambda rows: len(rows) == 3
+    )
+    assert ["malformed"] * 3 == [r["reason"] for r in reasons]

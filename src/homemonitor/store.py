@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -24,6 +25,8 @@ from homemonitor.protocol import parse_topic
 from homemonitor.readings import QUANTITIES, Reading, Reason, Rejection
 from homemonitor.registry import RegistryCache
 from homemonitor.validation import ClockPolicy, validate
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(slots=True)
@@ -107,7 +110,13 @@ def prepare(
             detail = f"payload of {len(msg.payload)} bytes exceeds {max_payload_bytes}"
             batch.quarantined.append(Quarantined(Rejection(Reason.OVERSIZED, detail), m))
             continue
-        decoded = decode(route.format, msg.payload)
+        try:
+            decoded = decode(route.format, msg.payload)
+        except Exception as exc:  # a decoder bug must not stop the stream (logged, quarantined)
+            log.exception("decoder failed; message quarantined format=%s", route.format.value)
+            detail = f"the {route.format.value} decoder failed ({type(exc).__name__}); report it"
+            batch.quarantined.append(Quarantined(Rejection(Reason.MALFORMED, detail), m))
+            continue
         if decoded.sent_at is not None:
             batch.sent_at.append(decoded.sent_at)
         batch.quarantined.extend(Quarantined(r, m) for r in decoded.rejections)

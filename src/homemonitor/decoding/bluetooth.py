@@ -26,7 +26,6 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import json
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -43,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from homemonitor.decoding._common import describe, load_object, whole
 from homemonitor.errors import HomemonitorError
 from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, DeviceId, MessageId
 from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
@@ -649,27 +649,24 @@ _PARSERS: dict[Characteristic, Callable[[bytes], _Measurement]] = {
 
 def decode_ble(payload: bytes) -> Decoded:
     """Decode a ``readings/ble`` envelope; a bad item in a batch does not spoil the others."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _whole(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__} at {_where(exc)}")
-    if not isinstance(data, dict):
-        return _whole(Reason.MALFORMED, "payload must be a JSON object")
+    data = load_object(payload)
+    if isinstance(data, Decoded):
+        return data
     version = data.get("v")
     if version != 1 or isinstance(version, bool):
-        return _whole(
+        return whole(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
         )
     try:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
-        return _whole(Reason.MALFORMED, _describe(exc, prefix=""))
+        return whole(Reason.MALFORMED, describe(exc, prefix=""))
     items = head.readings
     if not isinstance(items, list) or not items:
-        return _whole(Reason.MALFORMED, "'readings' must be a non-empty list")
+        return whole(Reason.MALFORMED, "'readings' must be a non-empty list")
     if len(items) > MAX_READINGS_PER_MESSAGE:
-        return _whole(
+        return whole(
             Reason.MALFORMED, f"'readings' holds more than {MAX_READINGS_PER_MESSAGE} items"
         )
     decoded = Decoded(sent_at=head.sent_at)
@@ -681,7 +678,7 @@ def decode_ble(payload: bytes) -> Decoded:
             decoded.rejections.append(
                 Rejection(
                     _reason(exc),
-                    _describe(exc, prefix=f"readings[{index}]"),
+                    describe(exc, prefix=f"readings[{index}]"),
                     index,
                     device if isinstance(device, str) else None,
                 )
@@ -756,29 +753,9 @@ def _device_id(device_id: str, user_id: int | None) -> str:
     return suffixed
 
 
-def _whole(reason: Reason, detail: str) -> Decoded:
-    return Decoded(rejections=[Rejection(reason, detail)])
-
-
-def _where(exc: json.JSONDecodeError | UnicodeDecodeError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"line {exc.lineno} column {exc.colno}"
-    return f"byte {exc.start}"
-
-
 def _reason(exc: ValidationError) -> Reason:
     """The quarantine reason an item's first validation error stands for."""
     first = exc.errors(include_input=False, include_url=False)[0]
     if first["loc"] and first["loc"][0] == "received_at":
         return Reason.NO_TIMESTAMP
     return Reason.MALFORMED
-
-
-def _describe(exc: ValidationError, prefix: str) -> str:
-    """Every validation error as 'where: what', without the offending input."""
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False, include_context=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        where = ".".join(p for p in (prefix, loc) if p)
-        parts.append(f"{where or 'payload'}: {error['msg']}")
-    return "; ".join(parts)

@@ -14,13 +14,13 @@ patient is found through the device binding, not through the payload).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from homemonitor.decoding._common import load_object, whole
 from homemonitor.errors import HomemonitorError
 from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE
 from homemonitor.readings import (
@@ -125,22 +125,19 @@ class _NoValueError(_NotDecodableError):
 
 def decode_fhir(payload: bytes) -> Decoded:
     """Decode a FHIR R4 Observation or Bundle; a bad Observation does not spoil the others."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, digit-limit or nesting errors
-        return _whole(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__}")
-    if not isinstance(data, dict):
-        return _whole(Reason.MALFORMED, "payload must be a JSON object (a FHIR resource)")
+    data = load_object(payload, "a JSON object (a FHIR resource)")
+    if isinstance(data, Decoded):
+        return data
     kind = data.get("resourceType")
     if not isinstance(kind, str):
-        return _whole(Reason.MALFORMED, "no resourceType: not a FHIR resource")
+        return whole(Reason.MALFORMED, "no resourceType: not a FHIR resource")
     if kind == "Observation":
         decoded = Decoded()
         _add(decoded, _decode_observation(data, 0, "Observation", {}))
         return decoded
     if kind == "Bundle":
         return _decode_bundle(data)
-    return _whole(
+    return whole(
         Reason.MALFORMED,
         f"resourceType {_shown(kind)} is not accepted: send an Observation or a Bundle",
     )
@@ -150,7 +147,7 @@ def _decode_bundle(bundle: dict[str, Any]) -> Decoded:
     """Every Observation entry of ``bundle``; other resources are context and skipped."""
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        return _whole(Reason.MALFORMED, "Bundle.entry must be a list")
+        return whole(Reason.MALFORMED, "Bundle.entry must be a list")
     decoded = Decoded(sent_at=_aware_or_none(bundle.get("timestamp")))
     by_full_url: dict[str, dict[str, Any]] = {}
     observations: list[tuple[int, dict[str, Any]]] = []
@@ -176,13 +173,13 @@ def _decode_bundle(bundle: dict[str, Any]) -> Decoded:
         else:
             kinds.add(resource["resourceType"])
     if len(observations) > MAX_READINGS_PER_MESSAGE:
-        return _whole(
+        return whole(
             Reason.MALFORMED,
             f"Bundle holds more than {MAX_READINGS_PER_MESSAGE} Observations; split it",
         )
     if not observations and not decoded.rejections:
         found = ", ".join(_shown(kind) for kind in sorted(kinds)[:_SHOWN_CODES]) or "none"
-        return _whole(
+        return whole(
             Reason.MISSING_VALUE, f"Bundle holds no Observation (entry resources: {found})"
         )
     for index, observation in observations:
@@ -639,7 +636,3 @@ def _add(decoded: Decoded, outcome: Reading | Rejection) -> None:
         decoded.readings.append(outcome)
     else:
         decoded.rejections.append(outcome)
-
-
-def _whole(reason: Reason, detail: str) -> Decoded:
-    return Decoded(rejections=[Rejection(reason, detail)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -14,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from homemonitor.decoding._common import describe, load_object, whole
 from homemonitor.protocol import (
     BloodPressureIn,
     BodyWeightIn,
@@ -91,29 +91,26 @@ def to_reading(item: BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn, inde
 
 def _decode_item_by_item(payload: bytes) -> Decoded:
     """The slow path: find out what exactly is wrong, reading by reading."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _whole(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__} at {_where(exc)}")
-    if not isinstance(data, dict):
-        return _whole(Reason.MALFORMED, "payload must be a JSON object")
+    data = load_object(payload)
+    if isinstance(data, Decoded):
+        return data
     if "resourceType" in data:
         from homemonitor.decoding.fhir import decode_fhir  # noqa: PLC0415 - sniffed format
 
         return decode_fhir(payload)
     if data.get("v") != 1:
-        return _whole(
+        return whole(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
         )
     try:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
-        return _whole(Reason.MALFORMED, _describe(exc, prefix=""))
+        return whole(Reason.MALFORMED, describe(exc, prefix=""))
     raw_items: Any = data["readings"] if "readings" in data else [data["reading"]]
     prefix = "readings" if "readings" in data else "reading"
     if not isinstance(raw_items, list) or not raw_items:
-        return _whole(Reason.MALFORMED, f"'{prefix}' must be a non-empty list")
+        return whole(Reason.MALFORMED, f"'{prefix}' must be a non-empty list")
     decoded = Decoded(sent_at=head.sent_at)
     for index, raw in enumerate(raw_items):
         try:
@@ -124,7 +121,7 @@ def _decode_item_by_item(payload: bytes) -> Decoded:
             decoded.rejections.append(
                 Rejection(
                     _reason(exc),
-                    _describe(exc, prefix=where),
+                    describe(exc, prefix=where),
                     index,
                     device if isinstance(device, str) else None,
                 )
@@ -132,16 +129,6 @@ def _decode_item_by_item(payload: bytes) -> Decoded:
         else:
             decoded.readings.append(to_reading(item, index))
     return decoded
-
-
-def _whole(reason: Reason, detail: str) -> Decoded:
-    return Decoded(rejections=[Rejection(reason, detail)])
-
-
-def _where(exc: json.JSONDecodeError | UnicodeDecodeError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"line {exc.lineno} column {exc.colno}"
-    return f"byte {exc.start}"
 
 
 def _reason(exc: ValidationError) -> Reason:
@@ -157,13 +144,3 @@ def _reason(exc: ValidationError) -> Reason:
         if "measured_at" in loc:
             return Reason.NO_TIMESTAMP
     return Reason.MALFORMED
-
-
-def _describe(exc: ValidationError, prefix: str) -> str:
-    """Every validation error as 'where: what', without the offending input."""
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in error["loc"])
-        where = ".".join(p for p in (prefix, loc) if p)
-        parts.append(f"{where or 'payload'}: {error['msg']}")
-    return "; ".join(parts)
