@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from homemonitor import registry
+from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
+from homemonitor.protocol import readings_topic
 from homemonitor.readings import Reason
-from tests.conftest import REGISTRY
+from tests.conftest import REGISTRY, RunningService, publisher, wait_until
 
 
 async def test_applying_twice_changes_nothing(db: asyncpg.Connection) -> None:
@@ -71,3 +74,34 @@ async def test_moved_device_resolves_by_time(db: asyncpg.Connection) -> None:
         cache.patient_for("spare-9", datetime(2026, 6, 1, tzinfo=UTC)),
         cache.patient_for("ghost", datetime(2026, 6, 1, tzinfo=UTC)),
     ]
+
+
+async def test_registry_change_reaches_a_running_worker(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """A device bound while the service runs is accepted at once; before, it was quarantined."""
+    payload = json.dumps(
+        {
+            "v": 1,
+            "reading": {
+                "device_id": "spare-9",
+                "metric": "body_weight",
+                "value": 70.0,
+                "measured_at": datetime.now(UTC).isoformat(),
+            },
+        }
+    ).encode()
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-1"), payload, qos=1)
+        await wait_until(lambda: db.fetchval("SELECT count(*) FROM quarantine"), lambda n: n == 1)
+        bound = copy.deepcopy(REGISTRY)
+        bound["patients"][2]["devices"].append(
+            {"device": "spare-9", "from": "2020-01-01T00:00:00Z"}
+        )
+        await registry.apply(db, registry.parse(bound))
+        second = payload.replace(b'"value": 70.0', b'"value": 70.5')
+        await gw.publish(readings_topic("gw-1"), second, qos=1)
+    row = await wait_until(
+        lambda: db.fetchrow("SELECT patient_id, body_weight FROM readings"), lambda r: r is not None
+    )
+    assert ("p-3", 70.5) == (row["patient_id"], row["body_weight"])

@@ -17,6 +17,7 @@ sending at Receive Maximum, and keeps the rest: memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -121,6 +122,7 @@ class Worker:
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self._inflight = 0
+        self._registry_changed = asyncio.Event()
         self.totals = store.CommitResult()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -132,6 +134,7 @@ class Worker:
         async with asyncio.TaskGroup() as tg:
             committer = tg.create_task(self._commit_loop(batches), name="commit")
             tg.create_task(self._listen_registry(stop), name="registry-listen")
+            tg.create_task(self._keep_registry_fresh(stop), name="registry-refresh")
             await self._consume(stop, batches)
             committer.cancel()
         log.info(
@@ -298,14 +301,15 @@ class Worker:
         )
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
-        if self.cache.stale:
-            await self._reload_registry()
         batch = self._prepare_now(messages)
-        if batch.needs_registry_reload() and self.cache.may_reload_for_unknown():
-            await self._reload_registry()
-            batch = self._prepare_now(messages)
-        for fmt in batch.formats:
-            self.metrics.messages_received.labels(fmt).inc()
+        if (
+            batch.needs_registry_reload()
+            and self.cache.may_check_for_unknown()
+            and await self._refresh_registry()
+        ):
+            batch = self._prepare_now(messages)  # the registry changed: look again
+        for fmt, n in collections.Counter(batch.formats).items():
+            self.metrics.messages_received.labels(fmt).inc(n)
         self.metrics.inflight.set(self._inflight)
         return batch
 
@@ -314,19 +318,33 @@ class Worker:
             messages, self.cache, self.clock, self.settings.max_payload_bytes, datetime.now(UTC)
         )
 
-    async def _reload_registry(self) -> None:
+    async def _refresh_registry(self) -> bool:
+        """Reload the cache if the registry's revision moved; True when it did."""
         try:
             async with self.pool.acquire(timeout=5) as conn:
-                await self.cache.load(conn)
+                return await self.cache.refresh(conn)
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
-            log.warning("registry reload failed, keeping the cached copy: %s", type(exc).__name__)
+            log.warning("registry check failed, keeping the cached copy: %s", type(exc).__name__)
+            return False
+
+    async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
+        """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""
+        while not stop.is_set():
+            changed = asyncio.ensure_future(self._registry_changed.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((changed, stopped), timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            stopped.cancel()
+            self._registry_changed.clear()
+            if not stop.is_set():
+                await self._refresh_registry()
 
     async def _listen_registry(self, stop: asyncio.Event) -> None:
-        """Mark the cache dirty on ``NOTIFY homemonitor_registry``; reconnect when cut."""
+        """Wake the refresher on ``NOTIFY homemonitor_registry``; reconnect when cut."""
         backoff = Backoff(1, 30)
 
         def changed(*_: object) -> None:
-            self.cache.dirty = True
+            self._registry_changed.set()
 
         while not stop.is_set():
             closed = asyncio.Event()
@@ -339,7 +357,7 @@ class Worker:
                 await conn.add_listener(NOTIFY_CHANNEL, changed)
                 conn.add_termination_listener(lambda _c, cut=closed: cut.set())
                 backoff.reset()
-                self.cache.dirty = True  # anything may have changed while unheard
+                self._registry_changed.set()  # anything may have changed while unheard
                 stopped = asyncio.ensure_future(stop.wait())
                 cut = asyncio.ensure_future(closed.wait())
                 await asyncio.wait((stopped, cut), return_when=asyncio.FIRST_COMPLETED)

@@ -10,6 +10,7 @@ device shows up.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import itertools
@@ -20,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import asyncpg
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -204,6 +206,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
         for p in reg.patients:
             if p.care_plan is not None:
                 added += await _add_plan(conn, p.id, p.care_plan)
+        await conn.execute("UPDATE registry_revision SET revision = revision + 1")
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(
         len(reg.care_teams),
@@ -256,27 +259,84 @@ class _Binding:
     patient_id: str
 
 
-class RegistryCache:
-    """The worker's copy of bindings and current plans; see the module docstring."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Snapshot:
+    devices: frozenset[str]
+    bindings: dict[str, list[_Binding]]
+    starts: dict[str, list[datetime]]  # per device, for bisect
+    plans: PlanTable
 
-    def __init__(self, *, max_age: float = 60.0, unknown_reload_interval: float = 5.0) -> None:
-        self.max_age = max_age
-        self.unknown_reload_interval = unknown_reload_interval
-        self.devices: set[str] = set()
-        self.bindings: dict[str, list[_Binding]] = {}
-        self.plans = PlanTable([])
-        self.loaded_at = float("-inf")
-        self.dirty = True
+
+def _build(
+    devices: list[asyncpg.Record], rows: list[asyncpg.Record], plans: list[asyncpg.Record]
+) -> _Snapshot:
+    """The cache's lookup structures from raw rows (CPU-bound: run off the event loop)."""
+    bindings: dict[str, list[_Binding]] = {}
+    for r in rows:
+        bindings.setdefault(r["device_id"], []).append(
+            _Binding(r["start"], r["end"], r["patient_id"])
+        )
+    table = PlanTable(
+        [
+            PlanRow(
+                r["patient_id"],
+                r["care_team_id"],
+                r["version"],
+                {
+                    Quantity(q): Bounds.model_validate(b)
+                    for q, b in json.loads(r["thresholds"]).items()
+                },
+            )
+            for r in plans
+        ]
+    )
+    return _Snapshot(
+        frozenset(r["id"] for r in devices),
+        bindings,
+        {device: [b.start for b in spans] for device, spans in bindings.items()},
+        table,
+    )
+
+
+class RegistryCache:
+    """The worker's copy of bindings and current plans; see the module docstring.
+
+    It is reloaded only when ``registry_revision`` changed (see :meth:`refresh`); the new
+    copy is built off the event loop and swapped in whole, so ingestion never stalls on
+    it and never sees half of one.
+    """
+
+    def __init__(self, *, unknown_check_interval: float = 1.0) -> None:
+        self.unknown_check_interval = unknown_check_interval
+        self.revision: int | None = None
+        self._snapshot = _Snapshot(frozenset(), {}, {}, PlanTable([]))
+        self.checked_at = float("-inf")
 
     @property
-    def stale(self) -> bool:
-        return self.dirty or time.monotonic() - self.loaded_at > self.max_age
+    def plans(self) -> PlanTable:
+        return self._snapshot.plans
 
-    def may_reload_for_unknown(self) -> bool:
-        """Whether an unknown device justifies a reload now (rate-limited)."""
-        return time.monotonic() - self.loaded_at > self.unknown_reload_interval
+    @property
+    def devices(self) -> frozenset[str]:
+        return self._snapshot.devices
 
-    async def load(self, conn: Conn) -> None:
+    def may_check_for_unknown(self) -> bool:
+        """Whether an unknown device justifies asking the database now (rate-limited)."""
+        return time.monotonic() - self.checked_at > self.unknown_check_interval
+
+    async def refresh(self, conn: Conn) -> bool:
+        """Reload if the registry changed since the last load; True when it did."""
+        self.checked_at = time.monotonic()
+        revision = await conn.fetchval("SELECT revision FROM registry_revision")
+        if revision == self.revision:
+            return False
+        await self.load(conn, revision)
+        return True
+
+    async def load(self, conn: Conn, revision: int | None = None) -> None:
+        """Load everything now (at start, or when :meth:`refresh` saw a change)."""
+        if revision is None:
+            revision = await conn.fetchval("SELECT revision FROM registry_revision")
         devices = await conn.fetch("SELECT id FROM devices")
         rows = await conn.fetch(
             "SELECT device_id, patient_id, lower(valid) AS start, upper(valid) AS end "
@@ -287,42 +347,25 @@ class RegistryCache:
             "cp.thresholds::text AS thresholds FROM care_plans cp "
             "JOIN patients p ON p.id = cp.patient_id ORDER BY cp.patient_id, cp.version DESC"
         )
-        bindings: dict[str, list[_Binding]] = {}
-        for r in rows:
-            bindings.setdefault(r["device_id"], []).append(
-                _Binding(r["start"], r["end"], r["patient_id"])
-            )
-        self.devices = {r["id"] for r in devices}
-        self.bindings = bindings
-        self.plans = PlanTable(
-            [
-                PlanRow(
-                    r["patient_id"],
-                    r["care_team_id"],
-                    r["version"],
-                    {
-                        Quantity(q): Bounds.model_validate(b)
-                        for q, b in json.loads(r["thresholds"]).items()
-                    },
-                )
-                for r in plans
-            ]
-        )
-        self.loaded_at = time.monotonic()
-        self.dirty = False
+        self._snapshot = await asyncio.to_thread(_build, devices, rows, plans)
+        self.revision = revision
+        self.checked_at = time.monotonic()
         log.info(
-            "registry loaded devices=%d bindings=%d plans=%d",
-            len(self.devices),
+            "registry loaded revision=%s devices=%d bindings=%d plans=%d",
+            revision,
+            len(devices),
             len(rows),
             len(plans),
         )
 
     def patient_for(self, device_id: str, at: datetime) -> str | Reason:
         """The patient ``device_id`` was bound to at ``at``, or why there is none."""
-        spans = self.bindings.get(device_id)
+        snapshot = self._snapshot
+        spans = snapshot.bindings.get(device_id)
         if spans is None:
-            return Reason.UNBOUND_DEVICE if device_id in self.devices else Reason.UNKNOWN_DEVICE
-        i = bisect.bisect_right([s.start for s in spans], at) - 1
+            known = device_id in snapshot.devices
+            return Reason.UNBOUND_DEVICE if known else Reason.UNKNOWN_DEVICE
+        i = bisect.bisect_right(snapshot.starts[device_id], at) - 1
         if i < 0:
             return Reason.UNBOUND_DEVICE
         span = spans[i]
