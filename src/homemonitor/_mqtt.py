@@ -14,10 +14,13 @@ old connection's message must be dropped, never sent on the new one.
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+
+_PUBACK = struct.Struct("!BBH")
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -30,6 +33,14 @@ def ack(client: aiomqtt.Client, mid: int, qos: int) -> bool:
     if qos == 0:
         return True
     return bool(_paho(client).ack(mid, qos) == paho.MQTT_ERR_SUCCESS)
+
+
+def ack_all(client: aiomqtt.Client, mids: list[int]) -> bool:
+    """PUBACK QoS 1 messages ``mids`` (in this order) with one write; False if disconnected."""
+    if not mids:
+        return True
+    packets = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)  # what paho's ack() sends
+    return bool(_paho(client)._packet_queue(0x40, packets, 0, 1) == paho.MQTT_ERR_SUCCESS)
 
 
 def queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:

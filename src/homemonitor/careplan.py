@@ -119,7 +119,7 @@ class PlanTable:
         return len(self.plans)
 
     def row(self, patient_id: str) -> int:
-        return self.rows.get(patient_id, self.no_plan)
+        return self.rows.get(patient_id, len(self.plans))
 
     def threshold(self, row: int, rule: int, level: int) -> float:
         """The bound of ``level`` (1 warning, 2 urgent) that a breach crossed."""

@@ -240,19 +240,17 @@ class Worker:
                     return
                 messages = [first]
                 deadline = loop.time() + wait
-                while len(messages) < limit:
-                    try:
+                while True:
+                    while len(messages) < limit and not incoming.empty():
                         messages.append(self._inbound(incoming.get_nowait()))
-                        continue
-                    except asyncio.QueueEmpty:
-                        pass
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if len(messages) >= limit or remaining <= 0 or stopping.done():
                         break
-                    more = await self._next(incoming, gone, stopping, remaining)
-                    if more is None:
-                        break
-                    messages.append(more)
+                    # one wake-up at the deadline, not one per message
+                    await asyncio.wait((gone, stopping), timeout=remaining)
+                    if gone.done():
+                        msg = "lost the broker connection"
+                        raise aiomqtt.MqttError(msg)
                 batch = await self._prepare(messages)
                 await batches.put(batch)
                 if stop.is_set():
@@ -383,7 +381,7 @@ class Worker:
                 batches.task_done()
 
     async def _commit_with_retry(self, batch: store.Batch) -> None:
-        backoff = Backoff(0.1, 5)
+        backoff = Backoff(0.1, 1)
         while True:
             started = time.perf_counter()
             try:
@@ -395,6 +393,7 @@ class Worker:
                         raise
             except TRANSIENT_DB_ERRORS as exc:
                 self._database_state(ok=False, why=exc)
+                await self.pool.expire_connections()  # the rest are as dead: replace them all
                 self.metrics.commit_retries.inc()
                 await asyncio.sleep(backoff.next())
                 continue
@@ -454,9 +453,11 @@ class Worker:
     def _acknowledge(self, batch: store.Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""
         client = self._client
-        for m in batch.messages:
-            if client is not None and m.generation == self._generation:
-                _mqtt.ack(client, m.mid, m.qos)
+        if client is not None:
+            _mqtt.ack_all(
+                client,
+                [m.mid for m in batch.messages if m.generation == self._generation and m.qos],
+            )
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from typing import Annotated, Any, Literal
 
@@ -51,6 +52,7 @@ def readings_topic(gateway_id: str, fmt: PayloadFormat = PayloadFormat.NATIVE) -
     return base if fmt is PayloadFormat.NATIVE else f"{base}/{fmt.value}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure, one entry per gateway topic
 def parse_topic(topic: str) -> Route | None:
     """The route a topic names, or None when it is outside the documented layout."""
     parts = topic.split("/")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import gc
 import itertools
 import json
 import logging
@@ -347,7 +348,12 @@ class RegistryCache:
             "cp.thresholds::text AS thresholds FROM care_plans cp "
             "JOIN patients p ON p.id = cp.patient_id ORDER BY cp.patient_id, cp.version DESC"
         )
-        self._snapshot = await asyncio.to_thread(_build, devices, rows, plans)
+        gc.disable()  # ~250k new objects would trigger several full collections, ~100 ms each
+        try:
+            self._snapshot = await asyncio.to_thread(_build, devices, rows, plans)
+        finally:
+            gc.freeze()  # long-lived until the next load: out of every later full collection
+            gc.enable()
         self.revision = revision
         self.checked_at = time.monotonic()
         log.info(
