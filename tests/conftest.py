@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,6 +95,30 @@ REGISTRY: dict[str, Any] = {
         },
     ],
 }
+
+
+#: A normal (non-breaching) reading of each test device, by the registry above.
+_NORMAL: dict[str, dict[str, Any]] = {
+    "cuff-1": {"metric": "blood_pressure", "systolic": 120, "diastolic": 80},
+    "scale-1": {"metric": "body_weight", "value": 78.5},
+    "oxi-2": {"metric": "spo2", "value": 96},
+}
+
+
+def numbered(
+    seq: int, device: str, base: datetime, step: timedelta = timedelta(seconds=1)
+) -> bytes:
+    """Normal reading number ``seq`` of ``device``: measured ``base + seq * step``, message_id seq.
+
+    Unique per sequence number, so a test can check the database for loss and duplicates.
+    """
+    reading = {
+        "device_id": device,
+        **_NORMAL[device],
+        "measured_at": (base + seq * step).isoformat(),
+        "message_id": str(seq),
+    }
+    return json.dumps({"v": 1, "reading": reading}).encode()
 
 
 async def wait_until(

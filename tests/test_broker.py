@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -10,24 +9,9 @@ import httpx
 
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.protocol import readings_topic
-from tests.conftest import RunningService, publisher, settings_for, wait_until
+from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-
-def numbered(seq: int) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "reading": {
-                "device_id": "oxi-2",
-                "metric": "spo2",
-                "value": 96,
-                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
-                "message_id": str(seq),
-            },
-        }
-    ).encode()
 
 
 async def test_worker_reconnects_after_broker_crash(
@@ -35,7 +19,7 @@ async def test_worker_reconnects_after_broker_crash(
 ) -> None:
     """Broker SIGKILLed and restarted: /ready goes false, the worker reconnects, readings flow."""
     async with publisher(broker) as gw:
-        await gw.publish(readings_topic("gw-2"), numbered(0), qos=1)
+        await gw.publish(readings_topic("gw-2"), numbered(0, "oxi-2", BASE), qos=1)
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
     broker.kill()
     async with httpx.AsyncClient(base_url=service.url) as http:
@@ -43,7 +27,7 @@ async def test_worker_reconnects_after_broker_crash(
         broker.start()
         await wait_until(lambda: http.get("/ready"), lambda r: r.status_code == 200, 60)
     async with publisher(broker, "gw-2") as gw:
-        await gw.publish(readings_topic("gw-2"), numbered(1), qos=1)
+        await gw.publish(readings_topic("gw-2"), numbered(1, "oxi-2", BASE), qos=1)
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 2)
 
 
@@ -60,7 +44,7 @@ async def test_shared_subscription_splits_without_duplicates(
     total = 400
     async with publisher(broker) as gw:
         for seq in range(total):
-            await gw.publish(readings_topic("gw-2"), numbered(seq), qos=1)
+            await gw.publish(readings_topic("gw-2"), numbered(seq, "oxi-2", BASE), qos=1)
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == total)
     shares = [w.metric("homemonitor_readings_stored_total") for w in workers]
     for w in workers:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -15,7 +14,7 @@ import asyncpg
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.protocol import PayloadFormat
 from homemonitor_devices.gateway import Backoff, Gateway
-from tests.conftest import RunningService, wait_until
+from tests.conftest import RunningService, numbered, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -42,21 +41,6 @@ asyncio.run(main())
 """
 
 
-def reading(n: int) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "reading": {
-                "device_id": "scale-1",
-                "metric": "body_weight",
-                "value": 79.0,
-                "measured_at": (BASE + timedelta(minutes=n)).isoformat(),
-                "message_id": str(n),
-            },
-        }
-    ).encode()
-
-
 async def test_gateway_killed_during_broker_outage_delivers_each_reading_once_in_order(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -81,7 +65,9 @@ async def test_gateway_killed_during_broker_outage_delivers_each_reading_once_in
     )
     async with gateway:
         for n in range(30, 40):
-            await gateway.submit(PayloadFormat.NATIVE, reading(n))
+            await gateway.submit(
+                PayloadFormat.NATIVE, numbered(n, "scale-1", BASE, timedelta(minutes=1))
+            )
         assert 40 == gateway.pending
         broker.start()
         await asyncio.wait_for(gateway.drained(), 30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -18,26 +17,9 @@ import pytest
 
 from homemonitor.embedded import PrivateMosquitto, free_port
 from homemonitor.protocol import readings_topic
-from tests.conftest import RunningService, publisher, settings_for, wait_until
+from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-
-
-def numbered(seq: int) -> bytes:
-    """Reading number ``seq``: a normal blood pressure, one second after the previous one."""
-    return json.dumps(
-        {
-            "v": 1,
-            "reading": {
-                "device_id": "cuff-1",
-                "metric": "blood_pressure",
-                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
-                "systolic": 120,
-                "diastolic": 80,
-                "message_id": str(seq),
-            },
-        }
-    ).encode()
 
 
 class WorkerProcess:
@@ -113,7 +95,7 @@ async def test_sigkill_mid_stream_loses_nothing(
     async def publish_all() -> None:
         async with publisher(broker) as gw:
             for seq in range(total):
-                await gw.publish(readings_topic("gw-1"), numbered(seq), qos=1)
+                await gw.publish(readings_topic("gw-1"), numbered(seq, "cuff-1", BASE), qos=1)
                 acked.append(seq)
                 if seq % 10 == 0:
                     await asyncio.sleep(0.005)  # a steady stream of about 1 500 readings/s
@@ -147,7 +129,7 @@ async def test_nothing_is_acknowledged_before_commit(
     await tx.start()
     await blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
     async with publisher(broker) as gw:
-        await gw.publish(readings_topic("gw-1"), numbered(1), qos=1)
+        await gw.publish(readings_topic("gw-1"), numbered(1, "cuff-1", BASE), qos=1)
     # The worker has the message and waits on the lock: it must not have acknowledged it.
     await wait_until(lambda: first.metric_async("homemonitor_inflight_messages"), lambda n: n == 1)
     assert first.task is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,25 +15,10 @@ from homemonitor import database, registry
 from homemonitor.app import serve
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.protocol import readings_topic
-from tests.conftest import REGISTRY, RunningService, publisher, settings_for, wait_until
+from tests.conftest import REGISTRY, RunningService, numbered, publisher, settings_for, wait_until
 
 OUTAGE_S = float(os.environ.get("HOMEMONITOR_TEST_OUTAGE_S", "30"))
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-
-
-def numbered(seq: int) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "reading": {
-                "device_id": "scale-1",
-                "metric": "body_weight",
-                "value": 78.5,
-                "measured_at": (BASE + timedelta(seconds=seq)).isoformat(),
-                "message_id": str(seq),
-            },
-        }
-    ).encode()
 
 
 @pytest.mark.slow
@@ -59,7 +43,7 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
         async with publisher(broker) as gw:
             seq, last = 0, None
             while last is None or seq < last:
-                await gw.publish(readings_topic("gw-1"), numbered(seq), qos=1)
+                await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
                 published.append(seq)
                 seq += 1
                 if last is None and outage_over.is_set():

@@ -99,6 +99,18 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
+def _lost(gone: asyncio.Future[None]) -> aiomqtt.MqttError:
+    """The error to reconnect on, chained to why aiomqtt says the link dropped.
+
+    Reading the future's exception also marks it retrieved, so asyncio does not complain
+    about it when the client is collected.
+    """
+    cause = gone.exception() if not gone.cancelled() else None
+    error = aiomqtt.MqttError(f"lost the broker connection ({cause or 'closed'})")
+    error.__cause__ = cause
+    return error
+
+
 class Worker:
     """See the module docstring. ``run`` returns after a drained, committed shutdown."""
 
@@ -249,8 +261,7 @@ class Worker:
                     # one wake-up at the deadline, not one per message
                     await asyncio.wait((gone, stopping), timeout=remaining)
                     if gone.done():
-                        msg = "lost the broker connection"
-                        raise aiomqtt.MqttError(msg)
+                        raise _lost(gone)
                 batch = await self._prepare(messages)
                 await batches.put(batch)
                 if stop.is_set():
@@ -281,8 +292,7 @@ class Worker:
         if getter in done:
             return self._inbound(getter.result())
         if gone in done:
-            msg = "lost the broker connection"
-            raise aiomqtt.MqttError(msg)
+            raise _lost(gone)
         return None
 
     def _inbound(self, message: aiomqtt.Message) -> store.Inbound:
