@@ -72,6 +72,11 @@ async def test_batches_store_once_and_trend_reads_back(tsdb: asyncpg.Connection)
     batch = Batch([message], [Candidate(reading, "p-1", "gw-1", now, 0)])
     first = await commit(tsdb, batch, cache.plans)
     second = await commit(tsdb, batch, cache.plans)
-    assert (1, ["urgent"], 0, 1) == (first.stored, first.opened, second.stored, second.duplicates)
+    assert (1, {"urgent": 1}, 0, 1) == (
+        first.stored,
+        dict(first.opened),
+        second.stored,
+        second.duplicates,
+    )
     trend = await tsdb.fetch("SELECT n, systolic FROM readings_hourly WHERE patient_id = 'p-1'")
     assert [(1, 190.0)] == [(r["n"], r["systolic"]) for r in trend]

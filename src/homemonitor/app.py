@@ -59,10 +59,10 @@ async def _probe(pool: asyncpg.Pool, worker: Worker, metrics: Metrics, stop: asy
         try:
             await asyncio.wait_for(refresh_open_alerts(pool, metrics), 2.0)
         except TRANSIENT_DB_ERRORS as exc:
-            worker._database_state(ok=False, why=exc)
+            worker.database_state(ok=False, why=exc)
         else:
             if not worker.health.database_ok:
-                worker._database_state(ok=True)
+                worker.database_state(ok=True)
 
 
 class _Server(uvicorn.Server):

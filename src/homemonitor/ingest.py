@@ -154,7 +154,7 @@ class Worker:
             self.totals.stored,
             self.totals.duplicates,
             self.totals.quarantined,
-            len(self.totals.opened),
+            self.totals.opened.total(),
         )
 
     async def _load_registry_until_ready(self, stop: asyncio.Event) -> None:
@@ -164,10 +164,10 @@ class Worker:
                 async with self.pool.acquire(timeout=5) as conn:
                     await self.cache.load(conn)
             except TRANSIENT_DB_ERRORS as exc:
-                self._database_state(ok=False, why=exc)
+                self.database_state(ok=False, why=exc)
                 await sleep_unless(stop, backoff.next())
             else:
-                self._database_state(ok=True)
+                self.database_state(ok=True)
                 self.health.registry_loaded = True
                 return
 
@@ -247,7 +247,7 @@ class Worker:
         limit = self.settings.batch_max
         try:
             while True:
-                first = await self._next(incoming, gone, stopping, None)
+                first = await self._next(incoming, gone, stopping)
                 if first is None:
                     return
                 messages = [first]
@@ -274,9 +274,8 @@ class Worker:
         incoming: asyncio.Queue[aiomqtt.Message],
         gone: asyncio.Future[None],
         stopping: asyncio.Future[Any],
-        wait_s: float | None,
     ) -> store.Inbound | None:
-        """The next message; None on stop or timeout; MqttError when the link drops."""
+        """The next message; None on stop; MqttError when the link drops."""
         if not incoming.empty():
             return self._inbound(incoming.get_nowait())
         if stopping.done():
@@ -284,7 +283,7 @@ class Worker:
         getter = asyncio.ensure_future(incoming.get())
         try:
             done, _ = await asyncio.wait(
-                (getter, gone, stopping), timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                (getter, gone, stopping), return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             if not getter.done():
@@ -395,33 +394,35 @@ class Worker:
         while True:
             started = time.perf_counter()
             try:
-                async with self.pool.acquire(timeout=5) as conn:
-                    try:
-                        result = await store.commit(conn, batch, self.cache.plans)
-                    except TRANSIENT_DB_ERRORS:
-                        conn.terminate()  # never hand a half-broken connection back
-                        raise
+                result = await self._commit_once(batch)
             except TRANSIENT_DB_ERRORS as exc:
-                self._database_state(ok=False, why=exc)
+                self.database_state(ok=False, why=exc)
                 await self.pool.expire_connections()  # the rest are as dead: replace them all
                 self.metrics.commit_retries.inc()
                 await asyncio.sleep(backoff.next())
                 continue
-            except asyncpg.PostgresError as exc:
-                log.error(
-                    "batch refused by the database (%s %s); storing its messages one by one",
-                    exc.sqlstate,
-                    type(exc).__name__,
-                )
-                try:
-                    result = await self._commit_one_by_one(batch)
-                except TRANSIENT_DB_ERRORS as again:
-                    self._database_state(ok=False, why=again)
-                    await asyncio.sleep(backoff.next())
-                    continue
-            self._database_state(ok=True)
+            self.database_state(ok=True)
             self._record(batch, result, time.perf_counter() - started)
             return
+
+    async def _commit_once(self, batch: store.Batch) -> store.CommitResult:
+        """One attempt; transient database errors propagate for the caller to retry."""
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                try:
+                    return await store.commit(conn, batch, self.cache.plans)
+                except TRANSIENT_DB_ERRORS:
+                    conn.terminate()  # never hand a half-broken connection back
+                    raise
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            log.error(
+                "batch refused by the database (%s %s); storing its messages one by one",
+                exc.sqlstate,
+                type(exc).__name__,
+            )
+            return await self._commit_one_by_one(batch)
 
     async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
         """A batch the database refuses: each message alone; a refused one is quarantined."""
@@ -447,12 +448,7 @@ class Worker:
                 part.candidates = []
                 async with self.pool.acquire(timeout=5) as conn:
                     result = await store.commit(conn, part, self.cache.plans)
-            total.stored += result.stored
-            total.duplicates += result.duplicates
-            total.quarantined += result.quarantined
-            total.opened += result.opened
-            total.updated += result.updated
-            total.flagged += result.flagged
+            total.add(result)
         batch.quarantined = [
             store.Quarantined(q.rejection, m)
             for m, part in enumerate(parts)
@@ -478,31 +474,28 @@ class Worker:
         m.commit_seconds.observe(seconds)
         m.readings_stored.inc(result.stored)
         m.readings_duplicate.inc(result.duplicates)
-        for flag in result.flagged:
-            m.readings_flagged.labels(flag).inc()
+        for flag, n in result.flagged.items():
+            m.readings_flagged.labels(flag).inc(n)
         for q in batch.quarantined:
             m.rejected.labels(q.rejection.reason.value).inc()
-        for severity in result.opened:
-            m.alerts_opened.labels(severity).inc()
+        for severity, n in result.opened.items():
+            m.alerts_opened.labels(severity).inc(n)
         for msg in batch.messages:
             m.receive_to_stored.observe(now_mono - msg.received_mono)
         for sent in batch.sent_at:
             m.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
-        t = self.totals
-        t.stored += result.stored
-        t.duplicates += result.duplicates
-        t.quarantined += result.quarantined
-        t.opened += result.opened
-        t.updated += result.updated
+        self.totals.add(result)
         if result.opened:
             log.info(
-                "alerts opened count=%d severities=%s", len(result.opened), ",".join(result.opened)
+                "alerts opened count=%d severities=%s",
+                result.opened.total(),
+                ",".join(sorted(result.opened.elements())),
             )
         if batch.quarantined:
             reasons = sorted({q.rejection.reason.value for q in batch.quarantined})
             log.info("quarantined count=%d reasons=%s", len(batch.quarantined), ",".join(reasons))
 
-    def _database_state(self, *, ok: bool, why: BaseException | None = None) -> None:
+    def database_state(self, *, ok: bool, why: BaseException | None = None) -> None:
         if ok != self.health.database_ok:
             if ok:
                 log.info("database available")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -141,12 +142,23 @@ def prepare(
 
 @dataclasses.dataclass(slots=True)
 class CommitResult:
+    """What committing one batch (or, summed with :meth:`add`, many) did."""
+
     stored: int = 0
     duplicates: int = 0
     quarantined: int = 0
-    opened: list[str] = dataclasses.field(default_factory=list)  # severities
+    opened: Counter[str] = dataclasses.field(default_factory=Counter)  # by severity
     updated: int = 0
-    flagged: list[str] = dataclasses.field(default_factory=list)
+    flagged: Counter[str] = dataclasses.field(default_factory=Counter)  # by clock flag
+
+    def add(self, other: CommitResult) -> None:
+        """Count ``other`` in as well (counters stay bounded by their few keys)."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.opened.update(other.opened)
+        self.updated += other.updated
+        self.flagged.update(other.flagged)
 
 
 _INSERT_READINGS = """
@@ -218,11 +230,11 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
             new = [c for c in unique if _key(c.reading) in inserted]
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
-            result.flagged = [f.value for c in new for f in c.reading.flags]
+            result.flagged = Counter(f.value for c in new for f in c.reading.flags)
             current = [c for c in new if not c.reading.flags]
             if current:
                 opened, updated = await _alerts(conn, current, plans)
-                result.opened, result.updated = opened, updated
+                result.opened, result.updated = Counter(opened), updated
         if batch.quarantined:
             await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
