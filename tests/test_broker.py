@@ -51,3 +51,21 @@ async def test_shared_subscription_splits_without_duplicates(
         await w.stop()
     assert total == sum(shares)
     assert all(share > 0 for share in shares)
+
+
+async def test_worker_speaks_mqtt_311_with_a_persistent_session(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+) -> None:
+    """HOMEMONITOR_MQTT_PROTOCOL=3.1.1: a clean_session=false session that survives a restart."""
+    settings = settings_for(dsn, broker, mqtt_protocol="3.1.1")
+    worker = RunningService(settings, http=False)
+    await worker.start()
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-2"), numbered(0, "oxi-2", BASE), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
+    await worker.stop()
+    async with publisher(broker) as gw:  # while the worker is away: kept by its session
+        await gw.publish(readings_topic("gw-2"), numbered(1, "oxi-2", BASE), qos=1)
+    await worker.start()
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 2)
+    await worker.stop()

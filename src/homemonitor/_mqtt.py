@@ -1,10 +1,22 @@
-"""The one place that reaches inside aiomqtt 2.5: manual acknowledgement of QoS 1 messages.
+"""The one place that reaches inside aiomqtt 2.5 and paho: manual PUBACKs and a fast intake.
 
-aiomqtt 2.5 acknowledges a QoS 1 message the moment it enters its queue, before our
-code has seen it, let alone committed it. It has no public API to change that, but the
-paho client it wraps does (``manual_ack_set`` / ``ack``; aiomqtt issue #345, draft PR
-#346). Everything that depends on aiomqtt's private attributes is in this module, with
-a test (``tests/test_ack_after_commit.py``) that fails if an upgrade breaks it.
+**Manual acknowledgement.** aiomqtt 2.5 acknowledges a QoS 1 message the moment it
+enters its queue, before our code has seen it, let alone committed it. It has no public
+API to change that, but the paho client it wraps does (``manual_ack_set`` / ``ack``;
+aiomqtt issue #345, draft PR #346).
+
+**Intake.** paho reads one packet per socket wake-up with three or four ``recv`` calls,
+builds an MQTT 5 ``Properties`` object for every PUBLISH, and aiomqtt wraps each in a
+``Message`` and an ``asyncio.Queue``: about 50 us of CPU per message on a small
+machine, more than the worker's own work. :class:`Intake` replaces only the socket's
+read callback: it reads what the socket has in one go, takes PUBLISH packets apart
+itself and hands every other packet (CONNACK, SUBACK, PINGRESP, DISCONNECT, QoS 2
+flows) to paho exactly as paho would have read it. Connecting, subscribing, keep-alive,
+writing and reconnecting stay with aiomqtt and paho.
+
+Everything that depends on private attributes is in this module; the tests in
+``tests/test_mqtt_intake.py`` (packet framing against a real broker, acks after
+commit, reconnects) fail if an upgrade of either library breaks it.
 
 Message ids are only meaningful on the connection that delivered them: after a
 reconnect the broker redelivers unacknowledged messages with new ids, so an ack for an
@@ -14,13 +26,27 @@ old connection's message must be dropped, never sent on the new one.
 from __future__ import annotations
 
 import asyncio
+import collections
+import ssl
 import struct
-from typing import Any
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
 _PUBACK = struct.Struct("!BBH")
+_PUBLISH = 0x30
+#: Bytes asked of the socket per ``recv``, and read per wake-up before yielding to others.
+_CHUNK = 1 << 16
+_PER_WAKEUP = 1 << 20
+
+T = TypeVar("T")
+#: ``make(topic, payload, received_at, received_mono, mid, qos)``: a message as the caller keeps it.
+Make = Callable[[str, bytes, datetime, float, int, int], T]
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -53,6 +79,215 @@ def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
     """A future that completes when ``client`` loses its connection."""
     fut: asyncio.Future[None] = client._disconnected
     return fut
+
+
+class MalformedPublishError(Exception):
+    """The broker sent bytes that are not an MQTT packet we can read."""
+
+
+class Intake(Generic[T]):
+    """Messages of one aiomqtt client, read off its socket, in arrival order.
+
+    Create it before ``async with client``; take messages with :meth:`wait` and
+    :meth:`take`. ``make`` turns each PUBLISH into what the caller keeps (it runs on the
+    event loop, once per message; ``received_at`` is the wall clock of the read that
+    brought it). Messages paho delivers itself (before this reader is installed on a
+    new connection) go the same way, so none can land in aiomqtt's unread queue.
+    """
+
+    def __init__(self, client: aiomqtt.Client, make: Make[T]) -> None:
+        self._client = client
+        self._paho = _paho(client)
+        self._make = make
+        self._v5 = self._paho.protocol == MQTTProtocolVersion.MQTTv5
+        self._buffer = b""
+        self._pending: collections.deque[T] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.messages = 0  # received on this intake, for tests and metrics
+        opened = self._paho.on_socket_open
+
+        def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+            opened(c, userdata, sock)  # aiomqtt: its reader and its keep-alive task
+            self._buffer = b""  # a new connection starts at a packet boundary
+            self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._readable)
+
+        self._paho.on_socket_open = on_socket_open
+        self._paho.on_message = self._from_paho
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def take(self, limit: int) -> list[T]:
+        """Up to ``limit`` waiting messages, oldest first."""
+        pending = self._pending
+        n = min(limit, len(pending))
+        return [pending.popleft() for _ in range(n)]
+
+    async def wait(self, *others: asyncio.Future[Any]) -> None:
+        """Return when a message waits or any of ``others`` is done."""
+        if self._pending or any(f.done() for f in others):
+            return
+        self._waiter = self._loop.create_future()
+        try:
+            await asyncio.wait((self._waiter, *others), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not self._waiter.done():
+                self._waiter.cancel()
+            self._waiter = None
+
+    # -- the reader ------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            self._read()
+        except Exception as exc:  # noqa: BLE001 - like aiomqtt's reader: the link is gone
+            gone = disconnected(self._client)
+            if not gone.done():
+                gone.set_exception(exc)
+            self._buffer = b""
+            self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_PROTOCOL)  # close the socket
+
+    def _read(self) -> None:
+        sock = self._paho._sock
+        if sock is None:
+            return
+        chunks = [self._buffer] if self._buffer else []
+        got, closed = 0, False
+        while got < _PER_WAKEUP:
+            try:
+                chunk = sock.recv(_CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                self._paho._call_socket_register_write()
+                break
+            except OSError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+            if len(chunk) < _CHUNK and not getattr(sock, "pending", lambda: 0)():
+                break
+        else:
+            self._loop.call_soon(self._readable)  # more is waiting; let others run first
+        if got:
+            self._paho._last_bytes_received = time.monotonic()  # for paho's keep-alive
+            data = b"".join(chunks)
+            self._buffer = self._packets(data)
+        if closed:
+            self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+
+    def _packets(self, data: bytes) -> bytes:
+        """Handle every whole packet in ``data``; return the incomplete rest."""
+        received_at, received_mono = datetime.now(UTC), time.monotonic()
+        before = len(self._pending)
+        view, end, i = memoryview(data), len(data), 0
+        try:
+            while i + 2 <= end:
+                header = data[i]
+                length, j, shift = 0, i + 1, 0
+                while True:  # remaining length: 1 to 4 bytes, 7 bits each
+                    if j >= end:
+                        return data[i:]
+                    byte = data[j]
+                    length |= (byte & 0x7F) << shift
+                    j += 1
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift > 21:
+                        msg = "remaining length longer than four bytes"
+                        raise MalformedPublishError(msg)
+                if j + length > end:
+                    return data[i:]
+                if header & 0xF0 == _PUBLISH and header & 0x06 != 0x04:  # QoS 0 or 1
+                    self._publish(header, view[j : j + length], received_at, received_mono)
+                else:
+                    self._to_paho(header, data[j : j + length])
+                i = j + length
+            return data[i:]
+        finally:
+            waiter = self._waiter
+            if len(self._pending) > before and waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _publish(
+        self, header: int, body: memoryview, received_at: datetime, received_mono: float
+    ) -> None:
+        topic_len = (body[0] << 8) | body[1]
+        k = 2 + topic_len
+        topic = str(body[2:k], "utf-8", "replace")  # a bad one is quarantined
+        qos = (header >> 1) & 0x03
+        mid = 0
+        if qos:
+            mid = (body[k] << 8) | body[k + 1]
+            k += 2
+        if self._v5:  # skip the properties (topic aliases are never negotiated)
+            props, shift = 0, 0
+            while True:
+                byte = body[k]
+                k += 1
+                props |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+            k += props
+        if not topic or k > len(body):
+            msg = f"PUBLISH without a topic or shorter than its header (mid {mid})"
+            raise MalformedPublishError(msg)
+        self.messages += 1
+        self._pending.append(
+            self._make(topic, bytes(body[k:]), received_at, received_mono, mid, qos)
+        )
+
+    def _to_paho(self, header: int, body: bytes) -> None:
+        """Let paho handle a packet it would have read itself."""
+        p = self._paho
+        p._in_packet = {
+            "command": header,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(body),
+            "packet": bytearray(body),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = p._packet_handle()
+        finally:
+            p._in_packet = {
+                "command": 0,
+                "have_remaining": 0,
+                "remaining_count": [],
+                "remaining_mult": 1,
+                "remaining_length": 0,
+                "packet": bytearray(b""),
+                "to_process": 0,
+                "pos": 0,
+            }
+        if rc:
+            p._loop_rc_handle(rc)
+
+    def _from_paho(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        """A message paho read itself: same way as ours."""
+        self.messages += 1
+        self._pending.append(
+            self._make(
+                message._topic.decode(errors="replace"),
+                bytes(message.payload),
+                datetime.now(UTC),
+                time.monotonic(),
+                message.mid,
+                message.qos,
+            )
+        )
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 def _paho(client: aiomqtt.Client) -> Any:

@@ -20,8 +20,10 @@ Phases, each against the same broker, database and load generator:
   quarters of the step, stored lagged published by at most one second's worth at the end,
   and, after the drain, every sequence number the broker acknowledged is stored exactly
   once. Rates double until a step fails, then the failing step's measured consumer rate
-  and bisection narrow it down. Consumers: (a) the bare MQTT client the worker uses
-  (aiomqtt + paho manual acknowledgement, no work), (b) a naive consumer (aiomqtt with
+  and bisection narrow it down. Consumers: (a) the bare MQTT client as the issue
+  defines it (aiomqtt + paho manual acknowledgement per message, no work), (a') the
+  worker's own MQTT intake (``homemonitor._mqtt.Intake``, batched PUBACKs, no work: the
+  ceiling the worker itself can approach), (b) a naive consumer (aiomqtt with
   its automatic acknowledgement, one ``INSERT`` per message, as tutorials do), one worker,
   two workers on an MQTT 5 shared subscription;
 * **latency** at 1 000/s and 5 000/s: the publish wall-clock time (recorded per sequence
@@ -782,23 +784,29 @@ class ServiceWorkers:
         self.procs = []
 
 
+def _manual_ack_client(host: str, port: int, name: str) -> aiomqtt.Client:
+    """An MQTT 5 client with the worker's Receive Maximum and manual PUBACKs."""
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    client = aiomqtt.Client(
+        host,
+        port,
+        identifier=f"{name}-{os.getpid()}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=True,
+        properties=properties,
+    )
+    _mqtt.enable_manual_ack(client)
+    return client
+
+
 def _bare_main(host: str, port: int, counter: Any, ready: Any) -> None:
     asyncio.run(_bare(host, port, counter, ready))
 
 
 async def _bare(host: str, port: int, counter: Any, ready: Any) -> None:
     """The worker's MQTT client (aiomqtt, manual PUBACK via paho), draining and acking only."""
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-    properties.ReceiveMaximum = RECEIVE_MAXIMUM
-    client = aiomqtt.Client(
-        host,
-        port,
-        identifier=f"bench-bare-{os.getpid()}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=True,
-        properties=properties,
-    )
-    _mqtt.enable_manual_ack(client)
+    client = _manual_ack_client(host, port, "bench-bare")
     async with client:
         await client.subscribe(SUBSCRIPTION, qos=1)
         ready.set()
@@ -813,6 +821,41 @@ async def _bare(host: str, port: int, counter: Any, ready: Any) -> None:
                 _mqtt.ack(client, message.mid, message.qos)
                 n += 1
             counter.value = n
+
+
+def _intake_main(host: str, port: int, counter: Any, ready: Any) -> None:
+    asyncio.run(_intake(host, port, counter, ready))
+
+
+async def _intake(host: str, port: int, counter: Any, ready: Any) -> None:
+    """The worker's own MQTT path (:class:`homemonitor._mqtt.Intake`, batched PUBACKs), no work.
+
+    The ceiling of the client as the worker uses it: the worker can only approach it.
+    """
+    client = _manual_ack_client(host, port, "bench-intake")
+    intake = _mqtt.Intake(client, _Received)
+    async with client:
+        await client.subscribe(SUBSCRIPTION, qos=1)
+        ready.set()
+        n = 0
+        while True:
+            await intake.wait()
+            messages = intake.take(len(intake))
+            _mqtt.ack_all(client, [m.mid for m in messages])
+            n += len(messages)
+            counter.value = n
+
+
+@dataclasses.dataclass(slots=True)
+class _Received:
+    """What the intake baseline keeps of a message (the worker keeps the same fields)."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    received_mono: float
+    mid: int
+    qos: int
 
 
 def _naive_main(host: str, port: int, dsn: str, counter: Any, ready: Any) -> None:
@@ -1430,7 +1473,7 @@ class Plan:
 #: Latency runs last 60 s: long enough to include full garbage collections and periodic work.
 FULL = Plan(7.0, 7, (60.0, 60.0), 8.0, (5.0, 60.0, 15.0), patients=10_000)
 QUICK = Plan(2.0, 3, (3.0, 2.0), 2.0, (1.5, 5.0, 3.0), patients=2_000)
-PHASES = ("bare", "naive", "worker", "latency", "profile", "scale", "outage")
+PHASES = ("bare", "intake", "naive", "worker", "latency", "profile", "scale", "outage")
 
 
 def machine() -> dict[str, Any]:
@@ -1564,6 +1607,12 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
                 await searched("bare", bare, 1000)
                 await retire(bare)
+            if "intake" in phases:
+                alone = ChildConsumer(
+                    "the worker's MQTT intake, no work", _intake_main, (mq.host, mq.port), None
+                )
+                await searched("intake", alone, 1000)
+                await retire(alone)
             if "naive" in phases:
                 naive = ChildConsumer(
                     "naive (auto ack, INSERT each)", _naive_main, (mq.host, mq.port, pg.dsn), db
@@ -1681,6 +1730,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 _CONSUMERS = {
     "bare": "(a) bare client: aiomqtt + manual ack",
+    "intake": "(a') the worker's MQTT intake, no work",
     "naive": "(b) naive: auto ack, INSERT each",
     "worker": "one worker",
     "two_workers": "two workers, shared subscription",
@@ -1736,6 +1786,14 @@ def _render_throughput(result: dict[str, Any]) -> list[str]:
     lines.append(
         "  sustained: highest step rate kept up with; peak: most stored per second in any step"
     )
+    one = _best(result, "worker")
+    ratios = [
+        f"{one / base:.0%} of {label}"
+        for base, label in ((_best(result, "bare"), "(a)"), (_best(result, "intake"), "(a')"))
+        if one and base
+    ]
+    if ratios:
+        lines.append(f"  one worker sustains {' and '.join(ratios)}")
     return lines
 
 

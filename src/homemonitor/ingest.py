@@ -20,15 +20,16 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import ssl
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiomqtt
 import asyncpg
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -193,7 +194,7 @@ class Worker:
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else False,
-            clean_start=False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
             properties=properties,
             keepalive=30,
             tls_params=tls,
@@ -209,13 +210,17 @@ class Worker:
         backoff = Backoff(0.5, 30)
         while not stop.is_set():
             try:
-                async with self._client_for() as client:
-                    self._generation += 1
+                client = self._client_for()
+                self._generation += 1  # before connecting: the session may deliver at once
+                intake = _mqtt.Intake(
+                    client, functools.partial(store.Inbound, generation=self._generation)
+                )
+                async with client:
                     self._client = client
                     self._broker_state(connected=True)
                     backoff.reset()
                     await client.subscribe(self._subscription(), qos=1)
-                    await self._collect(client, stop, batches)
+                    await self._collect(client, intake, stop, batches)
                     await self._drain(batches)
             except aiomqtt.MqttError as exc:
                 self._broker_state(connected=False, why=exc)
@@ -237,75 +242,42 @@ class Worker:
             )
 
     async def _collect(
-        self, client: aiomqtt.Client, stop: asyncio.Event, batches: asyncio.Queue[store.Batch]
+        self,
+        client: aiomqtt.Client,
+        intake: _mqtt.Intake[store.Inbound],
+        stop: asyncio.Event,
+        batches: asyncio.Queue[store.Batch],
     ) -> None:
         loop = asyncio.get_running_loop()
-        incoming = _mqtt.queue(client)
         gone = _mqtt.disconnected(client)
         stopping = asyncio.ensure_future(stop.wait())
         wait = self.settings.batch_wait_ms / 1000
         limit = self.settings.batch_max
         try:
             while True:
-                first = await self._next(incoming, gone, stopping)
-                if first is None:
-                    return
-                messages = [first]
+                await intake.wait(gone, stopping)
+                if gone.done():
+                    raise _lost(gone)
+                if not len(intake):
+                    return  # stopping, and nothing received
                 deadline = loop.time() + wait
-                while True:
-                    while len(messages) < limit and not incoming.empty():
-                        messages.append(self._inbound(incoming.get_nowait()))
+                messages = intake.take(limit)
+                while len(messages) < limit and not stopping.done():
                     remaining = deadline - loop.time()
-                    if len(messages) >= limit or remaining <= 0 or stopping.done():
+                    if remaining <= 0:
                         break
                     # one wake-up at the deadline, not one per message
                     await asyncio.wait((gone, stopping), timeout=remaining)
                     if gone.done():
                         raise _lost(gone)
+                    messages += intake.take(limit - len(messages))
+                self._inflight += len(messages)
                 batch = await self._prepare(messages)
                 await batches.put(batch)
                 if stop.is_set():
                     return
         finally:
             stopping.cancel()
-
-    async def _next(
-        self,
-        incoming: asyncio.Queue[aiomqtt.Message],
-        gone: asyncio.Future[None],
-        stopping: asyncio.Future[Any],
-    ) -> store.Inbound | None:
-        """The next message; None on stop; MqttError when the link drops."""
-        if not incoming.empty():
-            return self._inbound(incoming.get_nowait())
-        if stopping.done():
-            return None
-        getter = asyncio.ensure_future(incoming.get())
-        try:
-            done, _ = await asyncio.wait(
-                (getter, gone, stopping), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            return self._inbound(getter.result())
-        if gone in done:
-            raise _lost(gone)
-        return None
-
-    def _inbound(self, message: aiomqtt.Message) -> store.Inbound:
-        self._inflight += 1
-        payload = message.payload
-        return store.Inbound(
-            topic=message.topic.value,
-            payload=payload if isinstance(payload, bytes) else str(payload).encode(),
-            received_at=datetime.now(UTC),
-            received_mono=time.monotonic(),
-            mid=message.mid,
-            qos=message.qos,
-            generation=self._generation,
-        )
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
         batch = self._prepare_now(messages)
