@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.server
 import json
 import os
@@ -32,12 +33,13 @@ import asyncpg
 import pytest
 import yaml
 
-from homemonitor import registry
+from homemonitor import _mqtt, registry
 from homemonitor.embedded import free_port
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.readings import Reason
 from homemonitor.settings import Settings
+from homemonitor.store import Inbound
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -286,6 +288,37 @@ async def test_broker_accepts_deploy_config_and_enforces_acl(deploy_broker: Depl
                 if message.payload == b"fence":
                     break
     assert [(own, b"own"), (fhir, b"fence")] == received
+
+
+async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None:
+    """The worker's own MQTT reader (``_mqtt.Intake``) over the TLS listener, records split."""
+    b = deploy_broker
+    if b.tls_port is None or b.ca_file is None:
+        pytest.skip("openssl is needed for the TLS listener's certificates")
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        b.tls_port,
+        identifier="homemonitor-test-worker-tls",
+        username=b.worker,
+        password=b.passwords[b.worker],
+        protocol=aiomqtt.ProtocolVersion.V5,
+        tls_params=aiomqtt.TLSParameters(ca_certs=str(b.ca_file)),
+    )
+    _mqtt.enable_manual_ack(client)
+    intake = _mqtt.Intake(client, functools.partial(Inbound, generation=1))
+    payloads = [bytes([97 + i]) * size for i, size in enumerate((10, 200, 20_000, 100_000, 5))]
+    async with client:
+        await client.subscribe(f"$share/{b.group}/{SUBSCRIPTION}", qos=1)
+        async with _gateway(b, "gw-0001") as gateway:
+            for body in payloads:
+                await gateway.publish(readings_topic("gw-0001"), body, qos=1)
+        got: list[Inbound] = []
+        async with asyncio.timeout(10):
+            while len(got) < len(payloads):
+                await intake.wait()
+                got += intake.take(len(payloads))
+        assert [m.payload for m in got] == payloads
+        assert _mqtt.ack_all(client, [m.mid for m in got])
 
 
 async def test_broker_refuses_anonymous_and_wrong_password(deploy_broker: DeployBroker) -> None:
