@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check bench system-deps venv clean help
+.PHONY: demo test check bench system-deps test-deps venv clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -13,7 +13,7 @@ help:  ## list the targets
 demo: venv system-deps  ## run the service on a private broker and database with a simulated clinic
 	$(BIN)/homemonitor demo $(ARGS)
 
-test: venv system-deps  ## run the test suite against real Mosquitto and PostgreSQL
+test: venv system-deps test-deps  ## run the test suite against real Mosquitto and PostgreSQL
 	$(BIN)/pytest $(ARGS)
 
 check: venv  ## ruff and mypy --strict
@@ -39,6 +39,10 @@ system-deps:  ## install mosquitto and PostgreSQL binaries if missing (Debian/Ub
 	  echo "installing mosquitto"; $(call apt,mosquitto); fi
 	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 	  echo "installing postgresql"; $(call apt,postgresql postgresql-contrib); fi
+
+test-deps:  ## install promtool (Prometheus) if missing: the alert-rule tests need it
+	@if command -v promtool >/dev/null 2>&1; then :; else \
+	  echo "installing prometheus (for promtool)"; $(call apt,--no-install-recommends prometheus); fi
 
 define apt
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

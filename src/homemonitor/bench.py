@@ -80,11 +80,12 @@ from homemonitor import _mqtt, database, registry
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.registry import RegistryCache
+from homemonitor.settings import Settings
 
 #: Share of readings that breach the patient's care plan, in percent.
 BREACH_PERCENT = 1
-#: Receive Maximum of the bare-client baseline: the worker's default ``max_inflight``.
-RECEIVE_MAXIMUM = 2000
+#: Receive Maximum of the client baselines: the worker's default ``max_inflight``.
+RECEIVE_MAXIMUM = Settings.model_fields["max_inflight"].default
 #: Outstanding (un-PUBACKed) publishes the load generator allows itself.
 PUBLISH_WINDOW = 2000
 

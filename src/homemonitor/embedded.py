@@ -91,7 +91,7 @@ class PrivateMosquitto:
             "persistence true\n"
             f"persistence_location {self.directory}/\n"
             "autosave_interval 1\n"
-            "max_inflight_messages 1000\n"
+            "max_inflight_messages 5000\n"
             "max_queued_messages 1000000\n"
             "max_queued_bytes 0\n"
             "persistent_client_expiration 14d\n"
