@@ -318,7 +318,7 @@ async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None
                 await intake.wait()
                 got += intake.take(len(payloads))
         assert [m.payload for m in got] == payloads
-        assert _mqtt.ack_all(client, [m.mid for m in got])
+        _mqtt.ack_all(client, [m.mid for m in got])
 
 
 async def test_broker_refuses_anonymous_and_wrong_password(deploy_broker: DeployBroker) -> None:

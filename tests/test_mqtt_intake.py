@@ -91,7 +91,7 @@ async def test_every_packet_size_arrives_whole_and_in_order(
         assert {m.topic for m in got} == {TOPIC}
         assert [m.qos for m in got] == [i % 2 for i in range(len(payloads))]
         assert all(m.mid > 0 for m in got if m.qos == 1)
-        assert _mqtt.ack_all(client, [m.mid for m in got if m.qos])
+        _mqtt.ack_all(client, [m.mid for m in got if m.qos])
 
 
 async def test_a_burst_is_read_and_acknowledged(broker: PrivateMosquitto) -> None:
@@ -105,7 +105,7 @@ async def test_a_burst_is_read_and_acknowledged(broker: PrivateMosquitto) -> Non
                 await intake.wait()
                 part = intake.take(n)
                 got.extend(part)
-                assert _mqtt.ack_all(client, [m.mid for m in part])
+                _mqtt.ack_all(client, [m.mid for m in part])
 
         draining = asyncio.create_task(drain())
         async with publisher(broker) as gw:
@@ -132,7 +132,7 @@ async def test_unacknowledged_messages_come_back_on_the_next_connection(
     async with consuming(broker, "intake-redeliver") as (client, intake):
         again = await receive(intake, 50)
         assert sorted(int(m.payload) for m in again) == list(range(50))
-        assert _mqtt.ack_all(client, [m.mid for m in again])
+        _mqtt.ack_all(client, [m.mid for m in again])
 
 
 async def test_keepalive_survives_an_idle_connection(broker: PrivateMosquitto) -> None:
@@ -200,3 +200,39 @@ def _publish_v5(topic: str, payload: bytes, mid: int) -> bytes:
         if not length:
             break
     return bytes([0x32]) + bytes(encoded) + body
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"\x36\x05\x00\x01t\x00\x01",  # QoS 3 does not exist
+        b"\x32\x03\x00\x05t",  # topic longer than the packet
+        b"\x32\x02\x00\x00",  # no topic (aliases are never negotiated)
+    ],
+    ids=["qos3", "short", "no-topic"],
+)
+async def test_a_malformed_publish_is_refused_not_delivered(packet: bytes) -> None:
+    intake = _mqtt.Intake(_unconnected(), make)
+    with pytest.raises((_mqtt.MalformedPublishError, IndexError)):
+        intake._packets(packet)
+    assert len(intake) == 0
+
+
+def test_packet_size_is_known_once_the_length_field_is() -> None:
+    big = _publish_v5("t", b"x" * 300_000, mid=1)
+    assert _mqtt._packet_size(big[:1]) == 0  # length field not there yet
+    assert _mqtt._packet_size(big[:3]) == 0  # three-byte length, two bytes seen
+    assert _mqtt._packet_size(big[:4]) == len(big)
+
+
+async def test_a_big_packet_read_in_small_pieces_is_joined_once(broker: PrivateMosquitto) -> None:
+    """A 250 kB payload arrives over many reads and is delivered whole, once."""
+    body = bytes(range(256)) * 1000
+    async with consuming(broker, "intake-big") as (client, intake):
+        async with publisher(broker) as gw:
+            await gw.publish(TOPIC, body, qos=1)
+            await gw.publish(TOPIC, b"after", qos=1)
+        got = await receive(intake, 2)
+        assert [m.payload for m in got] == [body, b"after"]
+        assert intake._buffer == b"" and intake._parts == []
+        _mqtt.ack_all(client, [m.mid for m in got])

@@ -54,19 +54,21 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
     _paho(client).manual_ack_set(True)
 
 
-def ack(client: aiomqtt.Client, mid: int, qos: int) -> bool:
-    """Send the PUBACK for message ``mid``; False when the connection is gone."""
-    if qos == 0:
-        return True
-    return bool(_paho(client).ack(mid, qos) == paho.MQTT_ERR_SUCCESS)
+def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
+    """Queue the PUBACK (QoS 1) or PUBCOMP (QoS 2) for message ``mid`` of this connection.
+
+    paho queues it even when the connection is gone, and discards its queue when it
+    reconnects: an ack never reaches another connection.
+    """
+    if qos:
+        _paho(client).ack(mid, qos)
 
 
-def ack_all(client: aiomqtt.Client, mids: list[int]) -> bool:
-    """PUBACK QoS 1 messages ``mids`` (in this order) with one write; False if disconnected."""
-    if not mids:
-        return True
-    packets = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)  # what paho's ack() sends
-    return bool(_paho(client)._packet_queue(0x40, packets, 0, 1) == paho.MQTT_ERR_SUCCESS)
+def ack_all(client: aiomqtt.Client, mids: list[int]) -> None:
+    """Queue PUBACKs of QoS 1 messages ``mids`` (in this order) as one write; see :func:`ack`."""
+    if mids:
+        packets = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)  # what paho's ack() sends
+        _paho(client)._packet_queue(0x40, packets, 0, 1)
 
 
 def queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
@@ -100,7 +102,10 @@ class Intake(Generic[T]):
         self._paho = _paho(client)
         self._make = make
         self._v5 = self._paho.protocol == MQTTProtocolVersion.MQTTv5
-        self._buffer = b""
+        self._buffer = b""  # the start of a packet not yet complete
+        self._parts: list[bytes] = []  # more of it, joined once it is complete
+        self._have = 0  # bytes in _buffer and _parts
+        self._need = 0  # bytes of the incomplete packet, once its header is read
         self._pending: collections.deque[T] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -109,7 +114,7 @@ class Intake(Generic[T]):
 
         def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
             opened(c, userdata, sock)  # aiomqtt: its reader and its keep-alive task
-            self._buffer = b""  # a new connection starts at a packet boundary
+            self._keep(b"")  # a new connection starts at a packet boundary
             self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._readable)
 
         self._paho.on_socket_open = on_socket_open
@@ -145,14 +150,14 @@ class Intake(Generic[T]):
             gone = disconnected(self._client)
             if not gone.done():
                 gone.set_exception(exc)
-            self._buffer = b""
+            self._keep(b"")
             self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_PROTOCOL)  # close the socket
 
     def _read(self) -> None:
         sock = self._paho._sock
         if sock is None:
             return
-        chunks = [self._buffer] if self._buffer else []
+        chunks = self._parts
         got, closed = 0, False
         while got < _PER_WAKEUP:
             try:
@@ -176,10 +181,16 @@ class Intake(Generic[T]):
             self._loop.call_soon(self._readable)  # more is waiting; let others run first
         if got:
             self._paho._last_bytes_received = time.monotonic()  # for paho's keep-alive
-            data = b"".join(chunks)
-            self._buffer = self._packets(data)
+            self._have += got
+            if self._have >= self._need:  # a big packet is joined once, not on every read
+                self._keep(self._packets(b"".join([self._buffer, *chunks])))
         if closed:
             self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+
+    def _keep(self, rest: bytes) -> None:
+        """Start collecting again from ``rest``, the incomplete packet :meth:`_packets` left."""
+        self._buffer, self._parts, self._have = rest, [], len(rest)
+        self._need = _packet_size(rest) if rest else 0
 
     def _packets(self, data: bytes) -> bytes:
         """Handle every whole packet in ``data``; return the incomplete rest."""
@@ -222,6 +233,9 @@ class Intake(Generic[T]):
         k = 2 + topic_len
         topic = str(body[2:k], "utf-8", "replace")  # a bad one is quarantined
         qos = (header >> 1) & 0x03
+        if qos == 3:
+            msg = "PUBLISH with QoS 3"
+            raise MalformedPublishError(msg)
         mid = 0
         if qos:
             mid = (body[k] << 8) | body[k + 1]
@@ -288,6 +302,18 @@ class Intake(Generic[T]):
         )
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+def _packet_size(data: bytes) -> int:
+    """Size of the packet ``data`` starts with; 0 while its length field is incomplete."""
+    length, shift = 0, 0
+    for j in range(1, min(len(data), 5)):
+        byte = data[j]
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return j + 1 + length
+        shift += 7
+    return 0
 
 
 def _paho(client: aiomqtt.Client) -> Any:

@@ -256,7 +256,7 @@ class Worker:
         try:
             while True:
                 await intake.wait(gone, stopping)
-                if gone.done():
+                if gone.done() and not stopping.done():
                     raise _lost(gone)
                 if not len(intake):
                     return  # stopping, and nothing received
@@ -268,7 +268,7 @@ class Worker:
                         break
                     # one wake-up at the deadline, not one per message
                     await asyncio.wait((gone, stopping), timeout=remaining)
-                    if gone.done():
+                    if gone.done() and not stopping.done():
                         raise _lost(gone)
                     messages += intake.take(limit - len(messages))
                 self._inflight += len(messages)
@@ -432,10 +432,11 @@ class Worker:
         """PUBACK every message of a committed batch, in arrival order."""
         client = self._client
         if client is not None:
-            _mqtt.ack_all(
-                client,
-                [m.mid for m in batch.messages if m.generation == self._generation and m.qos],
-            )
+            current = [m for m in batch.messages if m.generation == self._generation]
+            _mqtt.ack_all(client, [m.mid for m in current if m.qos == 1])
+            for m in current:
+                if m.qos == 2:  # only a misbehaving broker sends QoS 2 to a QoS 1 subscription
+                    _mqtt.ack(client, m.mid, 2)
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 
