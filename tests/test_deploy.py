@@ -239,6 +239,21 @@ def deploy_broker(tmp_path: Path) -> Iterator[DeployBroker]:
         proc.wait(timeout=10)
 
 
+def _worker(
+    broker: DeployBroker, port: int, name: str, tls: aiomqtt.TLSParameters | None = None
+) -> aiomqtt.Client:
+    """A client with the workers' credentials (not yet connected)."""
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=name,
+        username=broker.worker,
+        password=broker.passwords[broker.worker],
+        protocol=aiomqtt.ProtocolVersion.V5,
+        tls_params=tls,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _gateway(broker: DeployBroker, user: str) -> AsyncIterator[aiomqtt.Client]:
     """A gateway's connection: TLS on the gateway listener when there is one."""
@@ -268,14 +283,7 @@ async def test_broker_accepts_deploy_config_and_enforces_acl(deploy_broker: Depl
         readings_topic("gw-0002"),
     )
     received: list[tuple[str, bytes]] = []
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        b.plain_port,
-        identifier="homemonitor-test-worker",
-        username=b.worker,
-        password=b.passwords[b.worker],
-        protocol=aiomqtt.ProtocolVersion.V5,
-    ) as worker:
+    async with _worker(b, b.plain_port, "homemonitor-test-worker") as worker:
         await worker.subscribe(f"$share/{b.group}/{SUBSCRIPTION}", qos=1)
         async with _gateway(b, "gw-0001") as gateway:
             await gateway.publish(own, b"own", qos=1)
@@ -295,15 +303,8 @@ async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None
     b = deploy_broker
     if b.tls_port is None or b.ca_file is None:
         pytest.skip("openssl is needed for the TLS listener's certificates")
-    client = aiomqtt.Client(
-        "127.0.0.1",
-        b.tls_port,
-        identifier="homemonitor-test-worker-tls",
-        username=b.worker,
-        password=b.passwords[b.worker],
-        protocol=aiomqtt.ProtocolVersion.V5,
-        tls_params=aiomqtt.TLSParameters(ca_certs=str(b.ca_file)),
-    )
+    tls = aiomqtt.TLSParameters(ca_certs=str(b.ca_file))
+    client = _worker(b, b.tls_port, "homemonitor-test-worker-tls", tls)
     _mqtt.enable_manual_ack(client)
     intake = _mqtt.Intake(client, functools.partial(Inbound, generation=1))
     payloads = [bytes([97 + i]) * size for i, size in enumerate((10, 200, 20_000, 100_000, 5))]
