@@ -109,7 +109,6 @@ class Intake(Generic[T]):
         self._pending: collections.deque[T] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self.messages = 0  # received on this intake, for tests and metrics
         opened = self._paho.on_socket_open
 
         def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
@@ -200,19 +199,10 @@ class Intake(Generic[T]):
         try:
             while i + 2 <= end:
                 header = data[i]
-                length, j, shift = 0, i + 1, 0
-                while True:  # remaining length: 1 to 4 bytes, 7 bits each
-                    if j >= end:
-                        return data[i:]
-                    byte = data[j]
-                    length |= (byte & 0x7F) << shift
-                    j += 1
-                    if not byte & 0x80:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        msg = "remaining length longer than four bytes"
-                        raise MalformedPublishError(msg)
+                remaining = _varint(data, i + 1)
+                if remaining is None:
+                    return data[i:]
+                length, j = remaining
                 if j + length > end:
                     return data[i:]
                 if header & 0xF0 == _PUBLISH and header & 0x06 != 0x04:  # QoS 0 or 1
@@ -241,19 +231,14 @@ class Intake(Generic[T]):
             mid = (body[k] << 8) | body[k + 1]
             k += 2
         if self._v5:  # skip the properties (topic aliases are never negotiated)
-            props, shift = 0, 0
-            while True:
-                byte = body[k]
-                k += 1
-                props |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-            k += props
+            props = _varint(body, k)
+            if props is None:
+                msg = f"PUBLISH ends inside its properties length (mid {mid})"
+                raise MalformedPublishError(msg)
+            k = props[1] + props[0]
         if not topic or k > len(body):
             msg = f"PUBLISH without a topic or shorter than its header (mid {mid})"
             raise MalformedPublishError(msg)
-        self.messages += 1
         self._pending.append(
             self._make(topic, bytes(body[k:]), received_at, received_mono, mid, qos)
         )
@@ -261,35 +246,16 @@ class Intake(Generic[T]):
     def _to_paho(self, header: int, body: bytes) -> None:
         """Let paho handle a packet it would have read itself."""
         p = self._paho
-        p._in_packet = {
-            "command": header,
-            "have_remaining": 1,
-            "remaining_count": [],
-            "remaining_mult": 1,
-            "remaining_length": len(body),
-            "packet": bytearray(body),
-            "to_process": 0,
-            "pos": 0,
-        }
+        p._in_packet = _in_packet(header, body)  # as paho's _packet_read leaves a whole packet
         try:
             rc = p._packet_handle()
         finally:
-            p._in_packet = {
-                "command": 0,
-                "have_remaining": 0,
-                "remaining_count": [],
-                "remaining_mult": 1,
-                "remaining_length": 0,
-                "packet": bytearray(b""),
-                "to_process": 0,
-                "pos": 0,
-            }
+            p._in_packet = _in_packet()  # as paho resets it after handling one
         if rc:
             p._loop_rc_handle(rc)
 
     def _from_paho(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         """A message paho read itself: same way as ours."""
-        self.messages += 1
         self._pending.append(
             self._make(
                 message._topic.decode(errors="replace"),
@@ -304,16 +270,41 @@ class Intake(Generic[T]):
             self._waiter.set_result(None)
 
 
+def _varint(data: bytes | memoryview, at: int) -> tuple[int, int] | None:
+    """The MQTT variable byte integer at ``data[at]``, and the index after it.
+
+    None when ``data`` ends before it does; more than four bytes is malformed.
+    """
+    value = 0
+    for k in range(4):
+        if at + k >= len(data):
+            return None
+        byte = data[at + k]
+        value |= (byte & 0x7F) << (7 * k)
+        if not byte & 0x80:
+            return value, at + k + 1
+    msg = "variable byte integer longer than four bytes"
+    raise MalformedPublishError(msg)
+
+
 def _packet_size(data: bytes) -> int:
     """Size of the packet ``data`` starts with; 0 while its length field is incomplete."""
-    length, shift = 0, 0
-    for j in range(1, min(len(data), 5)):
-        byte = data[j]
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return j + 1 + length
-        shift += 7
-    return 0
+    remaining = _varint(data, 1)
+    return 0 if remaining is None else remaining[1] + remaining[0]
+
+
+def _in_packet(command: int = 0, body: bytes = b"") -> dict[str, Any]:
+    """paho's record of the packet being read: empty, or ``body`` read whole."""
+    return {
+        "command": command,
+        "have_remaining": 1 if command else 0,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": len(body),
+        "packet": bytearray(body),
+        "to_process": 0,
+        "pos": 0,
+    }
 
 
 def _paho(client: aiomqtt.Client) -> Any:

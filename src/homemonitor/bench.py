@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -81,6 +82,7 @@ from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.registry import RegistryCache
 from homemonitor.settings import Settings
+from homemonitor.store import Inbound
 
 #: Share of readings that breach the patient's care plan, in percent.
 BREACH_PERCENT = 1
@@ -806,7 +808,7 @@ def _bare_main(host: str, port: int, counter: Any, ready: Any) -> None:
 
 
 async def _bare(host: str, port: int, counter: Any, ready: Any) -> None:
-    """The worker's MQTT client (aiomqtt, manual PUBACK via paho), draining and acking only."""
+    """Stock aiomqtt with a manual PUBACK per message (via paho), draining and acking only."""
     client = _manual_ack_client(host, port, "bench-bare")
     async with client:
         await client.subscribe(SUBSCRIPTION, qos=1)
@@ -834,7 +836,7 @@ async def _intake(host: str, port: int, counter: Any, ready: Any) -> None:
     The ceiling of the client as the worker uses it: the worker can only approach it.
     """
     client = _manual_ack_client(host, port, "bench-intake")
-    intake = _mqtt.Intake(client, _Received)
+    intake = _mqtt.Intake(client, functools.partial(Inbound, generation=0))  # as the worker
     async with client:
         await client.subscribe(SUBSCRIPTION, qos=1)
         ready.set()
@@ -845,18 +847,6 @@ async def _intake(host: str, port: int, counter: Any, ready: Any) -> None:
             _mqtt.ack_all(client, [m.mid for m in messages])
             n += len(messages)
             counter.value = n
-
-
-@dataclasses.dataclass(slots=True)
-class _Received:
-    """What the intake baseline keeps of a message (the worker keeps the same fields)."""
-
-    topic: str
-    payload: bytes
-    received_at: datetime
-    received_mono: float
-    mid: int
-    qos: int
 
 
 def _naive_main(host: str, port: int, dsn: str, counter: Any, ready: Any) -> None:
