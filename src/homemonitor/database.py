@@ -96,15 +96,41 @@ async def migrate(conn: Conn, *, retention: str = "5 years") -> StorageMode:
 
 
 async def _detect_mode(conn: Conn) -> StorageMode:
+    """Which storage mode this server supports, without ever losing ``conn``.
+
+    TimescaleDB must be in ``shared_preload_libraries``: when its files are installed but
+    not preloaded, ``CREATE EXTENSION`` ends the session with a FATAL error, so it is only
+    tried when the library is preloaded.
+    """
     available = await conn.fetchval(
         "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
     )
     if not available:
         return StorageMode.POSTGRESQL
+    preload = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
+    if not _preloads_timescaledb(preload or ""):
+        log.warning(
+            "timescaledb is installed but not in shared_preload_libraries; running on plain "
+            "PostgreSQL. To use it, add 'timescaledb' to shared_preload_libraries and restart "
+            "the server; otherwise nothing needs doing"
+        )
+        return StorageMode.POSTGRESQL
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except asyncpg.PostgresError as exc:  # listed, but not in shared_preload_libraries
-        log.warning("timescaledb is installed but cannot be loaded (%s); plain PostgreSQL", exc)
+    except asyncpg.PostgresError as exc:  # e.g. no privilege to create it
+        log.warning("timescaledb is preloaded but cannot be created (%s); plain PostgreSQL", exc)
         return StorageMode.POSTGRESQL
     licence = await conn.fetchval("SELECT current_setting('timescaledb.license', true)")
     return StorageMode.TIMESCALEDB_APACHE if licence == "apache" else StorageMode.TIMESCALEDB
+
+
+def _preloads_timescaledb(setting: str) -> bool:
+    """Whether a ``shared_preload_libraries`` value loads TimescaleDB.
+
+    >>> _preloads_timescaledb("pg_stat_statements, 'timescaledb'")
+    True
+    >>> _preloads_timescaledb("pg_stat_statements")
+    False
+    """
+    names = (part.strip().strip("'\"") for part in setting.split(","))
+    return any(name == "timescaledb" or name.startswith("timescaledb-") for name in names)
