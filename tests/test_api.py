@@ -72,7 +72,7 @@ async def test_clinician_of_another_team_gets_403_and_reads_are_logged(
 async def test_acknowledge_and_resolve(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """An alert moves open → acknowledged → resolved with who and a note; resolving twice is 409."""
+    """Open → acknowledged → resolved with who and a note; twice is 409; changes count as writes."""
     alert_id = await _alert_for_p1(broker, db)
     headers = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
     async with httpx.AsyncClient(base_url=service.url, headers=headers) as http:
@@ -89,6 +89,17 @@ async def test_acknowledge_and_resolve(
         resolved.json()["resolution_note"],
     )
     assert (409, []) == (again.status_code, active.json())
+    counted = {
+        (kind, action): n
+        for kind in ("reads", "writes")
+        for action in ("list_alerts", "acknowledge_alert", "resolve_alert")
+        if (n := service.metric(f"homemonitor_api_patient_{kind}_total", {"action": action}))
+    }
+    assert {
+        ("reads", "list_alerts"): 1,
+        ("writes", "acknowledge_alert"): 1,
+        ("writes", "resolve_alert"): 1,
+    } == counted
 
 
 async def test_trend_and_ops_endpoints(

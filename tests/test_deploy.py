@@ -30,16 +30,19 @@ from typing import Any
 
 import aiomqtt
 import asyncpg
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from homemonitor import _mqtt, registry
+from homemonitor import __version__, _mqtt, registry
 from homemonitor.embedded import free_port
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.readings import Reason
 from homemonitor.settings import Settings
 from homemonitor.store import Inbound
+from tests.conftest import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -435,12 +438,12 @@ def test_entrypoint_names_each_replica_by_its_container_name() -> None:
 # -- Prometheus ------------------------------------------------------------------------------
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (apt-get install prometheus)")
     return subprocess.run(
-        [promtool, *args], capture_output=True, text=True, check=False, timeout=60
+        [promtool, *args], input=stdin, capture_output=True, text=True, check=False, timeout=60
     )
 
 
@@ -460,6 +463,22 @@ def test_promtool_accepts_prometheus_files(args: tuple[str, ...]) -> None:
     assert (0, "") == (done.returncode, done.stderr)
 
 
+async def test_metrics_endpoint_passes_promtool_check(service: RunningService) -> None:
+    """/metrics of a running service lints clean and carries process and build information."""
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        text = (await http.get("/metrics")).text
+    done = _promtool("check", "metrics", stdin=text)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
+    assert 1 == samples[("homemonitor_build_info", (("version", __version__),))]
+    assert 0 < samples[("process_resident_memory_bytes", ())]
+    assert {"python_info", "process_cpu_seconds_total"} <= {name for name, _ in samples}
+
+
 def _exported_names() -> set[str]:
     names: set[str] = set()
     for family in Metrics().registry.collect():
@@ -467,6 +486,8 @@ def _exported_names() -> set[str]:
             names.add(f"{family.name}_total")
         elif family.type == "histogram":
             names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
+        elif family.type == "info":
+            names.add(f"{family.name}_info")
         else:
             names.add(family.name)
     return names
@@ -479,18 +500,20 @@ def test_alerts_use_only_exported_metrics() -> None:
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     series = [s["series"] for t in tests["tests"] for s in t["input_series"]]
     used = {n for text in exprs + series for n in re.findall(r"\bhomemonitor_\w+", text)}
-    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     inflight = next(
         r["expr"]
         for g in rules["groups"]
         for r in g["rules"]
-        if r["alert"].startswith("HomemonitorInflight")
+        if r.get("alert", "").startswith("HomemonitorInflight")
     )
     assert set() == used - _exported_names()
     assert {
         "HomemonitorBrokerDisconnected",
         "HomemonitorDatabaseDown",
         "HomemonitorQuarantineRising",
+        "HomemonitorMessagesRejected",
+        "HomemonitorUnknownDevices",
         "HomemonitorCommitLatencyHigh",
         "HomemonitorInflightNearMax",
         "HomemonitorNoReadingsStored",

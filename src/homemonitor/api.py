@@ -129,7 +129,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
                 list(dict.fromkeys(patients)),
                 action,
             )
-        metrics.api_reads.labels(action).inc()
+        metrics.api_access(action)
 
     async def team_alert(
         conn: Conn, who: Clinician, alert_id: int, *, for_update: bool = False
@@ -290,7 +290,11 @@ async def _one(conn: Conn, sql: str, *args: object) -> asyncpg.Record:
 
 
 async def refresh_open_alerts(pool: asyncpg.Pool, metrics: Metrics) -> None:
-    """Set the open-alerts gauge from the database (the truth, across workers)."""
+    """Set the open-alerts gauge from the database, which every replica shares.
+
+    Every replica therefore exports the same value: aggregate it with ``max``, not ``sum``
+    (see :mod:`homemonitor.metrics`).
+    """
     rows = await pool.fetch(
         "SELECT severity, count(*) AS n FROM alerts WHERE status <> 'resolved' GROUP BY severity"
     )
