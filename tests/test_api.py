@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -132,3 +134,35 @@ async def test_trend_and_ops_endpoints(
     }
     assert not [v for v in labels if "190" in v or "p-1" in v or "cuff-1" in v]
     assert 200 == docs.status_code
+
+
+_CONTENT_TYPES = {
+    ".css": {"text/css"},
+    ".js": {"text/javascript", "application/javascript"},
+    ".png": {"image/png"},
+    ".json": {"application/json"},
+}
+
+
+async def test_api_docs_work_without_internet(service: RunningService) -> None:
+    """/docs and /redoc load only same-origin assets, and each answers 200 with its type."""
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        pages = {path: (await http.get(path)) for path in ("/docs", "/redoc")}
+        text = "".join(page.text for page in pages.values())
+        referenced = sorted(
+            {
+                a or b
+                for a, b in re.findall(r'(?:src|href|spec-url)="([^"]*)"|\burl: \'([^\']*)\'', text)
+            }
+        )
+        assert [] == re.findall(r"\b[a-z]+://\S*", text)  # nothing from another origin
+        answers = {url: await http.get(url) for url in referenced}
+    assert {"/docs": 200, "/redoc": 200} == {p: r.status_code for p, r in pages.items()}
+    assert {".css", ".js", ".png", ".json"} == {Path(url).suffix for url in referenced}
+    assert dict.fromkeys(referenced, (200, True)) == {
+        url: (
+            r.status_code,
+            r.headers["content-type"].split(";")[0] in _CONTENT_TYPES[Path(url).suffix],
+        )
+        for url, r in answers.items()
+    }
