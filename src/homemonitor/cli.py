@@ -10,11 +10,17 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from homemonitor import logs
+from pydantic import ValidationError
+
+from homemonitor import __version__, logs
 from homemonitor.errors import HomemonitorError
 from homemonitor.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 EPILOG = """\
 Configuration comes from HOMEMONITOR_* environment variables (see README, 'Configuration').
@@ -34,6 +40,22 @@ def _dsn(args: argparse.Namespace) -> str:
         msg = "no database: pass --database-url or set HOMEMONITOR_DATABASE_URL"
         raise HomemonitorError(msg)
     return settings.database_url.get_secret_value()
+
+
+async def _pool(args: argparse.Namespace) -> asyncpg.Pool[asyncpg.Record]:
+    """A one-connection pool to the user's database; if it cannot connect, say where and why."""
+    import asyncpg  # noqa: PLC0415 - keep 'payload check' light
+
+    from homemonitor import database  # noqa: PLC0415
+
+    dsn = _dsn(args)
+    try:
+        return await database.create_pool(dsn, max_size=1)
+    except (OSError, asyncpg.PostgresError, asyncpg.ClientConfigurationError) as exc:
+        url = urlsplit(dsn)  # never the password
+        where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+        msg = f"cannot connect to the database {where}: {exc}"
+        raise HomemonitorError(msg) from exc
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, object]]) -> object:
@@ -60,7 +82,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from homemonitor import database  # noqa: PLC0415
 
     async def main() -> None:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             mode = await database.migrate(conn, retention=_settings(args).retention)
         print(f"database is up to date; storage mode: {mode}")
@@ -75,7 +97,7 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
     reg = registry.load_file(Path(args.file))
 
     async def main() -> registry.ApplySummary:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             await database.migrate(conn, retention=_settings(args).retention)
             return await registry.apply(conn, reg)
@@ -90,10 +112,10 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
-    from homemonitor import auth, database  # noqa: PLC0415
+    from homemonitor import auth  # noqa: PLC0415
 
     async def main() -> str:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             try:
                 return await auth.issue_token(conn, args.clinician, args.label)
@@ -237,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"homemonitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def db_option(p: argparse.ArgumentParser) -> None:
@@ -372,15 +395,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mistake(exc: Exception) -> str | None:
+    """One line saying what the user got wrong, or None for an error that is a bug.
+
+    The user's mistakes: the project's own errors (they say what to change), a setting
+    Settings refuses, and a file the user named that cannot be read.
+    """
+    if isinstance(exc, HomemonitorError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        in_env = exc.title == Settings.__name__
+        problems = [
+            f"{'HOMEMONITOR_' if in_env else ''}{'.'.join(map(str, e['loc'])).upper()}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors(include_url=False, include_input=False)  # no secret values
+        ]
+        return f"invalid {'setting' if in_env else exc.title}: " + "; ".join(problems)
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        return f"{exc.filename}: {what}" if exc.filename is not None else what
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user's mistake is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except HomemonitorError as exc:
-        print(f"homemonitor: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = _mistake(exc)
+        if problem is None:
+            raise
+        print(f"homemonitor: {problem}", file=sys.stderr)
+        return 2
     return code
 
 
