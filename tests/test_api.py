@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -72,7 +74,7 @@ async def test_clinician_of_another_team_gets_403_and_reads_are_logged(
 async def test_acknowledge_and_resolve(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """An alert moves open → acknowledged → resolved with who and a note; resolving twice is 409."""
+    """Open → acknowledged → resolved with who and a note; twice is 409; changes count as writes."""
     alert_id = await _alert_for_p1(broker, db)
     headers = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
     async with httpx.AsyncClient(base_url=service.url, headers=headers) as http:
@@ -89,6 +91,17 @@ async def test_acknowledge_and_resolve(
         resolved.json()["resolution_note"],
     )
     assert (409, []) == (again.status_code, active.json())
+    counted = {
+        (kind, action): n
+        for kind in ("reads", "writes")
+        for action in ("list_alerts", "acknowledge_alert", "resolve_alert")
+        if (n := service.metric(f"homemonitor_api_patient_{kind}_total", {"action": action}))
+    }
+    assert {
+        ("reads", "list_alerts"): 1,
+        ("writes", "acknowledge_alert"): 1,
+        ("writes", "resolve_alert"): 1,
+    } == counted
 
 
 async def test_trend_and_ops_endpoints(
@@ -121,3 +134,35 @@ async def test_trend_and_ops_endpoints(
     }
     assert not [v for v in labels if "190" in v or "p-1" in v or "cuff-1" in v]
     assert 200 == docs.status_code
+
+
+_CONTENT_TYPES = {
+    ".css": {"text/css"},
+    ".js": {"text/javascript", "application/javascript"},
+    ".png": {"image/png"},
+    ".json": {"application/json"},
+}
+
+
+async def test_api_docs_work_without_internet(service: RunningService) -> None:
+    """/docs and /redoc load only same-origin assets, and each answers 200 with its type."""
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        pages = {path: (await http.get(path)) for path in ("/docs", "/redoc")}
+        text = "".join(page.text for page in pages.values())
+        referenced = sorted(
+            {
+                a or b
+                for a, b in re.findall(r'(?:src|href|spec-url)="([^"]*)"|\burl: \'([^\']*)\'', text)
+            }
+        )
+        assert [] == re.findall(r"\b[a-z]+://\S*", text)  # nothing from another origin
+        answers = {url: await http.get(url) for url in referenced}
+    assert {"/docs": 200, "/redoc": 200} == {p: r.status_code for p, r in pages.items()}
+    assert {".css", ".js", ".png", ".json"} == {Path(url).suffix for url in referenced}
+    assert dict.fromkeys(referenced, (200, True)) == {
+        url: (
+            r.status_code,
+            r.headers["content-type"].split(";")[0] in _CONTENT_TYPES[Path(url).suffix],
+        )
+        for url, r in answers.items()
+    }

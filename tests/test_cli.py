@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from homemonitor import __version__
 from homemonitor.cli import main
+from homemonitor.embedded import PrivatePostgres, free_port
 from homemonitor.protocol import json_schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def run(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own; ``env`` replaces every HOMEMONITOR_* variable."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HOMEMONITOR_")}
     return subprocess.run(
         [sys.executable, "-m", "homemonitor.cli", *argv],
         input=stdin.decode() if stdin else None,
         capture_output=True,
         text=True,
         check=False,
+        env=base | (env or {}) if env is not None else None,
+        cwd=cwd,
     )
 
 
@@ -101,3 +113,81 @@ def test_help_explains_and_errors_say_what_to_do(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert 2 == code
     assert "set HOMEMONITOR_DATABASE_URL" in err
+
+
+MISTAKES = [
+    (
+        "missing payload file",
+        ["payload", "check", "/missing.json"],
+        {},
+        "homemonitor: /missing.json: No such file or directory",
+    ),
+    (
+        "unknown log level",
+        ["run"],
+        {"HOMEMONITOR_LOG_LEVEL": "verbose"},
+        "homemonitor: invalid setting: HOMEMONITOR_LOG_LEVEL: Input should be 'DEBUG', "
+        "'INFO', 'WARNING', 'ERROR' or 'CRITICAL'",
+    ),
+    (
+        "not a PostgreSQL DSN",
+        ["migrate"],
+        {"HOMEMONITOR_DATABASE_URL": "mysql://admin:s3cret@db/x"},
+        "homemonitor: invalid setting: HOMEMONITOR_DATABASE_URL: must be a URL like "
+        "postgresql://user:password@host:5432/database",
+    ),
+    (
+        "a port that is no number",
+        ["run"],
+        {"HOMEMONITOR_MQTT_PORT": "eighteen"},
+        "homemonitor: invalid setting: HOMEMONITOR_MQTT_PORT: Input should be a valid "
+        "integer, unable to parse string as an integer",
+    ),
+    (
+        "missing registry file",
+        ["registry", "apply", "/missing.yaml", "--database-url", "postgresql://u@127.0.0.1/x"],
+        {},
+        "homemonitor: cannot read /missing.yaml: [Errno 2] No such file or directory: "
+        "'/missing.yaml'",
+    ),
+    (
+        "nothing listening",
+        ["migrate", "--database-url", "postgresql://u:s3cret@127.0.0.1:{port}/x"],
+        {},
+        "homemonitor: cannot connect to the database 127.0.0.1:{port}/x: [Errno 111] "
+        "Connect call failed ('127.0.0.1', {port})",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "env", "expected"), MISTAKES, ids=[m[0] for m in MISTAKES]
+)
+def test_a_mistake_is_one_line_on_stderr_and_exit_2(
+    name: str, argv: list[str], env: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    """A missing file, a bad setting or an unreachable database: one clear line, exit 2."""
+    port = str(free_port())
+    done = run(*(a.replace("{port}", port) for a in argv), env=env, cwd=tmp_path)
+    assert (2, [expected.replace("{port}", port)], "") == (
+        done.returncode,
+        done.stderr.splitlines(),
+        done.stdout,
+    )
+
+
+def test_a_database_that_does_not_exist_is_one_line(
+    pg_cluster: PrivatePostgres, tmp_path: Path
+) -> None:
+    """A DSN naming a database the server does not have: one line naming it, exit 2."""
+    dsn = pg_cluster.dsn.replace("/hm_template", "/no_such_db")
+    done = run("migrate", "--database-url", dsn, env={}, cwd=tmp_path)
+    assert (2, 1) == (done.returncode, len(done.stderr.splitlines()))
+    assert done.stderr.startswith("homemonitor: cannot connect to the database ")
+    assert done.stderr.rstrip().endswith('database "no_such_db" does not exist')
+
+
+def test_version() -> None:
+    """--version prints the program and its version."""
+    done = run("--version")
+    assert (0, f"homemonitor {__version__}\n") == (done.returncode, done.stdout)

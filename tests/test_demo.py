@@ -3,27 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 
 from homemonitor.demo import run_demo
 from homemonitor.embedded import free_port
+from homemonitor.metrics import Metrics
 
 
 @pytest.mark.slow
-async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(tmp_path: Path) -> None:
-    """A 25-second demo of 20 patients stores readings, opens alerts and quarantines garbage."""
+async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 25-second demo of 20 patients stores, alerts and quarantines, and says so plainly.
+
+    Piped (as here), its output has no carriage returns and every alert is a line of its
+    own; it names the broker and the database; its alert counts are the metric's.
+    """
+    metrics = Metrics()
     summary = await run_demo(
         asyncio.Event(),
         duration=25,
         patients=20,
         seed=3,
         http_port=free_port(),
-        quiet=True,
         workdir=tmp_path,
+        metrics=metrics,
     )
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    opened_metric = {
+        severity: n
+        for severity in ("warning", "urgent")
+        if (n := metrics.registry.get_sample_value(
+            "homemonitor_alerts_opened_total", {"severity": severity}
+        ))
+    }  # fmt: skip
     assert summary["readings_stored"] > 100
     assert sum(summary["alerts_opened"].values()) > 0
     assert summary["quarantined"].get("malformed", 0) > 0
     assert summary["duplicates_absorbed"] > 0
+    assert opened_metric == summary["alerts_opened"]
+    assert 0 <= summary["alerts_escalated"]
+    assert (0, "") == (out.out.count("\r"), out.err)
+    assert [] == [line for line in lines if "alert " in line and not line.startswith("  alert ")]
+    assert [line for line in lines if line.startswith("sent ")]  # plain progress lines
+    assert [True, True] == [
+        any(re.match(pattern, line) for line in lines)
+        for pattern in (r"  broker:   mqtt://127\.0\.0\.1:\d+ ", r"  database: postgresql://\S+$")
+    ]

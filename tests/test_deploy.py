@@ -30,16 +30,19 @@ from typing import Any
 
 import aiomqtt
 import asyncpg
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from homemonitor import _mqtt, registry
+from homemonitor import __version__, _mqtt, registry
 from homemonitor.embedded import free_port
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.readings import Reason
 from homemonitor.settings import Settings
 from homemonitor.store import Inbound
+from tests.conftest import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -337,6 +340,64 @@ async def test_broker_refuses_anonymous_and_wrong_password(deploy_broker: Deploy
                 pass
 
 
+async def _simulate(*args: str) -> tuple[int, str, str]:
+    """``homemonitor simulate`` for two patients (gateways gw-0001, gw-0002), as fast as it goes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "homemonitor.cli", "simulate", "--patients", "2", "--days", "1",
+        "--speed", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _gateway_listener(broker: DeployBroker) -> list[str]:
+    """The simulator's options for the gateways' listener: TLS when the broker has it."""
+    if broker.tls_port is not None and broker.ca_file is not None:
+        return ["--port", str(broker.tls_port), "--tls-ca", str(broker.ca_file)]
+    return ["--port", str(broker.plain_port)]
+
+
+async def test_simulate_logs_each_gateway_in_from_a_password_file(
+    deploy_broker: DeployBroker, tmp_path: Path
+) -> None:
+    """With --password-file every simulated gateway gets in and its readings reach the workers."""
+    b = deploy_broker
+    passwords = tmp_path / "gateways.txt"
+    passwords.write_text("".join(f"{u}:{p}\n" for u, p in b.passwords.items() if u != b.worker))
+    received = 0
+    async with _worker(b, b.plain_port, "homemonitor-test-worker") as worker:
+        await worker.subscribe(SUBSCRIPTION, qos=1)
+        code, out, err = await _simulate(*_gateway_listener(b), "--password-file", str(passwords))
+        published = int(out.split()[0])
+        async with asyncio.timeout(10):
+            async for _ in worker.messages:
+                received += 1
+                if received == published:
+                    break
+    assert (0, True) == (code, all(line.startswith("sent ") for line in err.splitlines()))
+    assert 0 < published == received
+
+
+async def test_simulate_refused_by_the_broker_is_an_error(deploy_broker: DeployBroker) -> None:
+    """A wrong password, or no broker at all: one line naming the gateway and why, exit 2."""
+    listener = _gateway_listener(deploy_broker)
+    wrong = await _simulate(*listener, "--password", "not-the-password")
+    port = free_port()
+    nobody = await _simulate("--port", str(port))
+    refused = "2 of 2 gateways could not connect, nothing was published"
+    assert (2, "", [
+        f"homemonitor: gateway gw-0001: cannot connect to the broker at 127.0.0.1:{listener[1]}"
+        ": [code:135] Not authorized (each gateway logs in with its gateway id as user name); "
+        + refused
+    ]) == (wrong[0], wrong[1], wrong[2].splitlines())  # fmt: skip
+    assert (2, "", [
+        f"homemonitor: gateway gw-0001: cannot connect to the broker at 127.0.0.1:{port}: "
+        f"[Errno 111] Connection refused; {refused}"
+    ]) == (nobody[0], nobody[1], nobody[2].splitlines())  # fmt: skip
+
+
 def test_compose_mosquitto_healthcheck_tells_up_from_down(deploy_broker: DeployBroker) -> None:
     """The compose healthcheck succeeds against the deploy broker, fails on a closed port."""
     if shutil.which("mosquitto_sub") is None:
@@ -435,12 +496,12 @@ def test_entrypoint_names_each_replica_by_its_container_name() -> None:
 # -- Prometheus ------------------------------------------------------------------------------
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (apt-get install prometheus)")
     return subprocess.run(
-        [promtool, *args], capture_output=True, text=True, check=False, timeout=60
+        [promtool, *args], input=stdin, capture_output=True, text=True, check=False, timeout=60
     )
 
 
@@ -460,6 +521,22 @@ def test_promtool_accepts_prometheus_files(args: tuple[str, ...]) -> None:
     assert (0, "") == (done.returncode, done.stderr)
 
 
+async def test_metrics_endpoint_passes_promtool_check(service: RunningService) -> None:
+    """/metrics of a running service lints clean and carries process and build information."""
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        text = (await http.get("/metrics")).text
+    done = _promtool("check", "metrics", stdin=text)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
+    assert 1 == samples[("homemonitor_build_info", (("version", __version__),))]
+    assert 0 < samples[("process_resident_memory_bytes", ())]
+    assert {"python_info", "process_cpu_seconds_total"} <= {name for name, _ in samples}
+
+
 def _exported_names() -> set[str]:
     names: set[str] = set()
     for family in Metrics().registry.collect():
@@ -467,6 +544,8 @@ def _exported_names() -> set[str]:
             names.add(f"{family.name}_total")
         elif family.type == "histogram":
             names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
+        elif family.type == "info":
+            names.add(f"{family.name}_info")
         else:
             names.add(family.name)
     return names
@@ -479,18 +558,20 @@ def test_alerts_use_only_exported_metrics() -> None:
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     series = [s["series"] for t in tests["tests"] for s in t["input_series"]]
     used = {n for text in exprs + series for n in re.findall(r"\bhomemonitor_\w+", text)}
-    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     inflight = next(
         r["expr"]
         for g in rules["groups"]
         for r in g["rules"]
-        if r["alert"].startswith("HomemonitorInflight")
+        if r.get("alert", "").startswith("HomemonitorInflight")
     )
     assert set() == used - _exported_names()
     assert {
         "HomemonitorBrokerDisconnected",
         "HomemonitorDatabaseDown",
         "HomemonitorQuarantineRising",
+        "HomemonitorMessagesRejected",
+        "HomemonitorUnknownDevices",
         "HomemonitorCommitLatencyHigh",
         "HomemonitorInflightNearMax",
         "HomemonitorNoReadingsStored",

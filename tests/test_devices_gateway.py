@@ -22,7 +22,7 @@ import pytest
 from homemonitor.embedded import PrivateMosquitto, free_port
 from homemonitor.protocol import SUBSCRIPTION, PayloadFormat, readings_topic
 from homemonitor_devices.gateway import Backoff, Gateway, OutboxQueue, TlsConfig
-from homemonitor_devices.simulate import demo_clinic, run_simulation
+from homemonitor_devices.simulate import ProgressLine, demo_clinic, run_simulation
 
 FAST = Backoff(initial=0.05, cap=0.3)
 TIMEOUT = 10.0
@@ -256,7 +256,7 @@ async def test_simulation_delivers_every_message_and_reports(
         assignments,
         queue_dir=tmp_path / "queues",
         port=mosquitto.port,
-        progress=progress,
+        progress=ProgressLine(progress, interactive=True),
         backoff=FAST,
     )
     await collector.wait_for(lambda got: len(got) >= len(expected))
@@ -269,6 +269,24 @@ async def test_simulation_delivers_every_message_and_reports(
         ]
     assert progress.getvalue().startswith("\rsent")
     assert progress.getvalue().endswith("\n")
+
+
+def test_progress_line_never_shares_a_row_and_is_plain_when_piped() -> None:
+    """On a terminal a line printed above the status gets its own row; piped, no \\r at all."""
+    terminal, pipe = io.StringIO(), io.StringIO()
+    for stream, interactive in ((terminal, True), (pipe, False)):
+        progress = ProgressLine(stream, interactive=interactive, every=3600)
+        progress.status("sent 1")
+        progress.line("  alert opened")
+        progress.status("sent 2")  # piped: within `every` of the last one, so not shown
+        progress.status("sent 3", final=True)
+        progress.finish()
+    blank = " " * 96
+    assert (
+        f"\rsent 1{blank[6:]}\r{blank}\r  alert opened\nsent 1{blank[6:]}"
+        f"\rsent 2{blank[6:]}\rsent 3{blank[6:]}\n"
+    ) == terminal.getvalue()
+    assert "sent 1\n  alert opened\nsent 3\n" == pipe.getvalue()
 
 
 async def test_simulation_stops_when_asked(

@@ -25,7 +25,10 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 async def test_database_outage_loses_nothing_and_stays_bounded(
     own_postgres: PrivatePostgres, broker: PrivateMosquitto
 ) -> None:
-    """PostgreSQL down 30 s under load: /ready false, in-flight bounded, then all stored once."""
+    """PostgreSQL down 30 s under load: /ready false, in-flight bounded, then all stored once.
+
+    Meanwhile the replica exports no open-alert count: it cannot know it.
+    """
     conn = await asyncpg.connect(own_postgres.dsn)
     await database.migrate(conn)
     await registry.apply(conn, registry.parse(REGISTRY))
@@ -50,10 +53,16 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
                     last = seq + 200
                 await asyncio.sleep(0.005)
 
+    async def alerts_open() -> float | None:
+        return svc.metrics.registry.get_sample_value(
+            "homemonitor_alerts_open", {"severity": "urgent"}
+        )
+
     streaming = asyncio.create_task(stream())
     await wait_until(
         lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n >= 100
     )
+    await wait_until(alerts_open, lambda n: n == 0)  # read from the database
     own_postgres.stop()
     ready_codes: list[int] = []
     inflight: list[float] = []
@@ -64,6 +73,7 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
             ready_codes.append((await http.get("/ready")).status_code)
             inflight.append(svc.metric("homemonitor_inflight_messages"))
             await asyncio.sleep(0.5)
+    open_alerts_during_outage = await alerts_open()
     published_during_outage = len(published)
     own_postgres.start()
     outage_over.set()
@@ -86,6 +96,7 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
     assert 503 in ready_codes[2:]  # not ready while the database is down
     assert max(inflight) <= max_inflight  # memory bounded: the broker keeps the rest
     assert published_during_outage > max_inflight + 1000  # the broker did hold a real backlog
+    assert open_alerts_during_outage is None  # unknown, not a stale number
 
 
 async def test_service_started_before_the_database_reports_it_and_recovers(

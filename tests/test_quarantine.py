@@ -100,7 +100,12 @@ async def test_bad_input_is_quarantined_and_stream_continues(
     row = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert (expected, payload) == (row["reason"], bytes(row["payload"]))
     assert row["detail"]
-    assert 1 == service.metric("homemonitor_rejected_total", {"reason": expected})
+    counted = "messages" if row["item_index"] == -1 else "readings"  # -1: the whole message
+    assert {counted: 1} == {
+        kind: n
+        for kind in ("messages", "readings")
+        if (n := service.metric(f"homemonitor_{kind}_rejected_total", {"reason": expected}))
+    }
 
 
 async def test_batch_with_one_bad_reading_keeps_the_good_ones(
@@ -146,7 +151,9 @@ async def test_reading_the_database_refuses_is_quarantined_and_the_rest_stored(
     q = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert ("storage_rejected", poison) == (q["reason"], bytes(q["payload"]))
     assert "CheckViolationError" in q["detail"]
-    assert 1 == service.metric("homemonitor_rejected_total", {"reason": "storage_rejected"})
+    assert 1 == service.metric(
+        "homemonitor_readings_rejected_total", {"reason": "storage_rejected"}
+    )
 
 
 async def test_crafted_payloads_cannot_stop_the_worker(

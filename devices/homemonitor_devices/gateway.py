@@ -238,6 +238,7 @@ class Gateway:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._connected = asyncio.Event()
+        self._first_attempt: asyncio.Future[str | None] | None = None  # None: it connected
         # Sequence numbers of the last message acknowledged and the last one queued: both
         # only grow, so the gateway is drained exactly when the first reaches the second.
         self._acked = 0
@@ -262,6 +263,7 @@ class Gateway:
         )
         self._acked, self._appended = await asyncio.to_thread(self._queue.bounds)
         self._update_drained()
+        self._first_attempt = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"gateway {self.gateway_id}")
         self._task.add_done_callback(self._report_failure)
 
@@ -287,6 +289,7 @@ class Gateway:
         task.cancel()
         await asyncio.wait({task})
         self._connected.clear()
+        self._first_attempt_ended("the gateway was closed before it connected")
         if self._queue is not None:
             queue, self._queue = self._queue, None
             await asyncio.shield(asyncio.to_thread(queue.close))
@@ -294,6 +297,7 @@ class Gateway:
     def _report_failure(self, task: asyncio.Task[None]) -> None:
         """Log at once when forwarding dies of something other than the connection."""
         if not task.cancelled() and task.exception() is not None:
+            self._first_attempt_ended(f"forwarding failed ({type(task.exception()).__name__})")
             log.error(
                 "gateway.failed gateway=%s pending=%d: forwarding stopped; messages stay queued",
                 self.gateway_id,
@@ -337,6 +341,25 @@ class Gateway:
         """Return once the gateway is connected to the broker."""
         await self._connected.wait()
 
+    async def first_connection(self) -> None:
+        """Return once the first connection attempt succeeded; raise GatewayError if it failed.
+
+        For a caller that would rather stop than queue for ever against a broker that
+        refuses the gateway (wrong password, not authorised, nothing listening). The
+        gateway itself keeps retrying, as one in a home must.
+        """
+        if self._first_attempt is None:
+            raise GatewayError(self.gateway_id, "not started (use 'async with Gateway(...)')")
+        failure = await asyncio.shield(self._first_attempt)
+        if failure is not None:
+            where = f"{self._host}:{self._port}"
+            detail = f"cannot connect to the broker at {where}: {failure}"
+            raise GatewayError(self.gateway_id, detail)
+
+    def _first_attempt_ended(self, failure: str | None) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(failure)
+
     @property
     def is_connected(self) -> bool:
         """Whether the gateway has a broker connection right now."""
@@ -378,12 +401,14 @@ class Gateway:
                     attempt = 0
                     self.stats.connects += 1
                     self._connected.set()
+                    self._first_attempt_ended(None)
                     log.info("gateway.connected gateway=%s", self.gateway_id)
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 failure = exc
             finally:
                 self._connected.clear()
+            self._first_attempt_ended(str(failure))
             self.stats.connection_failures += 1
             delay = self._backoff.delay(attempt, self._rng)
             attempt += 1

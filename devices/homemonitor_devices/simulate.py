@@ -21,17 +21,17 @@ import dataclasses
 import heapq
 import math
 import random
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from homemonitor.errors import ConfigurationError, HomemonitorError
 from homemonitor.protocol import PayloadFormat
 from homemonitor_devices.clock import SimClock
-from homemonitor_devices.gateway import Backoff, Gateway, TlsConfig
+from homemonitor_devices.gateway import Backoff, Gateway, GatewayError, TlsConfig
 from homemonitor_devices.measurement import DeviceKind
 from homemonitor_devices.physiology import Baseline
 from homemonitor_devices.scenarios import (
@@ -47,7 +47,15 @@ from homemonitor_devices.scenarios import (
     stable,
 )
 
-__all__ = ["Assignments", "SimulationSummary", "demo_clinic", "run_simulation"]
+__all__ = [
+    "Assignments",
+    "ProgressLine",
+    "SimulationError",
+    "SimulationSummary",
+    "demo_clinic",
+    "read_passwords",
+    "run_simulation",
+]
 
 _DAY = timedelta(days=1)
 _PROGRESS_WIDTH = 96
@@ -363,6 +371,85 @@ def _move_a_device(plans: list[PatientPlan], at: datetime, rng: random.Random) -
 
 
 # --- running it -----------------------------------------------------------------------------
+class SimulationError(HomemonitorError):
+    """The simulation cannot run: gateways cannot reach, or log in to, the broker."""
+
+    def __init__(self, refused: Sequence[GatewayError], gateways: int) -> None:
+        first = refused[0]
+        hint = ""
+        if "authori" in first.detail.lower() or "password" in first.detail.lower():
+            hint = " (each gateway logs in with its gateway id as user name)"
+        super().__init__(
+            f"{first}{hint}; {len(refused)} of {gateways} gateways could not connect, "
+            "nothing was published"
+        )
+        self.refused = list(refused)
+        self.gateways = gateways
+
+
+def read_passwords(path: Path) -> dict[str, str]:
+    """Gateway passwords from ``path``: one ``<gateway id>:<password>`` per line.
+
+    The format ``mosquitto_passwd -U`` turns into a broker password file (on a copy: it
+    rewrites the file in place). Blank lines and lines starting with ``#`` are skipped.
+    """
+    passwords: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        gateway_id, sep, password = line.partition(":")
+        if not sep or not gateway_id or not password:
+            msg = f"{path}, line {number}: expected '<gateway id>:<password>'"
+            raise ConfigurationError(msg)
+        passwords[gateway_id] = password
+    return passwords
+
+
+class ProgressLine:
+    """A status line on ``stream``, and lines printed above it.
+
+    On a terminal the status is rewritten in place (carriage return and padding, no
+    terminal codes), and a line printed meanwhile first blanks it: the two never share a
+    row. Anywhere else (a pipe, a file, a CI log) there is no carriage return: the status
+    is a plain line, at most one every ``every`` seconds.
+    """
+
+    def __init__(
+        self, stream: TextIO, *, interactive: bool | None = None, every: float = 10.0
+    ) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty() if interactive is None else interactive
+        self.every = every
+        self._shown = ""  # the status now on the terminal's row
+        self._written_at = -math.inf
+
+    def status(self, text: str, *, final: bool = False) -> None:
+        """Show ``text`` as the status (piped: only if ``every`` has passed, or ``final``)."""
+        if self.interactive:
+            self.stream.write("\r" + text.ljust(max(_PROGRESS_WIDTH, len(self._shown))))
+            self._shown = text
+        elif final or time.monotonic() - self._written_at >= self.every:
+            self.stream.write(text + "\n")
+            self._written_at = time.monotonic()
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        """Print ``text`` on a row of its own, above the status."""
+        if self.interactive and self._shown:
+            width = max(_PROGRESS_WIDTH, len(self._shown))
+            self.stream.write(f"\r{' ' * width}\r{text}\n{self._shown.ljust(width)}")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the status row: what is printed next starts on a new one."""
+        if self.interactive and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._shown = ""
+
+
 @dataclasses.dataclass(slots=True)
 class SimulationSummary:
     """What a simulation run did."""
@@ -393,7 +480,7 @@ async def run_simulation(
     tls: TlsConfig | None = None,
     passwords: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
-    progress: TextIO | None = sys.stderr,
+    progress: ProgressLine | None = None,
     progress_interval: float = 0.5,
     drain_grace: float = 10.0,
     backoff: Backoff | None = None,
@@ -406,6 +493,10 @@ async def run_simulation(
     (``math.inf``: as fast as the gateways take them). Setting ``stop`` ends the run early.
     At the end the gateways get ``drain_grace`` seconds to empty their queues; what is left
     is counted as ``queued`` and stays on disk. ``progress`` gets one updating status line.
+
+    Nothing is published unless every gateway's first connection succeeds: a broker that
+    refuses them (wrong password, not authorised) or is not there raises
+    :class:`SimulationError` instead of a run that quietly queues everything.
     """
     stop = stop or asyncio.Event()
     summary = SimulationSummary()
@@ -438,12 +529,13 @@ async def run_simulation(
             return
         while True:
             refresh()
-            _progress_line(progress, summary, clock.now() if speedup != math.inf else None)
+            progress.status(_status(summary, clock.now() if speedup != math.inf else None))
             await asyncio.sleep(progress_interval)
 
     async with contextlib.AsyncExitStack() as stack:
         for gateway in gateways.values():
             await stack.enter_async_context(gateway)
+        await _all_connected(list(gateways.values()))
         async with asyncio.TaskGroup() as tasks:
             reporter = tasks.create_task(report(), name="simulation progress")
             try:
@@ -475,10 +567,22 @@ async def run_simulation(
     refresh()
     summary.by_scenario = dict(by_scenario)
     if progress is not None:
-        _progress_line(progress, summary, summary.simulated_until)
-        progress.write("\n")
-        progress.flush()
+        progress.status(_status(summary, summary.simulated_until), final=True)
+        progress.finish()
     return summary
+
+
+async def _all_connected(gateways: Sequence[Gateway]) -> None:
+    """Return once every gateway has connected; raise SimulationError if any could not."""
+    outcomes = await asyncio.gather(
+        *(g.first_connection() for g in gateways), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, GatewayError)]
+    if refused:
+        raise SimulationError(refused, len(gateways))
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _first_of(work: asyncio.Future[Any], stop: asyncio.Event) -> None:
@@ -492,15 +596,14 @@ async def _first_of(work: asyncio.Future[Any], stop: asyncio.Event) -> None:
         await asyncio.gather(work, stopped, return_exceptions=True)
 
 
-def _progress_line(stream: TextIO, summary: SimulationSummary, sim_now: datetime | None) -> None:
-    """Rewrite the status line in place (carriage return, padded: no terminal codes)."""
+def _status(summary: SimulationSummary, sim_now: datetime | None) -> str:
+    """The simulation's status line."""
     elapsed = int(summary.elapsed_seconds)
     line = (
-        f"\rsent {summary.published:>7}  queued {summary.queued:>5}  "
+        f"sent {summary.published:>7}  queued {summary.queued:>5}  "
         f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}  "
         f"{summary.rate:7.1f} msg/s"
     )
     if sim_now is not None:
         line += f"  simulated {sim_now.astimezone(UTC):%Y-%m-%d %H:%M}Z"
-    stream.write(line.ljust(_PROGRESS_WIDTH))
-    stream.flush()
+    return line

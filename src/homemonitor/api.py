@@ -3,7 +3,7 @@
 Clinicians authenticate with a bearer token and see only their own care team's
 patients (403 otherwise). Every response that carries patient data first writes an
 ``access_log`` row per patient (who, which patient, what, when); if that write fails,
-the data is not returned. OpenAPI docs are at ``/docs``.
+the data is not returned. OpenAPI docs are at ``/docs`` and ``/redoc``, served offline.
 """
 
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +15,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -98,7 +99,9 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
+    # docs of a first look (or of a clinic's network) work without internet.
+    app = FastAPIOffline(
         title="homemonitor",
         version=__version__,
         description="Home-monitoring alerts for primary-care teams, and the ops endpoints.",
@@ -129,7 +132,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
                 list(dict.fromkeys(patients)),
                 action,
             )
-        metrics.api_reads.labels(action).inc()
+        metrics.api_access(action)
 
     async def team_alert(
         conn: Conn, who: Clinician, alert_id: int, *, for_update: bool = False
@@ -290,7 +293,11 @@ async def _one(conn: Conn, sql: str, *args: object) -> asyncpg.Record:
 
 
 async def refresh_open_alerts(pool: asyncpg.Pool, metrics: Metrics) -> None:
-    """Set the open-alerts gauge from the database (the truth, across workers)."""
+    """Set the open-alerts gauge from the database, which every replica shares.
+
+    Every replica therefore exports the same value: aggregate it with ``max``, not ``sum``
+    (see :mod:`homemonitor.metrics`).
+    """
     rows = await pool.fetch(
         "SELECT severity, count(*) AS n FROM alerts WHERE status <> 'resolved' GROUP BY severity"
     )

@@ -59,6 +59,7 @@ async def _probe(pool: asyncpg.Pool, worker: Worker, metrics: Metrics, stop: asy
         try:
             await asyncio.wait_for(refresh_open_alerts(pool, metrics), 2.0)
         except TRANSIENT_DB_ERRORS as exc:
+            metrics.alerts_open.clear()  # unknown now: no stale number for max() to pick
             worker.database_state(ok=False, why=exc)
         else:
             if not worker.health.database_ok:

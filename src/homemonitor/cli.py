@@ -10,11 +10,17 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from homemonitor import logs
+from pydantic import ValidationError
+
+from homemonitor import __version__, logs
 from homemonitor.errors import HomemonitorError
 from homemonitor.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 EPILOG = """\
 Configuration comes from HOMEMONITOR_* environment variables (see README, 'Configuration').
@@ -34,6 +40,22 @@ def _dsn(args: argparse.Namespace) -> str:
         msg = "no database: pass --database-url or set HOMEMONITOR_DATABASE_URL"
         raise HomemonitorError(msg)
     return settings.database_url.get_secret_value()
+
+
+async def _pool(args: argparse.Namespace) -> asyncpg.Pool[asyncpg.Record]:
+    """A one-connection pool to the user's database; if it cannot connect, say where and why."""
+    import asyncpg  # noqa: PLC0415 - keep 'payload check' light
+
+    from homemonitor import database  # noqa: PLC0415
+
+    dsn = _dsn(args)
+    try:
+        return await database.create_pool(dsn, max_size=1)
+    except (OSError, asyncpg.PostgresError, asyncpg.ClientConfigurationError) as exc:
+        url = urlsplit(dsn)  # never the password
+        where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+        msg = f"cannot connect to the database {where}: {exc}"
+        raise HomemonitorError(msg) from exc
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, object]]) -> object:
@@ -60,7 +82,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from homemonitor import database  # noqa: PLC0415
 
     async def main() -> None:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             mode = await database.migrate(conn, retention=_settings(args).retention)
         print(f"database is up to date; storage mode: {mode}")
@@ -75,7 +97,7 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
     reg = registry.load_file(Path(args.file))
 
     async def main() -> registry.ApplySummary:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             await database.migrate(conn, retention=_settings(args).retention)
             return await registry.apply(conn, reg)
@@ -90,10 +112,10 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
-    from homemonitor import auth, database  # noqa: PLC0415
+    from homemonitor import auth  # noqa: PLC0415
 
     async def main() -> str:
-        pool = await database.create_pool(_dsn(args), max_size=1)
+        pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             try:
                 return await auth.issue_token(conn, args.clinician, args.label)
@@ -188,19 +210,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import yaml  # noqa: PLC0415
 
     from homemonitor_devices.gateway import TlsConfig  # noqa: PLC0415
-    from homemonitor_devices.simulate import demo_clinic, run_simulation  # noqa: PLC0415
+    from homemonitor_devices.simulate import (  # noqa: PLC0415
+        ProgressLine,
+        SimulationSummary,
+        demo_clinic,
+        run_simulation,
+    )
 
     reg, assignments = demo_clinic(args.patients, args.seed, days=args.days)
-    if args.write_registry:
-        Path(args.write_registry).write_text(
-            yaml.safe_dump(reg, allow_unicode=True, sort_keys=False), encoding="utf-8"
-        )
-        print(
-            f"wrote the registry of {len(reg['patients'])} simulated patients to "
-            f"{args.write_registry}; apply it with 'homemonitor registry apply "
-            f"{args.write_registry}' before simulating"
-        )
+    gateway_ids = [plan.gateway_id for plan in assignments.patients]
+    if args.write_registry or args.write_passwords:
+        if args.write_registry:
+            Path(args.write_registry).write_text(
+                yaml.safe_dump(reg, allow_unicode=True, sort_keys=False), encoding="utf-8"
+            )
+            print(
+                f"wrote the registry of {len(reg['patients'])} simulated patients to "
+                f"{args.write_registry}; apply it with 'homemonitor registry apply "
+                f"{args.write_registry}' before simulating"
+            )
+        if args.write_passwords:
+            _write_passwords(Path(args.write_passwords), gateway_ids)
         return 0
+    passwords = _gateway_passwords(args, gateway_ids)
+    logs.configure("text", "ERROR")  # reconnects show in the progress line's queue count
     tls = TlsConfig(ca_file=Path(args.tls_ca)) if args.tls_ca else None
     queue_dir = Path(args.queue_dir or tempfile.mkdtemp(prefix="homemonitor-gateways-"))
     speed = math.inf if args.speed == 0 else args.speed
@@ -212,15 +245,58 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             port=args.port,
             speedup=speed,
             tls=tls,
+            passwords=passwords,
             stop=stop,
+            progress=ProgressLine(sys.stderr),
         )
     )
+    assert isinstance(summary, SimulationSummary)
     print(
-        f"\n{getattr(summary, 'published', 0)} messages published "
-        f"({getattr(summary, 'duplicates', 0)} deliberate duplicates, "
-        f"{getattr(summary, 'garbage', 0)} garbage); gateway queues in {queue_dir}"
+        f"{summary.published} messages published ({summary.duplicates} deliberate "
+        f"duplicates, {summary.garbage} garbage); gateway queues in {queue_dir}"
     )
+    if summary.queued and not summary.stopped_early:
+        print(
+            f"homemonitor: {summary.queued} messages were not acknowledged by the broker and "
+            f"stay queued in {queue_dir}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _gateway_passwords(
+    args: argparse.Namespace, gateway_ids: Sequence[str]
+) -> dict[str, str] | None:
+    """Each simulated gateway's broker password: from --password-file, or --password."""
+    from homemonitor_devices.simulate import read_passwords  # noqa: PLC0415
+
+    if args.password_file:
+        passwords = read_passwords(Path(args.password_file))
+        missing = [g for g in gateway_ids if g not in passwords]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            msg = f"{args.password_file} has no password for gateway {missing[0]}{more}"
+            raise HomemonitorError(msg)
+        return passwords
+    if args.password is not None:
+        return dict.fromkeys(gateway_ids, args.password)
+    return None
+
+
+def _write_passwords(path: Path, gateway_ids: Sequence[str]) -> None:
+    """A new random password per gateway, as ``<gateway id>:<password>`` lines (mode 0600)."""
+    import secrets  # noqa: PLC0415
+
+    lines = "".join(f"{g}:{secrets.token_hex(16)}\n" for g in gateway_ids)
+    with path.open("x", encoding="utf-8") as out:  # never replace passwords a broker has
+        path.chmod(0o600)
+        out.write(lines)
+    print(
+        f"wrote a password for each of {len(gateway_ids)} simulated gateways to {path}; give "
+        f"the broker their users with 'cp {path} gw.passwd && mosquitto_passwd -U gw.passwd' "
+        f"and append gw.passwd to its password file, then simulate with --password-file {path}"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -237,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"homemonitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def db_option(p: argparse.ArgumentParser) -> None:
@@ -311,11 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
         "crisis, COPD exacerbation, and device faults) publish through store-and-forward "
         "gateways. First write and apply their registry: 'homemonitor simulate "
         "--write-registry clinic.yaml' then 'homemonitor registry apply clinic.yaml'; use the "
-        "same --patients, --seed and --days for both steps.",
+        "same --patients, --seed and --days for both steps. A broker that authenticates "
+        "gateways (deploy/) knows each as its gateway id with its own password: "
+        "--write-passwords makes them, --password-file uses them. A gateway the broker "
+        "refuses or cannot reach is an error (exit 2); messages the broker did not take by "
+        "the end, exit 1.",
     )
     sim.add_argument("--host", default="127.0.0.1", help="broker host (127.0.0.1)")
     sim.add_argument("--port", type=int, default=1883, help="broker port (1883)")
     sim.add_argument("--tls-ca", help="CA file: connect with TLS")
+    sim.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="broker passwords, one '<gateway id>:<password>' line per gateway (each "
+        "gateway logs in with its gateway id as user name, as deploy/mosquitto/acl requires)",
+    )
+    sim.add_argument(
+        "--password",
+        help="one broker password for every gateway (visible to other users of this "
+        "machine: prefer --password-file)",
+    )
     sim.add_argument("--patients", type=int, default=50, help="simulated patients (50)")
     sim.add_argument("--seed", type=int, default=7, help="scenario seed (7)")
     sim.add_argument("--days", type=float, default=4.0, help="days to replay, ending now (4)")
@@ -330,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-registry",
         metavar="FILE",
         help="write the simulated clinic's registry to FILE and exit",
+    )
+    sim.add_argument(
+        "--write-passwords",
+        metavar="FILE",
+        help="write a new random password per simulated gateway to FILE (the "
+        "--password-file format, which 'mosquitto_passwd -U' hashes) and exit",
     )
     sim.set_defaults(func=cmd_simulate)
 
@@ -372,15 +470,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mistake(exc: Exception) -> str | None:
+    """One line saying what the user got wrong, or None for an error that is a bug.
+
+    The user's mistakes: the project's own errors (they say what to change), a setting
+    Settings refuses, and a file the user named that cannot be read.
+    """
+    if isinstance(exc, HomemonitorError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        in_env = exc.title == Settings.__name__
+        problems = [
+            f"{'HOMEMONITOR_' if in_env else ''}{'.'.join(map(str, e['loc'])).upper()}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors(include_url=False, include_input=False)  # no secret values
+        ]
+        return f"invalid {'setting' if in_env else exc.title}: " + "; ".join(problems)
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        return f"{exc.filename}: {what}" if exc.filename is not None else what
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user's mistake is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except HomemonitorError as exc:
-        print(f"homemonitor: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = _mistake(exc)
+        if problem is None:
+            raise
+        print(f"homemonitor: {problem}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -3,8 +3,11 @@
 A private Mosquitto and PostgreSQL in a temporary directory, a simulated clinic (care
 teams, ~50 patients with heart failure, hypertension or COPD, their devices and care
 plans), the service itself, and simulated gateways replaying a few days of home
-readings at a speed-up. New alerts are printed as they open; the API URL and a
-clinician token are printed at the start so a person can try the API.
+readings at a speed-up. New alerts are printed as they open; the API URL, a clinician
+token, the broker's address and the database's DSN are printed at the start so a person
+can try the API, publish a reading of their own, apply a registry or issue a token.
+On a terminal the progress is one line rewritten in place; piped, it is a plain line
+every few seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -26,7 +29,11 @@ from homemonitor.app import serve
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
 from homemonitor.ingest import Health
 from homemonitor.metrics import Metrics
+from homemonitor.protocol import readings_topic
 from homemonitor.settings import Settings
+
+if TYPE_CHECKING:
+    from homemonitor_devices.simulate import ProgressLine
 
 DEFAULT_DAYS = 4.0
 _UNITS = {
@@ -40,22 +47,25 @@ _UNITS = {
 
 
 def _port_or_free(port: int) -> int:
+    """``port`` if it is free, else (or for 0) a free one: the banner names the real port."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return free_port()
-    return port
+        return int(sock.getsockname()[1])
 
 
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        # On a terminal, first clear the simulator's progress line (stderr) from the row.
-        prefix = "\r\033[K" if sys.stdout.isatty() else ""
-        print(prefix + text, flush=True)
+def _say(console: ProgressLine | None, text: str) -> None:
+    """A line of its own, never glued to the progress line (nothing when quiet)."""
+    for line in text.split("\n"):
+        if console is not None:
+            console.line(line)
 
 
-async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) -> None:
+async def _watch_alerts(
+    pool: asyncpg.Pool, console: ProgressLine | None, stop: asyncio.Event
+) -> None:
     """Print each alert episode when it opens, and when it escalates to urgent."""
     seen: dict[int, str] = {}
     while not stop.is_set():
@@ -71,7 +81,7 @@ async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) ->
                 seen[r["id"]] = r["severity"]
                 mark = "URGENT " if r["severity"] == "urgent" else "warning"
                 _say(
-                    quiet,
+                    console,
                     f"  alert {verb} {mark} #{r['id']:<4} {r['care_team_id']:<11} "
                     f"{r['patient_id']}  {r['rule']:<17} worst {r['worst_value']:.1f} "
                     f"{_UNITS.get(r['quantity'], '')} (threshold {r['threshold']:g}, "
@@ -84,15 +94,19 @@ async def _watch_alerts(pool: asyncpg.Pool, quiet: bool, stop: asyncio.Event) ->
 async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str, Any]:
     stored = await pool.fetchval("SELECT count(*) FROM readings")
     flagged = await pool.fetchval("SELECT count(*) FROM readings WHERE flags <> '{}'")
-    opened = await pool.fetch("SELECT severity, count(*) AS n FROM alerts GROUP BY severity")
+    urgent_now = await pool.fetchval("SELECT count(*) FROM alerts WHERE severity = 'urgent'")
     quarantined = await pool.fetch(
         "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY reason"
     )
+    # By severity at opening, as homemonitor_alerts_opened_total counts them (the same
+    # tally); an alert that opened as a warning and escalated since is a warning here.
+    opened = dict(getattr(worker_totals, "opened", {}))
     return {
         "readings_stored": stored,
         "readings_flagged": flagged,
         "duplicates_absorbed": getattr(worker_totals, "duplicates", 0),
-        "alerts_opened": {r["severity"]: r["n"] for r in opened},
+        "alerts_opened": opened,
+        "alerts_escalated": urgent_now - opened.get("urgent", 0),
         "quarantined": {r["reason"]: r["n"] for r in quarantined},
         "messages_published": getattr(sim, "published", 0),
         "scenarios": getattr(sim, "by_scenario", {}),
@@ -110,9 +124,20 @@ async def run_demo(
     http_port: int = 8080,
     quiet: bool = False,
     workdir: Path | None = None,
+    metrics: Metrics | None = None,
 ) -> dict[str, Any]:
-    """Run the demo until ``stop`` (Ctrl-C) or ``duration`` seconds; return the summary."""
-    from homemonitor_devices.simulate import demo_clinic, run_simulation  # noqa: PLC0415
+    """Run the demo until ``stop`` (Ctrl-C) or ``duration`` seconds; return the summary.
+
+    Everything but ``quiet`` output goes to stdout. ``metrics`` is the service's (a fresh
+    one by default).
+    """
+    from homemonitor_devices.simulate import (  # noqa: PLC0415 - the device side, on demand
+        ProgressLine,
+        demo_clinic,
+        run_simulation,
+    )
+
+    console = None if quiet else ProgressLine(sys.stdout, every=5.0)
 
     own_dir = workdir is None
     base = workdir or Path(tempfile.mkdtemp(prefix="homemonitor-demo-"))
@@ -122,7 +147,7 @@ async def run_demo(
     if speed is None:
         replay = (duration or 100.0) * 0.7
         speed = days * 86400 / replay
-    _say(quiet, f"homemonitor demo: starting a private broker and database in {base}")
+    _say(console, f"homemonitor demo: starting a private broker and database in {base}")
     try:
         with PrivatePostgres(base / "postgres") as pg, PrivateMosquitto(base / "mosquitto") as mq:
             reg, assignments = demo_clinic(patients, seed, days=days)
@@ -147,27 +172,43 @@ async def run_demo(
             for name in assignments.scenarios().values():
                 scenarios[name] = scenarios.get(name, 0) + 1
             _say(
-                quiet,
-                f"  clinic: {len(reg['patients'])} patients in "
+                console,
+                f"  clinic:   {len(reg['patients'])} patients in "
                 f"{len(reg['care_teams'])} care teams; scenarios: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(scenarios.items())),
             )
             _say(
-                quiet,
+                console,
                 f"  replaying {days:g} days of home readings at {speed:.0f}x "
                 f"(~{days * 86400 / speed:.0f} s)",
             )
-            _say(quiet, f"  API:     http://127.0.0.1:{port}/docs   (metrics: /metrics, /ready)")
+            _say(console, f"  API:      http://127.0.0.1:{port}/docs   (metrics: /metrics, /ready)")
             _say(
-                quiet, f"  token:   {token}   (clinician {clinician}, {reg['care_teams'][0]['id']})"
+                console,
+                f"  token:    {token}   (clinician {clinician}, {reg['care_teams'][0]['id']})",
             )
             _say(
-                quiet,
-                f"  try:     curl -H 'Authorization: Bearer {token}' "
+                console,
+                f"  try:      curl -H 'Authorization: Bearer {token}' "
                 f"http://127.0.0.1:{port}/api/v1/alerts",
             )
-            _say(quiet, "  Ctrl-C ends the demo with a summary.\n")
-            metrics, health = Metrics(), Health()
+            home = assignments.patients[0]
+            _say(
+                console,
+                f"  broker:   mqtt://{mq.host}:{mq.port} (no password); gateway {home.gateway_id} "
+                f"publishes QoS 1 to {readings_topic(home.gateway_id)}\n"
+                f"            for its devices "
+                + ", ".join(binding.device_id for binding in home.devices)
+                + " (payloads: docs/protocol.md)",
+            )
+            _say(
+                console,
+                f"  database: {pg.dsn}\n"
+                f"            HOMEMONITOR_DATABASE_URL={pg.dsn} homemonitor registry apply "
+                "FILE | token issue CLINICIAN",
+            )
+            _say(console, "  Ctrl-C ends the demo with a summary.\n")
+            metrics, health = metrics or Metrics(), Health()
             service_stop = asyncio.Event()
             service = asyncio.create_task(
                 serve(settings, service_stop, metrics=metrics, health=health)
@@ -179,7 +220,7 @@ async def run_demo(
             pool = await database.create_pool(pg.dsn, max_size=2)
             sim_result: Any = None
             try:
-                watcher = asyncio.create_task(_watch_alerts(pool, quiet, stop))
+                watcher = asyncio.create_task(_watch_alerts(pool, console, stop))
                 sim_result = await run_simulation(
                     assignments,
                     queue_dir=base / "gateways",
@@ -187,11 +228,11 @@ async def run_demo(
                     port=mq.port,
                     speedup=speed if math.isfinite(speed) else math.inf,
                     stop=stop,
-                    progress=None if quiet else sys.stderr,
+                    progress=console,
                 )
                 if not stop.is_set():
                     _say(
-                        quiet,
+                        console,
                         "\n  simulation finished; the service keeps running for "
                         "the API. Ctrl-C ends the demo.",
                     )
@@ -216,7 +257,8 @@ async def run_demo(
         alerts = summary["alerts_opened"]
         print(
             f"  alerts opened        {sum(alerts.values())} "
-            f"({alerts.get('urgent', 0)} urgent, {alerts.get('warning', 0)} warning)"
+            f"({alerts.get('urgent', 0)} urgent, {alerts.get('warning', 0)} warning at "
+            f"opening; {summary['alerts_escalated']} escalated to urgent since)"
         )
         q = summary["quarantined"]
         print(

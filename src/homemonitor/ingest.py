@@ -450,7 +450,7 @@ class Worker:
         for flag, n in result.flagged.items():
             m.readings_flagged.labels(flag).inc(n)
         for q in batch.quarantined:
-            m.rejected.labels(q.rejection.reason.value).inc()
+            m.rejected(q.rejection)
         for severity, n in result.opened.items():
             m.alerts_opened.labels(severity).inc(n)
         for msg in batch.messages:

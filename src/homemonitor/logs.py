@@ -9,6 +9,10 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Literal
+
+#: The levels ``configure`` takes (HOMEMONITOR_LOG_LEVEL; any case in the environment).
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -24,7 +28,7 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
+def configure(fmt: str = "text", level: LogLevel = "INFO") -> None:
     """Send logs to stderr in ``fmt`` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -33,6 +37,6 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level)
     for noisy in ("mqtt", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

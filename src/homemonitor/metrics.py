@@ -1,14 +1,50 @@
 """Prometheus metrics of the pipeline, in one container that takes its registry.
 
 Names follow ``homemonitor_<noun>_<unit>``; labels are bounded (reasons, severities,
-formats) and never name a patient, a device or a value: readings live in the database.
+formats, API actions) and never name a patient, a device or a value: readings live in
+the database.
+
+Most metrics describe the replica that exports them, and adding them up over replicas
+(``sum``) gives the whole service. One does not: ``homemonitor_alerts_open`` is read from
+the database, which every replica shares, so every replica exports the same number.
+Aggregate it with ``max`` (``deploy/prometheus/alerts.yml`` records
+``homemonitor:alerts_open:max``), never with ``sum``. A replica that cannot read the
+database exports no ``homemonitor_alerts_open`` at all rather than a stale number.
+
+The process (``process_*``, ``python_*``) and ``homemonitor_build_info{version}`` are
+exported too.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Literal
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from homemonitor import __version__
+from homemonitor.readings import Reason, Rejection
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+#: Every API action on patient data (each is also access-logged), and whether it only
+#: reads the data or changes it. An action missing here is a programming error.
+API_ACTIONS: dict[str, Literal["read", "write"]] = {
+    "list_alerts": "read",
+    "view_alert": "read",
+    "view_readings": "read",
+    "view_trend": "read",
+    "acknowledge_alert": "write",
+    "resolve_alert": "write",
+}
 
 
 class Metrics:
@@ -17,6 +53,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Info(
+            "homemonitor_build", "The homemonitor version this process runs.", registry=r
+        )
+        self.build_info.info({"version": __version__})
         self.messages_received = Counter(
             "homemonitor_messages_received_total", "MQTT messages received.", ["format"], registry=r
         )
@@ -34,9 +77,15 @@ class Metrics:
             ["flag"],
             registry=r,
         )
-        self.rejected = Counter(
-            "homemonitor_rejected_total",
-            "Messages or readings quarantined, by reason.",
+        self.messages_rejected = Counter(
+            "homemonitor_messages_rejected_total",
+            "Whole messages quarantined (nothing in them could be read), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.readings_rejected = Counter(
+            "homemonitor_readings_rejected_total",
+            "Readings quarantined from a message whose other readings went on, by reason.",
             ["reason"],
             registry=r,
         )
@@ -65,10 +114,17 @@ class Metrics:
             registry=r,
         )
         self.alerts_opened = Counter(
-            "homemonitor_alerts_opened_total", "Alert episodes opened.", ["severity"], registry=r
+            "homemonitor_alerts_opened_total",
+            "Alert episodes opened by this replica, by severity at opening.",
+            ["severity"],
+            registry=r,
         )
         self.alerts_open = Gauge(
-            "homemonitor_alerts_open", "Alert episodes not resolved.", ["severity"], registry=r
+            "homemonitor_alerts_open",
+            "Alert episodes not resolved, in the whole database: the same on every replica, "
+            "aggregate with max(), not sum().",
+            ["severity"],
+            registry=r,
         )
         self.broker_connected = Gauge(
             "homemonitor_broker_connected", "1 while connected to the MQTT broker.", registry=r
@@ -91,9 +147,37 @@ class Metrics:
             "Batch commits retried after a database error.",
             registry=r,
         )
-        self.api_reads = Counter(
+        self.api_patient_reads = Counter(
             "homemonitor_api_patient_reads_total",
-            "API reads of patient data (each also access-logged).",
-            ["endpoint"],
+            "API requests that returned patient data (each also access-logged), by action.",
+            ["action"],
             registry=r,
         )
+        self.api_patient_writes = Counter(
+            "homemonitor_api_patient_writes_total",
+            "API requests that changed patient data, e.g. acknowledged an alert (each also "
+            "access-logged), by action.",
+            ["action"],
+            registry=r,
+        )
+        for reason in Reason:  # every series from the start: rate() sees the first one
+            self.messages_rejected.labels(reason.value)
+            self.readings_rejected.labels(reason.value)
+        for action, kind in API_ACTIONS.items():
+            self._api_counter(kind).labels(action)
+
+    def rejected(self, rejection: Rejection) -> None:
+        """Count one quarantined message or reading: the one place a rejection is counted.
+
+        ``rejection.index`` None means the whole message was refused (malformed,
+        oversized, unknown topic, ...); otherwise one reading inside it was.
+        """
+        counter = self.messages_rejected if rejection.index is None else self.readings_rejected
+        counter.labels(rejection.reason.value).inc()
+
+    def api_access(self, action: str) -> None:
+        """Count one API request on patient data, as a read or a write (``API_ACTIONS``)."""
+        self._api_counter(API_ACTIONS[action]).labels(action).inc()
+
+    def _api_counter(self, kind: Literal["read", "write"]) -> Counter:
+        return self.api_patient_reads if kind == "read" else self.api_patient_writes

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from homemonitor.logs import LogLevel
 
 
 class Settings(BaseSettings):
@@ -57,4 +60,26 @@ class Settings(BaseSettings):
     http_port: int = 8080
     shutdown_grace_s: float = Field(default=10.0, description="Drain time after SIGTERM.")
     log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A ``postgresql://`` URL (what asyncpg takes); checked here, not at first connect."""
+        if value is not None:
+            url = urlsplit(value.get_secret_value())
+            if url.scheme not in ("postgresql", "postgres"):
+                msg = "must be a URL like postgresql://user:password@host:5432/database"
+                raise ValueError(msg)
+            _ = url.port  # a port that is not a number raises ValueError
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
