@@ -1,4 +1,4 @@
-"""CPU and memory of the bench's processes (from /proc), and the machine the figures came from."""
+"""CPU and memory of the bench's processes (psutil), and the machine the figures came from."""
 
 from __future__ import annotations
 
@@ -10,70 +10,74 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
+import psutil
 
 
 def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     """User + system CPU of ``pid`` (and of its children it has waited for)."""
     try:
-        f = _stat(pid)
-    except (FileNotFoundError, ProcessLookupError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    ticks = int(f[11]) + int(f[12])
+    seconds = times.user + times.system
     if reaped_children:
-        ticks += int(f[13]) + int(f[14])
-    return ticks / _HZ
+        seconds += times.children_user + times.children_system
+    return seconds
 
 
-def memory_kb(pid: int, field: str = "VmRSS") -> int:
-    """A ``/proc/<pid>/status`` memory field (VmRSS, VmHWM) in kB; 0 when gone."""
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB; 0 when it is gone."""
     try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of ``pid`` (VmHWM) in MiB since :func:`reset_peak_memory`.
+
+    psutil 7 has no peak RSS on Linux (8.0 brings ``memory_extras().peak_rss``), so this
+    one field is read from ``/proc/<pid>/status``.
+    """
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def reset_peak_memory(pid: int) -> None:
-    """Reset VmHWM to the current RSS (``clear_refs`` 5), so a phase has its own peak."""
+    """Reset VmHWM to the current RSS (``clear_refs`` 5), so a phase has its own peak.
+
+    A kernel interface psutil does not wrap.
+    """
     with contextlib.suppress(OSError):
         Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def _children(ppid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int(_stat(int(entry.name))[1]) == ppid:
-                    found.append(int(entry.name))
-    return found
+    try:
+        return [p.pid for p in psutil.Process(ppid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def pid_with_argument(argument: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if argument.encode() in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
+    """A process whose command line contains ``argument``."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if argument in "\0".join(proc.info["cmdline"] or ()):
+            return proc.pid
     return None
 
 
 def _machine_busy_seconds() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _HZ
+    t = psutil.cpu_times()  # all CPUs: everything but idle and iowait
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
 
 
 @dataclasses.dataclass(slots=True)
 class CpuMeter:
-    """CPU seconds of each part of the bench, read from /proc."""
+    """CPU seconds of each part of the bench."""
 
     loadgen: int
     mosquitto: int | None
@@ -97,18 +101,15 @@ class CpuMeter:
 def machine() -> dict[str, Any]:
     """What the figures came from."""
     model = "unknown"
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # psutil does not name the CPU
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    mem_kb = 0
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        mem_kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
     return {
         "cpu": model,
         "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
     }

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from homemonitor.embedded import PrivatePostgres
 from homemonitor_bench.clinic import breaches
 from homemonitor_bench.consumers import ServiceWorkers
-from homemonitor_bench.meter import memory_kb
+from homemonitor_bench.meter import rss_mb
 from homemonitor_bench.search import Bench
 
 
@@ -141,8 +141,8 @@ async def outage(
                 "t": now,
                 "published": acked,
                 "stored": stored,
-                "worker_rss_mb": memory_kb(pid) / 1024,
-                "broker_rss_mb": memory_kb(broker) / 1024 if broker else 0.0,
+                "worker_rss_mb": rss_mb(pid),
+                "broker_rss_mb": rss_mb(broker) if broker else 0.0,
             }
         )
         if t_ready is not None:

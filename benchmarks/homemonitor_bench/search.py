@@ -9,7 +9,7 @@ from pathlib import Path
 
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor_bench.consumers import Consumer, Db, Verification
-from homemonitor_bench.meter import CpuMeter, memory_kb, reset_peak_memory
+from homemonitor_bench.meter import CpuMeter, peak_rss_mb, reset_peak_memory
 from homemonitor_bench.publisher import LoadGenerator, Published
 
 
@@ -134,7 +134,7 @@ class Bench:
         verification = await consumer.verify(first, published.acked)
         n = max(1, verification.stored)
         cpu_us = {k: (cpu1[k] - cpu0[k]) / n * 1e6 for k in cpu0}
-        peak = sum(memory_kb(pid, "VmHWM") for pid in pids) / 1024
+        peak = sum(peak_rss_mb(pid) for pid in pids)
         problems = []
         if published.achieved < 0.95 * rate:
             problems.append(f"publisher held only {published.achieved:.0f}/s")
