@@ -17,12 +17,12 @@ test: venv system-deps test-deps  ## run the test suite against real Mosquitto a
 	$(BIN)/pytest $(ARGS)
 
 check: venv  ## ruff and mypy --strict
-	$(BIN)/ruff check src devices tests
-	$(BIN)/ruff format --check src devices tests
+	$(BIN)/ruff check src devices benchmarks tests
+	$(BIN)/ruff format --check src devices benchmarks tests
 	$(BIN)/mypy
 
-bench: venv system-deps  ## throughput and latency against baselines (see README)
-	$(BIN)/homemonitor bench $(ARGS)
+bench: venv system-deps  ## throughput and latency against baselines (see README; ARGS=--help)
+	$(BIN)/python -m homemonitor_bench $(ARGS)
 
 venv: $(STAMP)
 

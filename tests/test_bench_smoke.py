@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from homemonitor import bench, careplan, registry
+from homemonitor import careplan, registry
 from homemonitor.careplan import PlanRow, PlanTable
 from homemonitor.decoding import decode
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.protocol import PayloadFormat
+from homemonitor_bench.clinic import Payloads, breaches, build_clinic
+from homemonitor_bench.run import smoke
 
 SENT_AT = "2026-01-01T00:00:00.000000+00:00"
 
@@ -19,7 +21,7 @@ async def test_bench_harness_stores_every_reading_once(
     dsn: str, broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
     """The bench's load generator and worker process: every published reading stored once."""
-    verification = await bench.smoke(dsn, broker, tmp_path, patients=20, readings=1500)
+    verification = await smoke(dsn, broker, tmp_path, patients=20, readings=1500)
     assert (1500, 0, 0, 0) == (
         verification.published,
         verification.lost,
@@ -30,13 +32,13 @@ async def test_bench_harness_stores_every_reading_once(
 
 def test_load_breaches_the_plan_exactly_where_it_says_about_one_percent() -> None:
     """Bench payloads decode cleanly, and the readings meant to breach (about 1 %) do."""
-    clinic = bench.build_clinic(200)
+    clinic = build_clinic(200)
     reg = registry.parse(clinic.registry)
     plans = PlanTable(
         [PlanRow(p.id, p.care_team, 1, p.care_plan.thresholds) for p in reg.patients if p.care_plan]
     )
     owner = {b.device: p.id for p in reg.patients for b in p.devices}
-    payloads = bench.Payloads(clinic.devices, base_ms=1_700_000_000_000)
+    payloads = Payloads(clinic.devices, base_ms=1_700_000_000_000)
     decoded = [decode(PayloadFormat.NATIVE, payloads.payload(s, SENT_AT)) for s in range(20_000)]
     readings = [d.readings[0] for d in decoded]
     levels = careplan.evaluate(
@@ -44,7 +46,7 @@ def test_load_breaches_the_plan_exactly_where_it_says_about_one_percent() -> Non
         np.array([plans.row(owner[r.device_id]) for r in readings], dtype=np.intp),
         careplan.values_matrix([r.values for r in readings]),
     )
-    meant = [bench.breaches(s) for s in range(20_000)]
+    meant = [breaches(s) for s in range(20_000)]
     assert ([], [str(s) for s in range(20_000)], meant, True) == (
         [r for d in decoded for r in d.rejections],
         [r.message_id for r in readings],

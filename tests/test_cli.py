@@ -37,6 +37,17 @@ def run(
     )
 
 
+def test_help_imports_neither_the_benchmark_nor_the_pipeline() -> None:
+    """Building the parser (every command's start-up) loads no bench, numpy, asyncpg or MQTT."""
+    code = (
+        "import sys; from homemonitor.cli import build_parser; build_parser().format_help(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'homemonitor_bench', 'numpy', 'asyncpg', 'aiomqtt', 'paho'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == done.stdout.strip()
+
+
 def test_payload_check_prints_normalised_readings() -> None:
     """A good payload exits 0 and shows each reading in canonical units."""
     payload = {

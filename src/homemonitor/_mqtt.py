@@ -14,8 +14,8 @@ itself and hands every other packet (CONNACK, SUBACK, PINGRESP, DISCONNECT, QoS 
 flows) to paho exactly as paho would have read it. Connecting, subscribing, keep-alive,
 writing and reconnecting stay with aiomqtt and paho.
 
-Everything that depends on private attributes is in this module; the tests in
-``tests/test_mqtt_intake.py`` (packet framing against a real broker, acks after
+Everything in the service that depends on private attributes is in this module; the
+tests in ``tests/test_mqtt_intake.py`` (packet framing against a real broker, acks after
 commit, reconnects) fail if an upgrade of either library breaks it.
 
 Message ids are only meaningful on the connection that delivered them: after a
@@ -69,12 +69,6 @@ def ack_all(client: aiomqtt.Client, mids: list[int]) -> None:
     if mids:
         packets = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)  # what paho's ack() sends
         _paho(client)._packet_queue(0x40, packets, 0, 1)
-
-
-def queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
-    """aiomqtt's incoming queue, drained without a task per message."""
-    q: asyncio.Queue[aiomqtt.Message] = client._queue
-    return q
 
 
 def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:

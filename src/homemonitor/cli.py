@@ -299,12 +299,6 @@ def _write_passwords(path: Path, gateway_ids: Sequence[str]) -> None:
     )
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from homemonitor import bench  # noqa: PLC0415 - heavy, and only for this command
-
-    return bench.run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="homemonitor",
@@ -457,16 +451,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="API port (8080)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON only")
     demo.set_defaults(func=cmd_demo)
-    from homemonitor import bench  # noqa: PLC0415
-
-    ben = sub.add_parser(
-        "bench",
-        help="throughput and latency of the real worker, against baselines",
-        description=(bench.__doc__ or "").split("\n\n", 1)[-1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    bench.add_arguments(ben)
-    ben.set_defaults(func=cmd_bench)
     return parser
 
 

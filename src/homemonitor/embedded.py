@@ -1,7 +1,7 @@
 """Private Mosquitto and PostgreSQL instances started from the installed binaries.
 
 One mechanism for everything that needs its own broker or database: ``make demo``,
-``homemonitor bench`` and the test fixtures. Each instance lives in its own directory on
+``make bench`` and the test fixtures. Each instance lives in its own directory on
 a free port, and can be stopped, killed and started again, which is how the tests cut
 the pipeline's legs from under it.
 

@@ -1,0 +1,267 @@
+"""The whole run: the plan of phases against one broker, database and load generator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from homemonitor import database, registry
+from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
+from homemonitor.registry import RegistryCache
+from homemonitor_bench.clinic import build_clinic
+from homemonitor_bench.consumers import (
+    NAIVE_TABLE,
+    ChildConsumer,
+    Consumer,
+    Db,
+    ServiceWorkers,
+    Verification,
+    bare_main,
+    forget_session,
+    intake_main,
+    naive_main,
+)
+from homemonitor_bench.meter import CpuMeter, machine, pid_with_argument
+from homemonitor_bench.phases import latency, outage
+from homemonitor_bench.publisher import LoadConfig, LoadGenerator
+from homemonitor_bench.search import Bench, Search
+from homemonitor_bench.stages import profile
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """How long each phase runs."""
+
+    step_seconds: float
+    max_steps: int
+    latency_seconds: tuple[float, float]
+    profile_seconds: float
+    outage: tuple[float, float, float]  # before, down, after
+    patients: int
+
+
+#: Latency runs last 60 s: long enough to include full garbage collections and periodic work.
+FULL = Plan(7.0, 7, (60.0, 60.0), 8.0, (5.0, 60.0, 15.0), patients=10_000)
+QUICK = Plan(2.0, 3, (3.0, 2.0), 2.0, (1.5, 5.0, 3.0), patients=2_000)
+PHASES = ("bare", "intake", "naive", "worker", "latency", "profile", "scale", "outage")
+
+
+def _mosquitto_version(binary: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([binary, "-h"], capture_output=True, timeout=5, check=False)
+        first = out.stdout.decode(errors="replace").splitlines()
+        if first:
+            return first[0].replace("mosquitto version ", "")
+    return "unknown"
+
+
+async def prepare_database(db: Db, patients: int, seed: int) -> dict[str, Any]:
+    """Migrate, apply the clinic's registry (timed) and create the naive table."""
+    conn = await db.conn()
+    await database.migrate(conn)
+    clinic = build_clinic(patients, seed)
+    t0 = time.perf_counter()
+    parsed = registry.parse(clinic.registry)
+    t1 = time.perf_counter()
+    summary = await registry.apply(conn, parsed)
+    t2 = time.perf_counter()
+    await conn.execute(NAIVE_TABLE)
+    cache = RegistryCache()
+    t3, cpu = time.perf_counter(), time.process_time()
+    await cache.load(conn)  # what a worker does at start and when the registry changes
+    return {
+        "patients": summary.patients,
+        "devices": summary.devices,
+        "care_plans": summary.plans_added,
+        "parse_s": t1 - t0,
+        "apply_s": t2 - t1,
+        "cache_load_s": time.perf_counter() - t3,
+        "cache_load_cpu_s": time.process_time() - cpu,
+        "cache_max_age_s": getattr(cache, "max_age", None),  # reloaded by age, if it is
+    }
+
+
+async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Every phase of ``args.phases`` in order; the result the report and the JSON hold."""
+    plan = QUICK if args.quick else FULL
+    patients = args.patients or plan.patients
+    phases = set(args.phases.split(",")) if args.phases else set(PHASES)
+    extra_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    base_ms = int((datetime.now(UTC) - timedelta(hours=2)).timestamp()) * 1000
+    result: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "machine": machine(),
+        "worker_env": extra_env,
+        "worker_pythonpath": args.worker_pythonpath,
+    }
+    t_start = time.monotonic()
+    print(f"homemonitor bench ({'quick' if args.quick else 'full'}) in {workdir}", flush=True)
+    with (
+        PrivatePostgres(workdir / "postgres", durable=not args.no_fsync) as pg,
+        PrivateMosquitto(workdir / "mosquitto", extra_config="log_type subscribe\n") as mq,
+    ):
+        db = Db(pg.dsn)
+        load: LoadGenerator | None = None
+        consumers: list[Consumer] = []
+        try:
+            result["postgres"] = str(await db.fetchval("SHOW server_version"))
+            result["postgres_fsync"] = not args.no_fsync
+            result["mosquitto"] = _mosquitto_version(mq.binary)
+            result["registry"] = await prepare_database(db, patients, args.seed)
+            r = result["registry"]
+            print(
+                f"registry: {r['patients']} patients, {r['devices']} devices, "
+                f"{r['care_plans']} care plans (parse {r['parse_s']:.1f} s, "
+                f"apply {r['apply_s']:.1f} s)",
+                flush=True,
+            )
+            load = LoadGenerator(LoadConfig(mq.host, mq.port, patients, args.seed, base_ms))
+            await load.start()
+            meter = CpuMeter(load.pid, pid_with_argument(str(mq.directory)), pg._postmaster_pid())
+            bench = Bench(
+                db=db, broker=mq, load=load, meter=meter, base_ms=base_ms, workdir=workdir
+            )
+            searches: dict[str, Any] = {}
+            result["searches"] = searches
+
+            async def searched(key: str, consumer: Consumer, start: float) -> Search:
+                consumers.append(consumer)
+                await consumer.start()
+                await bench.until_consuming(consumer)
+                found = await bench.search(consumer, start, plan.step_seconds, plan.max_steps)
+                searches[key] = dataclasses.asdict(found)
+                return found
+
+            async def retire(consumer: Consumer) -> None:
+                await consumer.stop()
+                consumers.remove(consumer)
+                if isinstance(consumer, ServiceWorkers):
+                    for cid in consumer.client_ids:
+                        await asyncio.to_thread(forget_session, mq.host, mq.port, cid)
+
+            if "bare" in phases:
+                bare = ChildConsumer(
+                    "bare client (aiomqtt, manual ack)", bare_main, (mq.host, mq.port), None
+                )
+                await searched("bare", bare, 1000)
+                await retire(bare)
+            if "intake" in phases:
+                alone = ChildConsumer(
+                    "the worker's MQTT intake, no work", intake_main, (mq.host, mq.port), None
+                )
+                await searched("intake", alone, 1000)
+                await retire(alone)
+            if "naive" in phases:
+                naive = ChildConsumer(
+                    "naive (auto ack, INSERT each)", naive_main, (mq.host, mq.port, pg.dsn), db
+                )
+                await searched("naive", naive, 500)
+                await retire(naive)
+
+            def workers(n: int, name: str, group: str | None = None) -> ServiceWorkers:
+                return ServiceWorkers(
+                    n,
+                    db,
+                    mq,
+                    workdir,
+                    name=name,
+                    shared_group=group,
+                    extra_env=extra_env,
+                    pythonpath=args.worker_pythonpath,
+                )
+
+            one_sustained = 0.0
+            if phases & {"worker", "latency", "profile"}:
+                one = workers(1, "worker")
+                if "worker" in phases:
+                    found = await searched("worker", one, 1000)
+                    one_sustained = found.best.rate if found.best else 0.0
+                else:
+                    consumers.append(one)
+                    await one.start()
+                    await bench.until_consuming(one)
+                if "latency" in phases:
+                    durations = (args.latency_seconds,) * 2 if args.latency_seconds else None
+                    result["latency"] = [
+                        await latency(bench, one, rate, seconds)
+                        for rate, seconds in zip(
+                            (1000, 5000), durations or plan.latency_seconds, strict=True
+                        )
+                    ]
+                if "profile" in phases:
+                    rate = args.profile_rate or (0.8 * one_sustained if one_sustained else 1000.0)
+                    result["profile"] = await profile(
+                        bench, one, float(round(rate / 50) * 50), plan.profile_seconds
+                    )
+                result["worker_quarantined"] = await one.quarantined()
+                await retire(one)
+            if "scale" in phases:
+                two = workers(2, "shared", group="bench")
+                start = float(round(max(one_sustained, 1000) * 1.2 / 50) * 50)
+                await searched("two_workers", two, start)
+                await retire(two)
+            if "outage" in phases:
+                lone = workers(1, "outage")
+                consumers.append(lone)
+                await lone.start()
+                await bench.until_consuming(lone)
+                before, down, after = plan.outage
+                down = args.outage_seconds or down
+                result["outage"] = await outage(
+                    bench, lone, pg, rate=1000, before=before, down=down, after=after
+                )
+                await retire(lone)
+        finally:
+            for consumer in consumers:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+            if load is not None:
+                load.close()
+            await db.close()
+    result["duration_s"] = time.monotonic() - t_start
+    return result
+
+
+async def smoke(
+    dsn: str,
+    broker: PrivateMosquitto,
+    workdir: Path,
+    *,
+    patients: int = 20,
+    readings: int = 1500,
+    rate: float = 1000.0,
+) -> Verification:
+    """The harness end to end, briefly: registry, worker process, load generator, check."""
+    db = Db(dsn)
+    base_ms = int((datetime.now(UTC) - timedelta(hours=2)).timestamp()) * 1000
+    load = LoadGenerator(LoadConfig(broker.host, broker.port, patients, 7, base_ms))
+    worker = ServiceWorkers(1, db, broker, workdir, name="smoke")
+    try:
+        await registry.apply(await db.conn(), registry.parse(build_clinic(patients).registry))
+        await worker.start()
+        await load.start()
+        meter = CpuMeter(load.pid, None, None)
+        bench = Bench(
+            db=db,
+            broker=broker,
+            load=load,
+            meter=meter,
+            base_ms=base_ms,
+            workdir=workdir,
+            quiet=True,
+        )
+        await bench.until_consuming(worker)
+        step, _ = await bench.step(worker, rate, readings / rate, quiet=True)
+        return step.verification
+    finally:
+        await worker.stop()
+        load.close()
+        await db.close()
