@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,43 @@ def test_payload_check_lists_every_reason(tmp_path: Path) -> None:
     assert lines[1].startswith("FAIL [1] no_timestamp:")
     assert lines[2].startswith("FAIL [2] unknown_metric:")
     assert "0 accepted, 3 rejected" == lines[-1]
+
+
+def test_payload_check_judges_as_the_worker_with_its_settings() -> None:
+    """payload check refuses coerced types and readings beyond HOMEMONITOR_RETENTION."""
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def spo2(**fields: object) -> dict[str, object]:
+        base = {"device_id": "oxi-2", "metric": "spo2", "value": 96}
+        return base | {"measured_at": now.isoformat()} | fields
+
+    payload = {
+        "v": 1,
+        "readings": [
+            spo2(value="96"),
+            spo2(measured_at=(now - timedelta(days=100)).isoformat()),
+            spo2(device_id=" oxi-2"),
+            spo2(measured_at=int(now.timestamp())),
+            spo2(),
+        ],
+    }
+    done = run(
+        "payload",
+        "check",
+        "--json",
+        "-",
+        stdin=json.dumps(payload).encode(),
+        env={"HOMEMONITOR_RETENTION": "90 days"},
+    )
+    out = json.loads(done.stdout)
+    assert 1 == done.returncode
+    assert [
+        (0, "malformed"),
+        (1, "beyond_retention"),
+        (2, "malformed"),
+        (3, "no_timestamp"),
+    ] == [(p["index"], p["reason"]) for p in out["rejected"]]
+    assert [4] == [r["index"] for r in out["readings"]]
 
 
 def test_published_schema_is_current() -> None:

@@ -836,7 +836,6 @@ def test_hex_and_base64_give_the_same_reading() -> None:
         "0X2A35",
         "00002a35-0000-1000-8000-00805f9b34fb",
         "00002A35-0000-1000-8000-00805F9B34FB",
-        " 2A35 ",
     ],
 )
 def test_characteristic_spellings(spelling: str) -> None:
@@ -865,6 +864,7 @@ def test_unknown_characteristics(spelling: str) -> None:
     [
         {"characteristic": "blood pressure"},
         {"characteristic": "2A3"},
+        {"characteristic": " 2A35 "},  # nothing is trimmed: padding is not part of a UUID
         {"hex": "1e8"},
         {"hex": "1e 80"},
         {"hex": ""},

@@ -517,7 +517,7 @@ def test_spo2_as_a_fraction_is_refused_with_a_hint() -> None:
         ({"effectiveDateTime": "2012-09"}, "without a time of day"),
         ({"effectiveDateTime": "2012"}, "without a time of day"),
         ({"effectiveDateTime": "2026-11-22T07:31:00"}, "without a UTC offset"),
-        ({"effectiveDateTime": "22/11/2026 07:31"}, "not a FHIR dateTime"),
+        ({"effectiveDateTime": "22/11/2026 07:31"}, "not an ISO 8601 date and time"),
         ({"effectiveDateTime": "2026-11-22T25:31:00+01:00"}, "not a valid date and time"),
         ({"effectiveInstant": "2026-11-22"}, "without a time of day"),
         ({"effectivePeriod": {"end": WHEN}}, "effectivePeriod.start: missing"),

@@ -175,3 +175,93 @@ async def test_crafted_payloads_cannot_stop_the_worker(
         lambda: db.fetch("SELECT reason FROM quarantine"), lambda rows: len(rows) == 3
     )
     assert ["malformed"] * 3 == [r["reason"] for r in reasons]
+
+
+def _observation(effective: str) -> bytes:
+    """A FHIR blood-pressure Observation of Device/cuff-1, 120/80 mmHg, at ``effective``."""
+
+    def component(code: str, value: float) -> dict[str, object]:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {
+                "value": value,
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
+        }
+
+    return json.dumps(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [component("8480-6", 120), component("8462-4", 80)],
+            "effectiveDateTime": effective,
+            "device": {"reference": "Device/cuff-1"},
+        }
+    ).encode()
+
+
+def _ble(received_at: object) -> bytes:
+    """A Bluetooth Heart Rate Measurement (72 /min) of cuff-1, received at ``received_at``."""
+    item = {"device_id": "cuff-1", "characteristic": "2A37", "hex": "0048"}
+    return json.dumps({"v": 1, "readings": [item | {"received_at": received_at}]}).encode()
+
+
+async def test_what_breaks_the_contract_is_quarantined_in_every_format(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """Coerced types, Unix times, padded ids, 1 001 readings, year 10000 in UTC and readings
+    beyond the retention are each quarantined with their reason; the good one after is stored."""
+    year_10000 = "9999-12-31T23:59:59-01:00"
+    beyond = (NOW - timedelta(days=6 * 365)).isoformat()
+    one = json.loads(reading())["reading"]
+    native, fhir, ble = (
+        readings_topic("gw-1"),
+        f"{readings_topic('gw-1')}/fhir",
+        f"{readings_topic('gw-1')}/ble",
+    )
+    bad = [
+        (native, reading(systolic="120"), "malformed"),
+        (native, reading(systolic=True), "malformed"),
+        (native, json.dumps({"v": True, "reading": one}).encode(), "unsupported_version"),
+        (native, reading(measured_at=int(NOW.timestamp())), "no_timestamp"),
+        (native, reading(device_id=" cuff-1"), "malformed"),
+        (native, reading(device_id="cuff-1\u00a0"), "malformed"),
+        (native, json.dumps({"v": 1, "readings": [one] * 1001}).encode(), "malformed"),
+        (native, b'{"v": 1, "reading": null}', "malformed"),
+        (native, reading(measured_at=year_10000), "no_timestamp"),
+        (native, reading(measured_at=beyond), "beyond_retention"),
+        (fhir, _observation(year_10000), "no_timestamp"),
+        (fhir, _observation(beyond), "beyond_retention"),
+        (ble, _ble(str(int(NOW.timestamp()))), "no_timestamp"),
+        (ble, _ble(year_10000), "no_timestamp"),
+        (ble, _ble(beyond), "beyond_retention"),
+    ]
+    async with publisher(broker) as gw:
+        for topic, payload, _ in bad:
+            await gw.publish(topic, payload, qos=1)
+        await gw.publish(
+            native, reading(measured_at=(NOW + timedelta(seconds=1)).isoformat()), qos=1
+        )
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
+    rows = await wait_until(
+        lambda: db.fetch("SELECT reason, payload FROM quarantine"),
+        lambda r: len(r) >= len(bad),
+    )
+    assert sorted((reason, payload) for _, payload, reason in bad) == sorted(
+        (r["reason"], bytes(r["payload"])) for r in rows
+    )
+    expected = {"malformed": 6, "unsupported_version": 1, "no_timestamp": 5, "beyond_retention": 3}
+
+    async def counted() -> dict[str, float]:
+        return {
+            r: sum(
+                service.metric(f"homemonitor_{kind}_rejected_total", {"reason": r})
+                for kind in ("messages", "readings")
+            )
+            for r in expected
+        }
+
+    assert expected == await wait_until(counted, lambda c: c == expected)
+    assert NOW + timedelta(seconds=1) == await db.fetchval("SELECT measured_at FROM readings")

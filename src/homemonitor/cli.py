@@ -133,7 +133,8 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
 
     payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     decoded = decode(PayloadFormat(args.format), payload)
-    accepted, implausible = validate(decoded.readings, datetime.now(UTC), ClockPolicy())
+    clock = ClockPolicy.from_settings(_settings(args))
+    accepted, implausible = validate(decoded.readings, datetime.now(UTC), clock)
     rejections = sorted(
         decoded.rejections + implausible, key=lambda r: -1 if r.index is None else r.index
     )

@@ -25,7 +25,7 @@ import logging
 import random
 import ssl
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiomqtt
 import asyncpg
@@ -128,10 +128,7 @@ class Worker:
         self.metrics = metrics
         self.health = health
         self.cache = cache or RegistryCache()
-        self.clock = ClockPolicy(
-            future_tolerance=timedelta(seconds=settings.clock_future_tolerance_s),
-            stale_after=timedelta(seconds=settings.clock_stale_after_s),
-        )
+        self.clock = ClockPolicy.from_settings(settings)
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self._inflight = 0

@@ -17,17 +17,34 @@ import dataclasses
 import enum
 import functools
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 TOPIC_PREFIX = "homemonitor/v1/gw"
 #: What the worker subscribes to (``#`` also matches the parent level ``readings``).
 SUBSCRIPTION = f"{TOPIC_PREFIX}/+/readings/#"
 GATEWAY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+#: The most readings one message may carry, in every format (a batch, a Bundle, a BLE envelope).
 MAX_READINGS_PER_MESSAGE = 1000
+_DATE_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+_UTC_OFFSET = r"Z|[+-][0-9]{2}:[0-9]{2}"
+#: How every format writes a time: ISO 8601 / RFC 3339 date and time to the second, with a UTC
+#: offset (``Z`` or ``+hh:mm``). No Unix times, no space for ``T``, no missing seconds.
+TIMESTAMP_PATTERN = f"^{_DATE_TIME}(?:{_UTC_OFFSET})$"
 _GATEWAY_RE = re.compile(GATEWAY_ID_PATTERN)
+_TIMESTAMP_RE = re.compile(f"{_DATE_TIME}(?P<zone>{_UTC_OFFSET})?")
 
 
 class PayloadFormat(enum.StrEnum):
@@ -71,7 +88,58 @@ def parse_topic(topic: str) -> Route | None:
     return Route(parts[3], fmt)
 
 
-_Model = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+def supported_version(value: object) -> bool:
+    """Whether ``value`` is payload version 1 as JSON means it (``true`` is not a number)."""
+    return value == 1 and not isinstance(value, bool)
+
+
+def parse_timestamp(value: object) -> datetime:
+    """A time as the contract writes it (:data:`TIMESTAMP_PATTERN`), or ValueError saying why.
+
+    The one parser of times for every format: a number (a Unix time), a string of digits, a
+    time without seconds or without a UTC offset is refused, never guessed at.
+    """
+    if not isinstance(value, str):
+        msg = "must be a string: ISO 8601 date and time with a UTC offset, not a number"
+        raise ValueError(msg)  # a ValueError, which pydantic reports as a validation error
+    match = _TIMESTAMP_RE.fullmatch(value)
+    if match is None:
+        msg = "not an ISO 8601 date and time YYYY-MM-DDThh:mm:ss[.f](Z|+hh:mm)"
+        raise ValueError(msg)
+    if match["zone"] is None:
+        msg = "a time without a UTC offset"
+        raise ValueError(msg)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        msg = "not a valid date and time"
+        raise ValueError(msg) from None
+
+
+def _timestamp(value: object) -> object:
+    # A datetime comes only from Python callers; JSON always gives the string.
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
+def _version(value: object) -> object:
+    if not supported_version(value):
+        msg = "must be 1 (the payload version this service speaks)"
+        raise ValueError(msg)
+    return value
+
+
+#: Strict: what the JSON Schema says is what the worker takes ("72" is no number, ``true`` no 1).
+_Model = ConfigDict(extra="forbid", frozen=True, strict=True)
+Version = Annotated[
+    Literal[1],
+    BeforeValidator(_version),
+    Field(description="Payload version; this document describes 1."),
+]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp),
+    Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
+]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id.")]
 MessageId = Annotated[
     str | None,
@@ -90,7 +158,7 @@ class _ReadingIn(BaseModel):
     model_config = _Model
 
     device_id: DeviceId
-    measured_at: AwareDatetime = Field(
+    measured_at: Timestamp = Field(
         description="When the device measured, with a UTC offset (ISO 8601)."
     )
     message_id: MessageId = None
@@ -137,14 +205,21 @@ ReadingIn = Annotated[
 ]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """Publish no ``default: null`` for a field that may be absent but never null."""
+    schema.pop("default", None)
+
+
 class Envelope(BaseModel):
     """A native payload: one reading (``reading``) or a batch (``readings``), version 1."""
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        strict=True,
         title="homemonitor native reading payload, version 1",
         json_schema_extra={
+            "oneOf": [{"required": ["reading"]}, {"required": ["readings"]}],
             "examples": [
                 {
                     "v": 1,
@@ -161,25 +236,25 @@ class Envelope(BaseModel):
                         }
                     ],
                 }
-            ]
+            ],
         },
     )
 
-    v: Literal[1] = Field(description="Payload version; this document describes 1.")
-    sent_at: AwareDatetime | None = Field(
+    v: Version
+    sent_at: Timestamp | None = Field(
         default=None, description="When the gateway sent this message (for latency metrics)."
     )
-    reading: ReadingIn | None = None
-    readings: list[ReadingIn] | None = Field(
-        default=None, min_length=1, max_length=MAX_READINGS_PER_MESSAGE
-    )
+    # Absent, never null: a null would be a message that carries nothing (it is refused).
+    reading: ReadingIn | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    readings: (
+        Annotated[list[ReadingIn], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+        | SkipJsonSchema[None]
+    ) = Field(default=None, json_schema_extra=_no_default)
 
     @model_validator(mode="before")
     @classmethod
     def _one_of_reading_or_readings(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ("reading" in data) == ("readings" in data):
-            msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
-            raise ValueError(msg)
+        one_of_reading_or_readings(data)
         return data
 
     def items(self) -> list[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn]:
@@ -187,6 +262,19 @@ class Envelope(BaseModel):
         if self.reading is not None:
             return [self.reading]
         return list(self.readings or [])
+
+
+def one_of_reading_or_readings(data: object) -> None:
+    """Raise ValueError unless ``data`` gives exactly one of ``reading`` or ``readings``."""
+    if not isinstance(data, dict):
+        return
+    given = [key for key in ("reading", "readings") if key in data]
+    if len(given) != 1:
+        msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
+        raise ValueError(msg)
+    if data[given[0]] is None:
+        msg = f"'{given[0]}' must not be null"
+        raise ValueError(msg)
 
 
 def json_schema() -> dict[str, Any]:

@@ -111,7 +111,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_UNIT = "unknown_unit"  # a unit we cannot convert
     MISSING_VALUE = "missing_value"  # no usable value (absent, special value, members only)
     IMPLAUSIBLE = "implausible"  # outside physiological limits
-    NO_TIMESTAMP = "no_timestamp"  # no time, or a time without a zone or time of day
+    NO_TIMESTAMP = "no_timestamp"  # no time, a time without a zone or time of day, or none in UTC
+    BEYOND_RETENTION = "beyond_retention"  # measured longer ago than readings are kept
     UNKNOWN_DEVICE = "unknown_device"  # device not in the registry
     UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
     STORAGE_REJECTED = "storage_rejected"  # the database refused the row

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from datetime import date, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -9,6 +12,55 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homemonitor.logs import LogLevel
+
+DEFAULT_RETENTION = "5 years"
+_RETENTION = re.compile(r"(?P<count>[0-9]{1,7}) (?P<unit>day|week|month|year)s?")
+_LONGEST_RETENTION_YEARS = 1000
+_GREGORIAN_CYCLE_MONTHS = 400 * 12  # the calendar repeats every 400 years
+
+
+@functools.cache  # settings are read once; the clock policy asks again
+def parse_retention(text: str) -> timedelta:
+    """The shortest time PostgreSQL's ``INTERVAL '<text>'`` can span, back from any moment.
+
+    PostgreSQL steps back months and years on the calendar: 5 years before a day is 1 825
+    to 1 827 days before it. Counting them at their shortest here means that a reading the
+    clock policy accepts is never one the retention job drops as older than ``text``.
+
+    >>> parse_retention("5 years"), parse_retention("1 month"), parse_retention("2 weeks")
+    (datetime.timedelta(days=1825), datetime.timedelta(days=28), datetime.timedelta(days=14))
+    """
+    match = _RETENTION.fullmatch(text)
+    if match is None:
+        msg = (
+            f"retention {text!r} is not a count and a unit such as '5 years' or '90 days'"
+            " (units: days, weeks, months, years)"
+        )
+        raise ValueError(msg)
+    count, unit = int(match["count"]), match["unit"]
+    if count == 0:
+        msg = "retention must be longer than 0: a retention of nothing would refuse every reading"
+        raise ValueError(msg)
+    months = {"month": count, "year": 12 * count}.get(unit, 0)
+    if months > 12 * _LONGEST_RETENTION_YEARS or count > 366 * _LONGEST_RETENTION_YEARS:
+        msg = f"retention {text!r} is longer than {_LONGEST_RETENTION_YEARS} years"
+        raise ValueError(msg)
+    if months:
+        return _shortest_months(months)
+    return timedelta(days=count * (7 if unit == "week" else 1))
+
+
+def _shortest_months(months: int) -> timedelta:
+    """The fewest days ``months`` consecutive calendar months hold."""
+
+    def first_day(month: int) -> int:
+        return date(2000 + month // 12, month % 12 + 1, 1).toordinal()
+
+    return timedelta(
+        days=min(
+            first_day(start + months) - first_day(start) for start in range(_GREGORIAN_CYCLE_MONTHS)
+        )
+    )
 
 
 class Settings(BaseSettings):
@@ -52,9 +104,12 @@ class Settings(BaseSettings):
     clock_future_tolerance_s: float = 300.0
     clock_stale_after_s: float = 7 * 24 * 3600.0
     retention: str = Field(
-        default="5 years",
-        pattern=r"^\d+ (days|weeks|months|years)$",
-        description="TimescaleDB retention of raw readings.",
+        default=DEFAULT_RETENTION,
+        description=(
+            "How long raw readings are kept, e.g. '5 years' or '90 days' (days, weeks, months,"
+            " years): TimescaleDB's retention policy drops older ones, and readings measured"
+            " longer ago are refused (beyond_retention) in every storage mode."
+        ),
     )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -83,3 +138,14 @@ class Settings(BaseSettings):
     @classmethod
     def _level_in_any_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: str) -> str:
+        parse_retention(value)  # a clear error at load, naming the field, not at first use
+        return value
+
+    @property
+    def retention_period(self) -> timedelta:
+        """``retention`` at its shortest (:func:`parse_retention`)."""
+        return parse_retention(self.retention)

@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,7 +43,15 @@ from pydantic import (
 
 from homemonitor.decoding._common import describe, load_object, whole
 from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, DeviceId, MessageId
+from homemonitor.protocol import (
+    DEVICE_ID_PATTERN,
+    MAX_READINGS_PER_MESSAGE,
+    DeviceId,
+    MessageId,
+    Timestamp,
+    Version,
+    supported_version,
+)
 from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.units import to_canonical
 
@@ -70,7 +77,14 @@ _FIRST_YEAR = 1582
 
 _SHORT_UUID = re.compile(r"(?:0x)?(?P<short>[0-9a-f]{4})")
 _FULL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>[01]\d|2[0-3]):(?P<minutes>[0-5]\d)")
+_OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>[01][0-9]|2[0-3]):(?P<minutes>[0-5][0-9])")
+#: What the published schema says of these fields; the validators below check the same.
+_UUID_PATTERN = (
+    r"^(?:(?:0[xX])?[0-9A-Fa-f]{4}"
+    r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"
+)
+_BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_ZONE_PATTERN = r"^(?:[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]|[A-Za-z][A-Za-z0-9_+/-]*)$"
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 
 
@@ -251,6 +265,7 @@ CharacteristicUuid = Annotated[
     Field(
         max_length=40,
         description="The characteristic's UUID: 2A35, 0x2A35 or the 128-bit form, any case.",
+        json_schema_extra={"pattern": _UUID_PATTERN},
     ),
 ]
 HexValue = Annotated[
@@ -268,6 +283,7 @@ Base64Value = Annotated[
         min_length=4,
         max_length=4 * (_MAX_VALUE_BYTES + 2) // 3,
         description="The characteristic value in base64 (standard alphabet, padded).",
+        json_schema_extra={"pattern": _BASE64_PATTERN},
     ),
 ]
 TimeZoneSpec = Annotated[
@@ -276,6 +292,7 @@ TimeZoneSpec = Annotated[
     Field(
         max_length=64,
         description="Where the device's clock is set: an IANA name or a UTC offset +HH:MM.",
+        json_schema_extra={"pattern": _ZONE_PATTERN},
     ),
 ]
 
@@ -283,13 +300,13 @@ TimeZoneSpec = Annotated[
 class BleReadingIn(BaseModel):
     """One forwarded characteristic value, as the gateway received it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     device_id: DeviceId
     characteristic: CharacteristicUuid
     hex: HexValue | None = None
     base64: Base64Value | None = None
-    received_at: AwareDatetime = Field(
+    received_at: Timestamp = Field(
         description="When the gateway received the value, with a UTC offset (ISO 8601)."
     )
     timezone: TimeZoneSpec | None = None
@@ -315,6 +332,7 @@ class BleEnvelope(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        strict=True,
         title="homemonitor Bluetooth measurement payload, version 1",
         json_schema_extra={
             "examples": [
@@ -336,8 +354,8 @@ class BleEnvelope(BaseModel):
         },
     )
 
-    v: Literal[1] = Field(description="Payload version; this document describes 1.")
-    sent_at: AwareDatetime | None = Field(
+    v: Version
+    sent_at: Timestamp | None = Field(
         default=None, description="When the gateway sent this message (for latency metrics)."
     )
     timezone: TimeZoneSpec | None = None
@@ -347,12 +365,12 @@ class BleEnvelope(BaseModel):
 class _EnvelopeHead(BaseModel):
     """The envelope without its readings, to judge it apart from them."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    v: Literal[1]
-    sent_at: AwareDatetime | None = None
+    v: Version
+    sent_at: Timestamp | None = None
     timezone: TimeZoneSpec | None = None
-    readings: Any
+    readings: list[Any] = Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
 
 
 # --- Characteristic values ---------------------------------------------------------------------
@@ -652,8 +670,7 @@ def decode_ble(payload: bytes) -> Decoded:
     data = load_object(payload)
     if isinstance(data, Decoded):
         return data
-    version = data.get("v")
-    if version != 1 or isinstance(version, bool):
+    if not supported_version(data.get("v")):
         return whole(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
@@ -662,15 +679,8 @@ def decode_ble(payload: bytes) -> Decoded:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
         return whole(Reason.MALFORMED, describe(exc, prefix=""))
-    items = head.readings
-    if not isinstance(items, list) or not items:
-        return whole(Reason.MALFORMED, "'readings' must be a non-empty list")
-    if len(items) > MAX_READINGS_PER_MESSAGE:
-        return whole(
-            Reason.MALFORMED, f"'readings' holds more than {MAX_READINGS_PER_MESSAGE} items"
-        )
     decoded = Decoded(sent_at=head.sent_at)
-    for index, raw in enumerate(items):
+    for index, raw in enumerate(head.readings):
         try:
             item = BleReadingIn.model_validate(raw)
         except ValidationError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from homemonitor.decoding._common import load_object, whole
 from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE
+from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, parse_timestamp
 from homemonitor.readings import (
     OPTIONAL,
     REQUIRED,
@@ -92,10 +92,6 @@ _IEEE_SPECIAL = {
 
 _EFFECTIVE = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "effectiveTiming")
 _DATE_ONLY = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
-_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?"
-)
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 #: A literal reference, relative ("Device/x") or absolute, optionally to one version.
 _LITERAL_REFERENCE = re.compile(
@@ -448,27 +444,21 @@ def _measured_at(observation: dict[str, Any]) -> datetime:
 
 
 def _parse_time(text: object, field: str) -> datetime:
-    """A FHIR dateTime/instant with a time of day and a UTC offset; anything less is refused."""
-    if not isinstance(text, str):
-        raise _NotDecodableError(Reason.NO_TIMESTAMP, field, "must be a string")
-    if _DATE_ONLY.fullmatch(text):
+    """A FHIR dateTime/instant with a time of day and a UTC offset; anything less is refused.
+
+    Read by the contract's one time parser, as every format's times are.
+    """
+    if isinstance(text, str) and _DATE_ONLY.fullmatch(text):
         raise _NotDecodableError(
             Reason.NO_TIMESTAMP,
             field,
             "a date without a time of day (FHIR allows it); a reading needs a time "
             "with a UTC offset",
         )
-    match = _DATE_TIME.fullmatch(text)
-    if match is None:
-        raise _NotDecodableError(
-            Reason.NO_TIMESTAMP, field, "not a FHIR dateTime (YYYY-MM-DDThh:mm:ss+zz:zz)"
-        )
-    if match["zone"] is None:
-        raise _NotDecodableError(Reason.NO_TIMESTAMP, field, "a time without a UTC offset")
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise _NotDecodableError(Reason.NO_TIMESTAMP, field, "not a valid date and time") from None
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise _NotDecodableError(Reason.NO_TIMESTAMP, field, str(exc)) from None
 
 
 def _aware_or_none(text: object) -> datetime | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
+    Field,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -15,12 +15,17 @@ from pydantic import (
 
 from homemonitor.decoding._common import describe, load_object, whole
 from homemonitor.protocol import (
+    MAX_READINGS_PER_MESSAGE,
     BloodPressureIn,
     BodyWeightIn,
     Envelope,
     HeartRateIn,
     ReadingIn,
     Spo2In,
+    Timestamp,
+    Version,
+    one_of_reading_or_readings,
+    supported_version,
 )
 from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.units import to_canonical
@@ -29,18 +34,19 @@ from homemonitor.units import to_canonical
 class _EnvelopeHead(BaseModel):
     """The envelope without its readings, to judge it apart from them."""
 
-    model_config = ConfigDict(extra="forbid")
-    v: Literal[1]
-    sent_at: AwareDatetime | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    v: Version
+    sent_at: Timestamp | None = None
     reading: Any = None
-    readings: Any = None
+    readings: (
+        Annotated[list[Any], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)] | None
+    ) = None
 
-    @model_validator(mode="after")
-    def _one_of_reading_or_readings(self) -> _EnvelopeHead:
-        if (self.reading is None) == (self.readings is None):
-            msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
-            raise ValueError(msg)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_reading_or_readings(cls, data: Any) -> Any:
+        one_of_reading_or_readings(data)
+        return data
 
 
 _READING = TypeAdapter[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn](ReadingIn)
@@ -50,8 +56,8 @@ def decode_native(payload: bytes) -> Decoded:
     """Decode a native envelope; a bad reading in a batch does not spoil the others."""
     try:
         envelope = Envelope.model_validate_json(payload)
-    except ValidationError:
-        return _decode_item_by_item(payload)
+    except ValidationError as exc:
+        return _decode_item_by_item(payload, exc)
     items = envelope.items()
     return Decoded([to_reading(item, i) for i, item in enumerate(items)], [], envelope.sent_at)
 
@@ -89,8 +95,12 @@ def to_reading(item: BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn, inde
     )
 
 
-def _decode_item_by_item(payload: bytes) -> Decoded:
-    """The slow path: find out what exactly is wrong, reading by reading."""
+def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
+    """The slow path: find out what exactly is wrong, reading by reading.
+
+    ``refusal`` is why the :class:`Envelope` (the published schema) refused the payload; it
+    has the last word: when no reading is found at fault, the whole message is refused.
+    """
     data = load_object(payload)
     if isinstance(data, Decoded):
         return data
@@ -98,7 +108,7 @@ def _decode_item_by_item(payload: bytes) -> Decoded:
         from homemonitor.decoding.fhir import decode_fhir  # noqa: PLC0415 - sniffed format
 
         return decode_fhir(payload)
-    if data.get("v") != 1:
+    if not supported_version(data.get("v")):
         return whole(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
@@ -107,10 +117,8 @@ def _decode_item_by_item(payload: bytes) -> Decoded:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
         return whole(Reason.MALFORMED, describe(exc, prefix=""))
-    raw_items: Any = data["readings"] if "readings" in data else [data["reading"]]
-    prefix = "readings" if "readings" in data else "reading"
-    if not isinstance(raw_items, list) or not raw_items:
-        return whole(Reason.MALFORMED, f"'{prefix}' must be a non-empty list")
+    raw_items: list[Any] = head.readings if head.readings is not None else [head.reading]
+    prefix = "readings" if head.readings is not None else "reading"
     decoded = Decoded(sent_at=head.sent_at)
     for index, raw in enumerate(raw_items):
         try:
@@ -128,6 +136,8 @@ def _decode_item_by_item(payload: bytes) -> Decoded:
             )
         else:
             decoded.readings.append(to_reading(item, index))
+    if not decoded.rejections:
+        return whole(Reason.MALFORMED, describe(refusal, prefix=""))
     return decoded
 
 
