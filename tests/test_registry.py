@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 from datetime import UTC, datetime
 
@@ -105,3 +107,64 @@ async def test_registry_change_reaches_a_running_worker(
         lambda: db.fetchrow("SELECT patient_id, body_weight FROM readings"), lambda r: r is not None
     )
     assert ("p-3", 70.5) == (row["patient_id"], row["body_weight"])
+
+
+async def test_reading_waits_for_the_registry_check_under_way(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection, dsn: str
+) -> None:
+    """A reading that arrives while a registry reload is under way is resolved by the new copy."""
+    bound = copy.deepcopy(REGISTRY)
+    for patient in bound["patients"]:
+        patient.pop("care_plan", None)  # apply leaves care_plans alone, so it can be locked
+    bound["patients"][2]["devices"].append({"device": "spare-9", "from": "2020-01-01T00:00:00Z"})
+    reading = {"device_id": "spare-9", "metric": "body_weight", "value": 70.5}
+    reading["measured_at"] = datetime.now(UTC).isoformat()
+    blocker = await asyncpg.connect(dsn)
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute("LOCK TABLE care_plans IN ACCESS EXCLUSIVE MODE")
+        await registry.apply(db, registry.parse(bound))
+        # The worker's reload after the NOTIFY has read devices and bindings and waits here.
+        await wait_until(
+            lambda: db.fetchval(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE relation = 'care_plans'::regclass AND NOT granted"
+            ),
+            lambda n: n == 1,
+        )
+        async with publisher(broker) as gw:
+            payload = json.dumps({"v": 1, "reading": reading}).encode()
+            await gw.publish(readings_topic("gw-1"), payload, qos=1)
+        await wait_until(
+            lambda: service.metric_async("homemonitor_messages_received_total", {"format": "json"}),
+            lambda n: n == 1,
+        )
+        await lock.commit()  # the reload ends while the reading's batch waits for it
+    finally:
+        await blocker.close()
+    stored_and_quarantined = await wait_until(
+        lambda: db.fetchrow(
+            "SELECT (SELECT count(*) FROM readings WHERE patient_id = 'p-3') AS stored, "
+            "(SELECT count(*) FROM quarantine) AS quarantined"
+        ),
+        lambda r: r is not None and sum(r) > 0,
+    )
+    assert (1, 0) == tuple(stored_and_quarantined)
+
+
+async def test_a_change_heard_of_is_looked_up_for_an_unbound_device_at_once(
+    db: asyncpg.Connection,
+) -> None:
+    """After a NOTIFY, an unbound device makes the cache ask the database despite the rate limit."""
+    cache = registry.RegistryCache(unknown_check_interval=3600)
+    connect = functools.partial(contextlib.nullcontext, db)
+    await cache.refresh(connect)
+    bound = copy.deepcopy(REGISTRY)
+    bound["patients"][2]["devices"].append({"device": "spare-9", "from": "2020-01-01T00:00:00Z"})
+    await registry.apply(db, registry.parse(bound))
+    unheard = await cache.check_for_unknown(connect)  # within the interval: not asked
+    cache.mark_stale()  # what the worker does on NOTIFY homemonitor_registry
+    heard = await cache.check_for_unknown(connect)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    assert (False, True, "p-3") == (unheard, heard, cache.patient_for("spare-9", at))

@@ -132,7 +132,6 @@ class Worker:
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self._inflight = 0
-        self._registry_changed = asyncio.Event()
         self.totals = store.CommitResult()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -278,14 +277,10 @@ class Worker:
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
         batch = self._prepare_now(messages)
-        if (
-            batch.needs_registry_reload()
-            and self.cache.may_check_for_unknown()
-            and await self._refresh_registry()
-        ):
-            batch = self._prepare_now(messages)  # the registry changed: look again
-        for fmt, n in collections.Counter(batch.formats).items():
+        for fmt, n in collections.Counter(batch.formats).items():  # received, even if it waits
             self.metrics.messages_received.labels(fmt).inc(n)
+        if batch.needs_registry_reload() and await self._refresh_registry(for_unknown=True):
+            batch = self._prepare_now(messages)  # the registry changed: look again
         self.metrics.inflight.set(self._inflight)
         return batch
 
@@ -294,11 +289,15 @@ class Worker:
             messages, self.cache, self.clock, self.settings.max_payload_bytes, datetime.now(UTC)
         )
 
-    async def _refresh_registry(self) -> bool:
-        """Reload the cache if the registry's revision moved; True when it did."""
+    async def _refresh_registry(self, *, for_unknown: bool = False) -> bool:
+        """Bring the cache up to date; True when its copy changed.
+
+        ``for_unknown``: for a batch with devices the copy does not resolve, which waits
+        for a check under way and is rate-limited (:meth:`RegistryCache.check_for_unknown`).
+        """
+        check = self.cache.check_for_unknown if for_unknown else self.cache.refresh
         try:
-            async with self.pool.acquire(timeout=5) as conn:
-                return await self.cache.refresh(conn)
+            return await check(functools.partial(self.pool.acquire, timeout=5))
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
             log.warning("registry check failed, keeping the cached copy: %s", type(exc).__name__)
             return False
@@ -306,12 +305,11 @@ class Worker:
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
         """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""
         while not stop.is_set():
-            changed = asyncio.ensure_future(self._registry_changed.wait())
+            changed = asyncio.ensure_future(self.cache.stale.wait())
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait((changed, stopped), timeout=30, return_when=asyncio.FIRST_COMPLETED)
             changed.cancel()
             stopped.cancel()
-            self._registry_changed.clear()
             if not stop.is_set():
                 await self._refresh_registry()
 
@@ -320,7 +318,7 @@ class Worker:
         backoff = Backoff(1, 30)
 
         def changed(*_: object) -> None:
-            self._registry_changed.set()
+            self.cache.mark_stale()
 
         while not stop.is_set():
             closed = asyncio.Event()
@@ -333,7 +331,7 @@ class Worker:
                 await conn.add_listener(NOTIFY_CHANNEL, changed)
                 conn.add_termination_listener(lambda _c, cut=closed: cut.set())
                 backoff.reset()
-                self._registry_changed.set()  # anything may have changed while unheard
+                self.cache.mark_stale()  # anything may have changed while unheard
                 stopped = asyncio.ensure_future(stop.wait())
                 cut = asyncio.ensure_future(closed.wait())
                 await asyncio.wait((stopped, cut), return_when=asyncio.FIRST_COMPLETED)

@@ -18,9 +18,11 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 import yaml
@@ -35,6 +37,8 @@ from homemonitor.readings import Quantity, Reason
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "homemonitor_registry"
+#: How the cache borrows a connection when it has to ask the database (``pool.acquire``).
+Connect: TypeAlias = Callable[[], AbstractAsyncContextManager[Conn]]
 _Id = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 Ident = str
 
@@ -304,14 +308,20 @@ class RegistryCache:
 
     It is reloaded only when ``registry_revision`` changed (see :meth:`refresh`); the new
     copy is built off the event loop and swapped in whole, so ingestion never stalls on
-    it and never sees half of one.
+    it and never sees half of one. The copy is known to be old from the moment a NOTIFY
+    is heard (:attr:`stale`) until a check that began after it has ended; in between, a
+    reading of a device the copy does not resolve waits for that check instead of being
+    quarantined by the old copy (:meth:`check_for_unknown`).
     """
 
     def __init__(self, *, unknown_check_interval: float = 1.0) -> None:
         self.unknown_check_interval = unknown_check_interval
         self.revision: int | None = None
         self._snapshot = _Snapshot(frozenset(), {}, {}, PlanTable([]))
-        self.checked_at = float("-inf")
+        self.checked_at = float("-inf")  # when the last check asked the database
+        #: Set when the registry changed (or may have) since the last check began.
+        self.stale = asyncio.Event()
+        self._checking: asyncio.Event | None = None  # set when the check under way ends
 
     @property
     def plans(self) -> PlanTable:
@@ -321,18 +331,47 @@ class RegistryCache:
     def devices(self) -> frozenset[str]:
         return self._snapshot.devices
 
-    def may_check_for_unknown(self) -> bool:
-        """Whether an unknown device justifies asking the database now (rate-limited)."""
-        return time.monotonic() - self.checked_at > self.unknown_check_interval
+    def mark_stale(self) -> None:
+        """The registry changed (a NOTIFY), or may have (the listener was cut)."""
+        self.stale.set()
 
-    async def refresh(self, conn: Conn) -> bool:
-        """Reload if the registry changed since the last load; True when it did."""
-        self.checked_at = time.monotonic()
-        revision = await conn.fetchval("SELECT revision FROM registry_revision")
-        if revision == self.revision:
-            return False
-        await self.load(conn, revision)
-        return True
+    async def refresh(self, connect: Connect) -> bool:
+        """Ask the registry's revision now and reload if it moved; True when the copy changed.
+
+        One check at a time, so two loads never race and an older copy never replaces a
+        newer one. A check already under way is waited for, then this one runs: the one
+        under way may have asked before the change the caller heard of (a NOTIFY).
+        """
+        before = self._snapshot
+        while self._checking is not None:
+            await self._checking.wait()
+        self._checking = done = asyncio.Event()
+        try:
+            self.stale.clear()  # a NOTIFY from now on needs another check
+            self.checked_at = time.monotonic()
+            async with connect() as conn:
+                revision = await conn.fetchval("SELECT revision FROM registry_revision")
+                if revision != self.revision:
+                    await self.load(conn, revision)
+        finally:
+            self._checking = None
+            done.set()
+        return self._snapshot is not before
+
+    async def check_for_unknown(self, connect: Connect) -> bool:
+        """Look again for devices the copy does not know or has unbound; True when it changed.
+
+        A check under way is waited for, and a stale copy is checked at once: until then
+        the copy in use is the old one, and a reading it resolves would be quarantined
+        although its device is bound. Otherwise the database is asked at most once per
+        ``unknown_check_interval``, so a stream of unknown devices cannot flood it.
+        """
+        before = self._snapshot
+        while self._checking is not None:
+            await self._checking.wait()
+        if self.stale.is_set() or time.monotonic() - self.checked_at > self.unknown_check_interval:
+            await self.refresh(connect)
+        return self._snapshot is not before
 
     async def load(self, conn: Conn, revision: int | None = None) -> None:
         """Load everything now (at start, or when :meth:`refresh` saw a change)."""
