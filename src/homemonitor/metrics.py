@@ -97,3 +97,10 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.api_denied = Counter(
+            "homemonitor_api_denied_total",
+            "API requests refused: 'unauthenticated' (401, not access-logged) or "
+            "'not_visible' (an id outside the clinician's care team or none; access-logged).",
+            ["reason"],
+            registry=r,
+        )
