@@ -152,16 +152,21 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePost
         yield pg
 
 
-@pytest.fixture
-async def dsn(pg_cluster: PrivatePostgres) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own."""
+async def new_database(pg_cluster: PrivatePostgres) -> str:
+    """The DSN of a fresh, migrated database cloned from the template."""
     name = f"t_{os.getpid()}_{next(_counter)}"
     admin = await asyncpg.connect(pg_cluster.dsn.replace("/hm_template", "/postgres"))
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE hm_template")
     finally:
         await admin.close()
-    yield pg_cluster.dsn.replace("/hm_template", f"/{name}")
+    return pg_cluster.dsn.replace("/hm_template", f"/{name}")
+
+
+@pytest.fixture
+async def dsn(pg_cluster: PrivatePostgres) -> str:
+    """A fresh, migrated database of this test's own."""
+    return await new_database(pg_cluster)
 
 
 @pytest.fixture

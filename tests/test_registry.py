@@ -62,6 +62,17 @@ def test_inconsistent_descriptions_are_refused() -> None:
         registry.parse(inverted)
 
 
+def test_ids_and_text_the_database_cannot_store_are_refused() -> None:
+    """A NUL in a name, or a patient id an API path could not carry, is named in the error."""
+    bad = copy.deepcopy(REGISTRY)
+    bad["care_teams"][0]["name"] = "Vårdcentral\x00A"
+    bad["patients"][2]["id"] = "p 3/x"
+    with pytest.raises(RegistryError) as caught:
+        registry.parse(bad)
+    problems = str(caught.value).splitlines()[1:]
+    assert ["care_teams.0.name", "patients.2.id"] == [p.split(":")[0].strip() for p in problems]
+
+
 async def test_moved_device_resolves_by_time(db: asyncpg.Connection) -> None:
     """A device moved to another patient resolves to whoever had it when it measured."""
     moved = copy.deepcopy(REGISTRY)

@@ -160,6 +160,13 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.api_denied = Counter(
+            "homemonitor_api_denied_total",
+            "API requests refused: 'unauthenticated' (401, not access-logged) or "
+            "'not_visible' (an id outside the clinician's care team or none; access-logged).",
+            ["reason"],
+            registry=r,
+        )
         for reason in Reason:  # every series from the start: rate() sees the first one
             self.messages_rejected.labels(reason.value)
             self.readings_rejected.labels(reason.value)

@@ -31,6 +31,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from homemonitor.careplan import Bounds, PlanRow, PlanTable
 from homemonitor.database import Conn
 from homemonitor.errors import RegistryError
+from homemonitor.fields import Ident, PlainText
 from homemonitor.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.readings import Quantity, Reason
 
@@ -40,20 +41,19 @@ NOTIFY_CHANNEL = "homemonitor_registry"
 #: How the cache borrows a connection when it has to ask the database (``pool.acquire``).
 Connect: TypeAlias = Callable[[], AbstractAsyncContextManager[Conn]]
 _Id = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-Ident = str
 
 
 class ClinicianIn(BaseModel):
     model_config = _Id
-    id: Ident = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1)
-    role: str = "clinician"
+    id: Ident
+    name: PlainText = Field(min_length=1)
+    role: PlainText = "clinician"
 
 
 class CareTeamIn(BaseModel):
     model_config = _Id
-    id: Ident = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1)
+    id: Ident
+    name: PlainText = Field(min_length=1)
     clinicians: list[ClinicianIn] = []
 
 
@@ -61,7 +61,7 @@ class DeviceIn(BaseModel):
     model_config = _Id
     id: str = Field(pattern=DEVICE_ID_PATTERN)
     kind: Literal["blood_pressure_cuff", "scale", "pulse_oximeter", "heart_rate_monitor"]
-    model: str = ""
+    model: PlainText = ""
 
 
 class GatewayIn(BaseModel):
@@ -80,16 +80,16 @@ class CarePlanIn(BaseModel):
     model_config = _Id
     version: int = Field(ge=1)
     changed_by: str | None = None
-    reason: str = ""
+    reason: PlainText = ""
     thresholds: dict[Quantity, Bounds]
 
 
 class PatientIn(BaseModel):
     model_config = _Id
-    id: Ident = Field(min_length=1, max_length=64)
+    id: Ident
     care_team: str
     care_contact: str | None = None
-    condition: str = ""
+    condition: PlainText = ""
     devices: list[BindingIn] = []
     care_plan: CarePlanIn | None = None
 
