@@ -136,6 +136,7 @@ class Worker:
         self._generation = 0
         self._inflight = 0
         self._registry_changed = asyncio.Event()
+        self._registry_check = asyncio.Lock()  # one revision check (and reload) at a time
         self.totals = store.CommitResult()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -280,13 +281,20 @@ class Worker:
             stopping.cancel()
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
+        seen = self.cache.revision
         batch = self._prepare_now(messages)
-        if (
-            batch.needs_registry_reload()
-            and self.cache.may_check_for_unknown()
-            and await self._refresh_registry()
-        ):
-            batch = self._prepare_now(messages)  # the registry changed: look again
+        if batch.needs_registry_reload():
+            # Checking is rate-limited, except when a change is already known to be on its
+            # way (a NOTIFY not yet acted on, or a reload under way): a reading published
+            # right after 'registry apply' returned must not be judged on the old copy.
+            if (
+                self.cache.may_check_for_unknown()
+                or self._registry_changed.is_set()
+                or self._registry_check.locked()
+            ):
+                await self._refresh_registry()
+            if self.cache.revision != seen:
+                batch = self._prepare_now(messages)  # the registry changed: look again
         for fmt, n in collections.Counter(batch.formats).items():
             self.metrics.messages_received.labels(fmt).inc(n)
         self.metrics.inflight.set(self._inflight)
@@ -299,12 +307,15 @@ class Worker:
 
     async def _refresh_registry(self) -> bool:
         """Reload the cache if the registry's revision moved; True when it did."""
-        try:
-            async with self.pool.acquire(timeout=5) as conn:
-                return await self.cache.refresh(conn)
-        except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
-            log.warning("registry check failed, keeping the cached copy: %s", type(exc).__name__)
-            return False
+        async with self._registry_check:
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    return await self.cache.refresh(conn)
+            except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait
+                log.warning(
+                    "registry check failed, keeping the cached copy: %s", type(exc).__name__
+                )
+                return False
 
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
         """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""
