@@ -295,6 +295,13 @@ class Worker:
                 await self._refresh_registry()
             if self.cache.revision != seen:
                 batch = self._prepare_now(messages)  # the registry changed: look again
+        for gateway, refused in batch.refused_gateways().items():
+            log.warning(
+                "gateway sent readings it may not (misconfigured or compromised hub?) "
+                "gateway=%s %s",
+                gateway,
+                " ".join(f"{reason}={n}" for reason, n in sorted(refused.items())),
+            )
         for fmt, n in collections.Counter(batch.formats).items():
             self.metrics.messages_received.labels(fmt).inc(n)
         self.metrics.inflight.set(self._inflight)

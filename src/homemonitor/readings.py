@@ -112,7 +112,9 @@ class Reason(enum.StrEnum):
     MISSING_VALUE = "missing_value"  # no usable value (absent, special value, members only)
     IMPLAUSIBLE = "implausible"  # outside physiological limits
     NO_TIMESTAMP = "no_timestamp"  # no time, or a time without a zone or time of day
+    UNKNOWN_GATEWAY = "unknown_gateway"  # the publishing gateway is not in the registry
     UNKNOWN_DEVICE = "unknown_device"  # device not in the registry
+    FOREIGN_DEVICE = "foreign_device"  # device not paired with the publishing gateway then
     UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
     STORAGE_REJECTED = "storage_rejected"  # the database refused the row
 
