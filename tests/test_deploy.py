@@ -528,6 +528,7 @@ def test_alerts_use_only_exported_metrics() -> None:
         "HomemonitorCommitLatencyHigh",
         "HomemonitorInflightNearMax",
         "HomemonitorNoReadingsStored",
+        "HomemonitorGatewayForeignReadings",
     } <= alerts
     assert "> 0.9 * homemonitor_inflight_limit_messages" in inflight  # follows the setting
 
