@@ -32,7 +32,7 @@ from homemonitor.settings import Settings
 T = TypeVar("T")
 _counter = itertools.count()
 
-#: A small registry: two care teams, three patients, devices, plans.
+#: A small registry: two care teams, three patients, devices, two gateways, plans.
 REGISTRY: dict[str, Any] = {
     "care_teams": [
         {
@@ -53,7 +53,17 @@ REGISTRY: dict[str, Any] = {
         {"id": "cuff-3", "kind": "blood_pressure_cuff"},
         {"id": "spare-9", "kind": "scale"},
     ],
-    "gateways": [{"id": "gw-1"}, {"id": "gw-2"}],
+    # gw-1 is the hub of the home of p-1 and p-3 (and holds the spare scale), gw-2 of p-2's.
+    "gateways": [
+        {
+            "id": "gw-1",
+            "devices": [
+                {"device": d, "from": "2020-01-01T00:00:00Z"}
+                for d in ("cuff-1", "scale-1", "cuff-3", "spare-9")
+            ],
+        },
+        {"id": "gw-2", "devices": [{"device": "oxi-2", "from": "2020-01-01T00:00:00Z"}]},
+    ],
     "patients": [
         {
             "id": "p-1",

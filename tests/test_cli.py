@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ from homemonitor import __version__
 from homemonitor.cli import main
 from homemonitor.embedded import PrivatePostgres, free_port
 from homemonitor.protocol import json_schema
+from tests.conftest import REGISTRY
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -146,6 +149,62 @@ def test_payload_check_judges_as_the_worker_with_its_settings() -> None:
         (3, "no_timestamp"),
     ] == [(p["index"], p["reason"]) for p in out["rejected"]]
     assert [4] == [r["index"] for r in out["readings"]]
+
+
+def test_payload_check_judges_gateway_and_pairing_against_a_registry_file(
+    tmp_path: Path,
+) -> None:
+    """With --registry and --gateway, each reading gets the worker's registry verdict."""
+    registry_file = tmp_path / "registry.json"
+    registry_file.write_text(json.dumps(REGISTRY))
+    at = "2026-11-22T07:00:00Z"
+    payload = {
+        "v": 1,
+        "readings": [
+            {"device_id": d, "metric": "body_weight", "value": 70, "measured_at": at}
+            for d in ("scale-1", "oxi-2", "ghost-7", "spare-9")
+        ],
+    }
+    body = json.dumps(payload).encode()
+    home = run(
+        "payload", "check", "--registry", str(registry_file), "--gateway", "gw-1", "-", stdin=body
+    )
+    stranger = run(
+        "payload", "check", "--registry", str(registry_file), "--gateway", "gw-9", "-", stdin=body
+    )
+    alone = run("payload", "check", "--gateway", "gw-1", "-", stdin=body)
+    assert (1, 1, 2) == (home.returncode, stranger.returncode, alone.returncode)
+    assert [
+        "ok   [0] scale-1 body_weight at 2026-11-22T07:00:00+00:00: body_weight=70.0 kg",
+        "FAIL [1] foreign_device: device is not paired with the publishing gateway at measured_at",
+        "FAIL [2] unknown_device: device is not in the registry",
+        "FAIL [3] unbound_device: device is bound to no patient at measured_at",
+        "1 accepted, 3 rejected",
+    ] == [line.split("  FLAGGED")[0] for line in home.stdout.splitlines()]
+    assert ["unknown_gateway"] * 4 == [
+        line.split()[2].rstrip(":") for line in stranger.stdout.splitlines()[:-1]
+    ]
+    assert "--gateway needs --registry" in alone.stderr
+
+
+async def test_registry_apply_counts_pairings_and_warns_of_unpaired_devices(
+    dsn: str, tmp_path: Path
+) -> None:
+    """'registry apply' reports gateways and pairings, and names bound devices no gateway has."""
+    reg = copy.deepcopy(REGISTRY)
+    reg["gateways"][1]["devices"] = []  # oxi-2 stays bound to p-2, but no hub may send it
+    registry_file = tmp_path / "registry.json"
+    registry_file.write_text(json.dumps(reg))
+    done = await asyncio.to_thread(
+        run, "registry", "apply", str(registry_file), "--database-url", dsn
+    )
+    assert 0 == done.returncode
+    assert "5 devices, 2 gateways, 4 pairings, 4 bindings" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert [
+        "warning: 1 bound devices are paired with no gateway (oxi-2); their readings are "
+        "quarantined as foreign_device until a gateway lists them"
+    ] == warnings
 
 
 def test_published_schema_is_current() -> None:

@@ -20,7 +20,8 @@ async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(
     """A 25-second demo of 20 patients stores, alerts and quarantines, and says so plainly.
 
     Piped (as here), its output has no carriage returns and every alert is a line of its
-    own; it names the broker and the database; its alert counts are the metric's.
+    own; it names the broker and the database; its alert counts are the metric's; no
+    simulated hub is refused.
     """
     metrics = Metrics()
     summary = await run_demo(
@@ -54,3 +55,6 @@ async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(
         any(re.match(pattern, line) for line in lines)
         for pattern in (r"  broker:   mqtt://127\.0\.0\.1:\d+ ", r"  database: postgresql://\S+$")
     ]
+    # Every simulated hub speaks only for its own home's devices, each bound to a patient.
+    registry_reasons = {"unknown_gateway", "unknown_device", "foreign_device", "unbound_device"}
+    assert {} == {k: v for k, v in summary["quarantined"].items() if k in registry_reasons}

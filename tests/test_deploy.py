@@ -93,6 +93,7 @@ async def _registry_snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
         "clinicians",
         "gateways",
         "devices",
+        "device_pairings",
         "patients",
         "device_bindings",
         "care_plans",
@@ -114,8 +115,9 @@ async def test_example_registry_applies_and_reapplying_changes_nothing(dsn: str)
         after = await _registry_snapshot(conn)
     finally:
         await conn.close()
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 6) == first
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 0) == second
+    assert registry.ApplySummary(1, 3, 6, 11, 10, 6, 6, 12) == first
+    assert registry.ApplySummary(1, 3, 6, 11, 10, 0, 6, 12) == second
+    assert [] == registry.unpaired_devices(reg)
     assert before == after
     assert {"heart_failure", "hypertension", "copd"} == {p.condition for p in reg.patients}
 
@@ -137,6 +139,38 @@ async def test_example_registry_binds_shared_cuff_per_user(dsn: str) -> None:
     assert "p-0002" == cache.patient_for("scale-0007", may)
     assert Reason.UNBOUND_DEVICE == cache.patient_for("scale-0007", october)
     assert "p-0002" == cache.patient_for("scale-0002", october)
+
+
+async def test_example_registry_pairs_each_home_and_hands_over_a_replaced_hub(dsn: str) -> None:
+    """Each hub speaks for its home's devices; the replaced one only until the handover."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await registry.apply(conn, registry.load_file(DEPLOY / "registry-example.yaml"))
+        cache = registry.RegistryCache()
+        await cache.load(conn)
+    finally:
+        await conn.close()
+    may = datetime(2026, 5, 4, 7, 30, tzinfo=UTC)
+    october = datetime(2026, 10, 5, 7, 30, tzinfo=UTC)
+    assert [
+        "p-0004",
+        Reason.UNBOUND_DEVICE,  # the shared cuff without a user: paired, bound to nobody
+        Reason.FOREIGN_DEVICE,  # gw-0001 posing as another home's cuff
+        "p-0002",  # the returned scale's late upload, measured before its pairing ended
+        "p-0005",
+        Reason.FOREIGN_DEVICE,  # the replaced hub after the handover
+        "p-0005",
+        Reason.UNKNOWN_GATEWAY,
+    ] == [
+        cache.resolve("gw-0003", "cuff-0003:u2", may),
+        cache.resolve("gw-0003", "cuff-0003", may),
+        cache.resolve("gw-0001", "cuff-0003:u1", may),
+        cache.resolve("gw-0002", "scale-0007", may),
+        cache.resolve("gw-0005", "oxi-0005", may),
+        cache.resolve("gw-0005", "oxi-0005", october),
+        cache.resolve("gw-0008", "oxi-0005", october),
+        cache.resolve("gw-0004", "oxi-0005", october),
+    ]
 
 
 # -- Mosquitto: the real binary on the deploy config ----------------------------------------
@@ -575,6 +609,7 @@ def test_alerts_use_only_exported_metrics() -> None:
         "HomemonitorCommitLatencyHigh",
         "HomemonitorInflightNearMax",
         "HomemonitorNoReadingsStored",
+        "HomemonitorGatewayForeignReadings",
     } <= alerts
     assert "> 0.9 * homemonitor_inflight_limit_messages" in inflight  # follows the setting
 

@@ -253,6 +253,30 @@ def test_service_accepts_the_demo_registry(tmp_path: Path) -> None:
     assert len(description["devices"]) == len(loaded.devices)
 
 
+def test_each_home_gateway_speaks_for_its_own_devices_only() -> None:
+    """Every demo reading resolves, through the gateway that sent it, to its own patient."""
+    # The registry pairs each home's gateway with the home's devices while they are there,
+    # so the moved device changes gateway when it changes patient. Readings from a skewed
+    # device clock are left out: the service judges those at the time they claim.
+    from homemonitor.registry import RegistryCache, parse  # noqa: PLC0415 - service side
+
+    description, assignments = demo_clinic(20, seed=4, start=START, days=4)
+    cache = RegistryCache.from_description(parse(description))
+    patient_of = {p.gateway_id: p.patient_id for p in assignments.patients}
+    resolved = [
+        (cache.resolve(p.gateway_id, m.device_id, m.measured_at), patient_of[p.gateway_id])
+        for p in assignments.publications()
+        if (m := p.measurement) is not None and m.measured_at == m.received_at
+    ]
+    assert len(resolved) > 200
+    assert [] == [(got, want) for got, want in resolved if got != want]
+    moved = [p for p in assignments.patients if Fault.DEVICE_MOVED in p.faults]
+    paired = {g["id"]: g["devices"] for g in description["gateways"]}
+    assert 2 == len(moved)
+    assert all(paired[p.gateway_id] for p in moved)
+    assert any(s["until"] for p in moved for s in paired[p.gateway_id])
+
+
 def test_demo_clinic_thresholds_fit_the_condition() -> None:
     """HF plans cap weight at baseline +2/+3 kg; COPD plans alarm below SpO2 90/88."""
     registry, assignments = demo_clinic(30, seed=7, start=START)

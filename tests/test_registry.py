@@ -19,14 +19,103 @@ from homemonitor.readings import Reason
 from tests.conftest import REGISTRY, RunningService, publisher, wait_until
 
 
+async def _pairings(db: asyncpg.Connection) -> list[tuple[str, str, str]]:
+    rows = await db.fetch(
+        "SELECT device_id, gateway_id, valid::text FROM device_pairings ORDER BY 1, 3"
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
 async def test_applying_twice_changes_nothing(db: asyncpg.Connection) -> None:
     """The test registry applied a second time adds no plan version and keeps every row."""
     before = await db.fetchval("SELECT count(*) FROM device_bindings")
+    pairings = await _pairings(db)
     summary = await registry.apply(db, registry.parse(REGISTRY))
-    assert (0, before) == (
+    assert (0, before, 2, 5) == (
         summary.plans_added,
         await db.fetchval("SELECT count(*) FROM device_bindings"),
+        summary.gateways,
+        summary.pairings,
     )
+    assert 5 == len(pairings)
+    assert pairings == await _pairings(db)
+
+
+async def test_a_gateways_device_list_is_the_whole_truth(db: asyncpg.Connection) -> None:
+    """A device left out of its gateway's list is no longer paired with it; others stay."""
+    reg = copy.deepcopy(REGISTRY)
+    reg["gateways"][0]["devices"] = [
+        p for p in reg["gateways"][0]["devices"] if p["device"] != "spare-9"
+    ]
+    await registry.apply(db, registry.parse(reg))
+    assert ["cuff-1", "cuff-3", "oxi-2", "scale-1"] == [p[0] for p in await _pairings(db)]
+
+
+def test_pairing_problems_are_refused() -> None:
+    """Unknown devices, inverted or overlapping pairings and a twice-described gateway are named."""
+    bad = copy.deepcopy(REGISTRY)
+    gw1, gw2 = bad["gateways"]
+    gw1["devices"].append({"device": "ghost-7", "from": "2020-01-01T00:00:00Z"})
+    gw2["devices"].append(
+        {"device": "scale-1", "from": "2021-01-01T00:00:00Z", "until": "2022-01-01T00:00:00Z"}
+    )
+    gw2["devices"].append(
+        {"device": "oxi-2", "from": "2026-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}
+    )
+    bad["gateways"].append({"id": "gw-1"})
+    with pytest.raises(RegistryError) as caught:
+        registry.parse(bad)
+    assert (
+        [
+            "gateway gw-1: device 'ghost-7' is not described",
+            "gateway gw-2: pairing of oxi-2 ends before it starts",
+            "gateway gw-1: described twice",
+            "device scale-1: paired with gw-1 and gw-2 at the same time",
+            "device oxi-2: paired with gw-2 and gw-2 at the same time",  # the open one, from 2020
+        ]
+        == [line.strip() for line in str(caught.value).splitlines()[1:]]
+    )
+
+
+async def test_resolve_checks_gateway_device_pairing_then_binding(db: asyncpg.Connection) -> None:
+    """Each reason comes from the first check that fails; a described registry resolves alike."""
+    handed_over = copy.deepcopy(REGISTRY)
+    handed_over["gateways"][1]["devices"] = [
+        {"device": "oxi-2", "from": "2020-01-01T00:00:00Z", "until": "2026-06-01T00:00:00Z"}
+    ]
+    handed_over["gateways"].append(
+        {"id": "gw-3", "devices": [{"device": "oxi-2", "from": "2026-06-01T00:00:00Z"}]}
+    )
+    reg = registry.parse(handed_over)
+    await registry.apply(db, reg)
+    loaded = registry.RegistryCache()
+    await loaded.load(db)
+    may, july = datetime(2026, 5, 31, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
+    questions = [
+        ("gw-9", "ghost", may),  # neither known: the gateway is asked about first
+        ("gw-1", "ghost", may),
+        ("gw-1", "oxi-2", may),  # another home's device
+        ("gw-2", "spare-9", may),  # not paired here, and bound to nobody: foreign first
+        ("gw-1", "spare-9", may),
+        ("gw-2", "oxi-2", may),
+        ("gw-2", "oxi-2", july),  # after the handover, the old hub speaks for it no more
+        ("gw-3", "oxi-2", may),  # and the new hub not before it
+        ("gw-3", "oxi-2", july),
+    ]
+    expected = [
+        Reason.UNKNOWN_GATEWAY,
+        Reason.UNKNOWN_DEVICE,
+        Reason.FOREIGN_DEVICE,
+        Reason.FOREIGN_DEVICE,
+        Reason.UNBOUND_DEVICE,
+        "p-2",
+        Reason.FOREIGN_DEVICE,
+        Reason.FOREIGN_DEVICE,
+        "p-2",
+    ]
+    described = registry.RegistryCache.from_description(reg)
+    assert expected == [loaded.resolve(*q) for q in questions]
+    assert expected == [described.resolve(*q) for q in questions]
 
 
 async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:

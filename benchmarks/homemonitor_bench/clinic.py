@@ -100,6 +100,7 @@ def build_clinic(patients: int, seed: int = 7) -> Clinic:
         for t in range(n_teams)
     ]
     devices: list[dict[str, str]] = []
+    gateways: list[dict[str, Any]] = []
     people: list[dict[str, Any]] = []
     loads: list[DeviceLoad] = []
     for i in range(patients):
@@ -129,13 +130,15 @@ def build_clinic(patients: int, seed: int = 7) -> Clinic:
             own.append((f"hr-{i:05d}", "heart_rate_monitor", _monitor(i, topic, pulse)))
         devices += [{"id": d, "kind": kind} for d, kind, _ in own]
         loads += [load for _, _, load in own]
+        since = [{"device": d, "from": "2020-01-01T00:00:00Z"} for d, _, _ in own]
+        gateways.append({"id": f"gw-{i:05d}", "devices": list(since)})  # the home's hub
         people.append(
             {
                 "id": f"p-{i:05d}",
                 "care_team": team["id"],
                 "care_contact": team["clinicians"][i % 3]["id"],
                 "condition": condition,
-                "devices": [{"device": d, "from": "2020-01-01T00:00:00Z"} for d, _, _ in own],
+                "devices": since,
                 "care_plan": {
                     "version": 1,
                     "changed_by": team["clinicians"][0]["id"],
@@ -146,7 +149,6 @@ def build_clinic(patients: int, seed: int = 7) -> Clinic:
         )
     order = list(range(len(loads)))
     rng.shuffle(order)  # consecutive readings come from unrelated patients
-    gateways = [{"id": f"gw-{i:05d}"} for i in range(patients)]
     return Clinic(
         {"care_teams": teams, "devices": devices, "gateways": gateways, "patients": people},
         tuple(loads[k] for k in order),

@@ -24,7 +24,7 @@ _RELOAD = re.compile(
     r"^_build \((?:homemonitor/)?registry\.py"
 )
 _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("decode + validate", r"^(?:Worker\._prepare(?:_now)?|prepare|RegistryCache\.patient_for) \("),
+    ("decode + validate", r"^(?:Worker\._prepare(?:_now)?|prepare|RegistryCache\.resolve) \("),
     ("rule evaluation", r"^_alerts \(|careplan\.py|numpy/"),
     (
         "database write",

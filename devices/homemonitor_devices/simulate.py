@@ -1,10 +1,10 @@
 """A simulated clinic: the registry it needs, and its patients' gateways publishing.
 
 :func:`demo_clinic` describes a small primary-care clinic (care teams, clinicians,
-devices, one gateway per home, patients with care plans) in the format ``homemonitor
-registry apply`` loads, together with each patient's scenario. :func:`run_simulation`
-plays the patients' measurements through real :class:`~homemonitor_devices.gateway.Gateway`
-s against any broker, on a simulated clock.
+devices, one gateway per home paired with the home's devices, patients with care plans)
+in the format ``homemonitor registry apply`` loads, together with each patient's
+scenario. :func:`run_simulation` plays the patients' measurements through real
+:class:`~homemonitor_devices.gateway.Gateway` s against any broker, on a simulated clock.
 
     >>> registry, assignments = demo_clinic(50, seed=7)  # doctest: +SKIP
     >>> speedup = assignments.speedup_for(timedelta(minutes=5))  # doctest: +SKIP
@@ -276,14 +276,7 @@ def demo_clinic(
                 "care_team": team_id,
                 "care_contact": contact,
                 "condition": plan.condition,
-                "devices": [
-                    {
-                        "device": binding.device_id,
-                        "from": _iso_z(binding.valid_from),
-                        "until": _iso_z(binding.until) if binding.until else None,
-                    }
-                    for binding in plan.devices
-                ],
+                "devices": _spans(plan),
                 "care_plan": {
                     "version": 1,
                     "changed_by": contact,
@@ -295,10 +288,24 @@ def demo_clinic(
     registry = {
         "care_teams": care_teams,
         "devices": devices,
-        "gateways": [{"id": plan.gateway_id} for plan in plans],
+        # One gateway per home: it speaks for the home's devices while they are there, so a
+        # moved device changes gateway (pairing) and patient (binding) at the same moment.
+        "gateways": [{"id": plan.gateway_id, "devices": _spans(plan)} for plan in plans],
         "patients": patients,
     }
     return registry, Assignments(start, end, seed, tuple(plans))
+
+
+def _spans(plan: PatientPlan) -> list[dict[str, str | None]]:
+    """When each of the patient's devices is in the home, as registry bindings or pairings."""
+    return [
+        {
+            "device": binding.device_id,
+            "from": _iso_z(binding.valid_from),
+            "until": _iso_z(binding.until) if binding.until else None,
+        }
+        for binding in plan.devices
+    ]
 
 
 def _conditions(n: int, rng: random.Random) -> list[str]:

@@ -22,6 +22,8 @@ from homemonitor.settings import Settings
 if TYPE_CHECKING:
     import asyncpg
 
+    from homemonitor.readings import Reading, Rejection
+
 EPILOG = """\
 Configuration comes from HOMEMONITOR_* environment variables (see README, 'Configuration').
 Start with 'homemonitor demo': it needs nothing configured."""
@@ -105,9 +107,19 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
     s = asyncio.run(main())
     print(
         f"applied {args.file}: {s.care_teams} care teams, {s.clinicians} clinicians, "
-        f"{s.patients} patients, {s.devices} devices, {s.bindings} bindings, "
-        f"{s.plans_added} new care-plan versions"
+        f"{s.patients} patients, {s.devices} devices, {s.gateways} gateways, "
+        f"{s.pairings} pairings, {s.bindings} bindings, {s.plans_added} new care-plan versions"
     )
+    unpaired = registry.unpaired_devices(reg)
+    if unpaired:
+        shown = ", ".join(unpaired[:5]) + (
+            f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
+        )
+        print(
+            f"warning: {len(unpaired)} bound devices are paired with no gateway ({shown}); "
+            "their readings are quarantined as foreign_device until a gateway lists them",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -126,18 +138,45 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_with_registry(
+    args: argparse.Namespace, payload: bytes
+) -> tuple[list[Reading], list[Rejection]]:
+    """The worker's own ``prepare`` on a registry file: topic, size, decoding, registry."""
+    from homemonitor import registry, store  # noqa: PLC0415 - only with --registry
+    from homemonitor.protocol import PayloadFormat, readings_topic  # noqa: PLC0415
+    from homemonitor.validation import ClockPolicy  # noqa: PLC0415
+
+    if not args.gateway:
+        msg = "--registry needs --gateway: the gateway that would publish this payload"
+        raise HomemonitorError(msg)
+    cache = registry.RegistryCache.from_description(registry.load_file(Path(args.registry)))
+    now = datetime.now(UTC)
+    topic = readings_topic(args.gateway, PayloadFormat(args.format))
+    settings = _settings(args)
+    clock = ClockPolicy.from_settings(settings)
+    batch = store.prepare(
+        [store.Inbound(topic, payload, now, 0.0)], cache, clock, settings.max_payload_bytes, now
+    )
+    return [c.reading for c in batch.candidates], [q.rejection for q in batch.quarantined]
+
+
 def cmd_payload_check(args: argparse.Namespace) -> int:
     from homemonitor.decoding import decode  # noqa: PLC0415
     from homemonitor.protocol import PayloadFormat  # noqa: PLC0415
     from homemonitor.validation import ClockPolicy, validate  # noqa: PLC0415
 
     payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    decoded = decode(PayloadFormat(args.format), payload)
-    clock = ClockPolicy.from_settings(_settings(args))
-    accepted, implausible = validate(decoded.readings, datetime.now(UTC), clock)
-    rejections = sorted(
-        decoded.rejections + implausible, key=lambda r: -1 if r.index is None else r.index
-    )
+    if args.registry:
+        accepted, refused = _judge_with_registry(args, payload)
+    elif args.gateway:
+        msg = "--gateway needs --registry: the registry file to check its pairings in"
+        raise HomemonitorError(msg)
+    else:
+        decoded = decode(PayloadFormat(args.format), payload)
+        clock = ClockPolicy.from_settings(_settings(args))
+        accepted, implausible = validate(decoded.readings, datetime.now(UTC), clock)
+        refused = decoded.rejections + implausible
+    rejections = sorted(refused, key=lambda r: -1 if r.index is None else r.index)
     readings: list[dict[str, Any]] = [
         {
             "index": r.index,
@@ -354,9 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = pay_sub.add_parser(
         "check",
         help="validate a payload and print its readings or every reason it fails",
-        description="Decode and validate a payload exactly as the worker would (without the "
-        "registry): print the normalised readings, or every reason a reading would be "
-        "quarantined. Exit 0 when everything is accepted, 1 otherwise.",
+        description="Decode and validate a payload exactly as the worker would: print the "
+        "normalised readings, or every reason a reading would be quarantined. Without "
+        "--registry the registry is not consulted; with --registry FILE and --gateway ID it "
+        "is, as if GATEWAY published the payload: an unknown gateway or device, a device not "
+        "paired with that gateway or bound to nobody at measured_at are reported too. "
+        "Exit 0 when everything is accepted, 1 otherwise.",
     )
     check.add_argument("file", help="payload file, or - for standard input")
     check.add_argument(
@@ -364,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["json", "fhir", "ble"],
         default="json",
         help="the format the topic would name (default: json)",
+    )
+    check.add_argument(
+        "--gateway", metavar="ID", help="the gateway that would publish it (with --registry)"
+    )
+    check.add_argument(
+        "--registry",
+        metavar="FILE",
+        help="also check gateway, device, pairing and binding against this registry file",
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_payload_check)

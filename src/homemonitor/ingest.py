@@ -281,6 +281,13 @@ class Worker:
             self.metrics.messages_received.labels(fmt).inc(n)
         if batch.needs_registry_reload() and await self._refresh_registry(for_unknown=True):
             batch = self._prepare_now(messages)  # the registry changed: look again
+        for gateway, refused in batch.refused_gateways().items():
+            log.warning(
+                "gateway sent readings it may not (misconfigured or compromised hub?) "
+                "gateway=%s %s",
+                gateway,
+                " ".join(f"{reason}={n}" for reason, n in sorted(refused.items())),
+            )
         self.metrics.inflight.set(self._inflight)
         return batch
 

@@ -113,7 +113,9 @@ class Reason(enum.StrEnum):
     IMPLAUSIBLE = "implausible"  # outside physiological limits
     NO_TIMESTAMP = "no_timestamp"  # no time, a time without a zone or time of day, or none in UTC
     BEYOND_RETENTION = "beyond_retention"  # measured longer ago than readings are kept
+    UNKNOWN_GATEWAY = "unknown_gateway"  # the publishing gateway is not in the registry
     UNKNOWN_DEVICE = "unknown_device"  # device not in the registry
+    FOREIGN_DEVICE = "foreign_device"  # device not paired with the publishing gateway then
     UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
     STORAGE_REJECTED = "storage_rejected"  # the database refused the row
 

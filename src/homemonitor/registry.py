@@ -1,11 +1,15 @@
-"""The registry: care teams, clinicians, patients, devices, bindings and care plans.
+"""The registry: care teams, clinicians, patients, gateways, devices, pairings, bindings, plans.
 
 Two halves. :func:`apply` loads a YAML or JSON description idempotently (the file is
 the truth for everything it names; care-plan versions are immutable history). The
-:class:`RegistryCache` is the worker's read-only copy (device bindings and current plans)
-for resolving a reading's patient and evaluating its plan per batch; it is only a
-cache: reloaded on ``NOTIFY homemonitor_registry``, periodically, and when an unknown
-device shows up.
+:class:`RegistryCache` is the worker's read-only copy (gateways, device pairings and
+bindings, current plans) for resolving a reading's patient and evaluating its plan per
+batch; it is only a cache: reloaded on ``NOTIFY homemonitor_registry``, periodically,
+and when a reading names a gateway or device it cannot resolve.
+
+Two time-bounded relations decide whose reading it is. A *pairing* says which gateway
+(home hub) may speak for a device; a *binding* says which patient the device measures.
+Both are looked up at the reading's ``measured_at``; see :meth:`RegistryCache.resolve`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
-import asyncpg
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,16 +67,25 @@ class DeviceIn(BaseModel):
     model: PlainText = ""
 
 
-class GatewayIn(BaseModel):
-    model_config = _Id
-    id: str = Field(pattern=GATEWAY_ID_PATTERN)
-
-
 class BindingIn(BaseModel):
+    """A device with a patient from ``from`` until ``until`` (open when absent)."""
+
     model_config = _Id
     device: str = Field(pattern=DEVICE_ID_PATTERN)
     valid_from: AwareDatetime = Field(alias="from")
     until: AwareDatetime | None = None
+
+
+class PairingIn(BindingIn):
+    """A device paired with a gateway from ``from`` until ``until`` (open when absent)."""
+
+
+class GatewayIn(BaseModel):
+    model_config = _Id
+    id: str = Field(pattern=GATEWAY_ID_PATTERN)
+    #: The devices this gateway may publish readings for, and when: the whole truth for
+    #: this gateway (a device left out is no longer paired with it).
+    devices: list[PairingIn] = []
 
 
 class CarePlanIn(BaseModel):
@@ -127,31 +139,61 @@ def parse(data: Any) -> RegistryIn:
     return registry
 
 
+#: Per device, (from, until, owner) of each binding or pairing in a description.
+_Spans: TypeAlias = dict[str, list[tuple[datetime, datetime | None, str]]]
+
+
 def _check_references(reg: RegistryIn) -> None:
     problems: list[str] = []
     teams = {t.id: {c.id for c in t.clinicians} for t in reg.care_teams}
     devices = {d.id for d in reg.devices}
-    spans: dict[str, list[tuple[datetime, datetime | None, str]]] = {}
+    bound: _Spans = {}
+    paired: _Spans = {}
+
+    def span(owner: tuple[str, str], what: str, s: BindingIn, into: _Spans) -> None:
+        if s.device not in devices:
+            problems.append(f"{' '.join(owner)}: device {s.device!r} is not described")
+        if s.until is not None and s.until <= s.valid_from:
+            problems.append(f"{' '.join(owner)}: {what} of {s.device} ends before it starts")
+        into.setdefault(s.device, []).append((s.valid_from, s.until, owner[1]))
+
     for p in reg.patients:
         if p.care_team not in teams:
             problems.append(f"patient {p.id}: care team {p.care_team!r} is not described")
         elif p.care_contact is not None and p.care_contact not in teams[p.care_team]:
             problems.append(f"patient {p.id}: care contact is not a clinician of {p.care_team}")
         for b in p.devices:
-            if b.device not in devices:
-                problems.append(f"patient {p.id}: device {b.device!r} is not described")
-            if b.until is not None and b.until <= b.valid_from:
-                problems.append(f"patient {p.id}: binding of {b.device} ends before it starts")
-            spans.setdefault(b.device, []).append((b.valid_from, b.until, p.id))
+            span(("patient", p.id), "binding", b, bound)
         if p.care_plan and p.care_plan.changed_by not in (None, *teams.get(p.care_team, ())):
             problems.append(f"patient {p.id}: care plan changed_by is not of its care team")
+    described: set[str] = set()
+    for g in reg.gateways:
+        if g.id in described:
+            problems.append(f"gateway {g.id}: described twice")
+        described.add(g.id)
+        for pairing in g.devices:
+            span(("gateway", g.id), "pairing", pairing, paired)
+    problems += _overlaps(bound, "bound to")
+    problems += _overlaps(paired, "paired with")
+    if problems:
+        raise RegistryError("registry description is inconsistent:\n  " + "\n  ".join(problems))
+
+
+def _overlaps(spans: _Spans, verb: str) -> list[str]:
+    """A problem for each device held by two owners at the same time."""
+    problems = []
     for device, items in spans.items():
         items.sort(key=lambda s: s[0])
         for (_, end, first), (start, _, second) in itertools.pairwise(items):
             if end is None or end > start:
-                problems.append(f"device {device}: bound to {first} and {second} at the same time")
-    if problems:
-        raise RegistryError("registry description is inconsistent:\n  " + "\n  ".join(problems))
+                problems.append(f"device {device}: {verb} {first} and {second} at the same time")
+    return problems
+
+
+def unpaired_devices(reg: RegistryIn) -> list[str]:
+    """Devices bound to a patient but paired with no gateway: all their readings are refused."""
+    paired = {p.device for g in reg.gateways for p in g.devices}
+    return sorted({b.device for p in reg.patients for b in p.devices} - paired)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -162,6 +204,8 @@ class ApplySummary:
     devices: int
     bindings: int
     plans_added: int
+    gateways: int
+    pairings: int
 
 
 async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
@@ -207,6 +251,20 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
             "VALUES ($1, $2, tstzrange($3, $4, '[)'))",
             bindings,
         )
+        pairings = [
+            (p.device, g.id, p.valid_from, p.until) for g in reg.gateways for p in g.devices
+        ]
+        await conn.execute(  # a gateway's list, and a device's pairings, are the whole truth
+            "DELETE FROM device_pairings WHERE device_id = ANY($1::text[]) "
+            "OR gateway_id = ANY($2::text[])",
+            sorted({p[0] for p in pairings}),
+            [g.id for g in reg.gateways],
+        )
+        await conn.executemany(
+            "INSERT INTO device_pairings (device_id, gateway_id, valid) "
+            "VALUES ($1, $2, tstzrange($3, $4, '[)'))",
+            pairings,
+        )
         added = 0
         for p in reg.patients:
             if p.care_plan is not None:
@@ -220,6 +278,8 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
         len(reg.devices),
         len(bindings),
         added,
+        len(reg.gateways),
+        len(pairings),
     )
 
 
@@ -257,30 +317,61 @@ async def _add_plan(conn: Conn, patient_id: str, plan: CarePlanIn) -> int:
     return 1
 
 
+class _Row(Protocol):
+    """A database record, or a dict standing in for one (:meth:`RegistryCache.from_description`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+_Rows: TypeAlias = Sequence[_Row]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Binding:
+class _Span:
     start: datetime
     end: datetime | None
-    patient_id: str
+    holder: str  # the patient (a binding) or the gateway (a pairing)
+
+
+class _Timeline:
+    """Who holds each device when: its spans in start order, found by bisect (O(log n))."""
+
+    __slots__ = ("_spans", "_starts")
+
+    def __init__(self, rows: _Rows, holder: str) -> None:
+        spans: dict[str, list[_Span]] = {}
+        for r in rows:
+            spans.setdefault(r["device_id"], []).append(_Span(r["start"], r["end"], r[holder]))
+        for items in spans.values():
+            items.sort(key=lambda span: span.start)  # already sorted when loaded: O(n)
+        self._spans = spans
+        self._starts = {device: [span.start for span in items] for device, items in spans.items()}
+
+    def holder(self, device_id: str, at: datetime) -> str | None:
+        """Who held ``device_id`` at ``at``, or None when nobody did."""
+        spans = self._spans.get(device_id)
+        if spans is None:
+            return None
+        i = bisect.bisect_right(self._starts[device_id], at) - 1
+        if i < 0:
+            return None
+        span = spans[i]
+        return span.holder if span.end is None or at < span.end else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Snapshot:
+    gateways: frozenset[str]
     devices: frozenset[str]
-    bindings: dict[str, list[_Binding]]
-    starts: dict[str, list[datetime]]  # per device, for bisect
+    pairings: _Timeline  # device -> gateway
+    bindings: _Timeline  # device -> patient
     plans: PlanTable
 
 
 def _build(
-    devices: list[asyncpg.Record], rows: list[asyncpg.Record], plans: list[asyncpg.Record]
+    gateways: _Rows, devices: _Rows, pairings: _Rows, bindings: _Rows, plans: _Rows
 ) -> _Snapshot:
     """The cache's lookup structures from raw rows (CPU-bound: run off the event loop)."""
-    bindings: dict[str, list[_Binding]] = {}
-    for r in rows:
-        bindings.setdefault(r["device_id"], []).append(
-            _Binding(r["start"], r["end"], r["patient_id"])
-        )
     table = PlanTable(
         [
             PlanRow(
@@ -296,15 +387,45 @@ def _build(
         ]
     )
     return _Snapshot(
+        frozenset(r["id"] for r in gateways),
         frozenset(r["id"] for r in devices),
-        bindings,
-        {device: [b.start for b in spans] for device, spans in bindings.items()},
+        _Timeline(pairings, "gateway_id"),
+        _Timeline(bindings, "patient_id"),
         table,
     )
 
 
+def _rows_of(reg: RegistryIn) -> tuple[_Rows, _Rows, _Rows, _Rows, _Rows]:
+    """A description as the rows :meth:`RegistryCache.load` would read once it is applied."""
+    plans = [
+        {
+            "patient_id": p.id,
+            "care_team_id": p.care_team,
+            "version": p.care_plan.version,
+            "thresholds": _thresholds_json(p.care_plan),
+        }
+        for p in reg.patients
+        if p.care_plan is not None
+    ]
+    return (
+        [{"id": g.id} for g in reg.gateways],
+        [{"id": d.id} for d in reg.devices],
+        [
+            {"device_id": s.device, "gateway_id": g.id, "start": s.valid_from, "end": s.until}
+            for g in reg.gateways
+            for s in g.devices
+        ],
+        [
+            {"device_id": s.device, "patient_id": p.id, "start": s.valid_from, "end": s.until}
+            for p in reg.patients
+            for s in p.devices
+        ],
+        plans,
+    )
+
+
 class RegistryCache:
-    """The worker's copy of bindings and current plans; see the module docstring.
+    """The worker's copy of gateways, pairings, bindings and current plans; see the module.
 
     It is reloaded only when ``registry_revision`` changed (see :meth:`refresh`); the new
     copy is built off the event loop and swapped in whole, so ingestion never stalls on
@@ -317,11 +438,19 @@ class RegistryCache:
     def __init__(self, *, unknown_check_interval: float = 1.0) -> None:
         self.unknown_check_interval = unknown_check_interval
         self.revision: int | None = None
-        self._snapshot = _Snapshot(frozenset(), {}, {}, PlanTable([]))
+        empty = _Timeline((), "")
+        self._snapshot = _Snapshot(frozenset(), frozenset(), empty, empty, PlanTable([]))
         self.checked_at = float("-inf")  # when the last check asked the database
         #: Set when the registry changed (or may have) since the last check began.
         self.stale = asyncio.Event()
         self._checking: asyncio.Event | None = None  # set when the check under way ends
+
+    @classmethod
+    def from_description(cls, reg: RegistryIn) -> RegistryCache:
+        """A cache of ``reg`` as if it were applied (``payload check`` judges offline)."""
+        cache = cls()
+        cache._snapshot = _build(*_rows_of(reg))
+        return cache
 
     @property
     def plans(self) -> PlanTable:
@@ -377,7 +506,12 @@ class RegistryCache:
         """Load everything now (at start, or when :meth:`refresh` saw a change)."""
         if revision is None:
             revision = await conn.fetchval("SELECT revision FROM registry_revision")
+        gateways = await conn.fetch("SELECT id FROM gateways")
         devices = await conn.fetch("SELECT id FROM devices")
+        pairings = await conn.fetch(
+            "SELECT device_id, gateway_id, lower(valid) AS start, upper(valid) AS end "
+            "FROM device_pairings ORDER BY device_id, lower(valid)"
+        )
         rows = await conn.fetch(
             "SELECT device_id, patient_id, lower(valid) AS start, upper(valid) AS end "
             "FROM device_bindings ORDER BY device_id, lower(valid)"
@@ -389,31 +523,51 @@ class RegistryCache:
         )
         gc.disable()  # ~250k new objects would trigger several full collections, ~100 ms each
         try:
-            self._snapshot = await asyncio.to_thread(_build, devices, rows, plans)
+            self._snapshot = await asyncio.to_thread(
+                _build, gateways, devices, pairings, rows, plans
+            )
         finally:
             gc.freeze()  # long-lived until the next load: out of every later full collection
             gc.enable()
         self.revision = revision
         self.checked_at = time.monotonic()
         log.info(
-            "registry loaded revision=%s devices=%d bindings=%d plans=%d",
+            "registry loaded revision=%s gateways=%d devices=%d pairings=%d bindings=%d plans=%d",
             revision,
+            len(gateways),
             len(devices),
+            len(pairings),
             len(rows),
             len(plans),
         )
 
-    def patient_for(self, device_id: str, at: datetime) -> str | Reason:
-        """The patient ``device_id`` was bound to at ``at``, or why there is none."""
+    def resolve(self, gateway_id: str, device_id: str, at: datetime) -> str | Reason:
+        """The patient a reading belongs to, or why it belongs to nobody.
+
+        The reading came from ``device_id``, measured at ``at``, published by
+        ``gateway_id``. The checks run in this order, and the first that fails names the
+        reason: the gateway is registered (``unknown_gateway``); the device is registered
+        (``unknown_device``); the device was paired with *this* gateway at ``at``
+        (``foreign_device``); the device was bound to a patient at ``at``
+        (``unbound_device``). Pairing comes before binding: who may speak for a device is
+        settled before whose record it is, so a gateway can never reach a patient's record
+        through a device that is not in its home, and learns nothing about its binding.
+        """
         snapshot = self._snapshot
-        spans = snapshot.bindings.get(device_id)
-        if spans is None:
-            known = device_id in snapshot.devices
-            return Reason.UNBOUND_DEVICE if known else Reason.UNKNOWN_DEVICE
-        i = bisect.bisect_right(snapshot.starts[device_id], at) - 1
-        if i < 0:
-            return Reason.UNBOUND_DEVICE
-        span = spans[i]
-        if span.end is None or at < span.end:
-            return span.patient_id
-        return Reason.UNBOUND_DEVICE
+        if gateway_id not in snapshot.gateways:
+            return Reason.UNKNOWN_GATEWAY
+        if device_id not in snapshot.devices:
+            return Reason.UNKNOWN_DEVICE
+        if snapshot.pairings.holder(device_id, at) != gateway_id:
+            return Reason.FOREIGN_DEVICE
+        return snapshot.bindings.holder(device_id, at) or Reason.UNBOUND_DEVICE
+
+    def patient_for(self, device_id: str, at: datetime) -> str | Reason:
+        """The patient ``device_id`` was bound to at ``at``, whoever published it, or why none.
+
+        For tools and tests; the worker asks :meth:`resolve`, which checks the gateway too.
+        """
+        snapshot = self._snapshot
+        if device_id not in snapshot.devices:
+            return Reason.UNKNOWN_DEVICE
+        return snapshot.bindings.holder(device_id, at) or Reason.UNBOUND_DEVICE

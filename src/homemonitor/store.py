@@ -81,10 +81,37 @@ class Batch:
         )
 
     def needs_registry_reload(self) -> bool:
-        return any(
-            q.rejection.reason in (Reason.UNKNOWN_DEVICE, Reason.UNBOUND_DEVICE)
-            for q in self.quarantined
-        )
+        """Whether a reading was refused for what the registry says (it may have just changed).
+
+        Any of the four registry reasons: a gateway, a device, a pairing or a binding
+        registered a moment ago is picked up as soon as the worker reloads.
+        """
+        return any(q.rejection.reason in _UNRESOLVED for q in self.quarantined)
+
+    def refused_gateways(self) -> dict[str, Counter[str]]:
+        """Gateways that sent readings they may not send, with how many by reason.
+
+        ``unknown_gateway`` and ``foreign_device`` point at a misconfigured or compromised
+        hub: ops want to hear which one (gateway ids are not patient data).
+        """
+        refused: dict[str, Counter[str]] = {}
+        for q in self.quarantined:
+            if q.rejection.reason in _NOT_ITS_OWN:
+                route = parse_topic(self.messages[q.message].topic)
+                if route is not None:
+                    refused.setdefault(route.gateway_id, Counter())[q.rejection.reason] += 1
+        return refused
+
+
+#: Why the registry resolves a reading to nobody, as a person reading the quarantine is told.
+_UNRESOLVED = {
+    Reason.UNKNOWN_GATEWAY: "the publishing gateway is not in the registry",
+    Reason.UNKNOWN_DEVICE: "device is not in the registry",
+    Reason.FOREIGN_DEVICE: "device is not paired with the publishing gateway at measured_at",
+    Reason.UNBOUND_DEVICE: "device is bound to no patient at measured_at",
+}
+#: Readings a gateway had no business sending.
+_NOT_ITS_OWN = frozenset({Reason.UNKNOWN_GATEWAY, Reason.FOREIGN_DEVICE})
 
 
 def prepare(
@@ -94,7 +121,12 @@ def prepare(
     max_payload_bytes: int,
     now: datetime,
 ) -> Batch:
-    """Decode, validate and resolve every message of a batch. No I/O."""
+    """Decode, validate and resolve every message of a batch. No I/O.
+
+    Each message: its topic (``unknown_topic``), its size (``oversized``), then decoding
+    and validation per reading, and last the registry per valid reading, in the order
+    :meth:`RegistryCache.resolve` documents (gateway, device, pairing, binding).
+    """
     batch = Batch(messages)
     for m, msg in enumerate(messages):
         route = parse_topic(msg.topic)
@@ -124,13 +156,9 @@ def prepare(
         accepted, implausible = validate(decoded.readings, now, clock)
         batch.quarantined.extend(Quarantined(r, m) for r in implausible)
         for reading in accepted:
-            patient = cache.patient_for(reading.device_id, reading.measured_at)
+            patient = cache.resolve(route.gateway_id, reading.device_id, reading.measured_at)
             if isinstance(patient, Reason):
-                detail = (
-                    "device is not in the registry"
-                    if patient is Reason.UNKNOWN_DEVICE
-                    else "device is bound to no patient at measured_at"
-                )
+                detail = _UNRESOLVED[patient]
                 rejection = Rejection(patient, detail, reading.index, reading.device_id)
                 batch.quarantined.append(Quarantined(rejection, m))
                 continue
