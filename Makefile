@@ -5,7 +5,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check bench system-deps test-deps venv clean help
+# The tests that need no services (tests/unit, without the service fixtures) and the doctests.
+UNIT := --confcutdir=tests/unit --doctest-modules tests/unit src/homemonitor devices/homemonitor_devices
+
+.PHONY: demo test unit check bench system-deps test-deps venv clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -13,8 +16,18 @@ help:  ## list the targets
 demo: venv system-deps  ## run the service on a private broker and database with a simulated clinic
 	$(BIN)/homemonitor demo $(ARGS)
 
-test: venv system-deps test-deps  ## run the test suite against real Mosquitto and PostgreSQL
+# Without ARGS: the unit stage first (stops at the first failure, before any service is
+# installed or started), then the rest. With ARGS: one pytest run of exactly those arguments.
+ifeq ($(strip $(ARGS)),)
+test: unit system-deps test-deps  ## unit tests and doctests, then the service tests (ARGS: one pytest run)
+	$(BIN)/pytest --ignore=tests/unit
+else
+test: venv system-deps test-deps
 	$(BIN)/pytest $(ARGS)
+endif
+
+unit: venv  ## the tests and doctests that need no services, in seconds; stops at the first failure
+	$(BIN)/pytest -x $(UNIT) $(ARGS)
 
 check: venv  ## ruff and mypy --strict
 	$(BIN)/ruff check src devices benchmarks tests

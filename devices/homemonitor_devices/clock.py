@@ -1,7 +1,10 @@
 """Simulated time: a start instant and a speed-up factor over a monotonic clock.
 
->>> clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC), speedup=1440.0)  # doctest: +SKIP
->>> clock.now()  # one real minute later: one simulated day later  # doctest: +SKIP
+>>> from datetime import UTC
+>>> real = iter([0.0, 60.0])  # a monotonic clock: started, then one real minute later
+>>> clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC), 1440.0, monotonic=lambda: next(real))
+>>> clock.now()  # one simulated day later
+datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc)
 """
 
 from __future__ import annotations

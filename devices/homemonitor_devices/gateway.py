@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import re
 import sqlite3
 import threading
 import time
@@ -36,7 +35,7 @@ from typing import Literal, Self
 import aiomqtt
 
 from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import GATEWAY_ID_PATTERN, PayloadFormat, readings_topic
+from homemonitor.protocol import GATEWAY_ID_PATTERN, PayloadFormat, is_gateway_id, readings_topic
 
 __all__ = ["Backoff", "Gateway", "GatewayError", "GatewayStats", "OutboxQueue", "TlsConfig"]
 
@@ -216,7 +215,7 @@ class Gateway:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         rng: random.Random | None = None,
     ) -> None:
-        if not re.match(GATEWAY_ID_PATTERN, gateway_id):
+        if not is_gateway_id(gateway_id):
             raise GatewayError(gateway_id, f"id must match {GATEWAY_ID_PATTERN}")
         self.gateway_id = gateway_id
         self.queue_path = queue_path

@@ -6,9 +6,13 @@ in the format ``homemonitor registry apply`` loads, together with each patient's
 scenario. :func:`run_simulation` plays the patients' measurements through real
 :class:`~homemonitor_devices.gateway.Gateway` s against any broker, on a simulated clock.
 
-    >>> registry, assignments = demo_clinic(50, seed=7)  # doctest: +SKIP
-    >>> speedup = assignments.speedup_for(timedelta(minutes=5))  # doctest: +SKIP
-    >>> summary = await run_simulation(  # doctest: +SKIP
+    >>> registry, assignments = demo_clinic(50, seed=7)
+    >>> len(registry["patients"]), len(assignments.patients)
+    (50, 50)
+    >>> speedup = assignments.speedup_for(timedelta(minutes=5))  # six days in five minutes
+    >>> speedup
+    1728.0
+    >>> summary = await run_simulation(  # needs a broker  # doctest: +SKIP
     ...     assignments, port=1883, queue_dir=Path("q"), speedup=speedup
     ... )
 """

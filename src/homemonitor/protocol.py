@@ -63,6 +63,15 @@ class Route:
     format: PayloadFormat
 
 
+def is_gateway_id(text: str) -> bool:
+    """Whether all of ``text`` is a gateway id (:data:`GATEWAY_ID_PATTERN`).
+
+    >>> is_gateway_id("gw-1"), is_gateway_id("gw-1\\n"), is_gateway_id("gw.1")
+    (True, False, False)
+    """
+    return _GATEWAY_RE.fullmatch(text) is not None
+
+
 def readings_topic(gateway_id: str, fmt: PayloadFormat = PayloadFormat.NATIVE) -> str:
     """The topic a gateway publishes readings of format ``fmt`` to."""
     base = f"{TOPIC_PREFIX}/{gateway_id}/readings"
@@ -75,7 +84,7 @@ def parse_topic(topic: str) -> Route | None:
     parts = topic.split("/")
     if len(parts) not in (5, 6) or "/".join(parts[:3]) != TOPIC_PREFIX or parts[4] != "readings":
         return None
-    if not _GATEWAY_RE.match(parts[3]):
+    if not is_gateway_id(parts[3]):
         return None
     if len(parts) == 5:
         return Route(parts[3], PayloadFormat.NATIVE)

@@ -218,8 +218,8 @@ def test_demo_clinic_registry_format() -> None:
     assert ["care_teams", "devices", "gateways", "patients"] == list(registry)
     assert 3 == len(registry["care_teams"])
     assert 50 == len(registry["patients"]) == len(gateways) == len(assignments.patients)
-    assert all(re.match(DEVICE_ID_PATTERN, d) for d in devices)
-    assert all(re.match(GATEWAY_ID_PATTERN, g) for g in gateways)
+    assert all(re.fullmatch(DEVICE_ID_PATTERN, d) for d in devices)
+    assert all(re.fullmatch(GATEWAY_ID_PATTERN, g) for g in gateways)
     assert {kind.value for kind in DeviceKind} >= set(devices.values())
     for patient in registry["patients"]:
         plan = patient["care_plan"]

@@ -798,7 +798,7 @@ def reference() -> Path:
     folder = (
         Path(configured)
         if configured
-        else Path(__file__).resolve().parents[2] / "shared" / "reference" / "fhir"
+        else Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir"
     )
     if not folder.is_dir():
         pytest.skip(f"official FHIR examples not found at {folder} (HOMEMONITOR_FHIR_REFERENCE)")
