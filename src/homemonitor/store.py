@@ -23,7 +23,7 @@ from homemonitor.careplan import RULES, PlanTable
 from homemonitor.database import Conn
 from homemonitor.decoding import decode
 from homemonitor.protocol import parse_topic
-from homemonitor.readings import QUANTITIES, Reading, Reason, Rejection
+from homemonitor.readings import ID_LIMIT, QUANTITIES, Reading, Reason, Rejection, safe_text
 from homemonitor.registry import RegistryCache
 from homemonitor.validation import ClockPolicy, validate
 
@@ -41,6 +41,12 @@ class Inbound:
     mid: int = 0
     qos: int = 1
     generation: int = 0
+
+    def digest(self) -> bytes:
+        """sha256 of topic, NUL, payload: the message's key in quarantine."""
+        return hashlib.sha256(
+            self.topic.encode(errors="surrogatepass") + b"\0" + self.payload
+        ).digest()
 
 
 @dataclasses.dataclass(slots=True)
@@ -325,15 +331,13 @@ async def _alerts(conn: Conn, rows: list[Candidate], plans: PlanTable) -> tuple[
 
 
 async def _quarantine(conn: Conn, batch: Batch) -> None:
-    digests = [
-        hashlib.sha256(m.topic.encode() + b"\0" + m.payload).digest() for m in batch.messages
-    ]
+    digests = [m.digest() for m in batch.messages]
     items = batch.quarantined
     msgs = [batch.messages[q.message] for q in items]
     await conn.execute(
         _INSERT_QUARANTINE,
         [m.received_at for m in msgs],
-        [m.topic for m in msgs],
+        [safe_text(m.topic, ID_LIMIT) for m in msgs],  # detail and device_id: Rejection
         [_gateway(m.topic) for m in msgs],
         [q.rejection.reason.value for q in items],
         [q.rejection.detail for q in items],
