@@ -12,6 +12,7 @@ import pytest
 
 from homemonitor import store
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.ingest import LAST_RESORT
 from homemonitor.protocol import PayloadFormat, readings_topic
 from homemonitor.readings import DETAIL_LIMIT, ID_LIMIT, safe_text
 from homemonitor.registry import RegistryCache
@@ -246,3 +247,46 @@ def test_safe_text_escapes_what_text_cannot_hold_and_bounds_length() -> None:
         ("\x00" * 4, 10): "\\x00\\x00…",  # an escape is never cut in half
     }
     assert cases == {(text, limit): safe_text(text, limit) for text, limit in cases}
+
+
+async def test_quarantine_rows_the_database_refuses_become_one_fixed_row(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """When the database refuses a message's quarantine rows, it is kept whole with fixed text."""
+    await db.execute(
+        "ALTER TABLE quarantine ADD CONSTRAINT refuse_unknown CHECK (reason <> 'unknown_device')"
+    )
+    bad = json.dumps(native(device_id="nobody-1")).encode()
+    (row,) = await assert_survives(service, broker, db, TOPICS[PayloadFormat.NATIVE], bad)
+    assert ("storage_rejected", LAST_RESORT.detail, None, -1, bad) == (
+        row["reason"],
+        row["detail"],
+        row["device_id"],
+        row["item_index"],
+        bytes(row["payload"]),
+    )
+    assert 1 == service.metric("homemonitor_rejected_total", {"reason": "storage_rejected"})
+
+
+async def test_a_database_refusing_every_quarantine_row_holds_the_batch(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """If even a fixed quarantine row is refused, nothing is acknowledged or lost; it resumes."""
+    await db.execute("ALTER TABLE quarantine ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    bad = b"\x00not json"
+    async with publisher(broker) as gw:
+        await gw.publish(TOPICS[PayloadFormat.NATIVE], bad, qos=1)
+        await gw.publish(readings_topic("gw-1"), good(1), qos=1)
+    await wait_until(
+        lambda: service.metric_async("homemonitor_commit_retries_total"), lambda n: n >= 2
+    )
+    assert service.task is not None
+    assert not service.task.done()
+    assert 2 == service.metric("homemonitor_inflight_messages")  # held, not acknowledged
+    await db.execute("ALTER TABLE quarantine DROP CONSTRAINT refuse_all")
+    await wait_until(
+        lambda: db.fetchval("SELECT count(*) FROM readings WHERE message_id = 'good-1'"),
+        lambda n: n == 1,
+    )
+    row = await db.fetchrow("SELECT reason, payload FROM quarantine")
+    assert ("malformed", bad) == (row["reason"], bytes(row["payload"]))

@@ -12,6 +12,10 @@ Nothing is acknowledged before it is committed, so a crash anywhere means redeli
 and redelivery is harmless because storage is idempotent. While the database is down
 the commit task retries and acknowledges nothing; the queue fills, the broker stops
 sending at Receive Maximum, and keeps the rest: memory stays bounded.
+
+No message can stop the stream. A batch the database refuses is stored message by
+message, and a message whose rows are refused is quarantined, at last whole with a fixed
+text (:meth:`Worker._commit_alone`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from paho.mqtt.properties import Properties
 
 from homemonitor import _mqtt, store
 from homemonitor.database import StorageMode
+from homemonitor.errors import StorageRefusedError
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION
 from homemonitor.readings import Reason, Rejection
@@ -43,6 +48,13 @@ from homemonitor.settings import Settings
 from homemonitor.validation import ClockPolicy
 
 log = logging.getLogger(__name__)
+
+#: What a message's part of a refused batch becomes when the database refuses its own
+#: rows as well: fixed text, no device, the raw bytes (``Worker._commit_alone``).
+LAST_RESORT = Rejection(
+    Reason.STORAGE_REJECTED,
+    "the database refused this message's rows; kept whole with its raw payload (report it)",
+)
 
 #: Database errors after which the same batch may well commit: wait and retry.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -57,6 +69,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.TooManyConnectionsError,
 )
+
+#: Errors after which the commit task holds the batch, unacknowledged, and tries again.
+_HOLD_AND_RETRY: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, StorageRefusedError)
 
 
 @dataclasses.dataclass
@@ -367,7 +382,7 @@ class Worker:
             started = time.perf_counter()
             try:
                 result = await self._commit_once(batch)
-            except TRANSIENT_DB_ERRORS as exc:
+            except _HOLD_AND_RETRY as exc:
                 self.database_state(ok=False, why=exc)
                 await self.pool.expire_connections()  # the rest are as dead: replace them all
                 self.metrics.commit_retries.inc()
@@ -397,29 +412,11 @@ class Worker:
             return await self._commit_one_by_one(batch)
 
     async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
-        """A batch the database refuses: each message alone; a refused one is quarantined."""
+        """A batch the database refuses: each message alone (:meth:`_commit_alone`)."""
         total = store.CommitResult()
         parts = [batch.only(m) for m in range(len(batch.messages))]
-        for part in parts:
-            try:
-                async with self.pool.acquire(timeout=5) as conn:
-                    result = await store.commit(conn, part, self.cache.plans)
-            except TRANSIENT_DB_ERRORS:
-                raise
-            except asyncpg.PostgresError as exc:
-                detail = f"database refused the reading: {type(exc).__name__} ({exc.sqlstate})"
-                part.quarantined += [
-                    store.Quarantined(
-                        Rejection(
-                            Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
-                        ),
-                        0,
-                    )
-                    for c in part.candidates
-                ]
-                part.candidates = []
-                async with self.pool.acquire(timeout=5) as conn:
-                    result = await store.commit(conn, part, self.cache.plans)
+        for m, part in enumerate(parts):
+            parts[m], result = await self._commit_alone(part)
             total.add(result)
         batch.quarantined = [
             store.Quarantined(q.rejection, m)
@@ -427,6 +424,58 @@ class Worker:
             for q in part.quarantined
         ]
         return total
+
+    async def _commit_alone(self, part: store.Batch) -> tuple[store.Batch, store.CommitResult]:
+        """One message's part of a refused batch, committed so that the stream goes on.
+
+        As it is; if the database refuses that, with its readings quarantined as
+        ``storage_rejected``; if it refuses its quarantine rows too, set aside whole with
+        :data:`LAST_RESORT` (fixed text, no device, the raw bytes, the topic made safe).
+        Returns what was committed. A database that refuses even that refuses every
+        write, not this message: :class:`StorageRefusedError` makes the caller hold the
+        batch unacknowledged and retry, as in an outage. Acknowledging instead would lose
+        this message and every one after it.
+        """
+        outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError) and part.candidates:
+            detail = f"database refused the reading: {type(outcome).__name__} ({outcome.sqlstate})"
+            part.quarantined += [
+                store.Quarantined(
+                    Rejection(
+                        Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
+                    ),
+                    0,
+                )
+                for c in part.candidates
+            ]
+            part.candidates = []
+            outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError):
+            log.error(
+                "quarantine rows refused by the database (%s %s); message kept whole instead",
+                outcome.sqlstate,
+                type(outcome).__name__,
+            )
+            part = store.set_aside(part.messages[0], LAST_RESORT)
+            outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError):
+            log.error(
+                "database refused a fixed quarantine row (%s %s); holding the batch",
+                outcome.sqlstate,
+                type(outcome).__name__,
+            )
+            raise StorageRefusedError(outcome.sqlstate) from outcome
+        return part, outcome
+
+    async def _try_commit(self, batch: store.Batch) -> store.CommitResult | asyncpg.PostgresError:
+        """Commit ``batch`` once: what it did, or the refusal; transient errors propagate."""
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                return await store.commit(conn, batch, self.cache.plans)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            return exc
 
     def _acknowledge(self, batch: store.Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""

@@ -146,6 +146,16 @@ def prepare(
     return batch
 
 
+def set_aside(message: Inbound, rejection: Rejection) -> Batch:
+    """A batch that quarantines ``message`` whole for ``rejection``, without decoding it.
+
+    The last resort of the one-by-one fallback (``Worker._commit_alone``). No I/O.
+    """
+    route = parse_topic(message.topic)
+    fmt = route.format.value if route else "unknown"
+    return Batch([message], quarantined=[Quarantined(rejection, 0)], formats=[fmt])
+
+
 @dataclasses.dataclass(slots=True)
 class CommitResult:
     """What committing one batch (or, summed with :meth:`add`, many) did."""
