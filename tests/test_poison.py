@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ from homemonitor.readings import DETAIL_LIMIT, ID_LIMIT, safe_text
 from homemonitor.registry import RegistryCache
 from homemonitor.validation import ClockPolicy
 from tests.conftest import RunningService, publisher, wait_until
+from tests.test_nothing_lost import WorkerProcess
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 NUL, SURROGATE = "\x00", "\ud800"
@@ -290,3 +292,74 @@ async def test_a_database_refusing_every_quarantine_row_holds_the_batch(
     )
     row = await db.fetchrow("SELECT reason, payload FROM quarantine")
     assert ("malformed", bad) == (row["reason"], bytes(row["payload"]))
+
+
+#: A reading whose INSERT hangs (a trigger sleeps): the worker holds it until it is killed.
+HANG = """
+CREATE FUNCTION hang() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_sleep(600); RETURN NEW; END $$;
+CREATE TRIGGER hang BEFORE INSERT ON readings FOR EACH ROW
+    WHEN (NEW.message_id = 'poison') EXECUTE FUNCTION hang();
+"""
+
+
+@pytest.mark.slow
+async def test_a_message_that_kills_the_worker_is_set_aside_after_the_bound(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
+) -> None:
+    """A message the worker dies on every time is quarantined as repeated_failure at the bound.
+
+    The worker (a process of its own) is SIGKILLed each time it is stuck on the poison;
+    the good readings around it are all stored, and the attempt rows are gone at the end.
+    """
+    await db.execute(HANG)
+    limit = 3
+    worker = WorkerProcess(dsn, broker, tmp_path / "worker.log")
+    worker.env["HOMEMONITOR_MAX_DELIVERY_ATTEMPTS"] = str(limit)
+    poison = json.dumps(native(message_id="poison")).encode()
+    stuck = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+    set_aside = "SELECT count(*) FROM quarantine WHERE reason = 'repeated_failure'"
+    kills = 0
+    worker.start()
+    try:
+        await worker.ready()
+        async with publisher(broker) as gw:
+            for payload in (good(1), poison, good(2), good(3)):
+                await gw.publish(readings_topic("gw-1"), payload, qos=1)
+        while True:
+            state = await wait_until(
+                lambda: db.fetchrow(f"SELECT ({stuck}) AS hung, ({set_aside}) AS done"),
+                lambda state: state["hung"] > 0 or state["done"] > 0,
+                60,
+            )
+            if state["done"] or kills > limit:
+                break
+            worker.kill()  # it dies holding the poison
+            kills += 1
+            await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE wait_event = 'PgSleep'"
+            )
+            await wait_until(lambda: db.fetchval(stuck), lambda n: n == 0)
+            worker.start()
+        async with publisher(broker) as gw:
+            await gw.publish(readings_topic("gw-1"), good(4), qos=1)
+        stored = await wait_until(
+            lambda: db.fetch("SELECT message_id FROM readings ORDER BY message_id"),
+            lambda rows: len(rows) == 4,
+            30,
+        )
+        row = await db.fetchrow("SELECT reason, payload, detail FROM quarantine")
+        assert (limit, ["good-1", "good-2", "good-3", "good-4"]) == (
+            kills,
+            [r["message_id"] for r in stored],
+        )
+        assert ("repeated_failure", poison) == (row["reason"], bytes(row["payload"]))
+        assert f"delivered {limit + 1} times" in row["detail"]
+        await wait_until(
+            lambda: db.fetchval("SELECT count(*) FROM delivery_attempts"), lambda n: n == 0
+        )
+        assert 0 == worker.terminate()
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.kill()

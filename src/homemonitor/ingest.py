@@ -15,7 +15,12 @@ sending at Receive Maximum, and keeps the rest: memory stays bounded.
 
 No message can stop the stream. A batch the database refuses is stored message by
 message, and a message whose rows are refused is quarantined, at last whole with a fixed
-text (:meth:`Worker._commit_alone`).
+text (:meth:`Worker._commit_alone`). A message that kills the worker (a crash, an OOM, a
+bug) comes back from the broker with the DUP flag; redelivered messages are counted in
+``delivery_attempts`` before they are processed, one that failed on a redelivery before
+is tried alone, and one delivered more than ``max_delivery_attempts`` times is
+quarantined as ``repeated_failure`` without being decoded (:meth:`Worker._hand_over`).
+Messages without DUP, nearly all of them, pay nothing for this.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import aiomqtt
 import asyncpg
@@ -38,7 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from homemonitor import _mqtt, store
-from homemonitor.database import StorageMode
+from homemonitor.database import Conn, StorageMode
 from homemonitor.errors import StorageRefusedError
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION
@@ -48,6 +55,7 @@ from homemonitor.settings import Settings
 from homemonitor.validation import ClockPolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: What a message's part of a refused batch becomes when the database refuses its own
 #: rows as well: fixed text, no device, the raw bytes (``Worker._commit_alone``).
@@ -287,12 +295,122 @@ class Worker:
                         raise _lost(gone)
                     messages += intake.take(limit - len(messages))
                 self._inflight += len(messages)
-                batch = await self._prepare(messages)
-                await batches.put(batch)
+                await self._hand_over(messages, batches, stop)
                 if stop.is_set():
                     return
         finally:
             stopping.cancel()
+
+    async def _hand_over(
+        self,
+        messages: list[store.Inbound],
+        batches: asyncio.Queue[store.Batch],
+        stop: asyncio.Event,
+    ) -> None:
+        """Prepare ``messages`` and queue them for commit, in arrival order.
+
+        Messages without the DUP flag go as one batch, at no extra cost. Redelivered ones
+        are counted first (:func:`store.record_redelivered`, committed before any of them
+        is decoded). Those that had been redelivered before, and still not stored, are
+        suspects: each goes alone, only after everything before it is committed, and its
+        delivery is counted just before, so that if it kills the worker again, it alone
+        is blamed (:meth:`_isolate`). When stopping while the database is away, messages
+        not yet queued stay unacknowledged for the broker to redeliver.
+        """
+        if not any(m.dup for m in messages):
+            await batches.put(await self._prepare(messages))
+            return
+        keep = timedelta(seconds=self.settings.mqtt_session_expiry)
+        redelivered = [m for m in messages if m.dup]
+        suspects = await self._until_recorded(
+            lambda conn: store.record_redelivered(conn, redelivered, keep), stop, set[bytes]()
+        )
+        if suspects is None:
+            self._left_to_broker(len(messages))
+            return
+        run: list[store.Inbound] = []
+        for i, message in enumerate(messages):
+            if not (message.dup and message.digest() in suspects):
+                run.append(message)
+                continue
+            if run:
+                await batches.put(await self._prepare(run))
+                run = []
+            if not await self._isolate(message, batches, stop):
+                self._left_to_broker(len(messages) - i)
+                return
+        if run:
+            await batches.put(await self._prepare(run))
+
+    async def _isolate(
+        self, message: store.Inbound, batches: asyncio.Queue[store.Batch], stop: asyncio.Event
+    ) -> bool:
+        """Queue a suspect alone, or quarantined if it has been delivered too often.
+
+        False when stopped first (it is then not queued).
+        """
+        committed = asyncio.ensure_future(batches.join())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((committed, stopped), return_when=asyncio.FIRST_COMPLETED)
+        committed.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            return False
+        deliveries = await self._until_recorded(
+            lambda conn: store.count_delivery(conn, message), stop, 0
+        )
+        if deliveries is None:
+            return False
+        limit = self.settings.max_delivery_attempts
+        if deliveries <= limit:
+            await batches.put(await self._prepare([message]))
+            return True
+        log.warning(
+            "message delivered %d times without being stored (limit %d); quarantined "
+            "undecoded as repeated_failure",
+            deliveries,
+            limit,
+        )
+        detail = (
+            f"delivered {deliveries} times without being stored (limit {limit}); "
+            "not decoded again: a worker failed or died on it each time (report it)"
+        )
+        batch = store.set_aside(message, Rejection(Reason.REPEATED_FAILURE, detail))
+        self.metrics.messages_received.labels(batch.formats[0]).inc()
+        await batches.put(batch)
+        return True
+
+    async def _until_recorded(
+        self, count: Callable[[Conn], Awaitable[T]], stop: asyncio.Event, refused: T
+    ) -> T | None:
+        """Run a delivery ``count``, waiting out database outages; None when stopped first.
+
+        Processing a redelivered message uncounted could let it kill the worker forever,
+        so this waits, as the batch's commit would. Should the database refuse the count
+        itself (never expected: a fixed statement over a hash), the stream goes on
+        without it (``refused``), logged.
+        """
+        backoff = Backoff(0.1, 1)
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    return await count(conn)
+            except TRANSIENT_DB_ERRORS as exc:
+                self.database_state(ok=False, why=exc)
+                await sleep_unless(stop, backoff.next())
+            except asyncpg.PostgresError as exc:
+                log.error(
+                    "delivery count refused by the database (%s %s); going on without it",
+                    exc.sqlstate,
+                    type(exc).__name__,
+                )
+                return refused
+        return None
+
+    def _left_to_broker(self, n: int) -> None:
+        """``n`` messages not queued (stopping): the broker keeps them, the gauge forgets them."""
+        self._inflight -= n
+        self.metrics.inflight.set(self._inflight)
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
         batch = self._prepare_now(messages)

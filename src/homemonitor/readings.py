@@ -162,6 +162,7 @@ class Reason(enum.StrEnum):
     UNKNOWN_DEVICE = "unknown_device"  # device not in the registry
     UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
     STORAGE_REJECTED = "storage_rejected"  # the database refused the row
+    REPEATED_FAILURE = "repeated_failure"  # delivered too often without being stored; not decoded
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
