@@ -138,9 +138,12 @@ class Reading:
     flags: list[Flag] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.device_id = safe_text(self.device_id, ID_LIMIT)
-        if self.message_id is not None:
-            self.message_id = safe_text(self.message_id, ID_LIMIT)
+        # safe_text's fast path inlined: this runs for every reading
+        device, message = self.device_id, self.message_id
+        if len(device) > ID_LIMIT or not device.isprintable():
+            self.device_id = safe_text(device, ID_LIMIT)
+        if message is not None and (len(message) > ID_LIMIT or not message.isprintable()):
+            self.message_id = safe_text(message, ID_LIMIT)
 
     def value(self, quantity: Quantity) -> float | None:
         """The value of ``quantity``, or None when the reading does not carry it."""
