@@ -135,6 +135,34 @@ async def test_unacknowledged_messages_come_back_on_the_next_connection(
         _mqtt.ack_all(client, [m.mid for m in again])
 
 
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+async def test_a_redelivered_message_carries_the_dup_flag(
+    broker: PrivateMosquitto, v5: bool
+) -> None:
+    """Mosquitto marks a message it delivers again DUP, a new one not; the intake passes it on."""
+    name = f"intake-dup-{v5}"
+    async with consuming(broker, name, v5=v5) as (_, intake):
+        async with publisher(broker) as gw:
+            await gw.publish(TOPIC, b"held", qos=1)
+        first = await receive(intake, 1)  # deliberately not acknowledged
+    async with consuming(broker, name, v5=v5) as (client, intake):
+        async with publisher(broker) as gw:
+            await gw.publish(TOPIC, b"new", qos=1)
+        again = await receive(intake, 2)
+        _mqtt.ack_all(client, [m.mid for m in again])
+    assert [(b"held", False), (b"held", True), (b"new", False)] == [
+        (m.payload, m.dup) for m in first + again
+    ]
+
+
+async def test_the_dup_bit_of_the_fixed_header_is_read() -> None:
+    """Bit 3 of a PUBLISH's first byte is DUP (MQTT 3.3.1.1)."""
+    intake = _mqtt.Intake(_unconnected(), make)
+    packet = _publish_v5("t", b"x", mid=7)
+    intake._packets(packet + bytes([packet[0] | 0x08]) + packet[1:])
+    assert [False, True] == [m.dup for m in intake.take(2)]
+
+
 async def test_keepalive_survives_an_idle_connection(broker: PrivateMosquitto) -> None:
     """PINGRESPs go through paho: a 1 s keep-alive connection stays up while idle."""
     async with consuming(broker, "intake-idle", keepalive=1) as (client, intake):

@@ -45,8 +45,10 @@ _CHUNK = 1 << 16
 _PER_WAKEUP = 1 << 20
 
 T = TypeVar("T")
-#: ``make(topic, payload, received_at, received_mono, mid, qos)``: a message as the caller keeps it.
-Make = Callable[[str, bytes, datetime, float, int, int], T]
+#: ``make(topic, payload, received_at, received_mono, mid, qos, dup)``: a message as the caller
+#: keeps it. ``dup`` is the PUBLISH's DUP flag: the broker delivered it before and was not
+#: acknowledged (MQTT 3.1.1 and 5.0, section 3.3.1.1).
+Make = Callable[[str, bytes, datetime, float, int, int, bool], T]
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -233,8 +235,9 @@ class Intake(Generic[T]):
         if not topic or k > len(body):
             msg = f"PUBLISH without a topic or shorter than its header (mid {mid})"
             raise MalformedPublishError(msg)
+        dup = bool(header & 0x08)
         self._pending.append(
-            self._make(topic, bytes(body[k:]), received_at, received_mono, mid, qos)
+            self._make(topic, bytes(body[k:]), received_at, received_mono, mid, qos, dup)
         )
 
     def _to_paho(self, header: int, body: bytes) -> None:
@@ -258,6 +261,7 @@ class Intake(Generic[T]):
                 time.monotonic(),
                 message.mid,
                 message.qos,
+                bool(message.dup),
             )
         )
         if self._waiter is not None and not self._waiter.done():

@@ -12,6 +12,15 @@ Nothing is acknowledged before it is committed, so a crash anywhere means redeli
 and redelivery is harmless because storage is idempotent. While the database is down
 the commit task retries and acknowledges nothing; the queue fills, the broker stops
 sending at Receive Maximum, and keeps the rest: memory stays bounded.
+
+No message can stop the stream. A batch the database refuses is stored message by
+message, and a message whose rows are refused is quarantined, at last whole with a fixed
+text (:meth:`Worker._commit_alone`). A message that kills the worker (a crash, an OOM, a
+bug) comes back from the broker with the DUP flag; redelivered messages are counted in
+``delivery_attempts`` before they are processed, one that failed on a redelivery before
+is tried alone, and one delivered more than ``max_delivery_attempts`` times is
+quarantined as ``repeated_failure`` without being decoded (:meth:`Worker._hand_over`).
+Messages without DUP, nearly all of them, pay nothing for this.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import logging
 import random
 import ssl
 import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import aiomqtt
 import asyncpg
@@ -34,7 +45,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from homemonitor import _mqtt, store
-from homemonitor.database import StorageMode
+from homemonitor.database import Conn, StorageMode
+from homemonitor.errors import StorageRefusedError
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION
 from homemonitor.readings import Reason, Rejection
@@ -43,6 +55,14 @@ from homemonitor.settings import Settings
 from homemonitor.validation import ClockPolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What a message's part of a refused batch becomes when the database refuses its own
+#: rows as well: fixed text, no device, the raw bytes (``Worker._commit_alone``).
+LAST_RESORT = Rejection(
+    Reason.STORAGE_REJECTED,
+    "the database refused this message's rows; kept whole with its raw payload (report it)",
+)
 
 #: Database errors after which the same batch may well commit: wait and retry.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -57,6 +77,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.TooManyConnectionsError,
 )
+
+#: Errors after which the commit task holds the batch, unacknowledged, and tries again.
+_HOLD_AND_RETRY: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, StorageRefusedError)
 
 
 @dataclasses.dataclass
@@ -268,12 +291,122 @@ class Worker:
                         raise _lost(gone)
                     messages += intake.take(limit - len(messages))
                 self._inflight += len(messages)
-                batch = await self._prepare(messages)
-                await batches.put(batch)
+                await self._hand_over(messages, batches, stop)
                 if stop.is_set():
                     return
         finally:
             stopping.cancel()
+
+    async def _hand_over(
+        self,
+        messages: list[store.Inbound],
+        batches: asyncio.Queue[store.Batch],
+        stop: asyncio.Event,
+    ) -> None:
+        """Prepare ``messages`` and queue them for commit, in arrival order.
+
+        Messages without the DUP flag go as one batch, at no extra cost. Redelivered ones
+        are counted first (:func:`store.record_redelivered`, committed before any of them
+        is decoded). Those that had been redelivered before, and still not stored, are
+        suspects: each goes alone, only after everything before it is committed, and its
+        delivery is counted just before, so that if it kills the worker again, it alone
+        is blamed (:meth:`_isolate`). When stopping while the database is away, messages
+        not yet queued stay unacknowledged for the broker to redeliver.
+        """
+        if not any(m.dup for m in messages):
+            await batches.put(await self._prepare(messages))
+            return
+        keep = timedelta(seconds=self.settings.mqtt_session_expiry)
+        redelivered = [m for m in messages if m.dup]
+        suspects = await self._until_recorded(
+            lambda conn: store.record_redelivered(conn, redelivered, keep), stop, set[bytes]()
+        )
+        if suspects is None:
+            self._left_to_broker(len(messages))
+            return
+        run: list[store.Inbound] = []
+        for i, message in enumerate(messages):
+            if not (message.dup and message.digest() in suspects):
+                run.append(message)
+                continue
+            if run:
+                await batches.put(await self._prepare(run))
+                run = []
+            if not await self._isolate(message, batches, stop):
+                self._left_to_broker(len(messages) - i)
+                return
+        if run:
+            await batches.put(await self._prepare(run))
+
+    async def _isolate(
+        self, message: store.Inbound, batches: asyncio.Queue[store.Batch], stop: asyncio.Event
+    ) -> bool:
+        """Queue a suspect alone, or quarantined if it has been delivered too often.
+
+        False when stopped first (it is then not queued).
+        """
+        committed = asyncio.ensure_future(batches.join())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((committed, stopped), return_when=asyncio.FIRST_COMPLETED)
+        committed.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            return False
+        deliveries = await self._until_recorded(
+            lambda conn: store.count_delivery(conn, message), stop, 0
+        )
+        if deliveries is None:
+            return False
+        limit = self.settings.max_delivery_attempts
+        if deliveries <= limit:
+            await batches.put(await self._prepare([message]))
+            return True
+        log.warning(
+            "message delivered %d times without being stored (limit %d); quarantined "
+            "undecoded as repeated_failure",
+            deliveries,
+            limit,
+        )
+        detail = (
+            f"delivered {deliveries} times without being stored (limit {limit}); "
+            "not decoded again: a worker failed or died on it each time (report it)"
+        )
+        batch = store.set_aside(message, Rejection(Reason.REPEATED_FAILURE, detail))
+        self.metrics.messages_received.labels(batch.formats[0]).inc()
+        await batches.put(batch)
+        return True
+
+    async def _until_recorded(
+        self, count: Callable[[Conn], Awaitable[T]], stop: asyncio.Event, refused: T
+    ) -> T | None:
+        """Run a delivery ``count``, waiting out database outages; None when stopped first.
+
+        Processing a redelivered message uncounted could let it kill the worker forever,
+        so this waits, as the batch's commit would. Should the database refuse the count
+        itself (never expected: a fixed statement over a hash), the stream goes on
+        without it (``refused``), logged.
+        """
+        backoff = Backoff(0.1, 1)
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    return await count(conn)
+            except TRANSIENT_DB_ERRORS as exc:
+                self.database_state(ok=False, why=exc)
+                await sleep_unless(stop, backoff.next())
+            except asyncpg.PostgresError as exc:
+                log.error(
+                    "delivery count refused by the database (%s %s); going on without it",
+                    exc.sqlstate,
+                    type(exc).__name__,
+                )
+                return refused
+        return None
+
+    def _left_to_broker(self, n: int) -> None:
+        """``n`` messages not queued (stopping): the broker keeps them, the gauge forgets them."""
+        self._inflight -= n
+        self.metrics.inflight.set(self._inflight)
 
     async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
         batch = self._prepare_now(messages)
@@ -369,7 +502,7 @@ class Worker:
             started = time.perf_counter()
             try:
                 result = await self._commit_once(batch)
-            except TRANSIENT_DB_ERRORS as exc:
+            except _HOLD_AND_RETRY as exc:
                 self.database_state(ok=False, why=exc)
                 await self.pool.expire_connections()  # the rest are as dead: replace them all
                 self.metrics.commit_retries.inc()
@@ -399,29 +532,11 @@ class Worker:
             return await self._commit_one_by_one(batch)
 
     async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
-        """A batch the database refuses: each message alone; a refused one is quarantined."""
+        """A batch the database refuses: each message alone (:meth:`_commit_alone`)."""
         total = store.CommitResult()
         parts = [batch.only(m) for m in range(len(batch.messages))]
-        for part in parts:
-            try:
-                async with self.pool.acquire(timeout=5) as conn:
-                    result = await store.commit(conn, part, self.cache.plans)
-            except TRANSIENT_DB_ERRORS:
-                raise
-            except asyncpg.PostgresError as exc:
-                detail = f"database refused the reading: {type(exc).__name__} ({exc.sqlstate})"
-                part.quarantined += [
-                    store.Quarantined(
-                        Rejection(
-                            Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
-                        ),
-                        0,
-                    )
-                    for c in part.candidates
-                ]
-                part.candidates = []
-                async with self.pool.acquire(timeout=5) as conn:
-                    result = await store.commit(conn, part, self.cache.plans)
+        for m, part in enumerate(parts):
+            parts[m], result = await self._commit_alone(part)
             total.add(result)
         batch.quarantined = [
             store.Quarantined(q.rejection, m)
@@ -429,6 +544,58 @@ class Worker:
             for q in part.quarantined
         ]
         return total
+
+    async def _commit_alone(self, part: store.Batch) -> tuple[store.Batch, store.CommitResult]:
+        """One message's part of a refused batch, committed so that the stream goes on.
+
+        As it is; if the database refuses that, with its readings quarantined as
+        ``storage_rejected``; if it refuses its quarantine rows too, set aside whole with
+        :data:`LAST_RESORT` (fixed text, no device, the raw bytes, the topic made safe).
+        Returns what was committed. A database that refuses even that refuses every
+        write, not this message: :class:`StorageRefusedError` makes the caller hold the
+        batch unacknowledged and retry, as in an outage. Acknowledging instead would lose
+        this message and every one after it.
+        """
+        outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError) and part.candidates:
+            detail = f"database refused the reading: {type(outcome).__name__} ({outcome.sqlstate})"
+            part.quarantined += [
+                store.Quarantined(
+                    Rejection(
+                        Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
+                    ),
+                    0,
+                )
+                for c in part.candidates
+            ]
+            part.candidates = []
+            outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError):
+            log.error(
+                "quarantine rows refused by the database (%s %s); message kept whole instead",
+                outcome.sqlstate,
+                type(outcome).__name__,
+            )
+            part = store.set_aside(part.messages[0], LAST_RESORT)
+            outcome = await self._try_commit(part)
+        if isinstance(outcome, asyncpg.PostgresError):
+            log.error(
+                "database refused a fixed quarantine row (%s %s); holding the batch",
+                outcome.sqlstate,
+                type(outcome).__name__,
+            )
+            raise StorageRefusedError(outcome.sqlstate) from outcome
+        return part, outcome
+
+    async def _try_commit(self, batch: store.Batch) -> store.CommitResult | asyncpg.PostgresError:
+        """Commit ``batch`` once: what it did, or the refusal; transient errors propagate."""
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                return await store.commit(conn, batch, self.cache.plans)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            return exc
 
     def _acknowledge(self, batch: store.Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""

@@ -11,6 +11,46 @@ import dataclasses
 import enum
 from datetime import datetime
 
+#: Longest text kept from a payload in an id or topic column, and in a rejection's detail.
+ID_LIMIT = 200
+DETAIL_LIMIT = 500
+
+
+def safe_text(text: str, limit: int) -> str:
+    r"""``text``, taken from a payload, as a text column can hold it and a person can read it.
+
+    PostgreSQL ``text`` cannot hold U+0000 and asyncpg refuses lone surrogates, so every
+    string copied from a payload into a row goes through here (:class:`Reading`,
+    :class:`Rejection` and the quarantine's topic do it themselves). Each character that
+    ``str.isprintable`` refuses -- control and format characters, lone surrogates, line and
+    paragraph separators, spaces other than U+0020, unassigned code points -- becomes a
+    visible escape as ``repr`` writes it (``\x00``, ``\u200b``, ``\ud800``); the result is
+    cut to ``limit`` characters, the last of them "…", when it is longer. It is for
+    reading, not reversible (a payload may itself contain a backslash): the raw bytes stay
+    in the quarantine's ``payload`` column.
+
+    >>> safe_text("cuff\x00-1\ud800", 64), safe_text("x" * 10, 5)
+    ('cuff\\x00-1\\ud800', 'xxxx…')
+    """
+    if len(text) <= limit and text.isprintable():
+        return text  # nearly always: one pass in C
+    pieces: list[str] = []
+    size, last = 0, len(text) - 1
+    for i, char in enumerate(text):
+        piece = char if char.isprintable() else _escape(char)
+        size += len(piece)
+        if size > limit or (size == limit and i < last):  # no room left for the ellipsis
+            return "".join(pieces) + "…"
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 class Metric(enum.StrEnum):
     """What kind of measurement a reading is."""
@@ -81,7 +121,9 @@ class Reading:
     """One measurement of one device, normalised to canonical units.
 
     ``values`` maps each quantity the device reported to its value in the quantity's
-    canonical unit; it never holds NaN or infinity (decoders reject those).
+    canonical unit; it never holds NaN or infinity (decoders reject those). ``device_id``
+    and ``message_id`` come from the payload and are made safe for storage here
+    (:func:`safe_text`); decoders check the device id against its pattern before.
     """
 
     device_id: str
@@ -94,6 +136,14 @@ class Reading:
     #: Position of this reading in its message (0 for a single reading).
     index: int = 0
     flags: list[Flag] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # safe_text's fast path inlined: this runs for every reading
+        device, message = self.device_id, self.message_id
+        if len(device) > ID_LIMIT or not device.isprintable():
+            self.device_id = safe_text(device, ID_LIMIT)
+        if message is not None and (len(message) > ID_LIMIT or not message.isprintable()):
+            self.message_id = safe_text(message, ID_LIMIT)
 
     def value(self, quantity: Quantity) -> float | None:
         """The value of ``quantity``, or None when the reading does not carry it."""
@@ -118,6 +168,7 @@ class Reason(enum.StrEnum):
     FOREIGN_DEVICE = "foreign_device"  # device not paired with the publishing gateway then
     UNBOUND_DEVICE = "unbound_device"  # device known, but bound to no patient at that time
     STORAGE_REJECTED = "storage_rejected"  # the database refused the row
+    REPEATED_FAILURE = "repeated_failure"  # delivered too often without being stored; not decoded
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,13 +177,20 @@ class Rejection:
 
     ``index`` is the position of the reading inside a batch payload, or None when the
     whole message was rejected. ``detail`` is for a person reading the quarantine; it
-    names fields and limits, never patient identifiers.
+    names fields and limits, never patient identifiers. Both texts may hold what a payload
+    said (a key, a code, a device id) and are made safe for storage here (:func:`safe_text`),
+    whoever builds the rejection.
     """
 
     reason: Reason
     detail: str
     index: int | None = None
     device_id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", safe_text(self.detail, DETAIL_LIMIT))  # frozen
+        if self.device_id is not None:
+            object.__setattr__(self, "device_id", safe_text(self.device_id, ID_LIMIT))
 
 
 @dataclasses.dataclass(slots=True)

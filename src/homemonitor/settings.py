@@ -101,6 +101,16 @@ class Settings(BaseSettings):
         ),
     )
     max_payload_bytes: int = Field(default=256 * 1024, description="Larger payloads are refused.")
+    max_delivery_attempts: int = Field(
+        default=5,
+        ge=2,
+        le=1000,
+        description=(
+            "Deliveries of one message before it is quarantined as repeated_failure without "
+            "being decoded again: a message that kills the worker cannot do so forever. "
+            "Counted only for messages the broker redelivers (DUP), so at least 2."
+        ),
+    )
     clock_future_tolerance_s: float = 300.0
     clock_stale_after_s: float = 7 * 24 * 3600.0
     retention: str = Field(

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from homemonitor.careplan import RULES, PlanTable
 from homemonitor.database import Conn
 from homemonitor.decoding import decode
 from homemonitor.protocol import parse_topic
-from homemonitor.readings import QUANTITIES, Reading, Reason, Rejection
+from homemonitor.readings import ID_LIMIT, QUANTITIES, Reading, Reason, Rejection, safe_text
 from homemonitor.registry import RegistryCache
 from homemonitor.validation import ClockPolicy, validate
 
@@ -40,7 +40,15 @@ class Inbound:
     received_mono: float
     mid: int = 0
     qos: int = 1
+    #: The broker's DUP flag: it delivered this message before, and was not acknowledged.
+    dup: bool = False
     generation: int = 0
+
+    def digest(self) -> bytes:
+        """sha256 of topic, NUL, payload: the message's key in quarantine and attempts."""
+        return hashlib.sha256(
+            self.topic.encode(errors="surrogatepass") + b"\0" + self.payload
+        ).digest()
 
 
 @dataclasses.dataclass(slots=True)
@@ -168,6 +176,17 @@ def prepare(
     return batch
 
 
+def set_aside(message: Inbound, rejection: Rejection) -> Batch:
+    """A batch that quarantines ``message`` whole for ``rejection``, without decoding it.
+
+    For a message that must not be decoded again (delivered too often) and for the last
+    resort of the one-by-one fallback. No I/O.
+    """
+    route = parse_topic(message.topic)
+    fmt = route.format.value if route else "unknown"
+    return Batch([message], quarantined=[Quarantined(rejection, 0)], formats=[fmt])
+
+
 @dataclasses.dataclass(slots=True)
 class CommitResult:
     """What committing one batch (or, summed with :meth:`add`, many) did."""
@@ -236,6 +255,48 @@ ON CONFLICT (payload_sha256, item_index) DO NOTHING
 """
 
 
+_RECORD_REDELIVERED = """
+INSERT INTO delivery_attempts (message_sha256, deliveries)
+SELECT DISTINCT d, 2 FROM unnest($1::bytea[]) AS d
+ON CONFLICT (message_sha256) DO NOTHING
+RETURNING message_sha256
+"""
+
+_COUNT_DELIVERY = """
+INSERT INTO delivery_attempts AS a (message_sha256, deliveries) VALUES ($1, 2)
+ON CONFLICT (message_sha256) DO UPDATE
+    SET deliveries = a.deliveries + 1, last_at = clock_timestamp()
+RETURNING deliveries
+"""
+
+_FORGET_ATTEMPTS = "DELETE FROM delivery_attempts WHERE message_sha256 = ANY($1::bytea[])"
+_EXPIRE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE last_at < clock_timestamp() - $1::interval"
+
+
+async def record_redelivered(
+    conn: Conn, messages: Sequence[Inbound], keep: timedelta
+) -> set[bytes]:
+    """Count a second delivery of each of ``messages`` (DUP); return the digests seen before.
+
+    A message recorded here for the first time is on its second delivery: the first
+    failed without its worker saying why (a crash, a lost connection). One recorded
+    before has failed on a redelivery too: a suspect, to be tried alone (see
+    :func:`count_delivery`). Rows not touched for ``keep`` (the session expiry: the broker
+    cannot redeliver after it) are deleted on the way. Commits on its own.
+    """
+    digests = [m.digest() for m in messages]
+    async with conn.transaction():
+        await conn.execute(_EXPIRE_ATTEMPTS, keep)
+        fresh = {bytes(r["message_sha256"]) for r in await conn.fetch(_RECORD_REDELIVERED, digests)}
+    return set(digests) - fresh
+
+
+async def count_delivery(conn: Conn, message: Inbound) -> int:
+    """Count one more delivery of ``message``; return how many it has had. Commits on its own."""
+    deliveries: int = await conn.fetchval(_COUNT_DELIVERY, message.digest())
+    return deliveries
+
+
 def _key(r: Reading) -> tuple[str, str, datetime]:
     return (r.device_id, r.metric.value, r.measured_at)
 
@@ -266,6 +327,9 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
         if batch.quarantined:
             await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
+        redelivered = [m.digest() for m in batch.messages if m.dup]
+        if redelivered:  # stored or quarantined now: its delivery count is done with
+            await conn.execute(_FORGET_ATTEMPTS, redelivered)
     return result
 
 
@@ -353,15 +417,13 @@ async def _alerts(conn: Conn, rows: list[Candidate], plans: PlanTable) -> tuple[
 
 
 async def _quarantine(conn: Conn, batch: Batch) -> None:
-    digests = [
-        hashlib.sha256(m.topic.encode() + b"\0" + m.payload).digest() for m in batch.messages
-    ]
+    digests = [m.digest() for m in batch.messages]
     items = batch.quarantined
     msgs = [batch.messages[q.message] for q in items]
     await conn.execute(
         _INSERT_QUARANTINE,
         [m.received_at for m in msgs],
-        [m.topic for m in msgs],
+        [safe_text(m.topic, ID_LIMIT) for m in msgs],  # detail and device_id: Rejection
         [_gateway(m.topic) for m in msgs],
         [q.rejection.reason.value for q in items],
         [q.rejection.detail for q in items],
