@@ -22,12 +22,13 @@ import aiomqtt
 import asyncpg
 import pytest
 
-from homemonitor import database, registry
+from homemonitor import registry
 from homemonitor.app import serve
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
-from homemonitor.ingest import Health, Worker
+from homemonitor.ingest.worker import Health, Worker
 from homemonitor.metrics import Metrics
 from homemonitor.settings import Settings
+from homemonitor.storage import database
 
 T = TypeVar("T")
 _counter = itertools.count()

@@ -21,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from homemonitor import registry
 from homemonitor.api import build_app
-from homemonitor.auth import issue_token
+from homemonitor.api.auth import issue_token
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
-from homemonitor.ingest import Health
+from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
-from homemonitor.protocol import readings_topic
 from homemonitor.settings import Settings
 from tests.conftest import (
     REGISTRY,

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from homemonitor import careplan, registry
-from homemonitor.careplan import PlanRow, PlanTable
+from homemonitor import registry
+from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.decoding import decode
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import PayloadFormat
+from homemonitor.rules import careplan
+from homemonitor.rules.careplan import PlanRow, PlanTable
 from homemonitor_bench.clinic import Payloads, breaches, build_clinic
 from homemonitor_bench.run import smoke
 

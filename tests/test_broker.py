@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import readings_topic
 from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

@@ -15,8 +15,8 @@ import pytest
 
 from homemonitor import __version__
 from homemonitor.cli import main
+from homemonitor.contract.protocol import json_schema
 from homemonitor.embedded import PrivatePostgres, free_port
-from homemonitor.protocol import json_schema
 from tests.conftest import REGISTRY
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -35,13 +35,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from homemonitor import __version__, _mqtt, registry
+from homemonitor import __version__, registry
+from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
+from homemonitor.contract.readings import Reason
 from homemonitor.embedded import free_port
+from homemonitor.ingest import transport
 from homemonitor.metrics import Metrics
-from homemonitor.protocol import SUBSCRIPTION, readings_topic
-from homemonitor.readings import Reason
 from homemonitor.settings import Settings
-from homemonitor.store import Inbound
+from homemonitor.storage.store import Inbound
 from tests.conftest import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,14 +337,14 @@ async def test_broker_accepts_deploy_config_and_enforces_acl(deploy_broker: Depl
 
 
 async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None:
-    """The worker's own MQTT reader (``_mqtt.Intake``) over the TLS listener, records split."""
+    """The worker's own MQTT reader (``transport.Intake``) over the TLS listener, records split."""
     b = deploy_broker
     if b.tls_port is None or b.ca_file is None:
         pytest.skip("openssl is needed for the TLS listener's certificates")
     tls = aiomqtt.TLSParameters(ca_certs=str(b.ca_file))
     client = _worker(b, b.tls_port, "homemonitor-test-worker-tls", tls)
-    _mqtt.enable_manual_ack(client)
-    intake = _mqtt.Intake(client, functools.partial(Inbound, generation=1))
+    transport.enable_manual_ack(client)
+    intake = transport.Intake(client, functools.partial(Inbound, generation=1))
     payloads = [bytes([97 + i]) * size for i, size in enumerate((10, 200, 20_000, 100_000, 5))]
     async with client:
         await client.subscribe(f"$share/{b.group}/{SUBSCRIPTION}", qos=1)
@@ -356,7 +357,7 @@ async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None
                 await intake.wait()
                 got += intake.take(len(payloads))
         assert [m.payload for m in got] == payloads
-        _mqtt.ack_all(client, [m.mid for m in got])
+        transport.ack_all(client, [m.mid for m in got])
 
 
 async def test_broker_refuses_anonymous_and_wrong_password(deploy_broker: DeployBroker) -> None:

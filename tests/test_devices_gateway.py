@@ -19,8 +19,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from homemonitor.contract.protocol import SUBSCRIPTION, PayloadFormat, readings_topic
 from homemonitor.embedded import PrivateMosquitto, free_port
-from homemonitor.protocol import SUBSCRIPTION, PayloadFormat, readings_topic
 from homemonitor_devices.gateway import Backoff, Gateway, OutboxQueue, TlsConfig
 from homemonitor_devices.simulate import ProgressLine, demo_clinic, run_simulation
 
@@ -189,7 +189,7 @@ async def test_outage_in_the_middle_of_a_backlog_loses_nothing_and_keeps_order(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from homemonitor.protocol import PayloadFormat
+from homemonitor.contract.protocol import PayloadFormat
 from homemonitor_devices.gateway import Backoff, Gateway
 
 async def main() -> None:

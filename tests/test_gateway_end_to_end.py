@@ -11,8 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
+from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import PayloadFormat
 from homemonitor_devices.gateway import Backoff, Gateway
 from tests.conftest import RunningService, numbered, wait_until
 
@@ -22,7 +22,7 @@ CHILD = """
 import asyncio, json, sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from homemonitor.protocol import PayloadFormat
+from homemonitor.contract.protocol import PayloadFormat
 from homemonitor_devices.gateway import Gateway
 
 async def main() -> None:

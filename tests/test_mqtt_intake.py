@@ -1,4 +1,4 @@
-"""The worker's MQTT intake (:class:`homemonitor._mqtt.Intake`) against a real Mosquitto.
+"""The worker's MQTT intake (:class:`homemonitor.ingest.transport.Intake`) against a real Mosquitto.
 
 The intake replaces paho's socket reader, so these tests pin what paho used to do for
 us: framing of every packet size, MQTT 5 and 3.1.1, messages a persistent session
@@ -20,8 +20,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from homemonitor import _mqtt, store
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.ingest import transport
+from homemonitor.storage import store
 from tests.conftest import publisher
 
 TOPIC = "homemonitor/v1/gw/gw-1/readings"
@@ -48,23 +49,23 @@ def _client(
         properties=properties,
         keepalive=keepalive,
     )
-    _mqtt.enable_manual_ack(client)
+    transport.enable_manual_ack(client)
     return client
 
 
 @contextlib.asynccontextmanager
 async def consuming(
     broker: PrivateMosquitto, name: str, *, v5: bool = True, keepalive: int = 60
-) -> AsyncIterator[tuple[aiomqtt.Client, _mqtt.Intake[store.Inbound]]]:
+) -> AsyncIterator[tuple[aiomqtt.Client, transport.Intake[store.Inbound]]]:
     client = _client(broker, name, v5=v5, keepalive=keepalive)
-    intake = _mqtt.Intake(client, make)
+    intake = transport.Intake(client, make)
     async with client:
         await client.subscribe(TOPIC, qos=1)
         yield client, intake
 
 
 async def receive(
-    intake: _mqtt.Intake[store.Inbound], n: int, within: float = 20
+    intake: transport.Intake[store.Inbound], n: int, within: float = 20
 ) -> list[store.Inbound]:
     got: list[store.Inbound] = []
 
@@ -91,7 +92,7 @@ async def test_every_packet_size_arrives_whole_and_in_order(
         assert {m.topic for m in got} == {TOPIC}
         assert [m.qos for m in got] == [i % 2 for i in range(len(payloads))]
         assert all(m.mid > 0 for m in got if m.qos == 1)
-        _mqtt.ack_all(client, [m.mid for m in got if m.qos])
+        transport.ack_all(client, [m.mid for m in got if m.qos])
 
 
 async def test_a_burst_is_read_and_acknowledged(broker: PrivateMosquitto) -> None:
@@ -105,7 +106,7 @@ async def test_a_burst_is_read_and_acknowledged(broker: PrivateMosquitto) -> Non
                 await intake.wait()
                 part = intake.take(n)
                 got.extend(part)
-                _mqtt.ack_all(client, [m.mid for m in part])
+                transport.ack_all(client, [m.mid for m in part])
 
         draining = asyncio.create_task(drain())
         async with publisher(broker) as gw:
@@ -132,7 +133,7 @@ async def test_unacknowledged_messages_come_back_on_the_next_connection(
     async with consuming(broker, "intake-redeliver") as (client, intake):
         again = await receive(intake, 50)
         assert sorted(int(m.payload) for m in again) == list(range(50))
-        _mqtt.ack_all(client, [m.mid for m in again])
+        transport.ack_all(client, [m.mid for m in again])
 
 
 @pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
@@ -149,7 +150,7 @@ async def test_a_redelivered_message_carries_the_dup_flag(
         async with publisher(broker) as gw:
             await gw.publish(TOPIC, b"new", qos=1)
         again = await receive(intake, 2)
-        _mqtt.ack_all(client, [m.mid for m in again])
+        transport.ack_all(client, [m.mid for m in again])
     assert [(b"held", False), (b"held", True), (b"new", False)] == [
         (m.payload, m.dup) for m in first + again
     ]
@@ -157,7 +158,7 @@ async def test_a_redelivered_message_carries_the_dup_flag(
 
 async def test_the_dup_bit_of_the_fixed_header_is_read() -> None:
     """Bit 3 of a PUBLISH's first byte is DUP (MQTT 3.3.1.1)."""
-    intake = _mqtt.Intake(_unconnected(), make)
+    intake = transport.Intake(_unconnected(), make)
     packet = _publish_v5("t", b"x", mid=7)
     intake._packets(packet + bytes([packet[0] | 0x08]) + packet[1:])
     assert [False, True] == [m.dup for m in intake.take(2)]
@@ -167,7 +168,7 @@ async def test_keepalive_survives_an_idle_connection(broker: PrivateMosquitto) -
     """PINGRESPs go through paho: a 1 s keep-alive connection stays up while idle."""
     async with consuming(broker, "intake-idle", keepalive=1) as (client, intake):
         await asyncio.sleep(3.5)
-        assert not _mqtt.disconnected(client).done()
+        assert not transport.disconnected(client).done()
         async with publisher(broker) as gw:
             await gw.publish(TOPIC, b"still here", qos=1)
         (message,) = await receive(intake, 1)
@@ -176,7 +177,7 @@ async def test_keepalive_survives_an_idle_connection(broker: PrivateMosquitto) -
 
 async def test_a_broker_crash_completes_the_disconnected_future(broker: PrivateMosquitto) -> None:
     async with consuming(broker, "intake-crash") as (client, intake):
-        gone = _mqtt.disconnected(client)
+        gone = transport.disconnected(client)
         broker.kill()
         await asyncio.wait_for(intake.wait(gone), 10)
         assert gone.done()
@@ -185,7 +186,7 @@ async def test_a_broker_crash_completes_the_disconnected_future(broker: PrivateM
 
 async def test_framing_does_not_depend_on_how_bytes_arrive() -> None:
     """The same byte stream split anywhere yields the same messages (partial packets kept)."""
-    intake = _mqtt.Intake(_unconnected(), make)
+    intake = transport.Intake(_unconnected(), make)
     stream = b"".join(
         _publish_v5(f"t/{i}", bytes([i % 256]) * size, mid=i + 1) for i, size in enumerate(SIZES)
     )
@@ -205,8 +206,8 @@ async def test_framing_does_not_depend_on_how_bytes_arrive() -> None:
 
 
 async def test_a_remaining_length_over_four_bytes_is_refused() -> None:
-    intake = _mqtt.Intake(_unconnected(), make)
-    with pytest.raises(_mqtt.MalformedPublishError):
+    intake = transport.Intake(_unconnected(), make)
+    with pytest.raises(transport.MalformedPublishError):
         intake._packets(b"\x32\xff\xff\xff\xff\x01" + b"\x00" * 10)
 
 
@@ -240,17 +241,17 @@ def _publish_v5(topic: str, payload: bytes, mid: int) -> bytes:
     ids=["qos3", "short", "no-topic"],
 )
 async def test_a_malformed_publish_is_refused_not_delivered(packet: bytes) -> None:
-    intake = _mqtt.Intake(_unconnected(), make)
-    with pytest.raises((_mqtt.MalformedPublishError, IndexError)):
+    intake = transport.Intake(_unconnected(), make)
+    with pytest.raises((transport.MalformedPublishError, IndexError)):
         intake._packets(packet)
     assert len(intake) == 0
 
 
 def test_packet_size_is_known_once_the_length_field_is() -> None:
     big = _publish_v5("t", b"x" * 300_000, mid=1)
-    assert _mqtt._packet_size(big[:1]) == 0  # length field not there yet
-    assert _mqtt._packet_size(big[:3]) == 0  # three-byte length, two bytes seen
-    assert _mqtt._packet_size(big[:4]) == len(big)
+    assert transport._packet_size(big[:1]) == 0  # length field not there yet
+    assert transport._packet_size(big[:3]) == 0  # three-byte length, two bytes seen
+    assert transport._packet_size(big[:4]) == len(big)
 
 
 async def test_a_big_packet_read_in_small_pieces_is_joined_once(broker: PrivateMosquitto) -> None:
@@ -263,4 +264,4 @@ async def test_a_big_packet_read_in_small_pieces_is_joined_once(broker: PrivateM
         got = await receive(intake, 2)
         assert [m.payload for m in got] == [body, b"after"]
         assert intake._buffer == b"" and intake._parts == []
-        _mqtt.ack_all(client, [m.mid for m in got])
+        transport.ack_all(client, [m.mid for m in got])

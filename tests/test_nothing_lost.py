@@ -15,8 +15,8 @@ import asyncpg
 import httpx
 import pytest
 
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, free_port
-from homemonitor.protocol import readings_topic
 from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)

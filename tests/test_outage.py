@@ -11,10 +11,11 @@ import asyncpg
 import httpx
 import pytest
 
-from homemonitor import database, registry
+from homemonitor import registry
 from homemonitor.app import serve
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
-from homemonitor.protocol import readings_topic
+from homemonitor.storage import database
 from tests.conftest import REGISTRY, RunningService, numbered, publisher, settings_for, wait_until
 
 OUTAGE_S = float(os.environ.get("HOMEMONITOR_TEST_OUTAGE_S", "30"))

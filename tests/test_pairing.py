@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from homemonitor import registry
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import readings_topic
 from tests.conftest import REGISTRY, RunningService, publisher, settings_for, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -70,7 +70,7 @@ async def test_another_homes_device_through_a_valid_gateway_is_quarantined(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """gw-2 posting as p-1's cuff stores nothing for p-1, opens no alert, and tells ops."""
-    caplog.set_level(logging.WARNING, logger="homemonitor.ingest")
+    caplog.set_level(logging.WARNING, logger="homemonitor.ingest.worker")
     async with publisher(broker, "gw-2") as gw:
         await gw.publish(readings_topic("gw-2"), bp("cuff-1", 195, NOW), qos=1)  # urgent
         await gw.publish(readings_topic("gw-2"), spo2(96, NOW), qos=1)  # its own: stored
@@ -99,7 +99,7 @@ async def test_a_gateway_not_in_the_registry_is_quarantined(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A gateway id the registry does not know stores nothing, even for a real device."""
-    caplog.set_level(logging.WARNING, logger="homemonitor.ingest")
+    caplog.set_level(logging.WARNING, logger="homemonitor.ingest.worker")
     async with publisher(broker, "gw-9") as gw:
         await gw.publish(readings_topic("gw-9"), bp("cuff-1", 120, NOW), qos=1)
     quarantined = await _quarantine(db, 1)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import readings_topic
 from tests.conftest import RunningService, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -11,13 +11,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from homemonitor import store
+from homemonitor.contract.protocol import PayloadFormat, readings_topic
+from homemonitor.contract.readings import DETAIL_LIMIT, ID_LIMIT, safe_text
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.ingest import LAST_RESORT
-from homemonitor.protocol import PayloadFormat, readings_topic
-from homemonitor.readings import DETAIL_LIMIT, ID_LIMIT, safe_text
+from homemonitor.ingest.validation import ClockPolicy
+from homemonitor.ingest.worker import LAST_RESORT
 from homemonitor.registry import RegistryCache
-from homemonitor.validation import ClockPolicy
+from homemonitor.storage import store
 from tests.conftest import RunningService, publisher, wait_until
 from tests.test_nothing_lost import WorkerProcess
 

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from homemonitor.contract.protocol import PayloadFormat, readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import PayloadFormat, readings_topic
 from tests.conftest import RunningService, publisher, wait_until
 from tests.test_poison import TOPICS, ble, fhir, good, native
 

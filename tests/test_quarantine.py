@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from homemonitor.contract.protocol import TOPIC_PREFIX, readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import TOPIC_PREFIX, readings_topic
 from tests.conftest import RunningService, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)

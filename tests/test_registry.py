@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from homemonitor import registry
+from homemonitor.contract.protocol import readings_topic
+from homemonitor.contract.readings import Reason
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
-from homemonitor.protocol import readings_topic
-from homemonitor.readings import Reason
 from tests.conftest import REGISTRY, RunningService, publisher, wait_until
 
 

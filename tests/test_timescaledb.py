@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from homemonitor import database, registry
-from homemonitor.readings import Metric, Quantity, Reading
-from homemonitor.store import Batch, Candidate, Inbound, commit
+from homemonitor import registry
+from homemonitor.contract.readings import Metric, Quantity, Reading
+from homemonitor.storage import database
+from homemonitor.storage.store import Batch, Candidate, Inbound, commit
 from tests.conftest import REGISTRY
 
 URL = os.environ.get("HOMEMONITOR_TEST_TIMESCALEDB_URL")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from homemonitor.protocol import readings_topic
+from homemonitor.contract.protocol import readings_topic
 
 #: Share of readings that breach the patient's care plan, in percent.
 BREACH_PERCENT = 1

@@ -25,11 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from homemonitor import _mqtt
+from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor.protocol import SUBSCRIPTION
+from homemonitor.ingest import transport
 from homemonitor.settings import Settings
-from homemonitor.store import Inbound
+from homemonitor.storage.store import Inbound
 
 #: Receive Maximum of the client baselines: the worker's default ``max_inflight``.
 RECEIVE_MAXIMUM = Settings.model_fields["max_inflight"].default
@@ -268,7 +268,7 @@ def _manual_ack_client(host: str, port: int, name: str) -> aiomqtt.Client:
         clean_start=True,
         properties=properties,
     )
-    _mqtt.enable_manual_ack(client)
+    transport.enable_manual_ack(client)
     return client
 
 
@@ -277,7 +277,7 @@ def _incoming(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
 
     Private to aiomqtt 2.5 (``Client._queue``; ``async for`` over ``client.messages``
     creates a task for every message). Only this baseline reaches in here: the service's
-    own intake (:mod:`homemonitor._mqtt`) does not use aiomqtt's queue at all.
+    own intake (:mod:`homemonitor.ingest.transport`) does not use aiomqtt's queue at all.
     """
     q: asyncio.Queue[aiomqtt.Message] = client._queue
     return q
@@ -297,11 +297,11 @@ async def _bare(host: str, port: int, counter: Any, ready: Any) -> None:
         n = 0
         while True:
             message = await incoming.get()
-            _mqtt.ack(client, message.mid, message.qos)
+            transport.ack(client, message.mid, message.qos)
             n += 1
             while not incoming.empty():
                 message = incoming.get_nowait()
-                _mqtt.ack(client, message.mid, message.qos)
+                transport.ack(client, message.mid, message.qos)
                 n += 1
             counter.value = n
 
@@ -311,12 +311,12 @@ def intake_main(host: str, port: int, counter: Any, ready: Any) -> None:
 
 
 async def _intake(host: str, port: int, counter: Any, ready: Any) -> None:
-    """The worker's own MQTT path (:class:`homemonitor._mqtt.Intake`, batched PUBACKs), no work.
+    """The worker's own MQTT path (:class:`~homemonitor.ingest.transport.Intake`), no work.
 
     The ceiling of the client as the worker uses it: the worker can only approach it.
     """
     client = _manual_ack_client(host, port, "bench-intake")
-    intake = _mqtt.Intake(client, functools.partial(Inbound, generation=0))  # as the worker
+    intake = transport.Intake(client, functools.partial(Inbound, generation=0))  # as the worker
     async with client:
         await client.subscribe(SUBSCRIPTION, qos=1)
         ready.set()
@@ -324,7 +324,7 @@ async def _intake(host: str, port: int, counter: Any, ready: Any) -> None:
         while True:
             await intake.wait()
             messages = intake.take(len(intake))
-            _mqtt.ack_all(client, [m.mid for m in messages])
+            transport.ack_all(client, [m.mid for m in messages])
             n += len(messages)
             counter.value = n
 

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from homemonitor import database, registry
+from homemonitor import registry
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.registry import RegistryCache
+from homemonitor.storage import database
 from homemonitor_bench.clinic import build_clinic
 from homemonitor_bench.consumers import (
     NAIVE_TABLE,

@@ -1,13 +1,13 @@
 """A measurement in every payload format the service decodes.
 
-* native JSON: the :class:`homemonitor.protocol.Envelope` (validated before it leaves);
+* native JSON: the :class:`homemonitor.contract.protocol.Envelope` (validated before it leaves);
 * FHIR R4: a vital-signs ``Observation`` with LOINC codes and UCUM units;
 * Bluetooth: the gateway envelope carrying the raw characteristic bytes as the Bluetooth
   SIG specifies them (Blood Pressure 0x2A35, Weight 0x2A9D, PLX Spot-Check 0x2A5E,
   Heart Rate 0x2A37), with IEEE 11073-20601 SFLOATs.
 
 Every encoder returns ``(format, payload)``; the topic is
-``homemonitor.protocol.readings_topic(gateway_id, format)``.
+``homemonitor.contract.protocol.readings_topic(gateway_id, format)``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from homemonitor.contract.protocol import Envelope, PayloadFormat
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import Envelope, PayloadFormat
-from homemonitor.readings import Metric, Quantity
 from homemonitor_devices.measurement import HOME_TIMEZONE, HOME_TZ, Measurement
 
 __all__ = [
@@ -338,7 +338,7 @@ def encode_native(
 ) -> tuple[PayloadFormat, bytes]:
     """``m`` as a native envelope: ``reading`` for one, ``readings`` for a list.
 
-    The payload is validated against :class:`homemonitor.protocol.Envelope` before it is
+    The payload is validated against :class:`homemonitor.contract.protocol.Envelope` before it is
     returned, so a contract change shows up here first. ``sent_at`` is left out unless
     given (a scenario's payloads must not depend on the wall clock).
     """

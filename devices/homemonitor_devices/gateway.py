@@ -34,8 +34,13 @@ from typing import Literal, Self
 
 import aiomqtt
 
+from homemonitor.contract.protocol import (
+    GATEWAY_ID_PATTERN,
+    PayloadFormat,
+    is_gateway_id,
+    readings_topic,
+)
 from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import GATEWAY_ID_PATTERN, PayloadFormat, is_gateway_id, readings_topic
 
 __all__ = ["Backoff", "Gateway", "GatewayError", "GatewayStats", "OutboxQueue", "TlsConfig"]
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from homemonitor.readings import Metric, Quantity
+from homemonitor.contract.readings import Metric, Quantity
 
 #: The time zone the simulated homes are in; Bluetooth time stamps are local time.
 HOME_TIMEZONE = "Europe/Stockholm"

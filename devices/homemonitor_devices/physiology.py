@@ -15,7 +15,7 @@ import random
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from homemonitor.readings import Metric, Quantity
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor_devices.measurement import HOME_TZ
 
 _DAY = timedelta(days=1)

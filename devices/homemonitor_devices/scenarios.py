@@ -28,8 +28,8 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 
-from homemonitor.protocol import PayloadFormat, readings_topic
-from homemonitor.readings import Quantity
+from homemonitor.contract.protocol import PayloadFormat, readings_topic
+from homemonitor.contract.readings import Quantity
 from homemonitor_devices.encoders import encode, encode_native
 from homemonitor_devices.measurement import HOME_TZ, DeviceKind, Measurement
 from homemonitor_devices.physiology import Baseline, Physiology

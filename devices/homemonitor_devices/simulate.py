@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.errors import ConfigurationError, HomemonitorError
-from homemonitor.protocol import PayloadFormat
 from homemonitor_devices.clock import SimClock
 from homemonitor_devices.gateway import Backoff, Gateway, GatewayError, TlsConfig
 from homemonitor_devices.measurement import DeviceKind

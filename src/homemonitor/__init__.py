@@ -5,8 +5,8 @@ against the patient's care plan, stored in PostgreSQL/TimescaleDB, and raise ale
 episodes for the patient's care team. See ``docs/protocol.md`` for the gateway contract.
 """
 
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.errors import HomemonitorError
-from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 
 __all__ = ["Decoded", "HomemonitorError", "Metric", "Quantity", "Reading", "Reason", "Rejection"]
 __version__ = "0.1.0"

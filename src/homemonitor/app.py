@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import asyncpg
 import uvicorn
 
-from homemonitor import database
 from homemonitor.api import build_app, refresh_open_alerts
 from homemonitor.errors import ConfigurationError
-from homemonitor.ingest import TRANSIENT_DB_ERRORS, Backoff, Health, Worker, sleep_unless
+from homemonitor.ingest.worker import TRANSIENT_DB_ERRORS, Backoff, Health, Worker, sleep_unless
 from homemonitor.metrics import Metrics
 from homemonitor.settings import Settings
+from homemonitor.storage import database
 
 log = logging.getLogger(__name__)
 

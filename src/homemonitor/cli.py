@@ -22,7 +22,7 @@ from homemonitor.settings import Settings
 if TYPE_CHECKING:
     import asyncpg
 
-    from homemonitor.readings import Reading, Rejection
+    from homemonitor.contract.readings import Reading, Rejection
 
 EPILOG = """\
 Configuration comes from HOMEMONITOR_* environment variables (see README, 'Configuration').
@@ -48,7 +48,7 @@ async def _pool(args: argparse.Namespace) -> asyncpg.Pool[asyncpg.Record]:
     """A one-connection pool to the user's database; if it cannot connect, say where and why."""
     import asyncpg  # noqa: PLC0415 - keep 'payload check' light
 
-    from homemonitor import database  # noqa: PLC0415
+    from homemonitor.storage import database  # noqa: PLC0415
 
     dsn = _dsn(args)
     try:
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from homemonitor import database  # noqa: PLC0415
+    from homemonitor.storage import database  # noqa: PLC0415
 
     async def main() -> None:
         pool = await _pool(args)
@@ -94,7 +94,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_apply(args: argparse.Namespace) -> int:
-    from homemonitor import database, registry  # noqa: PLC0415
+    from homemonitor import registry  # noqa: PLC0415
+    from homemonitor.storage import database  # noqa: PLC0415
 
     reg = registry.load_file(Path(args.file))
 
@@ -124,7 +125,7 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
-    from homemonitor import auth  # noqa: PLC0415
+    from homemonitor.api import auth  # noqa: PLC0415
 
     async def main() -> str:
         pool = await _pool(args)
@@ -142,9 +143,10 @@ def _judge_with_registry(
     args: argparse.Namespace, payload: bytes
 ) -> tuple[list[Reading], list[Rejection]]:
     """The worker's own ``prepare`` on a registry file: topic, size, decoding, registry."""
-    from homemonitor import registry, store  # noqa: PLC0415 - only with --registry
-    from homemonitor.protocol import PayloadFormat, readings_topic  # noqa: PLC0415
-    from homemonitor.validation import ClockPolicy  # noqa: PLC0415
+    from homemonitor import registry  # noqa: PLC0415 - only with --registry
+    from homemonitor.contract.protocol import PayloadFormat, readings_topic  # noqa: PLC0415
+    from homemonitor.ingest.validation import ClockPolicy  # noqa: PLC0415
+    from homemonitor.storage import store  # noqa: PLC0415 - only with --registry
 
     if not args.gateway:
         msg = "--registry needs --gateway: the gateway that would publish this payload"
@@ -161,9 +163,9 @@ def _judge_with_registry(
 
 
 def cmd_payload_check(args: argparse.Namespace) -> int:
+    from homemonitor.contract.protocol import PayloadFormat  # noqa: PLC0415
     from homemonitor.decoding import decode  # noqa: PLC0415
-    from homemonitor.protocol import PayloadFormat  # noqa: PLC0415
-    from homemonitor.validation import ClockPolicy, validate  # noqa: PLC0415
+    from homemonitor.ingest.validation import ClockPolicy, validate  # noqa: PLC0415
 
     payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     if args.registry:
@@ -215,7 +217,7 @@ def cmd_payload_schema(args: argparse.Namespace) -> int:
 
         schema = BleEnvelope.model_json_schema()
     else:
-        from homemonitor.protocol import json_schema  # noqa: PLC0415
+        from homemonitor.contract.protocol import json_schema  # noqa: PLC0415
 
         schema = json_schema()
     print(json.dumps(schema, indent=2, ensure_ascii=False))

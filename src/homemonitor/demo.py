@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from homemonitor import auth, database, registry
+from homemonitor import registry
+from homemonitor.api import auth
 from homemonitor.app import serve
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
-from homemonitor.ingest import Health
+from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
-from homemonitor.protocol import readings_topic
 from homemonitor.settings import Settings
+from homemonitor.storage import database
 
 if TYPE_CHECKING:
     from homemonitor_devices.simulate import ProgressLine

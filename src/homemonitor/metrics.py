@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 
 from homemonitor import __version__
-from homemonitor.readings import Reason, Rejection
+from homemonitor.contract.readings import Reason, Rejection
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -1,4 +1,4 @@
-"""Care-plan thresholds and their evaluation over a batch (``homemonitor.careplan``)."""
+"""Care-plan thresholds and their evaluation over a batch (``homemonitor.rules.careplan``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from homemonitor.careplan import (
+from homemonitor.contract.readings import QUANTITIES, Quantity
+from homemonitor.rules.careplan import (
     RULES,
     Bounds,
     Direction,
@@ -21,7 +22,6 @@ from homemonitor.careplan import (
     values_matrix,
     worse,
 )
-from homemonitor.readings import QUANTITIES, Quantity
 
 S, D, MAP, HR, W, O2 = (
     Quantity.SYSTOLIC,

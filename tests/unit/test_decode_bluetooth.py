@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from homemonitor.contract.protocol import PayloadFormat
+from homemonitor.contract.readings import Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.units import KPA_TO_MMHG, LB_TO_KG, to_canonical
 from homemonitor.decoding import decode
 from homemonitor.decoding.bluetooth import (
     PLX_DEVICE_STATUS_UNUSABLE,
@@ -31,9 +34,6 @@ from homemonitor.decoding.bluetooth import (
     parse_sfloat,
 )
 from homemonitor.decoding.native import decode_native
-from homemonitor.protocol import PayloadFormat
-from homemonitor.readings import Metric, Quantity, Reading, Reason, Rejection
-from homemonitor.units import KPA_TO_MMHG, LB_TO_KG, to_canonical
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 RECEIVED = "2026-11-22T07:31:02+01:00"

@@ -17,12 +17,12 @@ from typing import Any
 import jsonschema
 import pytest
 
+from homemonitor.contract.protocol import MAX_READINGS_PER_MESSAGE, PayloadFormat, json_schema
+from homemonitor.contract.readings import Flag, Reason
 from homemonitor.decoding import decode
 from homemonitor.decoding.bluetooth import BleEnvelope
-from homemonitor.protocol import MAX_READINGS_PER_MESSAGE, PayloadFormat, json_schema
-from homemonitor.readings import Flag, Reason
+from homemonitor.ingest.validation import ClockPolicy, validate
 from homemonitor.settings import Settings, parse_retention
-from homemonitor.validation import ClockPolicy, validate
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 WHEN = "2026-11-22T07:31:00+01:00"

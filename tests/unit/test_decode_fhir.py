@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from homemonitor.contract.protocol import MAX_READINGS_PER_MESSAGE
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.decoding.fhir import decode_fhir
 from homemonitor.decoding.native import decode_native
-from homemonitor.protocol import MAX_READINGS_PER_MESSAGE
-from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 
 LOINC = "http://loinc.org"
 MDC = "urn:iso:std:iso:11073:10101"

@@ -10,9 +10,9 @@ from datetime import datetime
 
 import pytest
 
+from homemonitor.contract.protocol import Envelope, PayloadFormat
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.decoding import decode
-from homemonitor.protocol import Envelope, PayloadFormat
-from homemonitor.readings import Metric, Quantity
 from homemonitor_devices.encoders import (
     SFLOAT_NAN,
     SFLOAT_NEG_INFINITY,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from homemonitor.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN, PayloadFormat
-from homemonitor.readings import Metric, Quantity
+from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN, PayloadFormat
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor_devices.clock import SimClock
 from homemonitor_devices.measurement import DeviceKind
 from homemonitor_devices.physiology import Baseline, Physiology

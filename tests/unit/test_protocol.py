@@ -1,4 +1,4 @@
-"""The topic layout of the gateway contract (``homemonitor.protocol``, docs/protocol.md)."""
+"""The topic layout of the gateway contract (``contract.protocol``, docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from homemonitor.protocol import (
+from homemonitor.contract.protocol import (
     TOPIC_PREFIX,
     PayloadFormat,
     Route,

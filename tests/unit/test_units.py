@@ -1,4 +1,4 @@
-"""Unit conversion to each quantity's canonical unit (``homemonitor.units``).
+"""Unit conversion to each quantity's canonical unit (``homemonitor.contract.units``).
 
 Expected values come from the definitions, not from the module's constants: 1 lb is
 0.45359237 kg exactly; 1 mmHg is 133.322387415 Pa (the conventional millimetre of
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from homemonitor.readings import Quantity
-from homemonitor.units import UnknownUnitError, known_units, to_canonical
+from homemonitor.contract.readings import Quantity
+from homemonitor.contract.units import UnknownUnitError, known_units, to_canonical
 
 MMHG_PER_KPA = 1000 / 133.322387415
 PRESSURES = (Quantity.SYSTOLIC, Quantity.DIASTOLIC, Quantity.MEAN_ARTERIAL)

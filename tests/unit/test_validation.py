@@ -1,4 +1,4 @@
-"""Plausibility and clock sanity (``homemonitor.validation``), the same for every format.
+"""Plausibility and clock sanity (``homemonitor.ingest.validation``), the same for every format.
 
 Limits are written out here from docs/protocol.md ("What happens to a reading"), so a
 change to them in the code is a change to the published contract and fails here.
@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from homemonitor.readings import Flag, Metric, Quantity, Reading, Reason, Rejection
-from homemonitor.validation import PLAUSIBLE, ClockPolicy, implausibility, validate
+from homemonitor.contract.readings import Flag, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.ingest.validation import PLAUSIBLE, ClockPolicy, implausibility, validate
 
 NOW = datetime(2026, 11, 22, 7, 31, tzinfo=UTC)
 TICK = timedelta(microseconds=1)  # the smallest step a datetime can take

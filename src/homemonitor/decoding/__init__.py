@@ -2,14 +2,14 @@
 
 :func:`decode` picks the decoder the topic names. Decoders convert units and refuse what
 carries no usable value; plausibility and clock sanity are checked afterwards, in one
-place (:mod:`homemonitor.validation`), whatever the format.
+place (:mod:`homemonitor.ingest.validation`), whatever the format.
 """
 
 from __future__ import annotations
 
+from homemonitor.contract.protocol import PayloadFormat
+from homemonitor.contract.readings import Decoded
 from homemonitor.decoding.native import decode_native
-from homemonitor.protocol import PayloadFormat
-from homemonitor.readings import Decoded
 
 __all__ = ["decode"]
 

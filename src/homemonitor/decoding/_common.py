@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from homemonitor.readings import Decoded, Reason, Rejection
+from homemonitor.contract.readings import Decoded, Reason, Rejection
 
 
 def whole(reason: Reason, detail: str) -> Decoded:

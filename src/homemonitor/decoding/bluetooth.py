@@ -41,9 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from homemonitor.decoding._common import describe, load_object, whole
-from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import (
+from homemonitor.contract.protocol import (
     DEVICE_ID_PATTERN,
     MAX_READINGS_PER_MESSAGE,
     DeviceId,
@@ -52,8 +50,10 @@ from homemonitor.protocol import (
     Version,
     supported_version,
 )
-from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
-from homemonitor.units import to_canonical
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.units import to_canonical
+from homemonitor.decoding._common import describe, load_object, whole
+from homemonitor.errors import HomemonitorError
 
 __all__ = [
     "BleEnvelope",

@@ -7,7 +7,7 @@ each field maps and every rejection.
 
 The walk is plain dict access: four vital signs need no FHIR object model. Each helper
 either returns what it found or raises :class:`_NotDecodableError` naming the field at fault; one
-place turns that into a :class:`~homemonitor.readings.Rejection`. Details name fields,
+place turns that into a :class:`~homemonitor.contract.readings.Rejection`. Details name fields,
 codes and units, never values, dates or anything from ``subject`` (which is ignored: a
 patient is found through the device binding, not through the payload).
 """
@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from homemonitor.decoding._common import load_object, whole
-from homemonitor.errors import HomemonitorError
-from homemonitor.protocol import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, parse_timestamp
-from homemonitor.readings import (
+from homemonitor.contract.protocol import (
+    DEVICE_ID_PATTERN,
+    MAX_READINGS_PER_MESSAGE,
+    parse_timestamp,
+)
+from homemonitor.contract.readings import (
     OPTIONAL,
     REQUIRED,
     Decoded,
@@ -33,7 +35,9 @@ from homemonitor.readings import (
     Reason,
     Rejection,
 )
-from homemonitor.units import UnknownUnitError, known_units, to_canonical
+from homemonitor.contract.units import UnknownUnitError, known_units, to_canonical
+from homemonitor.decoding._common import load_object, whole
+from homemonitor.errors import HomemonitorError
 
 __all__ = ["decode_fhir"]
 

@@ -1,4 +1,4 @@
-"""The native JSON payload (see :mod:`homemonitor.protocol`) to normalised readings."""
+"""The native JSON payload (see :mod:`homemonitor.contract.protocol`) to normalised readings."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from homemonitor.decoding._common import describe, load_object, whole
-from homemonitor.protocol import (
+from homemonitor.contract.protocol import (
     MAX_READINGS_PER_MESSAGE,
     BloodPressureIn,
     BodyWeightIn,
@@ -27,8 +26,9 @@ from homemonitor.protocol import (
     one_of_reading_or_readings,
     supported_version,
 )
-from homemonitor.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
-from homemonitor.units import to_canonical
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.units import to_canonical
+from homemonitor.decoding._common import describe, load_object, whole
 
 
 class _EnvelopeHead(BaseModel):

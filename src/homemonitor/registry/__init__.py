@@ -31,12 +31,12 @@ from typing import Any, Literal, Protocol, TypeAlias
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from homemonitor.careplan import Bounds, PlanRow, PlanTable
-from homemonitor.database import Conn
+from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
+from homemonitor.contract.readings import Quantity, Reason
 from homemonitor.errors import RegistryError
 from homemonitor.fields import Ident, PlainText
-from homemonitor.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
-from homemonitor.readings import Quantity, Reason
+from homemonitor.rules.careplan import Bounds, PlanRow, PlanTable
+from homemonitor.storage.database import Conn
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 
-from homemonitor.readings import REQUIRED, Flag, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.readings import REQUIRED, Flag, Quantity, Reading, Reason, Rejection
 from homemonitor.settings import DEFAULT_RETENTION, Settings, parse_retention
 
 #: Physiologically possible ranges (inclusive), canonical units. Outside them a value is

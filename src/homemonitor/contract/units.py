@@ -5,7 +5,7 @@ Units are accepted in their everyday spelling and in UCUM (as FHIR and IEEE 1107
 
 from __future__ import annotations
 
-from homemonitor.readings import Quantity
+from homemonitor.contract.readings import Quantity
 
 KPA_TO_MMHG = 7.500615758456564
 LB_TO_KG = 0.45359237

@@ -18,14 +18,21 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor import careplan
-from homemonitor.careplan import RULES, PlanTable
-from homemonitor.database import Conn
+from homemonitor.contract.protocol import parse_topic
+from homemonitor.contract.readings import (
+    ID_LIMIT,
+    QUANTITIES,
+    Reading,
+    Reason,
+    Rejection,
+    safe_text,
+)
 from homemonitor.decoding import decode
-from homemonitor.protocol import parse_topic
-from homemonitor.readings import ID_LIMIT, QUANTITIES, Reading, Reason, Rejection, safe_text
+from homemonitor.ingest.validation import ClockPolicy, validate
 from homemonitor.registry import RegistryCache
-from homemonitor.validation import ClockPolicy, validate
+from homemonitor.rules import careplan
+from homemonitor.rules.careplan import RULES, PlanTable
+from homemonitor.storage.database import Conn
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import secrets
 
-from homemonitor.database import Conn
+from homemonitor.storage.database import Conn
 
 TOKEN_PREFIX = "hm_"  # noqa: S105 - a prefix that makes leaked tokens greppable, not a secret
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from homemonitor.readings import QUANTITIES, Quantity
+from homemonitor.contract.readings import QUANTITIES, Quantity
 
 Direction = Literal["high", "low"]
 Severity = Literal["warning", "urgent"]
@@ -133,7 +133,7 @@ def evaluate(
     """Breach level per reading and rule: 0 none, 1 warning, 2 urgent.
 
     ``values`` is readings x quantities (NaN where a reading lacks the quantity), in the
-    order of :data:`homemonitor.readings.QUANTITIES`; ``patient_rows`` are rows of
+    order of :data:`homemonitor.contract.readings.QUANTITIES`; ``patient_rows`` are rows of
     ``table``. No Python loop per reading: comparisons with NaN are simply false.
     """
     signed = values[:, _RULE_COLUMN] * _RULE_SIGN

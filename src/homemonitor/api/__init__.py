@@ -31,12 +31,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from homemonitor import __version__
-from homemonitor.auth import Clinician, authenticate
-from homemonitor.database import Conn
+from homemonitor.api.auth import Clinician, authenticate
 from homemonitor.errors import HomemonitorError
 from homemonitor.fields import BIGINT_MAX, ID_PATTERN, PlainText
-from homemonitor.ingest import Health
+from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
+from homemonitor.storage.database import Conn
 
 _bearer = HTTPBearer(
     auto_error=False, description="A clinician API token (homemonitor token issue)."

@@ -51,7 +51,7 @@ async def create_pool(
 
 
 def _scripts(folder: str) -> list[tuple[str, str]]:
-    base = resources.files("homemonitor") / "migrations"
+    base = resources.files("homemonitor.storage") / "migrations"
     if folder:
         base = base / folder
     found = [

@@ -44,15 +44,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from homemonitor import _mqtt, store
-from homemonitor.database import Conn, StorageMode
+from homemonitor.contract.protocol import SUBSCRIPTION
+from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError
+from homemonitor.ingest import transport
+from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
-from homemonitor.protocol import SUBSCRIPTION
-from homemonitor.readings import Reason, Rejection
 from homemonitor.registry import NOTIFY_CHANNEL, RegistryCache
 from homemonitor.settings import Settings
-from homemonitor.validation import ClockPolicy
+from homemonitor.storage import store
+from homemonitor.storage.database import Conn, StorageMode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -218,7 +219,7 @@ class Worker:
             keepalive=30,
             tls_params=tls,
         )
-        _mqtt.enable_manual_ack(client)
+        transport.enable_manual_ack(client)
         return client
 
     def _subscription(self) -> str:
@@ -231,7 +232,7 @@ class Worker:
             try:
                 client = self._client_for()
                 self._generation += 1  # before connecting: the session may deliver at once
-                intake = _mqtt.Intake(
+                intake = transport.Intake(
                     client, functools.partial(store.Inbound, generation=self._generation)
                 )
                 async with client:
@@ -263,12 +264,12 @@ class Worker:
     async def _collect(
         self,
         client: aiomqtt.Client,
-        intake: _mqtt.Intake[store.Inbound],
+        intake: transport.Intake[store.Inbound],
         stop: asyncio.Event,
         batches: asyncio.Queue[store.Batch],
     ) -> None:
         loop = asyncio.get_running_loop()
-        gone = _mqtt.disconnected(client)
+        gone = transport.disconnected(client)
         stopping = asyncio.ensure_future(stop.wait())
         wait = self.settings.batch_wait_ms / 1000
         limit = self.settings.batch_max
@@ -602,10 +603,10 @@ class Worker:
         client = self._client
         if client is not None:
             current = [m for m in batch.messages if m.generation == self._generation]
-            _mqtt.ack_all(client, [m.mid for m in current if m.qos == 1])
+            transport.ack_all(client, [m.mid for m in current if m.qos == 1])
             for m in current:
                 if m.qos == 2:  # only a misbehaving broker sends QoS 2 to a QoS 1 subscription
-                    _mqtt.ack(client, m.mid, 2)
+                    transport.ack(client, m.mid, 2)
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 

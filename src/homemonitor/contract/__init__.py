@@ -1,0 +1,1 @@
+"""The gateway contract: topics, the native payload, the normalised reading, units."""

@@ -1,0 +1,1 @@
+"""Ingest: the MQTT transport, the worker, and validation."""

@@ -1,0 +1,1 @@
+"""Rules: the care plan and its evaluation."""

@@ -1,0 +1,1 @@
+"""Storage: pool, storage mode, migrations and the batch transaction."""
