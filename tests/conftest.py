@@ -25,8 +25,9 @@ import pytest
 from homemonitor import registry
 from homemonitor.app import serve
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
-from homemonitor.ingest.worker import Health, Worker
+from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
+from homemonitor.runtime import Health
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 

@@ -24,8 +24,8 @@ from homemonitor.api import build_app
 from homemonitor.api.auth import issue_token
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
-from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
+from homemonitor.runtime import Health
 from homemonitor.settings import Settings
 from tests.conftest import (
     REGISTRY,

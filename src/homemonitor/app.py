@@ -16,8 +16,9 @@ import uvicorn
 
 from homemonitor.api import build_app, refresh_open_alerts
 from homemonitor.errors import ConfigurationError
-from homemonitor.ingest.worker import TRANSIENT_DB_ERRORS, Backoff, Health, Worker, sleep_unless
+from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
+from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unless
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 

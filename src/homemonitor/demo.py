@@ -29,8 +29,8 @@ from homemonitor.api import auth
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
-from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
+from homemonitor.runtime import Health
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 

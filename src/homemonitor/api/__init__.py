@@ -34,8 +34,8 @@ from homemonitor import __version__
 from homemonitor.api.auth import Clinician, authenticate
 from homemonitor.errors import HomemonitorError
 from homemonitor.fields import BIGINT_MAX, ID_PATTERN, PlainText
-from homemonitor.ingest.worker import Health
 from homemonitor.metrics import Metrics
+from homemonitor.runtime import Health
 from homemonitor.storage.database import Conn
 
 _bearer = HTTPBearer(
