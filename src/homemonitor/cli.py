@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
 from homemonitor import logs
-from homemonitor.errors import HomemonitorError
+from homemonitor.errors import ConfigurationError, HomemonitorError
 from homemonitor.settings import Settings
 
 EPILOG = """\
@@ -25,7 +28,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        msg = f"invalid settings: {problems}"
+        raise ConfigurationError(msg) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One settings error: the variable (when it is one field) and what is wrong."""
+    text = error["msg"].removeprefix("Value error, ")
+    if error["loc"]:
+        return f"HOMEMONITOR_{str(error['loc'][0]).upper()}: {text}"
+    return text
 
 
 def _dsn(args: argparse.Namespace) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,3 +58,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, description="Drain time after SIGTERM.")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _shared_group_needs_mqtt5(self) -> Self:
+        if self.mqtt_shared_group and self.mqtt_protocol != "5":
+            msg = (
+                "HOMEMONITOR_MQTT_SHARED_GROUP needs HOMEMONITOR_MQTT_PROTOCOL=5: MQTT 3.1.1 "
+                "has no shared subscriptions (a broker may take '$share/...' for a plain "
+                "topic and deliver nothing); use MQTT 5 or unset the group"
+            )
+            raise ValueError(msg)
+        return self
