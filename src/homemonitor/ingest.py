@@ -41,12 +41,13 @@ from typing import TypeVar
 import aiomqtt
 import asyncpg
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from homemonitor import _mqtt, store
 from homemonitor.database import Conn, StorageMode
-from homemonitor.errors import StorageRefusedError
+from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
 from homemonitor.metrics import Metrics
 from homemonitor.protocol import SUBSCRIPTION
 from homemonitor.readings import Reason, Rejection
@@ -63,6 +64,10 @@ LAST_RESORT = Rejection(
     Reason.STORAGE_REJECTED,
     "the database refused this message's rows; kept whole with its raw payload (report it)",
 )
+
+#: CONNACK codes of a broker that does not speak the CONNECT's protocol version
+#: (3.1.1: 1, unacceptable protocol version; MQTT 5: 0x84, unsupported protocol version).
+_UNSUPPORTED_PROTOCOL = (1, 0x84)
 
 #: Database errors after which the same batch may well commit: wait and retry.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -219,6 +224,7 @@ class Worker:
             tls_params=tls,
         )
         _mqtt.enable_manual_ack(client)
+        _mqtt.fail_fast_before_connack(client)
         return client
 
     def _subscription(self) -> str:
@@ -236,18 +242,52 @@ class Worker:
                 )
                 async with client:
                     self._client = client
+                    await self._subscribe(client)
                     self._broker_state(connected=True)
                     backoff.reset()
-                    await client.subscribe(self._subscription(), qos=1)
                     await self._collect(client, intake, stop, batches)
                     await self._drain(batches)
-            except aiomqtt.MqttError as exc:
-                self._broker_state(connected=False, why=exc)
-                if await sleep_unless(stop, backoff.next()):
+            except (aiomqtt.MqttError, SubscriptionRefusedError) as exc:
+                delay = backoff.next()
+                self._broker_state(connected=False, why=exc, retry_in=delay)
+                if await sleep_unless(stop, delay):
                     break
             finally:
                 self._broker_state(connected=False)
                 self._client = None
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe at QoS 1; a refused or downgraded subscription is an error.
+
+        Only a QoS 1 subscription makes the broker keep and redeliver what the worker has
+        not acknowledged; a worker without one must not look healthy.
+        """
+        topic = self._subscription()
+        granted = (await client.subscribe(topic, qos=1))[0]
+        code = granted if isinstance(granted, int) else granted.value
+        if code != 1:
+            reason = "QoS 0" if isinstance(granted, int) else granted.getName()
+            raise SubscriptionRefusedError(topic, code, reason)
+
+    def _explain(self, exc: BaseException) -> str:
+        """Why the broker link failed, naming the setting to change when it is one."""
+        protocol = self.settings.mqtt_protocol
+        other = "3.1.1" if protocol == "5" else "5"
+        if isinstance(exc, _mqtt.ClosedBeforeConnackError) or (
+            isinstance(exc, MqttConnectError) and exc.rc in _UNSUPPORTED_PROTOCOL
+        ):
+            what = (
+                "closed the connection without answering"
+                if isinstance(exc, _mqtt.ClosedBeforeConnackError)
+                else f"refused ({exc.rc})"
+            )
+            return (
+                f"the broker {what} the MQTT {protocol} CONNECT: a broker that does not "
+                f"speak MQTT {protocol} does this; if it speaks only {other}, set "
+                f"HOMEMONITOR_MQTT_PROTOCOL={other} (or, if the port expects TLS, set "
+                "HOMEMONITOR_MQTT_TLS_CA)"
+            )
+        return str(exc)
 
     async def _drain(self, batches: asyncio.Queue[store.Batch]) -> None:
         """Let the commit task finish what is queued, within the grace period."""
@@ -649,10 +689,12 @@ class Worker:
         self.health.database_ok = ok
         self.metrics.database_up.set(1 if ok else 0)
 
-    def _broker_state(self, *, connected: bool, why: BaseException | None = None) -> None:
+    def _broker_state(
+        self, *, connected: bool, why: BaseException | None = None, retry_in: float = 0.0
+    ) -> None:
         if connected != self.health.broker_connected:
             log.info("broker %s", "connected" if connected else "disconnected")
         if why is not None:
-            log.warning("broker connection failed (%s); reconnecting", why)
+            log.warning("broker unusable: %s; retrying in %.1f s", self._explain(why), retry_in)
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1 if connected else 0)
