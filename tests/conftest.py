@@ -229,7 +229,8 @@ class RunningService:
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[Worker | None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, ready: bool = True) -> None:
+        """Start the service; wait until /ready would say 200 unless ``ready`` is False."""
         self.stop_event = asyncio.Event()
         self.health = Health()
         self.task = asyncio.create_task(
@@ -242,12 +243,13 @@ class RunningService:
             )
         )
 
-        async def ready() -> bool:
+        async def is_ready() -> bool:
             if self.task is not None and self.task.done():
                 self.task.result()
             return self.health.ready
 
-        await wait_until(ready, bool)
+        if ready:
+            await wait_until(is_ready, bool)
 
     async def stop(self) -> Worker | None:
         self.stop_event.set()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
-from homemonitor.contract.protocol import readings_topic
-from homemonitor.embedded import PrivateMosquitto
+from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
+from homemonitor.embedded import PrivateMosquitto, free_port
 from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -69,3 +75,147 @@ async def test_worker_speaks_mqtt_311_with_a_persistent_session(
     await worker.start()
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 2)
     await worker.stop()
+
+
+def _ready(svc: RunningService) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return svc.health.ready
+
+    return probe
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> Callable[[], Awaitable[list[str]]]:
+    async def probe() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "homemonitor.ingest.worker" and r.levelno == logging.WARNING
+        ]
+
+    return probe
+
+
+def _dynamic_security(directory: Path, *, subscribe: bool) -> str:
+    """Mosquitto config lines for its dynamic-security plugin, with subscribing allowed or not.
+
+    Mosquitto's ``acl_file`` never refuses a subscription (it filters at delivery, so a
+    worker without ``topic read`` gets a granted SUBACK and silence); this plugin refuses.
+    """
+    plugins = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+    if not plugins:
+        pytest.skip("needs Mosquitto's dynamic-security plugin (Debian package mosquitto)")
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "dynamic-security.json"
+    access = {
+        "publishClientSend": True,
+        "publishClientReceive": True,
+        "subscribe": subscribe,
+        "unsubscribe": True,
+    }
+    roles: dict[str, list[object]] = {"clients": [], "groups": [], "roles": []}
+    config.write_text(json.dumps({"defaultACLAccess": access, **roles}))
+    return f"plugin {plugins[0]}\nplugin_opt_config_file {config}\n"
+
+
+@pytest.mark.parametrize(("protocol", "code"), [("5", "0x87"), ("3.1.1", "0x80")])
+async def test_refused_subscription_is_not_ready_and_is_retried(
+    db: asyncpg.Connection,
+    dsn: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+    code: str,
+) -> None:
+    """The broker ACL refuses the subscription: /ready 503, a log line says so, retried; ready."""
+    denied = _dynamic_security(tmp_path / "acl", subscribe=False)
+    with PrivateMosquitto(tmp_path / "mq", extra_config=denied) as broker:
+        svc = RunningService(settings_for(dsn, broker, mqtt_protocol=protocol))
+        with caplog.at_level(logging.WARNING, logger="homemonitor.ingest.worker"):
+            await svc.start(ready=False)
+            refused = await wait_until(
+                _warnings(caplog),
+                lambda lines: sum("refused the subscription" in m for m in lines) >= 2,
+            )
+            assert svc.health.registry_loaded and svc.health.database_ok
+            assert not svc.health.broker_connected
+            assert 0 == svc.metric("homemonitor_broker_connected")
+            async with httpx.AsyncClient(base_url=svc.url) as http:
+                assert 503 == (await http.get("/ready")).status_code
+            broker.stop()
+            broker.extra_config = _dynamic_security(tmp_path / "acl", subscribe=True)
+            broker.start()
+            await wait_until(_ready(svc), bool, 40)
+        async with publisher(broker) as gw:
+            await gw.publish(readings_topic("gw-2"), numbered(0, "oxi-2", BASE), qos=1)
+        await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
+        await svc.stop()
+    assert f"refused the subscription to {SUBSCRIPTION!r} (reason code {code}" in refused[0]
+    assert "ACL" in refused[0]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_subscription_granted_at_qos_0_is_an_error(
+    db: asyncpg.Connection,
+    dsn: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+) -> None:
+    """A broker that grants QoS 0 (max_qos 0) would not keep unacknowledged readings: not ready."""
+    with PrivateMosquitto(tmp_path / "mq", extra_config="max_qos 0\n") as broker:
+        svc = RunningService(settings_for(dsn, broker, mqtt_protocol=protocol))
+        with caplog.at_level(logging.WARNING, logger="homemonitor.ingest.worker"):
+            await svc.start(ready=False)
+            lines = await wait_until(
+                _warnings(caplog), lambda lines: any("at QoS 0, not 1" in m for m in lines)
+            )
+            assert not svc.health.ready
+        await svc.stop()
+    assert any("max_qos" in m for m in lines)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "answer"),
+    [
+        ("5", b""),  # drops an MQTT 5 CONNECT unanswered, as a 3.1.1-only broker may
+        ("5", b"\x20\x02\x00\x01"),  # 3.1.1 CONNACK: unacceptable protocol version
+        ("3.1.1", b""),
+    ],
+)
+async def test_broker_that_does_not_speak_the_protocol_is_named(
+    db: asyncpg.Connection,
+    dsn: str,
+    broker: PrivateMosquitto,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+    answer: bytes,
+) -> None:
+    """A broker that drops or refuses the CONNECT: the log names HOMEMONITOR_MQTT_PROTOCOL."""
+    connects: list[bytes] = []
+
+    async def not_our_protocol(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connects.append(await reader.read(1024))  # the CONNECT
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_our_protocol, "127.0.0.1", free_port())
+    port = server.sockets[0].getsockname()[1]
+    settings = settings_for(dsn, broker, mqtt_port=port, mqtt_protocol=protocol)
+    svc = RunningService(settings, http=False)
+    loop = asyncio.get_running_loop()
+    async with server:
+        with caplog.at_level(logging.WARNING, logger="homemonitor.ingest.worker"):
+            await svc.start(ready=False)
+            started = loop.time()
+            lines = await wait_until(
+                _warnings(caplog), lambda lines: any("CONNECT" in m for m in lines), 10
+            )
+            named_after = loop.time() - started
+            await svc.stop()
+    other = "3.1.1" if protocol == "5" else "5"
+    assert f"set HOMEMONITOR_MQTT_PROTOCOL={other}" in lines[0]
+    assert "timed out" not in lines[0]
+    assert named_after < 5  # not after aiomqtt's connect timeout
+    assert connects[0][0] == 0x10  # it was sent a CONNECT
+    assert not svc.health.broker_connected

@@ -299,3 +299,16 @@ def test_version() -> None:
     """--version prints the program and its version."""
     done = run("--version")
     assert (0, f"homemonitor {__version__}\n") == (done.returncode, done.stdout)
+
+
+def test_shared_group_with_mqtt_311_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shared-subscription group with MQTT 3.1.1 stops 'run' at once, saying what to change."""
+    monkeypatch.setenv("HOMEMONITOR_MQTT_SHARED_GROUP", "homemonitor")
+    monkeypatch.setenv("HOMEMONITOR_MQTT_PROTOCOL", "3.1.1")
+    code = main(["run"])
+    err = capsys.readouterr().err
+    assert 2 == code
+    assert "HOMEMONITOR_MQTT_SHARED_GROUP needs HOMEMONITOR_MQTT_PROTOCOL=5" in err
+    assert "Traceback" not in err

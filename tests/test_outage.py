@@ -129,3 +129,77 @@ def _status(http: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[int]]:
             return 0
 
     return probe
+
+
+@pytest.mark.slow
+async def test_hung_database_is_detected_and_the_worker_recovers(
+    own_postgres: PrivatePostgres, broker: PrivateMosquitto
+) -> None:
+    """PostgreSQL frozen (SIGSTOP): /ready 503, database_up 0 in seconds; SIGCONT: all stored."""
+    conn = await asyncpg.connect(own_postgres.dsn)
+    await database.migrate(conn)
+    await registry.apply(conn, registry.parse(REGISTRY))
+    await conn.close()
+    svc = RunningService(settings_for(own_postgres.dsn, broker, batch_max=20))
+    await svc.start()
+    published: list[int] = []
+    async with publisher(broker) as gw:
+        for seq in range(20):
+            await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
+            published.append(seq)
+    await wait_until(
+        lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n == 20
+    )
+    resumed = asyncio.Event()
+
+    async def stream() -> None:
+        """Publish while the database is hung, and 100 readings after it."""
+        async with publisher(broker) as gw:
+            seq, last = len(published), None
+            while last is None or seq < last:
+                await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
+                published.append(seq)
+                seq += 1
+                if last is None and resumed.is_set():
+                    last = seq + 100
+                await asyncio.sleep(0.01)
+
+    loop = asyncio.get_running_loop()
+    codes: list[int] = []
+    gauge: list[float] = []
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        own_postgres.pause()
+        try:
+            hung_at = loop.time()  # idle: only the health probe talks to the database
+            await wait_until(_status(http, "/ready"), lambda code: code == 503, 8)
+            detected_after = loop.time() - hung_at
+            assert 0 == svc.metric("homemonitor_database_up")
+            streaming = asyncio.create_task(stream())
+            # Readings arrive and a commit hangs: nothing may call the database healthy.
+            until = loop.time() + 6
+            while loop.time() < until:
+                codes.append((await http.get("/ready")).status_code)
+                gauge.append(svc.metric("homemonitor_database_up"))
+                await asyncio.sleep(0.25)
+        finally:
+            own_postgres.resume()
+        resumed.set()
+        await wait_until(_status(http, "/ready"), lambda code: code == 200, 60)
+        await streaming
+    conn = await asyncpg.connect(own_postgres.dsn)
+    try:
+        await wait_until(
+            lambda: conn.fetchval("SELECT count(*) FROM readings"),
+            lambda n: n >= len(published),
+            60,
+        )
+        stored = sorted(
+            int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings")
+        )
+    finally:
+        await conn.close()
+    await svc.stop()
+    assert detected_after < 6
+    assert {503} == set(codes)
+    assert {0.0} == set(gauge)
+    assert published == stored  # nothing lost, nothing twice

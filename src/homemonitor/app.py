@@ -54,17 +54,81 @@ async def migrate_when_up(
     return False
 
 
+#: How often the idle database is probed, and how long an answer may take.
+PROBE_INTERVAL_S = 2.0
+PROBE_TIMEOUT_S = 2.0
+
+
+class _Probe:
+    """One database round trip at a time, given up on after a timeout without the server.
+
+    ``asyncio.wait_for`` around a query does not return on time when the server hangs
+    (stopped, or its host gone without a reset): it waits for the cancelled query, and
+    cancelling needs the server's answer. So the query runs as a task that is only
+    waited for; one still running at the timeout has its connection terminated (it is
+    never handed back to the pool), and no new probe starts until it has ended.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self._conn: database.Conn | None = None
+
+    async def check(self) -> BaseException | None:
+        """None if the database answered within ``PROBE_TIMEOUT_S``, else why not."""
+        if self._task is not None and self._task.done():
+            self._task.exception()  # a probe given up on earlier: its result is stale
+            self._task = None
+        if self._task is not None:  # still ending: do not start another beside it
+            return TimeoutError("the previous probe has not ended")
+        task = asyncio.create_task(self._query(), name="database-probe")
+        self._task = task
+        await asyncio.wait({task}, timeout=PROBE_TIMEOUT_S)
+        if not task.done():
+            self._terminate()
+            return TimeoutError(f"no answer within {PROBE_TIMEOUT_S:g} s")
+        self._task = None
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, TRANSIENT_DB_ERRORS):
+            raise exc
+        return exc
+
+    async def _query(self) -> None:
+        async with self.pool.acquire(timeout=PROBE_TIMEOUT_S) as conn:
+            self._conn = conn
+            try:
+                await refresh_open_alerts(conn, self.metrics)
+            finally:
+                self._conn = None
+
+    def _terminate(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()  # the query fails at once; the pool replaces it
+
+    async def close(self) -> None:
+        """End a probe still running, without waiting for the server."""
+        if self._task is not None:
+            self._terminate()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *TRANSIENT_DB_ERRORS):
+                await self._task
+            self._task = None
+
+
 async def _probe(pool: asyncpg.Pool, worker: Worker, metrics: Metrics, stop: asyncio.Event) -> None:
     """Keep database readiness and the open-alerts gauge true while idle."""
-    while not await sleep_unless(stop, 2.0):
-        try:
-            await asyncio.wait_for(refresh_open_alerts(pool, metrics), 2.0)
-        except TRANSIENT_DB_ERRORS as exc:
-            metrics.alerts_open.clear()  # unknown now: no stale number for max() to pick
-            worker.database_state(ok=False, why=exc)
-        else:
-            if not worker.health.database_ok:
+    probe = _Probe(pool, metrics)
+    try:
+        while not await sleep_unless(stop, PROBE_INTERVAL_S):
+            failed = await probe.check()
+            if failed is not None:
+                metrics.alerts_open.clear()  # unknown now: no stale number for max() to pick
+                worker.database_state(ok=False, why=failed)
+            elif not worker.health.database_ok:
                 worker.database_state(ok=True)
+    finally:
+        await probe.close()
 
 
 class _Server(uvicorn.Server):

@@ -518,7 +518,11 @@ def _mistake(exc: Exception) -> str | None:
     if isinstance(exc, ValidationError):
         in_env = exc.title == Settings.__name__
         problems = [
-            f"{'HOMEMONITOR_' if in_env else ''}{'.'.join(map(str, e['loc'])).upper()}: "
+            (
+                f"{'HOMEMONITOR_' if in_env else ''}{'.'.join(map(str, e['loc'])).upper()}: "
+                if e["loc"]
+                else ""  # a check across settings names its variables itself
+            )
             + e["msg"].removeprefix("Value error, ")
             for e in exc.errors(include_url=False, include_input=False)  # no secret values
         ]

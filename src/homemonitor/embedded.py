@@ -267,6 +267,27 @@ class PrivatePostgres:
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.02)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to the postmaster and its children), as a hung host would.
+
+        Connections stay open and queries get no answer, not an error; :meth:`resume`
+        lets it carry on where it stopped.
+        """
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a server stopped by :meth:`pause` carry on (SIGCONT)."""
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        # The postmaster first: stopped, it forks no new children while we signal them.
+        for target in [pid, *_children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, sig)
+
     def _postmaster_pid(self) -> int | None:
         pidfile = self.data_dir / "postmaster.pid"
         try:
@@ -301,6 +322,17 @@ def _let_others_traverse(directory: Path) -> None:
         info = parent.stat()
         if info.st_uid == os.geteuid() and not info.st_mode & 0o001:
             parent.chmod(info.st_mode | 0o001)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")"
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -36,3 +36,29 @@ class StorageRefusedError(HomemonitorError):
     def __init__(self, sqlstate: str) -> None:
         super().__init__(f"the database refused a last-resort quarantine row (SQLSTATE {sqlstate})")
         self.sqlstate = sqlstate
+
+
+class SubscriptionRefusedError(HomemonitorError):
+    """The broker refused the worker's subscription, or granted less than QoS 1.
+
+    ``code`` is the SUBACK's reason code: 0x80 or above is a refusal (MQTT 5 says why:
+    0x87 not authorised, 0x9E shared subscriptions not supported, ...); 0 is a
+    subscription granted at QoS 0, under which the broker would neither keep nor
+    redeliver what the worker has not acknowledged.
+    """
+
+    def __init__(self, topic: str, code: int, reason: str) -> None:
+        if code >= 0x80:
+            detail = (
+                f"the broker refused the subscription to {topic!r} (reason code "
+                f"0x{code:02X}, {reason}); check that its ACL lets the worker's user read it"
+            )
+        else:
+            detail = (
+                f"the broker granted the subscription to {topic!r} at QoS {code}, not 1: "
+                "it would drop what the worker has not acknowledged; check its max_qos"
+            )
+        super().__init__(detail)
+        self.topic = topic
+        self.code = code
+        self.reason = reason

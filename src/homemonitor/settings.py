@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import re
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homemonitor.logs import LogLevel
@@ -159,3 +159,14 @@ class Settings(BaseSettings):
     def retention_period(self) -> timedelta:
         """``retention`` at its shortest (:func:`parse_retention`)."""
         return parse_retention(self.retention)
+
+    @model_validator(mode="after")
+    def _shared_group_needs_mqtt5(self) -> Self:
+        if self.mqtt_shared_group and self.mqtt_protocol != "5":
+            msg = (
+                "HOMEMONITOR_MQTT_SHARED_GROUP needs HOMEMONITOR_MQTT_PROTOCOL=5: MQTT 3.1.1 "
+                "has no shared subscriptions (a broker may take '$share/...' for a plain "
+                "topic and deliver nothing); use MQTT 5 or unset the group"
+            )
+            raise ValueError(msg)
+        return self

@@ -427,13 +427,13 @@ async def _one(conn: Conn, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
-async def refresh_open_alerts(pool: asyncpg.Pool, metrics: Metrics) -> None:
+async def refresh_open_alerts(db: asyncpg.Pool | Conn, metrics: Metrics) -> None:
     """Set the open-alerts gauge from the database, which every replica shares.
 
     Every replica therefore exports the same value: aggregate it with ``max``, not ``sum``
     (see :mod:`homemonitor.metrics`).
     """
-    rows = await pool.fetch(
+    rows = await db.fetch(
         "SELECT severity, count(*) AS n FROM alerts WHERE status <> 'resolved' GROUP BY severity"
     )
     counts = {r["severity"]: r["n"] for r in rows}

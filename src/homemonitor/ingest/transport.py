@@ -307,3 +307,36 @@ def _in_packet(command: int = 0, body: bytes = b"") -> dict[str, Any]:
 
 def _paho(client: aiomqtt.Client) -> Any:
     return client._client
+
+
+class ClosedBeforeConnackError(aiomqtt.MqttError):
+    """The broker closed the connection without answering CONNECT with a CONNACK."""
+
+
+def fail_fast_before_connack(client: aiomqtt.Client) -> None:
+    """Make ``async with client`` fail at once when the broker closes before its CONNACK.
+
+    aiomqtt ignores a disconnect that comes before the CONNACK and waits for its timeout
+    ("Operation timed out"), which hides the usual cause: a broker that does not speak
+    the protocol version of the CONNECT (or a TLS port spoken to in plain). With this,
+    the connect fails with :class:`ClosedBeforeConnackError`. Call before connecting.
+    """
+    p = _paho(client)
+    inner = p.on_disconnect
+    loop = asyncio.get_running_loop()
+
+    def on_disconnect(c: Any, userdata: Any, *args: Any) -> None:
+        connecting: asyncio.Future[None] = client._connected
+        if not connecting.done():
+
+            def fail() -> None:
+                # aiomqtt may have given up on this attempt already and made a new future
+                if client._connected is connecting and not connecting.done():
+                    connecting.set_exception(
+                        ClosedBeforeConnackError("the broker closed the connection before CONNACK")
+                    )
+
+            loop.call_soon_threadsafe(fail)
+        inner(c, userdata, *args)
+
+    p.on_disconnect = on_disconnect

@@ -39,12 +39,13 @@ from typing import TypeVar
 import aiomqtt
 import asyncpg
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
-from homemonitor.errors import StorageRefusedError
+from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
 from homemonitor.ingest import transport
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
@@ -63,6 +64,10 @@ LAST_RESORT = Rejection(
     Reason.STORAGE_REJECTED,
     "the database refused this message's rows; kept whole with its raw payload (report it)",
 )
+
+#: CONNACK codes of a broker that does not speak the CONNECT's protocol version
+#: (3.1.1: 1, unacceptable protocol version; MQTT 5: 0x84, unsupported protocol version).
+_UNSUPPORTED_PROTOCOL = (1, 0x84)
 
 
 #: Errors after which the commit task holds the batch, unacknowledged, and tries again.
@@ -165,6 +170,7 @@ class Worker:
             tls_params=tls,
         )
         transport.enable_manual_ack(client)
+        transport.fail_fast_before_connack(client)
         return client
 
     def _subscription(self) -> str:
@@ -182,18 +188,52 @@ class Worker:
                 )
                 async with client:
                     self._client = client
+                    await self._subscribe(client)
                     self._broker_state(connected=True)
                     backoff.reset()
-                    await client.subscribe(self._subscription(), qos=1)
                     await self._collect(client, intake, stop, batches)
                     await self._drain(batches)
-            except aiomqtt.MqttError as exc:
-                self._broker_state(connected=False, why=exc)
-                if await sleep_unless(stop, backoff.next()):
+            except (aiomqtt.MqttError, SubscriptionRefusedError) as exc:
+                delay = backoff.next()
+                self._broker_state(connected=False, why=exc, retry_in=delay)
+                if await sleep_unless(stop, delay):
                     break
             finally:
                 self._broker_state(connected=False)
                 self._client = None
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe at QoS 1; a refused or downgraded subscription is an error.
+
+        Only a QoS 1 subscription makes the broker keep and redeliver what the worker has
+        not acknowledged; a worker without one must not look healthy.
+        """
+        topic = self._subscription()
+        granted = (await client.subscribe(topic, qos=1))[0]
+        code = granted if isinstance(granted, int) else granted.value
+        if code != 1:
+            reason = "QoS 0" if isinstance(granted, int) else granted.getName()
+            raise SubscriptionRefusedError(topic, code, reason)
+
+    def _explain(self, exc: BaseException) -> str:
+        """Why the broker link failed, naming the setting to change when it is one."""
+        protocol = self.settings.mqtt_protocol
+        other = "3.1.1" if protocol == "5" else "5"
+        if isinstance(exc, transport.ClosedBeforeConnackError) or (
+            isinstance(exc, MqttConnectError) and exc.rc in _UNSUPPORTED_PROTOCOL
+        ):
+            what = (
+                "closed the connection without answering"
+                if isinstance(exc, transport.ClosedBeforeConnackError)
+                else f"refused ({exc.rc})"
+            )
+            return (
+                f"the broker {what} the MQTT {protocol} CONNECT: a broker that does not "
+                f"speak MQTT {protocol} does this; if it speaks only {other}, set "
+                f"HOMEMONITOR_MQTT_PROTOCOL={other} (or, if the port expects TLS, set "
+                "HOMEMONITOR_MQTT_TLS_CA)"
+            )
+        return str(exc)
 
     async def _drain(self, batches: asyncio.Queue[store.Batch]) -> None:
         """Let the commit task finish what is queued, within the grace period."""
@@ -595,10 +635,12 @@ class Worker:
         self.health.database_ok = ok
         self.metrics.database_up.set(1 if ok else 0)
 
-    def _broker_state(self, *, connected: bool, why: BaseException | None = None) -> None:
+    def _broker_state(
+        self, *, connected: bool, why: BaseException | None = None, retry_in: float = 0.0
+    ) -> None:
         if connected != self.health.broker_connected:
             log.info("broker %s", "connected" if connected else "disconnected")
         if why is not None:
-            log.warning("broker connection failed (%s); reconnecting", why)
+            log.warning("broker unusable: %s; retrying in %.1f s", self._explain(why), retry_in)
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1 if connected else 0)
