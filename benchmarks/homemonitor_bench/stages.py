@@ -34,7 +34,8 @@ _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("decode + validate", r"decoding/|validation\.py|units\.py|protocol\.py|pydantic/"),
     (
         "MQTT client + intake",
-        r"paho/|aiomqtt/|transport\.py|^Worker\.(?:_inbound|_next|_collect|_acknowledge|_consume) \(",
+        r"paho/|aiomqtt/|transport\.py|"
+        r"^Worker\.(?:_inbound|_next|_collect|_acknowledge|_consume) \(",
     ),
     ("metrics, logging", r"prometheus_client/|logging/|^Worker\._record \("),
 )
