@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from homemonitor.contract.readings import Decoded, Reason, Rejection
 
 
-def whole(reason: Reason, detail: str) -> Decoded:
+def refuse_message(reason: Reason, detail: str) -> Decoded:
     """The whole message refused for ``reason``."""
     return Decoded(rejections=[Rejection(reason, detail)])
 
@@ -24,15 +24,15 @@ def load_object(payload: bytes, what: str = "a JSON object") -> dict[str, Any] |
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
-        return whole(
+        return refuse_message(
             Reason.MALFORMED, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         )
     except UnicodeDecodeError as exc:
-        return whole(Reason.MALFORMED, f"not JSON: not UTF-8 at byte {exc.start}")
+        return refuse_message(Reason.MALFORMED, f"not JSON: not UTF-8 at byte {exc.start}")
     except (ValueError, RecursionError) as exc:  # digit limits, nesting
-        return whole(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__}")
+        return refuse_message(Reason.MALFORMED, f"not JSON: {exc.__class__.__name__}")
     if not isinstance(data, dict):
-        return whole(Reason.MALFORMED, f"payload must be {what}")
+        return refuse_message(Reason.MALFORMED, f"payload must be {what}")
     return data
 
 

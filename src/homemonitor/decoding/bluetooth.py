@@ -52,7 +52,7 @@ from homemonitor.contract.protocol import (
 )
 from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.contract.units import to_canonical
-from homemonitor.decoding._common import describe, load_object, whole
+from homemonitor.decoding._common import describe, load_object, refuse_message
 from homemonitor.errors import HomemonitorError
 
 __all__ = [
@@ -671,14 +671,14 @@ def decode_ble(payload: bytes) -> Decoded:
     if isinstance(data, Decoded):
         return data
     if not supported_version(data.get("v")):
-        return whole(
+        return refuse_message(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
         )
     try:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
-        return whole(Reason.MALFORMED, describe(exc, prefix=""))
+        return refuse_message(Reason.MALFORMED, describe(exc, prefix=""))
     decoded = Decoded(sent_at=head.sent_at)
     for index, raw in enumerate(head.readings):
         try:

@@ -28,7 +28,7 @@ from homemonitor.contract.protocol import (
 )
 from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.contract.units import to_canonical
-from homemonitor.decoding._common import describe, load_object, whole
+from homemonitor.decoding._common import describe, load_object, refuse_message
 
 
 class _EnvelopeHead(BaseModel):
@@ -109,14 +109,14 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
 
         return decode_fhir(payload)
     if not supported_version(data.get("v")):
-        return whole(
+        return refuse_message(
             Reason.UNSUPPORTED_VERSION,
             "field 'v' must be 1 (the payload version this service speaks)",
         )
     try:
         head = _EnvelopeHead.model_validate(data)
     except ValidationError as exc:
-        return whole(Reason.MALFORMED, describe(exc, prefix=""))
+        return refuse_message(Reason.MALFORMED, describe(exc, prefix=""))
     raw_items: list[Any] = head.readings if head.readings is not None else [head.reading]
     prefix = "readings" if head.readings is not None else "reading"
     decoded = Decoded(sent_at=head.sent_at)
@@ -137,7 +137,7 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
         else:
             decoded.readings.append(to_reading(item, index))
     if not decoded.rejections:
-        return whole(Reason.MALFORMED, describe(refusal, prefix=""))
+        return refuse_message(Reason.MALFORMED, describe(refusal, prefix=""))
     return decoded
 
 
