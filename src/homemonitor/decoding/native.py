@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from homemonitor.contract.protocol import (
     MAX_READINGS_PER_MESSAGE,
@@ -19,11 +12,11 @@ from homemonitor.contract.protocol import (
     BodyWeightIn,
     Envelope,
     HeartRateIn,
+    OneReadingOrBatch,
     ReadingIn,
     Spo2In,
     Timestamp,
     Version,
-    one_of_reading_or_readings,
     supported_version,
 )
 from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
@@ -31,7 +24,7 @@ from homemonitor.contract.units import to_canonical
 from homemonitor.decoding._common import describe, load_object, refuse_message
 
 
-class _EnvelopeHead(BaseModel):
+class _EnvelopeHead(OneReadingOrBatch):
     """The envelope without its readings, to judge it apart from them."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -41,12 +34,6 @@ class _EnvelopeHead(BaseModel):
     readings: (
         Annotated[list[Any], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)] | None
     ) = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_of_reading_or_readings(cls, data: Any) -> Any:
-        one_of_reading_or_readings(data)
-        return data
 
 
 _READING = TypeAdapter[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn](ReadingIn)
