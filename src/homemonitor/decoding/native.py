@@ -17,11 +17,16 @@ from homemonitor.contract.protocol import (
     Spo2In,
     Timestamp,
     Version,
-    supported_version,
 )
-from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason
 from homemonitor.contract.units import to_canonical
-from homemonitor.decoding._common import describe, load_object, refuse_message
+from homemonitor.decoding._common import (
+    describe,
+    envelope_head,
+    item_rejection,
+    load_object,
+    refuse_message,
+)
 
 
 class _EnvelopeHead(OneReadingOrBatch):
@@ -95,15 +100,9 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
         from homemonitor.decoding.fhir import decode_fhir  # noqa: PLC0415 - sniffed format
 
         return decode_fhir(payload)
-    if not supported_version(data.get("v")):
-        return refuse_message(
-            Reason.UNSUPPORTED_VERSION,
-            "field 'v' must be 1 (the payload version this service speaks)",
-        )
-    try:
-        head = _EnvelopeHead.model_validate(data)
-    except ValidationError as exc:
-        return refuse_message(Reason.MALFORMED, describe(exc, prefix=""))
+    head = envelope_head(data, _EnvelopeHead)
+    if isinstance(head, Decoded):
+        return head
     raw_items: list[Any] = head.readings if head.readings is not None else [head.reading]
     prefix = "readings" if head.readings is not None else "reading"
     decoded = Decoded(sent_at=head.sent_at)
@@ -112,15 +111,7 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
             item = _READING.validate_python(raw)
         except ValidationError as exc:
             where = f"{prefix}[{index}]" if prefix == "readings" else prefix
-            device = raw.get("device_id") if isinstance(raw, dict) else None
-            decoded.rejections.append(
-                Rejection(
-                    _reason(exc),
-                    describe(exc, prefix=where),
-                    index,
-                    device if isinstance(device, str) else None,
-                )
-            )
+            decoded.rejections.append(item_rejection(_reason(exc), exc, where, index, raw))
         else:
             decoded.readings.append(to_reading(item, index))
     if not decoded.rejections:
