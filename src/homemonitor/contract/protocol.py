@@ -149,6 +149,10 @@ Timestamp = Annotated[
     BeforeValidator(_timestamp),
     Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
 ]
+SentAt = Annotated[
+    Timestamp | None,
+    Field(description="When the gateway sent this message (for latency metrics)."),
+]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id.")]
 MessageId = Annotated[
     str | None,
@@ -272,9 +276,7 @@ class Envelope(OneReadingOrBatch):
     )
 
     v: Version
-    sent_at: Timestamp | None = Field(
-        default=None, description="When the gateway sent this message (for latency metrics)."
-    )
+    sent_at: SentAt = None
     # Absent, never null: a null would be a message that carries nothing (it is refused).
     reading: ReadingIn | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     readings: (

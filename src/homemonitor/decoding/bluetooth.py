@@ -46,6 +46,7 @@ from homemonitor.contract.protocol import (
     MAX_READINGS_PER_MESSAGE,
     DeviceId,
     MessageId,
+    SentAt,
     Timestamp,
     Version,
 )
@@ -354,9 +355,7 @@ class BleEnvelope(BaseModel):
     )
 
     v: Version
-    sent_at: Timestamp | None = Field(
-        default=None, description="When the gateway sent this message (for latency metrics)."
-    )
+    sent_at: SentAt = None
     timezone: TimeZoneSpec | None = None
     readings: list[BleReadingIn] = Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
 
