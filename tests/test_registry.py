@@ -13,7 +13,7 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.contract.protocol import readings_topic
-from homemonitor.contract.readings import Reason
+from homemonitor.contract.readings import Quantity, Reason
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
 from tests.conftest import REGISTRY, RunningService, publisher, wait_until
@@ -130,7 +130,7 @@ async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:
     cache = registry.RegistryCache()
     await cache.load(db)
     row = cache.plans.plans[cache.plans.row("p-1")]
-    assert (2, 150) == (row.version, row.thresholds[registry.Quantity.SYSTOLIC].high.warning)  # type: ignore[union-attr]
+    assert (2, 150) == (row.version, row.thresholds[Quantity.SYSTOLIC].high.warning)  # type: ignore[union-attr]
 
 
 def test_inconsistent_descriptions_are_refused() -> None:

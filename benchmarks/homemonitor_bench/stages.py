@@ -21,7 +21,7 @@ from homemonitor_bench.search import Bench
 #: A stack with a registry (re)load anywhere in it is that, whatever it calls.
 _RELOAD = re.compile(
     r"^(?:RegistryCache\.(?:load|refresh)|Worker\._(?:reload|refresh)_registry) \(|"
-    r"^_build \((?:homemonitor/)?registry\.py"
+    r"^_build \((?:homemonitor/)?registry/cache\.py"
 )
 _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("decode + validate", r"^(?:Worker\._prepare(?:_now)?|prepare|RegistryCache\.resolve) \("),

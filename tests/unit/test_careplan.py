@@ -116,11 +116,12 @@ def test_patient_without_bounds_never_breaches(patient: str) -> None:
 
 def test_unknown_patient_maps_to_the_all_nan_row() -> None:
     """A patient without a plan gets the extra last row, and it holds no bound at all."""
-    assert (3, 3, True, True) == (
-        TABLE.no_plan,
-        TABLE.row("nobody"),
-        bool(np.isnan(TABLE.warning[TABLE.no_plan]).all()),
-        bool(np.isnan(TABLE.urgent[TABLE.no_plan]).all()),
+    row = TABLE.row("nobody")
+    assert (3, 4, True, True) == (
+        row,
+        len(TABLE.warning),
+        bool(np.isnan(TABLE.warning[row]).all()),
+        bool(np.isnan(TABLE.urgent[row]).all()),
     )
 
 

@@ -149,6 +149,10 @@ Timestamp = Annotated[
     BeforeValidator(_timestamp),
     Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
 ]
+SentAt = Annotated[
+    Timestamp | None,
+    Field(description="When the gateway sent this message (for latency metrics)."),
+]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id.")]
 MessageId = Annotated[
     str | None,
@@ -219,7 +223,29 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-class Envelope(BaseModel):
+class OneReadingOrBatch(BaseModel):
+    """A native envelope's rule: exactly one of ``reading`` (one) or ``readings`` (a batch).
+
+    Both native envelope models derive from it, so the rule is the same whether the
+    published :class:`Envelope` or the decoder's item-by-item head judges a payload.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_reading_or_readings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = [key for key in ("reading", "readings") if key in data]
+        if len(given) != 1:
+            msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
+            raise ValueError(msg)
+        if data[given[0]] is None:
+            msg = f"'{given[0]}' must not be null"
+            raise ValueError(msg)
+        return data
+
+
+class Envelope(OneReadingOrBatch):
     """A native payload: one reading (``reading``) or a batch (``readings``), version 1."""
 
     model_config = ConfigDict(
@@ -250,9 +276,7 @@ class Envelope(BaseModel):
     )
 
     v: Version
-    sent_at: Timestamp | None = Field(
-        default=None, description="When the gateway sent this message (for latency metrics)."
-    )
+    sent_at: SentAt = None
     # Absent, never null: a null would be a message that carries nothing (it is refused).
     reading: ReadingIn | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     readings: (
@@ -260,30 +284,11 @@ class Envelope(BaseModel):
         | SkipJsonSchema[None]
     ) = Field(default=None, json_schema_extra=_no_default)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _one_of_reading_or_readings(cls, data: Any) -> Any:
-        one_of_reading_or_readings(data)
-        return data
-
     def items(self) -> list[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn]:
         """The readings in this payload, in the order they were sent."""
         if self.reading is not None:
             return [self.reading]
         return list(self.readings or [])
-
-
-def one_of_reading_or_readings(data: object) -> None:
-    """Raise ValueError unless ``data`` gives exactly one of ``reading`` or ``readings``."""
-    if not isinstance(data, dict):
-        return
-    given = [key for key in ("reading", "readings") if key in data]
-    if len(given) != 1:
-        msg = "give exactly one of 'reading' (one) or 'readings' (a batch)"
-        raise ValueError(msg)
-    if data[given[0]] is None:
-        msg = f"'{given[0]}' must not be null"
-        raise ValueError(msg)
 
 
 def json_schema() -> dict[str, Any]:

@@ -46,13 +46,13 @@ from homemonitor.contract.protocol import (
     MAX_READINGS_PER_MESSAGE,
     DeviceId,
     MessageId,
+    SentAt,
     Timestamp,
     Version,
-    supported_version,
 )
 from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
 from homemonitor.contract.units import to_canonical
-from homemonitor.decoding._common import describe, load_object, whole
+from homemonitor.decoding._common import envelope_head, item_rejection, load_object
 from homemonitor.errors import HomemonitorError
 
 __all__ = [
@@ -355,9 +355,7 @@ class BleEnvelope(BaseModel):
     )
 
     v: Version
-    sent_at: Timestamp | None = Field(
-        default=None, description="When the gateway sent this message (for latency metrics)."
-    )
+    sent_at: SentAt = None
     timezone: TimeZoneSpec | None = None
     readings: list[BleReadingIn] = Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
 
@@ -670,29 +668,16 @@ def decode_ble(payload: bytes) -> Decoded:
     data = load_object(payload)
     if isinstance(data, Decoded):
         return data
-    if not supported_version(data.get("v")):
-        return whole(
-            Reason.UNSUPPORTED_VERSION,
-            "field 'v' must be 1 (the payload version this service speaks)",
-        )
-    try:
-        head = _EnvelopeHead.model_validate(data)
-    except ValidationError as exc:
-        return whole(Reason.MALFORMED, describe(exc, prefix=""))
+    head = envelope_head(data, _EnvelopeHead)
+    if isinstance(head, Decoded):
+        return head
     decoded = Decoded(sent_at=head.sent_at)
     for index, raw in enumerate(head.readings):
         try:
             item = BleReadingIn.model_validate(raw)
         except ValidationError as exc:
-            device = raw.get("device_id") if isinstance(raw, dict) else None
-            decoded.rejections.append(
-                Rejection(
-                    _reason(exc),
-                    describe(exc, prefix=f"readings[{index}]"),
-                    index,
-                    device if isinstance(device, str) else None,
-                )
-            )
+            where = f"readings[{index}]"
+            decoded.rejections.append(item_rejection(_reason(exc), exc, where, index, raw))
             continue
         try:
             decoded.readings.append(_to_reading(item, index, head.timezone))

@@ -36,7 +36,7 @@ from homemonitor.contract.readings import (
     Rejection,
 )
 from homemonitor.contract.units import UnknownUnitError, known_units, to_canonical
-from homemonitor.decoding._common import load_object, whole
+from homemonitor.decoding._common import load_object, refuse_message
 from homemonitor.errors import HomemonitorError
 
 __all__ = ["decode_fhir"]
@@ -130,14 +130,14 @@ def decode_fhir(payload: bytes) -> Decoded:
         return data
     kind = data.get("resourceType")
     if not isinstance(kind, str):
-        return whole(Reason.MALFORMED, "no resourceType: not a FHIR resource")
+        return refuse_message(Reason.MALFORMED, "no resourceType: not a FHIR resource")
     if kind == "Observation":
         decoded = Decoded()
         _add(decoded, _decode_observation(data, 0, "Observation", {}))
         return decoded
     if kind == "Bundle":
         return _decode_bundle(data)
-    return whole(
+    return refuse_message(
         Reason.MALFORMED,
         f"resourceType {_shown(kind)} is not accepted: send an Observation or a Bundle",
     )
@@ -147,7 +147,7 @@ def _decode_bundle(bundle: dict[str, Any]) -> Decoded:
     """Every Observation entry of ``bundle``; other resources are context and skipped."""
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        return whole(Reason.MALFORMED, "Bundle.entry must be a list")
+        return refuse_message(Reason.MALFORMED, "Bundle.entry must be a list")
     decoded = Decoded(sent_at=_aware_or_none(bundle.get("timestamp")))
     by_full_url: dict[str, dict[str, Any]] = {}
     observations: list[tuple[int, dict[str, Any]]] = []
@@ -173,13 +173,13 @@ def _decode_bundle(bundle: dict[str, Any]) -> Decoded:
         else:
             kinds.add(resource["resourceType"])
     if len(observations) > MAX_READINGS_PER_MESSAGE:
-        return whole(
+        return refuse_message(
             Reason.MALFORMED,
             f"Bundle holds more than {MAX_READINGS_PER_MESSAGE} Observations; split it",
         )
     if not observations and not decoded.rejections:
         found = ", ".join(_shown(kind) for kind in sorted(kinds)[:_SHOWN_CODES]) or "none"
-        return whole(
+        return refuse_message(
             Reason.MISSING_VALUE, f"Bundle holds no Observation (entry resources: {found})"
         )
     for index, observation in observations:

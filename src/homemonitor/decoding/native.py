@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from homemonitor.contract.protocol import (
     MAX_READINGS_PER_MESSAGE,
@@ -19,19 +12,24 @@ from homemonitor.contract.protocol import (
     BodyWeightIn,
     Envelope,
     HeartRateIn,
+    OneReadingOrBatch,
     ReadingIn,
     Spo2In,
     Timestamp,
     Version,
-    one_of_reading_or_readings,
-    supported_version,
 )
-from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason
 from homemonitor.contract.units import to_canonical
-from homemonitor.decoding._common import describe, load_object, whole
+from homemonitor.decoding._common import (
+    describe,
+    envelope_head,
+    item_rejection,
+    load_object,
+    refuse_message,
+)
 
 
-class _EnvelopeHead(BaseModel):
+class _EnvelopeHead(OneReadingOrBatch):
     """The envelope without its readings, to judge it apart from them."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -41,12 +39,6 @@ class _EnvelopeHead(BaseModel):
     readings: (
         Annotated[list[Any], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)] | None
     ) = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_of_reading_or_readings(cls, data: Any) -> Any:
-        one_of_reading_or_readings(data)
-        return data
 
 
 _READING = TypeAdapter[BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn](ReadingIn)
@@ -108,15 +100,9 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
         from homemonitor.decoding.fhir import decode_fhir  # noqa: PLC0415 - sniffed format
 
         return decode_fhir(payload)
-    if not supported_version(data.get("v")):
-        return whole(
-            Reason.UNSUPPORTED_VERSION,
-            "field 'v' must be 1 (the payload version this service speaks)",
-        )
-    try:
-        head = _EnvelopeHead.model_validate(data)
-    except ValidationError as exc:
-        return whole(Reason.MALFORMED, describe(exc, prefix=""))
+    head = envelope_head(data, _EnvelopeHead)
+    if isinstance(head, Decoded):
+        return head
     raw_items: list[Any] = head.readings if head.readings is not None else [head.reading]
     prefix = "readings" if head.readings is not None else "reading"
     decoded = Decoded(sent_at=head.sent_at)
@@ -125,19 +111,11 @@ def _decode_item_by_item(payload: bytes, refusal: ValidationError) -> Decoded:
             item = _READING.validate_python(raw)
         except ValidationError as exc:
             where = f"{prefix}[{index}]" if prefix == "readings" else prefix
-            device = raw.get("device_id") if isinstance(raw, dict) else None
-            decoded.rejections.append(
-                Rejection(
-                    _reason(exc),
-                    describe(exc, prefix=where),
-                    index,
-                    device if isinstance(device, str) else None,
-                )
-            )
+            decoded.rejections.append(item_rejection(_reason(exc), exc, where, index, raw))
         else:
             decoded.readings.append(to_reading(item, index))
     if not decoded.rejections:
-        return whole(Reason.MALFORMED, describe(refusal, prefix=""))
+        return refuse_message(Reason.MALFORMED, describe(refusal, prefix=""))
     return decoded
 
 

@@ -113,12 +113,8 @@ class PlanTable:
                 if levels.urgent is not None:
                     self.urgent[i, j] = levels.urgent
 
-    @property
-    def no_plan(self) -> int:
-        """The row index of a patient without a plan."""
-        return len(self.plans)
-
     def row(self, patient_id: str) -> int:
+        """The row of ``patient_id``'s bounds: the last (all NaN) when it has no plan."""
         return self.rows.get(patient_id, len(self.plans))
 
     def threshold(self, row: int, rule: int, level: int) -> float:
