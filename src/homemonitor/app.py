@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import asyncpg
 import uvicorn
 
-from homemonitor.api import build_app, refresh_open_alerts
+from homemonitor.alerts import transitions
+from homemonitor.api import build_app
 from homemonitor.errors import ConfigurationError
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
@@ -52,6 +53,17 @@ async def migrate_when_up(
         log.info("storage mode=%s", health.storage_mode)
         return True
     return False
+
+
+async def refresh_open_alerts(db: asyncpg.Pool | database.Conn, metrics: Metrics) -> None:
+    """Set the open-alerts gauge from the database, which every replica shares.
+
+    Every replica therefore exports the same value: aggregate it with ``max``, not ``sum``
+    (see :mod:`homemonitor.metrics`).
+    """
+    counts = await transitions.count_open(db)
+    for severity in ("warning", "urgent"):
+        metrics.alerts_open.labels(severity).set(counts.get(severity, 0))
 
 
 #: How often the idle database is probed, and how long an answer may take.

@@ -1,0 +1,1 @@
+"""Alert episodes and their transitions."""

@@ -1,0 +1,59 @@
+"""What a route is given: the service's pool, metrics and health, and the clinician asking.
+
+:func:`homemonitor.api.build_app` puts one :class:`Services` on ``app.state``; routes take
+it, and the clinician, as FastAPI dependencies (``Svc``, ``Me``), so nothing here exists
+before an app is built.
+"""
+
+import dataclasses
+from typing import Annotated, cast
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from homemonitor.api.auth import Clinician, authenticate
+from homemonitor.metrics import Metrics
+from homemonitor.runtime import Health
+
+_bearer = HTTPBearer(
+    auto_error=False, description="A clinician API token (homemonitor token issue)."
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Services:
+    """What the routes share; the caller of ``build_app`` owns the pool's lifetime."""
+
+    pool: asyncpg.Pool
+    metrics: Metrics
+    health: Health
+
+
+def services(request: Request) -> Services:
+    """The app's :class:`Services` (set by ``build_app``)."""
+    return cast(Services, request.app.state.services)
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+async def clinician(
+    svc: Svc,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Clinician:
+    """The clinician the bearer token belongs to, or 401 (counted, not access-logged)."""
+    if creds is None:
+        svc.metrics.api_denied.labels("unauthenticated").inc()
+        raise HTTPException(
+            401, "send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+        )
+    async with svc.pool.acquire() as conn:
+        who = await authenticate(conn, creds.credentials)
+    if who is None:
+        svc.metrics.api_denied.labels("unauthenticated").inc()
+        raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+    return who
+
+
+Me = Annotated[Clinician, Depends(clinician)]
