@@ -20,7 +20,6 @@ import dataclasses
 import gc
 import itertools
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +30,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from homemonitor import logs
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.contract.readings import Quantity, Reason
 from homemonitor.errors import RegistryError
@@ -38,7 +38,7 @@ from homemonitor.fields import Ident, PlainText
 from homemonitor.rules.careplan import Bounds, PlanRow, PlanTable
 from homemonitor.storage.database import Conn
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 NOTIFY_CHANNEL = "homemonitor_registry"
 #: How the cache borrows a connection when it has to ask the database (``pool.acquire``).
@@ -532,13 +532,13 @@ class RegistryCache:
         self.revision = revision
         self.checked_at = time.monotonic()
         log.info(
-            "registry loaded revision=%s gateways=%d devices=%d pairings=%d bindings=%d plans=%d",
-            revision,
-            len(gateways),
-            len(devices),
-            len(pairings),
-            len(rows),
-            len(plans),
+            "registry loaded",
+            revision=revision,
+            gateways=len(gateways),
+            devices=len(devices),
+            pairings=len(pairings),
+            bindings=len(rows),
+            plans=len(plans),
         )
 
     def resolve(self, gateway_id: str, device_id: str, at: datetime) -> str | Reason:
