@@ -36,7 +36,7 @@ _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
         "MQTT client + intake",
         r"paho/|aiomqtt/|_mqtt\.py|^Worker\.(?:_inbound|_next|_collect|_acknowledge|_consume) \(",
     ),
-    ("metrics, logging", r"prometheus_client/|logging/|^Worker\._record \("),
+    ("metrics, logging", r"prometheus_client/|logging/|structlog/|^Worker\._record \("),
 )
 _STAGES = tuple((stage, re.compile(pattern)) for stage, pattern in _STAGE_PATTERNS)
 STAGE_ORDER = (
