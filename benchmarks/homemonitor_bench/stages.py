@@ -37,7 +37,7 @@ _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
         r"paho/|aiomqtt/|transport\.py|"
         r"^Worker\.(?:_inbound|_next|_collect|_acknowledge|_consume) \(",
     ),
-    ("metrics, logging", r"prometheus_client/|logging/|^Worker\._record \("),
+    ("metrics, logging", r"prometheus_client/|logging/|structlog/|^Worker\._record \("),
 )
 _STAGES = tuple((stage, re.compile(pattern)) for stage, pattern in _STAGE_PATTERNS)
 STAGE_ORDER = (

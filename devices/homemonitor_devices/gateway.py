@@ -34,6 +34,7 @@ from typing import Literal, Self
 
 import aiomqtt
 
+from homemonitor import logs
 from homemonitor.contract.protocol import (
     GATEWAY_ID_PATTERN,
     PayloadFormat,
@@ -44,7 +45,7 @@ from homemonitor.errors import HomemonitorError
 
 __all__ = ["Backoff", "Gateway", "GatewayError", "GatewayStats", "OutboxQueue", "TlsConfig"]
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 
 class GatewayError(HomemonitorError):
@@ -285,10 +286,10 @@ class Gateway:
                 await asyncio.wait_for(self._drained.wait(), grace)
             except TimeoutError:
                 log.warning(
-                    "gateway.close gateway=%s pending=%d grace=%.1fs: leaving the rest queued",
-                    self.gateway_id,
-                    self.pending,
-                    grace,
+                    "gateway.close: leaving the rest queued",
+                    gateway=self.gateway_id,
+                    pending=self.pending,
+                    grace_s=round(grace, 1),
                 )
         task.cancel()
         await asyncio.wait({task})
@@ -303,9 +304,9 @@ class Gateway:
         if not task.cancelled() and task.exception() is not None:
             self._first_attempt_ended(f"forwarding failed ({type(task.exception()).__name__})")
             log.error(
-                "gateway.failed gateway=%s pending=%d: forwarding stopped; messages stay queued",
-                self.gateway_id,
-                self.pending,
+                "gateway.failed: forwarding stopped; messages stay queued",
+                gateway=self.gateway_id,
+                pending=self.pending,
                 exc_info=task.exception(),
             )
 
@@ -393,7 +394,7 @@ class Gateway:
             keepalive=self._keepalive,
             tls_params=tls_params,
             tls_insecure=self._tls.insecure if self._tls is not None else None,
-            logger=log,
+            logger=logging.getLogger(__name__),  # aiomqtt and paho log through stdlib
         )
 
     async def _run(self) -> None:
@@ -406,7 +407,7 @@ class Gateway:
                     self.stats.connects += 1
                     self._connected.set()
                     self._first_attempt_ended(None)
-                    log.info("gateway.connected gateway=%s", self.gateway_id)
+                    log.info("gateway.connected", gateway=self.gateway_id)
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 failure = exc
@@ -417,11 +418,11 @@ class Gateway:
             delay = self._backoff.delay(attempt, self._rng)
             attempt += 1
             log.warning(
-                "gateway.disconnected gateway=%s reason=%r pending=%d retry_in=%.2fs",
-                self.gateway_id,
-                str(failure),
-                self.pending,
-                delay,
+                "gateway.disconnected",
+                gateway=self.gateway_id,
+                reason=str(failure),
+                pending=self.pending,
+                retry_in_s=round(delay, 2),
             )
             await asyncio.sleep(delay)
 

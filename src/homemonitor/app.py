@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterator
 
 import asyncpg
 import uvicorn
 
+from homemonitor import logs
 from homemonitor.alerts import transitions
 from homemonitor.api import build_app
 from homemonitor.errors import ConfigurationError
@@ -23,7 +23,7 @@ from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unle
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 
 def require(settings: Settings) -> str:
@@ -47,10 +47,10 @@ async def migrate_when_up(
             async with pool.acquire(timeout=10) as conn:
                 health.storage_mode = await database.migrate(conn, retention=settings.retention)
         except TRANSIENT_DB_ERRORS as exc:
-            log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
+            log.warning("database not reachable yet; retrying", error=type(exc).__name__)
             await sleep_unless(stop, backoff.next())
             continue
-        log.info("storage mode=%s", health.storage_mode)
+        log.info("storage mode", mode=health.storage_mode)
         return True
     return False
 

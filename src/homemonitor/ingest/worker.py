@@ -29,7 +29,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,7 @@ from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exp
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from homemonitor import logs
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
@@ -55,7 +55,7 @@ from homemonitor.settings import Settings
 from homemonitor.storage import store
 from homemonitor.storage.database import Conn
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 T = TypeVar("T")
 
 #: What a message's part of a refused batch becomes when the database refuses its own
@@ -121,11 +121,11 @@ class Worker:
             await self._consume(stop, batches)
             committer.cancel()
         log.info(
-            "worker stopped stored=%d duplicates=%d quarantined=%d alerts_opened=%d",
-            self.totals.stored,
-            self.totals.duplicates,
-            self.totals.quarantined,
-            self.totals.opened.total(),
+            "worker stopped",
+            stored=self.totals.stored,
+            duplicates=self.totals.duplicates,
+            quarantined=self.totals.quarantined,
+            alerts_opened=self.totals.opened.total(),
         )
 
     async def _load_registry_until_ready(self, stop: asyncio.Event) -> None:
@@ -241,9 +241,9 @@ class Worker:
             await asyncio.wait_for(batches.join(), self.settings.shutdown_grace_s)
         except TimeoutError:
             log.warning(
-                "shutdown grace of %.0f s over with batches uncommitted; they stay "
+                "shutdown grace over with batches uncommitted; they stay "
                 "unacknowledged and the broker will redeliver them",
-                self.settings.shutdown_grace_s,
+                grace_s=self.settings.shutdown_grace_s,
             )
 
     async def _collect(
@@ -348,10 +348,10 @@ class Worker:
             await batches.put(await self._prepare([message]))
             return True
         log.warning(
-            "message delivered %d times without being stored (limit %d); quarantined "
+            "message delivered repeatedly without being stored; quarantined "
             "undecoded as repeated_failure",
-            deliveries,
-            limit,
+            deliveries=deliveries,
+            limit=limit,
         )
         detail = (
             f"delivered {deliveries} times without being stored (limit {limit}); "
@@ -382,9 +382,9 @@ class Worker:
                 await sleep_unless(stop, backoff.next())
             except asyncpg.PostgresError as exc:
                 log.error(
-                    "delivery count refused by the database (%s %s); going on without it",
-                    exc.sqlstate,
-                    type(exc).__name__,
+                    "delivery count refused by the database; going on without it",
+                    sqlstate=exc.sqlstate,
+                    error=type(exc).__name__,
                 )
                 return refused
         return None
@@ -402,10 +402,9 @@ class Worker:
             batch = self._prepare_now(messages)  # the registry changed: look again
         for gateway, refused in batch.refused_gateways().items():
             log.warning(
-                "gateway sent readings it may not (misconfigured or compromised hub?) "
-                "gateway=%s %s",
-                gateway,
-                " ".join(f"{reason}={n}" for reason, n in sorted(refused.items())),
+                "gateway sent readings it may not (misconfigured or compromised hub?)",
+                gateway=gateway,
+                **dict(sorted(refused.items())),
             )
         self.metrics.inflight.set(self._inflight)
         return batch
@@ -425,7 +424,7 @@ class Worker:
         try:
             return await check(functools.partial(self.pool.acquire, timeout=5))
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
-            log.warning("registry check failed, keeping the cached copy: %s", type(exc).__name__)
+            log.warning("registry check failed, keeping the cached copy", error=type(exc).__name__)
             return False
 
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
@@ -511,9 +510,9 @@ class Worker:
             raise
         except asyncpg.PostgresError as exc:
             log.error(
-                "batch refused by the database (%s %s); storing its messages one by one",
-                exc.sqlstate,
-                type(exc).__name__,
+                "batch refused by the database; storing its messages one by one",
+                sqlstate=exc.sqlstate,
+                error=type(exc).__name__,
             )
             return await self._commit_one_by_one(batch)
 
@@ -558,17 +557,17 @@ class Worker:
             outcome = await self._try_commit(part)
         if isinstance(outcome, asyncpg.PostgresError):
             log.error(
-                "quarantine rows refused by the database (%s %s); message kept whole instead",
-                outcome.sqlstate,
-                type(outcome).__name__,
+                "quarantine rows refused by the database; message kept whole instead",
+                sqlstate=outcome.sqlstate,
+                error=type(outcome).__name__,
             )
             part = store.set_aside(part.messages[0], LAST_RESORT)
             outcome = await self._try_commit(part)
         if isinstance(outcome, asyncpg.PostgresError):
             log.error(
-                "database refused a fixed quarantine row (%s %s); holding the batch",
-                outcome.sqlstate,
-                type(outcome).__name__,
+                "database refused a fixed quarantine row; holding the batch",
+                sqlstate=outcome.sqlstate,
+                error=type(outcome).__name__,
             )
             raise StorageRefusedError(outcome.sqlstate) from outcome
         return part, outcome
@@ -615,13 +614,13 @@ class Worker:
         self.totals.add(result)
         if result.opened:
             log.info(
-                "alerts opened count=%d severities=%s",
-                result.opened.total(),
-                ",".join(sorted(result.opened.elements())),
+                "alerts opened",
+                count=result.opened.total(),
+                severities=sorted(result.opened.elements()),
             )
         if batch.quarantined:
             reasons = sorted({q.rejection.reason.value for q in batch.quarantined})
-            log.info("quarantined count=%d reasons=%s", len(batch.quarantined), ",".join(reasons))
+            log.info("quarantined", count=len(batch.quarantined), reasons=reasons)
 
     def database_state(self, *, ok: bool, why: BaseException | None = None) -> None:
         if ok != self.health.database_ok:
@@ -629,8 +628,8 @@ class Worker:
                 log.info("database available")
             else:
                 log.warning(
-                    "database unavailable (%s); holding batches unacknowledged, retrying",
-                    type(why).__name__,
+                    "database unavailable; holding batches unacknowledged, retrying",
+                    error=type(why).__name__,
                 )
         self.health.database_ok = ok
         self.metrics.database_up.set(1 if ok else 0)
@@ -639,8 +638,12 @@ class Worker:
         self, *, connected: bool, why: BaseException | None = None, retry_in: float = 0.0
     ) -> None:
         if connected != self.health.broker_connected:
-            log.info("broker %s", "connected" if connected else "disconnected")
+            log.info("broker connected" if connected else "broker disconnected")
         if why is not None:
-            log.warning("broker unusable: %s; retrying in %.1f s", self._explain(why), retry_in)
+            log.warning(
+                "broker unusable; retrying",
+                reason=self._explain(why),
+                retry_in_s=round(retry_in, 1),
+            )
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1 if connected else 0)

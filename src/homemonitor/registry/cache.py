@@ -17,19 +17,19 @@ import bisect
 import dataclasses
 import gc
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
+from homemonitor import logs
 from homemonitor.contract.readings import Quantity, Reason
 from homemonitor.registry.description import RegistryIn, thresholds_json
 from homemonitor.rules.careplan import Bounds, PlanRow, PlanTable
 from homemonitor.storage.database import Conn
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 #: How the cache borrows a connection when it has to ask the database (``pool.acquire``).
 Connect: TypeAlias = Callable[[], AbstractAsyncContextManager[Conn]]
@@ -250,13 +250,13 @@ class RegistryCache:
         self.revision = revision
         self.checked_at = time.monotonic()
         log.info(
-            "registry loaded revision=%s gateways=%d devices=%d pairings=%d bindings=%d plans=%d",
-            revision,
-            len(gateways),
-            len(devices),
-            len(pairings),
-            len(rows),
-            len(plans),
+            "registry loaded",
+            revision=revision,
+            gateways=len(gateways),
+            devices=len(devices),
+            pairings=len(pairings),
+            bindings=len(rows),
+            plans=len(plans),
         )
 
     def resolve(self, gateway_id: str, device_id: str, at: datetime) -> str | Reason:

@@ -9,12 +9,13 @@ runs on plain PostgreSQL (>= 15). An advisory lock keeps concurrent starts from 
 from __future__ import annotations
 
 import enum
-import logging
 from importlib import resources
 from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from homemonitor import logs
 
 if TYPE_CHECKING:
     #: A connection, whether opened alone or borrowed from a pool.
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 else:  # asyncpg's classes are not generic at run time
     Conn = asyncpg.Connection | PoolConnectionProxy
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 _MIGRATION_LOCK = 0x686D6F6E  # "hmon"
 
@@ -89,7 +90,7 @@ async def migrate(conn: Conn, *, retention: str = "5 years") -> StorageMode:
             async with conn.transaction():
                 await conn.execute(sql.replace("{retention}", retention))
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", key)
-            log.info("migration applied name=%s", key)
+            log.info("migration applied", migration=key)
         return mode
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
@@ -118,7 +119,11 @@ async def _detect_mode(conn: Conn) -> StorageMode:
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except asyncpg.PostgresError as exc:  # e.g. no privilege to create it
-        log.warning("timescaledb is preloaded but cannot be created (%s); plain PostgreSQL", exc)
+        log.warning(
+            "timescaledb is preloaded but cannot be created; plain PostgreSQL",
+            sqlstate=exc.sqlstate,
+            reason=str(exc),
+        )
         return StorageMode.POSTGRESQL
     licence = await conn.fetchval("SELECT current_setting('timescaledb.license', true)")
     return StorageMode.TIMESCALEDB_APACHE if licence == "apache" else StorageMode.TIMESCALEDB

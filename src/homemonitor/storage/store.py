@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from homemonitor import logs
 from homemonitor.contract.protocol import parse_topic
 from homemonitor.contract.readings import (
     ID_LIMIT,
@@ -34,7 +34,7 @@ from homemonitor.rules import careplan
 from homemonitor.rules.careplan import RULES, PlanTable
 from homemonitor.storage.database import Conn
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 
 @dataclasses.dataclass(slots=True)
@@ -161,7 +161,7 @@ def prepare(
         try:
             decoded = decode(route.format, msg.payload)
         except Exception as exc:  # a decoder bug must not stop the stream (logged, quarantined)
-            log.exception("decoder failed; message quarantined format=%s", route.format.value)
+            log.exception("decoder failed; message quarantined", format=route.format.value)
             detail = f"the {route.format.value} decoder failed ({type(exc).__name__}); report it"
             batch.quarantined.append(Quarantined(Rejection(Reason.MALFORMED, detail), m))
             continue
