@@ -30,7 +30,6 @@ import collections
 import contextlib
 import functools
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -38,9 +37,6 @@ from typing import TypeVar
 
 import aiomqtt
 import asyncpg
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
@@ -139,34 +135,6 @@ class Worker:
 
     # -- MQTT side -------------------------------------------------------------------
 
-    def _client_for(self) -> aiomqtt.Client:
-        s = self.settings
-        assert s.mqtt_host is not None
-        v5 = s.mqtt_protocol == "5"
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-            properties.SessionExpiryInterval = s.mqtt_session_expiry
-            properties.ReceiveMaximum = s.max_inflight
-        tls = None
-        if s.mqtt_tls_ca:
-            tls = aiomqtt.TLSParameters(ca_certs=s.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
-        client = aiomqtt.Client(
-            s.mqtt_host,
-            s.mqtt_port,
-            identifier=s.mqtt_client_id,
-            username=s.mqtt_username,
-            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
-            properties=properties,
-            keepalive=30,
-            tls_params=tls,
-        )
-        transport.enable_manual_ack(client)
-        return client
-
     def _subscription(self) -> str:
         group = self.settings.mqtt_shared_group
         return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
@@ -175,7 +143,7 @@ class Worker:
         backoff = Backoff(0.5, 30)
         while not stop.is_set():
             try:
-                client = self._client_for()
+                client = transport.client(self.settings)
                 self._generation += 1  # before connecting: the session may deliver at once
                 intake = transport.Intake(
                     client, functools.partial(store.Inbound, generation=self._generation)
