@@ -1,0 +1,1 @@
+"""Alerts: episodes and their transitions."""
