@@ -40,9 +40,9 @@ from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.contract.readings import Reason
 from homemonitor.embedded import free_port
 from homemonitor.ingest import transport
+from homemonitor.ingest.pipeline import Inbound
 from homemonitor.metrics import Metrics
 from homemonitor.settings import Settings
-from homemonitor.storage.store import Inbound
 from tests.conftest import RunningService
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ import pytest
 
 from homemonitor.contract.protocol import SUBSCRIPTION, PayloadFormat, readings_topic
 from homemonitor.embedded import PrivateMosquitto, free_port
-from homemonitor_devices.gateway import Backoff, Gateway, OutboxQueue, TlsConfig
+from homemonitor.runtime import Backoff
+from homemonitor_devices.gateway import Gateway, OutboxQueue, TlsConfig
 from homemonitor_devices.simulate import ProgressLine, demo_clinic, run_simulation
 
 FAST = Backoff(initial=0.05, cap=0.3)
@@ -190,7 +191,7 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from homemonitor.contract.protocol import PayloadFormat
-from homemonitor_devices.gateway import Backoff, Gateway
+from homemonitor_devices.gateway import Gateway
 
 async def main() -> None:
     gateway = Gateway("gw-0001", queue_path=Path(sys.argv[1]), port=int(sys.argv[2]))

@@ -13,7 +13,8 @@ import asyncpg
 
 from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.embedded import PrivateMosquitto
-from homemonitor_devices.gateway import Backoff, Gateway
+from homemonitor.runtime import Backoff
+from homemonitor_devices.gateway import Gateway
 from tests.conftest import RunningService, numbered, wait_until
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)

@@ -22,14 +22,14 @@ from paho.mqtt.properties import Properties
 
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.ingest import transport
-from homemonitor.storage import store
+from homemonitor.ingest.pipeline import Inbound
 from tests.conftest import publisher
 
 TOPIC = "homemonitor/v1/gw/gw-1/readings"
 #: Sizes around every boundary of the remaining-length field and of the intake's reads.
 SIZES = (0, 1, 100, 120, 127, 128, 200, 16_383, 16_384, 65_535, 65_536, 70_000, 300_000)
 
-make = functools.partial(store.Inbound, generation=1)
+make = functools.partial(Inbound, generation=1)
 
 
 def _client(
@@ -56,7 +56,7 @@ def _client(
 @contextlib.asynccontextmanager
 async def consuming(
     broker: PrivateMosquitto, name: str, *, v5: bool = True, keepalive: int = 60
-) -> AsyncIterator[tuple[aiomqtt.Client, transport.Intake[store.Inbound]]]:
+) -> AsyncIterator[tuple[aiomqtt.Client, transport.Intake[Inbound]]]:
     client = _client(broker, name, v5=v5, keepalive=keepalive)
     intake = transport.Intake(client, make)
     async with client:
@@ -64,10 +64,8 @@ async def consuming(
         yield client, intake
 
 
-async def receive(
-    intake: transport.Intake[store.Inbound], n: int, within: float = 20
-) -> list[store.Inbound]:
-    got: list[store.Inbound] = []
+async def receive(intake: transport.Intake[Inbound], n: int, within: float = 20) -> list[Inbound]:
+    got: list[Inbound] = []
 
     async def collect() -> None:
         while len(got) < n:
@@ -99,7 +97,7 @@ async def test_a_burst_is_read_and_acknowledged(broker: PrivateMosquitto) -> Non
     """5 000 messages through a 1 000-message in-flight window; none is redelivered."""
     n = 5_000
     async with consuming(broker, "intake-burst") as (client, intake):
-        got: list[store.Inbound] = []
+        got: list[Inbound] = []
 
         async def drain() -> None:
             while len(got) < n:

@@ -14,10 +14,11 @@ import pytest
 from homemonitor.contract.protocol import PayloadFormat, readings_topic
 from homemonitor.contract.readings import DETAIL_LIMIT, ID_LIMIT, safe_text
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.ingest import pipeline
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.ingest.worker import LAST_RESORT
 from homemonitor.registry import RegistryCache
-from homemonitor.storage import store
+from homemonitor.storage import transaction
 from tests.conftest import RunningService, publisher, wait_until
 from tests.test_nothing_lost import WorkerProcess
 
@@ -228,9 +229,9 @@ async def test_an_unsafe_topic_is_quarantined_escaped(
     Mosquitto drops a publisher that sends control characters in a topic, and the intake
     decodes topics with errors="replace", so this drives the batch commit directly.
     """
-    message = store.Inbound(topic, b"{}", datetime.now(UTC), 0.0)
-    batch = store.prepare([message], RegistryCache(), CLOCK, 1 << 18, datetime.now(UTC))
-    await store.commit(db, batch, RegistryCache().plans)
+    message = pipeline.Inbound(topic, b"{}", datetime.now(UTC), 0.0)
+    batch = pipeline.prepare([message], RegistryCache(), CLOCK, 1 << 18, datetime.now(UTC))
+    await transaction.commit(db, batch, RegistryCache().plans)
     row = await db.fetchrow("SELECT topic, reason, payload FROM quarantine")
     assert (expected, "unknown_topic", b"{}") == (row["topic"], row["reason"], row["payload"])
 

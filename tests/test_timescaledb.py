@@ -20,8 +20,9 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.contract.readings import Metric, Quantity, Reading
+from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.storage import database
-from homemonitor.storage.store import Batch, Candidate, Inbound, commit
+from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY
 
 URL = os.environ.get("HOMEMONITOR_TEST_TIMESCALEDB_URL")

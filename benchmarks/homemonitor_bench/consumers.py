@@ -28,8 +28,8 @@ from paho.mqtt.properties import Properties
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.ingest import transport
+from homemonitor.ingest.pipeline import Inbound
 from homemonitor.settings import Settings
-from homemonitor.storage.store import Inbound
 
 #: Receive Maximum of the client baselines: the worker's default ``max_inflight``.
 RECEIVE_MAXIMUM = Settings.model_fields["max_inflight"].default

@@ -25,10 +25,10 @@ _RELOAD = re.compile(
 )
 _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("decode + validate", r"^(?:Worker\._prepare(?:_now)?|prepare|RegistryCache\.resolve) \("),
-    ("rule evaluation", r"^_alerts \(|careplan\.py|numpy/"),
+    ("rule evaluation", r"^open_or_update \(|careplan\.py|numpy/"),
     (
         "database write",
-        r"asyncpg/|store\.py|_read_ready__data_received|_SelectorSocketTransport\.write|"
+        r"asyncpg/|transaction\.py|_read_ready__data_received|_SelectorSocketTransport\.write|"
         r"^Worker\._commit",
     ),
     ("decode + validate", r"decoding/|validation\.py|units\.py|protocol\.py|pydantic/"),

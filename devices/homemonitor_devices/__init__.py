@@ -15,7 +15,7 @@ from homemonitor_devices.encoders import (
     encode_fhir,
     encode_native,
 )
-from homemonitor_devices.gateway import Backoff, Gateway, GatewayError, GatewayStats, TlsConfig
+from homemonitor_devices.gateway import Gateway, GatewayError, GatewayStats, TlsConfig
 from homemonitor_devices.measurement import DeviceKind, Measurement
 from homemonitor_devices.physiology import Baseline, Physiology
 from homemonitor_devices.scenarios import (
@@ -32,7 +32,6 @@ from homemonitor_devices.simulate import Assignments, SimulationSummary, demo_cl
 __all__ = [
     "SCENARIOS",
     "Assignments",
-    "Backoff",
     "Baseline",
     "Binding",
     "Course",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -42,8 +41,9 @@ from homemonitor.contract.protocol import (
     readings_topic,
 )
 from homemonitor.errors import HomemonitorError
+from homemonitor.runtime import Backoff
 
-__all__ = ["Backoff", "Gateway", "GatewayError", "GatewayStats", "OutboxQueue", "TlsConfig"]
+__all__ = ["Gateway", "GatewayError", "GatewayStats", "OutboxQueue", "TlsConfig"]
 
 log = logs.get_logger(__name__)
 
@@ -70,20 +70,6 @@ class TlsConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with equal jitter: half fixed, half random."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry)."""
-        ceiling = min(self.cap, self.initial * self.factor ** min(attempt, 64))
-        return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,7 +186,8 @@ class Gateway:
     Use as an async context manager; :meth:`submit` queues (durably) and returns at once,
     a background task publishes. :meth:`close` (and leaving the ``async with``) waits up
     to ``shutdown_grace`` seconds for the queue to drain, then stops; what is left stays
-    in the file for the next start.
+    in the file for the next start. ``backoff`` spaces the reconnect attempts (by attempt
+    number, :meth:`Backoff.delay`); its ``rng``, seeded, makes them repeatable.
     """
 
     def __init__(
@@ -219,7 +206,6 @@ class Gateway:
         backoff: Backoff | None = None,
         shutdown_grace: float = 5.0,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        rng: random.Random | None = None,
     ) -> None:
         if not is_gateway_id(gateway_id):
             raise GatewayError(gateway_id, f"id must match {GATEWAY_ID_PATTERN}")
@@ -237,7 +223,6 @@ class Gateway:
         self._backoff = backoff or Backoff()
         self._shutdown_grace = shutdown_grace
         self._synchronous: Literal["FULL", "NORMAL"] = synchronous
-        self._rng = rng or random.Random()
         self._queue: OutboxQueue | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -415,7 +400,7 @@ class Gateway:
                 self._connected.clear()
             self._first_attempt_ended(str(failure))
             self.stats.connection_failures += 1
-            delay = self._backoff.delay(attempt, self._rng)
+            delay = self._backoff.delay(attempt)
             attempt += 1
             log.warning(
                 "gateway.disconnected",

@@ -34,8 +34,9 @@ from typing import Any, TextIO
 
 from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.errors import ConfigurationError, HomemonitorError
+from homemonitor.runtime import Backoff
 from homemonitor_devices.clock import SimClock
-from homemonitor_devices.gateway import Backoff, Gateway, GatewayError, TlsConfig
+from homemonitor_devices.gateway import Gateway, GatewayError, TlsConfig
 from homemonitor_devices.measurement import DeviceKind
 from homemonitor_devices.physiology import Baseline
 from homemonitor_devices.scenarios import (
@@ -504,6 +505,8 @@ async def run_simulation(
     (``math.inf``: as fast as the gateways take them). Setting ``stop`` ends the run early.
     At the end the gateways get ``drain_grace`` seconds to empty their queues; what is left
     is counted as ``queued`` and stays on disk. ``progress`` gets one updating status line.
+    ``backoff`` is every gateway's reconnect schedule; each draws its jitter from a
+    generator of its own, seeded from the assignments' seed.
 
     Nothing is published unless every gateway's first connection succeeds: a broker that
     refuses them (wrong password, not authorised) or is not there raises
@@ -522,9 +525,11 @@ async def run_simulation(
             port=port,
             password=(passwords or {}).get(plan.gateway_id),
             tls=tls,
-            backoff=backoff,
+            backoff=dataclasses.replace(  # jitter of its own, repeatable for the seed
+                backoff or Backoff(),
+                rng=random.Random(f"{assignments.seed}/{plan.gateway_id}/backoff"),
+            ),
             synchronous="NORMAL",
-            rng=random.Random(f"{assignments.seed}/{plan.gateway_id}/backoff"),
         )
         for plan in assignments.patients
     }

@@ -145,8 +145,8 @@ def _judge_with_registry(
     """The worker's own ``prepare`` on a registry file: topic, size, decoding, registry."""
     from homemonitor import registry  # noqa: PLC0415 - only with --registry
     from homemonitor.contract.protocol import PayloadFormat, readings_topic  # noqa: PLC0415
+    from homemonitor.ingest import pipeline  # noqa: PLC0415 - only with --registry
     from homemonitor.ingest.validation import ClockPolicy  # noqa: PLC0415
-    from homemonitor.storage import store  # noqa: PLC0415 - only with --registry
 
     if not args.gateway:
         msg = "--registry needs --gateway: the gateway that would publish this payload"
@@ -156,8 +156,8 @@ def _judge_with_registry(
     topic = readings_topic(args.gateway, PayloadFormat(args.format))
     settings = _settings(args)
     clock = ClockPolicy.from_settings(settings)
-    batch = store.prepare(
-        [store.Inbound(topic, payload, now, 0.0)], cache, clock, settings.max_payload_bytes, now
+    batch = pipeline.prepare(
+        [pipeline.Inbound(topic, payload, now, 0.0)], cache, clock, settings.max_payload_bytes, now
     )
     return [c.reading for c in batch.candidates], [q.rejection for q in batch.quarantined]
 

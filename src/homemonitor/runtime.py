@@ -1,6 +1,8 @@
 """What the worker and the API share at run time: readiness, backoff, and transient errors.
 
-Both the ingest worker and the HTTP API import these; neither imports the other.
+Both the ingest worker and the HTTP API import these; neither imports the other. The
+reference gateway (``homemonitor_devices.gateway``) reconnects with the same
+:class:`Backoff`.
 """
 
 from __future__ import annotations
@@ -48,18 +50,42 @@ class Health:
         )
 
 
+@dataclasses.dataclass(slots=True)
 class Backoff:
-    """Capped exponential backoff with jitter (half fixed, half random)."""
+    """Capped exponential backoff with equal jitter: half of each delay fixed, half random.
 
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap, self.attempt = first, cap, 0
+    :meth:`delay` is the wait before retry ``attempt`` (0 for the first); :meth:`next` and
+    :meth:`reset` count the attempts for a loop that does not. ``rng`` draws the jitter:
+    a seeded :class:`random.Random` makes the delays repeatable (the reference gateway's
+    simulation); without one, the :mod:`random` module's.
+
+    >>> backoff = Backoff(1.0, 4.0, rng=random.Random(7))
+    >>> [round(backoff.next(), 2) for _ in range(4)]
+    [0.66, 1.15, 3.3, 2.14]
+    >>> all(2.0 <= backoff.delay(n) <= 4.0 for n in (2, 3, 1000))
+    True
+    """
+
+    initial: float = 0.5
+    cap: float = 30.0
+    factor: float = 2.0
+    rng: random.Random | None = dataclasses.field(default=None, repr=False, compare=False)
+    attempt: int = dataclasses.field(default=0, init=False, compare=False)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (0 for the first); does not count it."""
+        ceiling = min(self.cap, self.initial * self.factor ** min(attempt, 64))
+        uniform = self.rng.uniform if self.rng is not None else random.uniform
+        return ceiling / 2 + uniform(0.0, ceiling / 2)
 
     def next(self) -> float:
-        delay = min(self.cap, self.first * 2.0**self.attempt)
+        """The delay before the next retry, counted."""
+        delay = self.delay(self.attempt)
         self.attempt += 1
-        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
+        return delay
 
     def reset(self) -> None:
+        """Start again from the first delay (after a success)."""
         self.attempt = 0
 
 

@@ -1,1 +1,3 @@
-"""Ingest: the MQTT transport, the worker, and validation."""
+"""Ingest: the MQTT transport, the worker, the pure pipeline (decode, validate, resolve)
+and validation.
+"""

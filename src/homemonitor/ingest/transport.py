@@ -1,4 +1,8 @@
-"""The one place that reaches inside aiomqtt 2.5 and paho: manual PUBACKs and a fast intake.
+"""The one place that reaches inside aiomqtt 2.5 and paho: the client, manual PUBACKs, intake.
+
+**The client.** :func:`client` builds the worker's aiomqtt client from the settings: one
+persistent session (fixed client id, no clean start, MQTT 5 session expiry and Receive
+Maximum as paho ``Properties``), PUBACKs left to :func:`ack`.
 
 **Manual acknowledgement.** aiomqtt 2.5 acknowledges a QoS 1 message the moment it
 enters its queue, before our code has seen it, let alone committed it. It has no public
@@ -37,6 +41,10 @@ from typing import Any, Generic, TypeVar
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from homemonitor.settings import Settings
 
 _PUBACK = struct.Struct("!BBH")
 _PUBLISH = 0x30
@@ -49,6 +57,40 @@ T = TypeVar("T")
 #: keeps it. ``dup`` is the PUBLISH's DUP flag: the broker delivered it before and was not
 #: acknowledged (MQTT 3.1.1 and 5.0, section 3.3.1.1).
 Make = Callable[[str, bytes, datetime, float, int, int, bool], T]
+
+
+def client(settings: Settings) -> aiomqtt.Client:
+    """The worker's client for ``settings``' broker: a persistent session, manual PUBACKs.
+
+    Connect it with ``async with``; ``settings.mqtt_host`` must be set.
+    """
+    s = settings
+    assert s.mqtt_host is not None
+    v5 = s.mqtt_protocol == "5"
+    properties = None
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
+        properties.SessionExpiryInterval = s.mqtt_session_expiry
+        properties.ReceiveMaximum = s.max_inflight
+    tls = None
+    if s.mqtt_tls_ca:
+        tls = aiomqtt.TLSParameters(ca_certs=s.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+    built = aiomqtt.Client(
+        s.mqtt_host,
+        s.mqtt_port,
+        identifier=s.mqtt_client_id,
+        username=s.mqtt_username,
+        password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        clean_session=None if v5 else False,
+        clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
+        properties=properties,
+        keepalive=30,
+        tls_params=tls,
+    )
+    enable_manual_ack(built)
+    fail_fast_before_connack(built)
+    return built
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -101,7 +143,7 @@ class Intake(Generic[T]):
         self._buffer = b""  # the start of a packet not yet complete
         self._parts: list[bytes] = []  # more of it, joined once it is complete
         self._have = 0  # bytes in _buffer and _parts
-        self._need = 0  # bytes of the incomplete packet, once its header is read
+        self._packet_bytes = 0  # size of the incomplete packet, once its header is read
         self._pending: collections.deque[T] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -109,7 +151,7 @@ class Intake(Generic[T]):
 
         def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
             opened(c, userdata, sock)  # aiomqtt: its reader and its keep-alive task
-            self._keep(b"")  # a new connection starts at a packet boundary
+            self._restart_from(b"")  # a new connection starts at a packet boundary
             self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._readable)
 
         self._paho.on_socket_open = on_socket_open
@@ -145,7 +187,7 @@ class Intake(Generic[T]):
             gone = disconnected(self._client)
             if not gone.done():
                 gone.set_exception(exc)
-            self._keep(b"")
+            self._restart_from(b"")
             self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_PROTOCOL)  # close the socket
 
     def _read(self) -> None:
@@ -177,15 +219,15 @@ class Intake(Generic[T]):
         if got:
             self._paho._last_bytes_received = time.monotonic()  # for paho's keep-alive
             self._have += got
-            if self._have >= self._need:  # a big packet is joined once, not on every read
-                self._keep(self._packets(b"".join([self._buffer, *chunks])))
+            if self._have >= self._packet_bytes:  # a big packet is joined once, not per read
+                self._restart_from(self._packets(b"".join([self._buffer, *chunks])))
         if closed:
             self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
 
-    def _keep(self, rest: bytes) -> None:
+    def _restart_from(self, rest: bytes) -> None:
         """Start collecting again from ``rest``, the incomplete packet :meth:`_packets` left."""
         self._buffer, self._parts, self._have = rest, [], len(rest)
-        self._need = _packet_size(rest) if rest else 0
+        self._packet_bytes = _packet_size(rest) if rest else 0
 
     def _packets(self, data: bytes) -> bytes:
         """Handle every whole packet in ``data``; return the incomplete rest."""

@@ -29,7 +29,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -37,23 +36,22 @@ from typing import TypeVar
 
 import aiomqtt
 import asyncpg
-import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from homemonitor import logs
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
-from homemonitor.ingest import transport
+from homemonitor.ingest import pipeline, transport
+from homemonitor.ingest.pipeline import Batch, Inbound
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
 from homemonitor.registry import NOTIFY_CHANNEL, RegistryCache
 from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unless
 from homemonitor.settings import Settings
-from homemonitor.storage import store
+from homemonitor.storage import transaction
 from homemonitor.storage.database import Conn
+from homemonitor.storage.transaction import CommitResult
 
 log = logs.get_logger(__name__)
 T = TypeVar("T")
@@ -106,14 +104,14 @@ class Worker:
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self._inflight = 0
-        self.totals = store.CommitResult()
+        self.totals = CommitResult()
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain and return."""
         await self._load_registry_until_ready(stop)
-        batches: asyncio.Queue[store.Batch] = asyncio.Queue(maxsize=2)
+        batches: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         async with asyncio.TaskGroup() as tg:
             committer = tg.create_task(self._commit_loop(batches), name="commit")
             tg.create_task(self._listen_registry(stop), name="registry-listen")
@@ -144,47 +142,18 @@ class Worker:
 
     # -- MQTT side -------------------------------------------------------------------
 
-    def _client_for(self) -> aiomqtt.Client:
-        s = self.settings
-        assert s.mqtt_host is not None
-        v5 = s.mqtt_protocol == "5"
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-            properties.SessionExpiryInterval = s.mqtt_session_expiry
-            properties.ReceiveMaximum = s.max_inflight
-        tls = None
-        if s.mqtt_tls_ca:
-            tls = aiomqtt.TLSParameters(ca_certs=s.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
-        client = aiomqtt.Client(
-            s.mqtt_host,
-            s.mqtt_port,
-            identifier=s.mqtt_client_id,
-            username=s.mqtt_username,
-            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
-            properties=properties,
-            keepalive=30,
-            tls_params=tls,
-        )
-        transport.enable_manual_ack(client)
-        transport.fail_fast_before_connack(client)
-        return client
-
     def _subscription(self) -> str:
         group = self.settings.mqtt_shared_group
         return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
 
-    async def _consume(self, stop: asyncio.Event, batches: asyncio.Queue[store.Batch]) -> None:
+    async def _consume(self, stop: asyncio.Event, batches: asyncio.Queue[Batch]) -> None:
         backoff = Backoff(0.5, 30)
         while not stop.is_set():
             try:
-                client = self._client_for()
+                client = transport.client(self.settings)
                 self._generation += 1  # before connecting: the session may deliver at once
                 intake = transport.Intake(
-                    client, functools.partial(store.Inbound, generation=self._generation)
+                    client, functools.partial(Inbound, generation=self._generation)
                 )
                 async with client:
                     self._client = client
@@ -235,7 +204,7 @@ class Worker:
             )
         return str(exc)
 
-    async def _drain(self, batches: asyncio.Queue[store.Batch]) -> None:
+    async def _drain(self, batches: asyncio.Queue[Batch]) -> None:
         """Let the commit task finish what is queued, within the grace period."""
         try:
             await asyncio.wait_for(batches.join(), self.settings.shutdown_grace_s)
@@ -249,9 +218,9 @@ class Worker:
     async def _collect(
         self,
         client: aiomqtt.Client,
-        intake: transport.Intake[store.Inbound],
+        intake: transport.Intake[Inbound],
         stop: asyncio.Event,
-        batches: asyncio.Queue[store.Batch],
+        batches: asyncio.Queue[Batch],
     ) -> None:
         loop = asyncio.get_running_loop()
         gone = transport.disconnected(client)
@@ -285,14 +254,14 @@ class Worker:
 
     async def _hand_over(
         self,
-        messages: list[store.Inbound],
-        batches: asyncio.Queue[store.Batch],
+        messages: list[Inbound],
+        batches: asyncio.Queue[Batch],
         stop: asyncio.Event,
     ) -> None:
         """Prepare ``messages`` and queue them for commit, in arrival order.
 
         Messages without the DUP flag go as one batch, at no extra cost. Redelivered ones
-        are counted first (:func:`store.record_redelivered`, committed before any of them
+        are counted first (:func:`transaction.record_redelivered`, committed before any of them
         is decoded). Those that had been redelivered before, and still not stored, are
         suspects: each goes alone, only after everything before it is committed, and its
         delivery is counted just before, so that if it kills the worker again, it alone
@@ -305,12 +274,12 @@ class Worker:
         keep = timedelta(seconds=self.settings.mqtt_session_expiry)
         redelivered = [m for m in messages if m.dup]
         suspects = await self._until_recorded(
-            lambda conn: store.record_redelivered(conn, redelivered, keep), stop, set[bytes]()
+            lambda conn: transaction.record_redelivered(conn, redelivered, keep), stop, set[bytes]()
         )
         if suspects is None:
             self._left_to_broker(len(messages))
             return
-        run: list[store.Inbound] = []
+        run: list[Inbound] = []
         for i, message in enumerate(messages):
             if not (message.dup and message.digest() in suspects):
                 run.append(message)
@@ -325,7 +294,7 @@ class Worker:
             await batches.put(await self._prepare(run))
 
     async def _isolate(
-        self, message: store.Inbound, batches: asyncio.Queue[store.Batch], stop: asyncio.Event
+        self, message: Inbound, batches: asyncio.Queue[Batch], stop: asyncio.Event
     ) -> bool:
         """Queue a suspect alone, or quarantined if it has been delivered too often.
 
@@ -339,7 +308,7 @@ class Worker:
         if stop.is_set():
             return False
         deliveries = await self._until_recorded(
-            lambda conn: store.count_delivery(conn, message), stop, 0
+            lambda conn: transaction.count_delivery(conn, message), stop, 0
         )
         if deliveries is None:
             return False
@@ -357,7 +326,7 @@ class Worker:
             f"delivered {deliveries} times without being stored (limit {limit}); "
             "not decoded again: a worker failed or died on it each time (report it)"
         )
-        batch = store.set_aside(message, Rejection(Reason.REPEATED_FAILURE, detail))
+        batch = pipeline.set_aside(message, Rejection(Reason.REPEATED_FAILURE, detail))
         self.metrics.messages_received.labels(batch.formats[0]).inc()
         await batches.put(batch)
         return True
@@ -394,7 +363,7 @@ class Worker:
         self._inflight -= n
         self.metrics.inflight.set(self._inflight)
 
-    async def _prepare(self, messages: list[store.Inbound]) -> store.Batch:
+    async def _prepare(self, messages: list[Inbound]) -> Batch:
         batch = self._prepare_now(messages)
         for fmt, n in collections.Counter(batch.formats).items():  # received, even if it waits
             self.metrics.messages_received.labels(fmt).inc(n)
@@ -409,8 +378,8 @@ class Worker:
         self.metrics.inflight.set(self._inflight)
         return batch
 
-    def _prepare_now(self, messages: list[store.Inbound]) -> store.Batch:
-        return store.prepare(
+    def _prepare_now(self, messages: list[Inbound]) -> Batch:
+        return pipeline.prepare(
             messages, self.cache, self.clock, self.settings.max_payload_bytes, datetime.now(UTC)
         )
 
@@ -472,7 +441,7 @@ class Worker:
 
     # -- database side ---------------------------------------------------------------
 
-    async def _commit_loop(self, batches: asyncio.Queue[store.Batch]) -> None:
+    async def _commit_loop(self, batches: asyncio.Queue[Batch]) -> None:
         while True:
             batch = await batches.get()
             try:
@@ -481,7 +450,7 @@ class Worker:
             finally:
                 batches.task_done()
 
-    async def _commit_with_retry(self, batch: store.Batch) -> None:
+    async def _commit_with_retry(self, batch: Batch) -> None:
         backoff = Backoff(0.1, 1)
         while True:
             started = time.perf_counter()
@@ -497,12 +466,12 @@ class Worker:
             self._record(batch, result, time.perf_counter() - started)
             return
 
-    async def _commit_once(self, batch: store.Batch) -> store.CommitResult:
+    async def _commit_once(self, batch: Batch) -> CommitResult:
         """One attempt; transient database errors propagate for the caller to retry."""
         try:
             async with self.pool.acquire(timeout=5) as conn:
                 try:
-                    return await store.commit(conn, batch, self.cache.plans)
+                    return await transaction.commit(conn, batch, self.cache.plans)
                 except TRANSIENT_DB_ERRORS:
                     conn.terminate()  # never hand a half-broken connection back
                     raise
@@ -516,21 +485,21 @@ class Worker:
             )
             return await self._commit_one_by_one(batch)
 
-    async def _commit_one_by_one(self, batch: store.Batch) -> store.CommitResult:
+    async def _commit_one_by_one(self, batch: Batch) -> CommitResult:
         """A batch the database refuses: each message alone (:meth:`_commit_alone`)."""
-        total = store.CommitResult()
-        parts = [batch.only(m) for m in range(len(batch.messages))]
-        for m, part in enumerate(parts):
-            parts[m], result = await self._commit_alone(part)
+        total = CommitResult()
+        parts = [batch.part_of(index) for index in range(len(batch.messages))]
+        for index, part in enumerate(parts):
+            parts[index], result = await self._commit_alone(part)
             total.add(result)
         batch.quarantined = [
-            store.Quarantined(q.rejection, m)
-            for m, part in enumerate(parts)
+            pipeline.Quarantined(q.rejection, message_index)
+            for message_index, part in enumerate(parts)
             for q in part.quarantined
         ]
         return total
 
-    async def _commit_alone(self, part: store.Batch) -> tuple[store.Batch, store.CommitResult]:
+    async def _commit_alone(self, part: Batch) -> tuple[Batch, CommitResult]:
         """One message's part of a refused batch, committed so that the stream goes on.
 
         As it is; if the database refuses that, with its readings quarantined as
@@ -545,7 +514,7 @@ class Worker:
         if isinstance(outcome, asyncpg.PostgresError) and part.candidates:
             detail = f"database refused the reading: {type(outcome).__name__} ({outcome.sqlstate})"
             part.quarantined += [
-                store.Quarantined(
+                pipeline.Quarantined(
                     Rejection(
                         Reason.STORAGE_REJECTED, detail, c.reading.index, c.reading.device_id
                     ),
@@ -561,7 +530,7 @@ class Worker:
                 sqlstate=outcome.sqlstate,
                 error=type(outcome).__name__,
             )
-            part = store.set_aside(part.messages[0], LAST_RESORT)
+            part = pipeline.set_aside(part.messages[0], LAST_RESORT)
             outcome = await self._try_commit(part)
         if isinstance(outcome, asyncpg.PostgresError):
             log.error(
@@ -572,17 +541,17 @@ class Worker:
             raise StorageRefusedError(outcome.sqlstate) from outcome
         return part, outcome
 
-    async def _try_commit(self, batch: store.Batch) -> store.CommitResult | asyncpg.PostgresError:
+    async def _try_commit(self, batch: Batch) -> CommitResult | asyncpg.PostgresError:
         """Commit ``batch`` once: what it did, or the refusal; transient errors propagate."""
         try:
             async with self.pool.acquire(timeout=5) as conn:
-                return await store.commit(conn, batch, self.cache.plans)
+                return await transaction.commit(conn, batch, self.cache.plans)
         except TRANSIENT_DB_ERRORS:
             raise
         except asyncpg.PostgresError as exc:
             return exc
 
-    def _acknowledge(self, batch: store.Batch) -> None:
+    def _acknowledge(self, batch: Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""
         client = self._client
         if client is not None:
@@ -594,23 +563,23 @@ class Worker:
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 
-    def _record(self, batch: store.Batch, result: store.CommitResult, seconds: float) -> None:
-        m = self.metrics
+    def _record(self, batch: Batch, result: CommitResult, seconds: float) -> None:
+        metrics = self.metrics
         now_mono, now = time.monotonic(), datetime.now(UTC)
-        m.batch_size.observe(len(batch.messages))
-        m.commit_seconds.observe(seconds)
-        m.readings_stored.inc(result.stored)
-        m.readings_duplicate.inc(result.duplicates)
+        metrics.batch_size.observe(len(batch.messages))
+        metrics.commit_seconds.observe(seconds)
+        metrics.readings_stored.inc(result.stored)
+        metrics.readings_duplicate.inc(result.duplicates)
         for flag, n in result.flagged.items():
-            m.readings_flagged.labels(flag).inc(n)
+            metrics.readings_flagged.labels(flag).inc(n)
         for q in batch.quarantined:
-            m.rejected(q.rejection)
+            metrics.rejected(q.rejection)
         for severity, n in result.opened.items():
-            m.alerts_opened.labels(severity).inc(n)
+            metrics.alerts_opened.labels(severity).inc(n)
         for msg in batch.messages:
-            m.receive_to_stored.observe(now_mono - msg.received_mono)
+            metrics.receive_to_stored.observe(now_mono - msg.received_mono)
         for sent in batch.sent_at:
-            m.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
+            metrics.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
         self.totals.add(result)
         if result.opened:
             log.info(

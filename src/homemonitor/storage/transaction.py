@@ -1,0 +1,192 @@
+"""The batch transaction: where a prepared batch becomes rows.
+
+:func:`commit` is ONE transaction per batch: readings are inserted idempotently, only
+readings that were really new and are current can open or update alert episodes
+(:func:`homemonitor.alerts.episodes.open_or_update`), and everything refused lands in
+quarantine with its reason and raw payload. The caller acknowledges the batch's
+messages only after :func:`commit` returns. :func:`record_redelivered` and
+:func:`count_delivery` keep the delivery counts of redelivered messages, each in a
+transaction of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from homemonitor.alerts import episodes
+from homemonitor.contract.protocol import parse_topic
+from homemonitor.contract.readings import ID_LIMIT, QUANTITIES, Reading, safe_text
+from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
+from homemonitor.rules.careplan import PlanTable
+from homemonitor.storage.database import Conn
+
+
+@dataclasses.dataclass(slots=True)
+class CommitResult:
+    """What committing one batch (or, summed with :meth:`add`, many) did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    opened: Counter[str] = dataclasses.field(default_factory=Counter)  # by severity
+    updated: int = 0
+    flagged: Counter[str] = dataclasses.field(default_factory=Counter)  # by clock flag
+
+    def add(self, other: CommitResult) -> None:
+        """Count ``other`` in as well (counters stay bounded by their few keys)."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.opened.update(other.opened)
+        self.updated += other.updated
+        self.flagged.update(other.flagged)
+
+
+_INSERT_READINGS = """
+INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
+                      systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
+                      flags, source, gateway_id, message_id)
+SELECT r.device_id, r.metric, r.measured_at, r.patient_id, r.received_at,
+       r.systolic, r.diastolic, r.mean_arterial, r.heart_rate, r.body_weight, r.spo2,
+       coalesce(string_to_array(nullif(r.flags, ''), ','), '{}'), r.source, r.gateway_id,
+       r.message_id
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+            $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
+            $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[])
+     AS r(device_id, metric, measured_at, patient_id, received_at,
+          systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
+          flags, source, gateway_id, message_id)
+ON CONFLICT DO NOTHING
+RETURNING device_id, metric, measured_at
+"""
+
+_INSERT_QUARANTINE = """
+INSERT INTO quarantine (received_at, topic, gateway_id, reason, detail, item_index, device_id,
+                        payload, payload_sha256)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::int[], $7::text[], $8::bytea[], $9::bytea[])
+ON CONFLICT (payload_sha256, item_index) DO NOTHING
+"""
+
+
+_RECORD_REDELIVERED = """
+INSERT INTO delivery_attempts (message_sha256, deliveries)
+SELECT DISTINCT d, 2 FROM unnest($1::bytea[]) AS d
+ON CONFLICT (message_sha256) DO NOTHING
+RETURNING message_sha256
+"""
+
+_COUNT_DELIVERY = """
+INSERT INTO delivery_attempts AS a (message_sha256, deliveries) VALUES ($1, 2)
+ON CONFLICT (message_sha256) DO UPDATE
+    SET deliveries = a.deliveries + 1, last_at = clock_timestamp()
+RETURNING deliveries
+"""
+
+_FORGET_ATTEMPTS = "DELETE FROM delivery_attempts WHERE message_sha256 = ANY($1::bytea[])"
+_EXPIRE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE last_at < clock_timestamp() - $1::interval"
+
+
+async def record_redelivered(
+    conn: Conn, messages: Sequence[Inbound], keep: timedelta
+) -> set[bytes]:
+    """Count a second delivery of each of ``messages`` (DUP); return the digests seen before.
+
+    A message recorded here for the first time is on its second delivery: the first
+    failed without its worker saying why (a crash, a lost connection). One recorded
+    before has failed on a redelivery too: a suspect, to be tried alone (see
+    :func:`count_delivery`). Rows not touched for ``keep`` (the session expiry: the broker
+    cannot redeliver after it) are deleted on the way. Commits on its own.
+    """
+    digests = [m.digest() for m in messages]
+    async with conn.transaction():
+        await conn.execute(_EXPIRE_ATTEMPTS, keep)
+        fresh = {bytes(r["message_sha256"]) for r in await conn.fetch(_RECORD_REDELIVERED, digests)}
+    return set(digests) - fresh
+
+
+async def count_delivery(conn: Conn, message: Inbound) -> int:
+    """Count one more delivery of ``message``; return how many it has had. Commits on its own."""
+    deliveries: int = await conn.fetchval(_COUNT_DELIVERY, message.digest())
+    return deliveries
+
+
+def _key(r: Reading) -> tuple[str, str, datetime]:
+    return (r.device_id, r.metric.value, r.measured_at)
+
+
+async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
+    """Store ``batch`` in one transaction; see the module docstring."""
+    result = CommitResult()
+    seen: set[tuple[str, str, datetime]] = set()
+    unique: list[Candidate] = []
+    for c in batch.candidates:  # a duplicate send inside one batch is stored once
+        key = _key(c.reading)
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    result.duplicates = len(batch.candidates) - len(unique)
+    unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
+    async with conn.transaction():
+        if unique:
+            inserted = await _insert_readings(conn, unique)
+            new = [c for c in unique if _key(c.reading) in inserted]
+            result.stored = len(new)
+            result.duplicates += len(unique) - len(new)
+            result.flagged = Counter(f.value for c in new for f in c.reading.flags)
+            current = [c for c in new if not c.reading.flags]
+            if current:
+                opened, updated = await episodes.open_or_update(conn, current, plans)
+                result.opened, result.updated = Counter(opened), updated
+        if batch.quarantined:
+            await _quarantine(conn, batch)
+            result.quarantined = len(batch.quarantined)
+        redelivered = [m.digest() for m in batch.messages if m.dup]
+        if redelivered:  # stored or quarantined now: its delivery count is done with
+            await conn.execute(_FORGET_ATTEMPTS, redelivered)
+    return result
+
+
+async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[str, str, datetime]]:
+    readings = [c.reading for c in rows]
+    columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
+    returned = await conn.fetch(
+        _INSERT_READINGS,
+        [r.device_id for r in readings],
+        [r.metric.value for r in readings],
+        [r.measured_at for r in readings],
+        [c.patient_id for c in rows],
+        [c.received_at for c in rows],
+        *columns,
+        [",".join(r.flags) for r in readings],
+        [r.source for r in readings],
+        [c.gateway_id for c in rows],
+        [r.message_id for r in readings],
+    )
+    return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
+
+
+async def _quarantine(conn: Conn, batch: Batch) -> None:
+    digests = [m.digest() for m in batch.messages]
+    items = batch.quarantined
+    msgs = [batch.messages[q.message_index] for q in items]
+    await conn.execute(
+        _INSERT_QUARANTINE,
+        [m.received_at for m in msgs],
+        [safe_text(m.topic, ID_LIMIT) for m in msgs],  # detail and device_id: Rejection
+        [_gateway(m.topic) for m in msgs],
+        [q.rejection.reason.value for q in items],
+        [q.rejection.detail for q in items],
+        [-1 if q.rejection.index is None else q.rejection.index for q in items],
+        [q.rejection.device_id for q in items],
+        [m.payload for m in msgs],
+        [digests[q.message_index] for q in items],
+    )
+
+
+def _gateway(topic: str) -> str | None:
+    route = parse_topic(topic)
+    return route.gateway_id if route else None
