@@ -3,10 +3,11 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Query
 
 from homemonitor.api.access import team_patient
-from homemonitor.api.deps import Me, Svc
+from homemonitor.api.deps import Me, Services, Svc
 from homemonitor.api.models import (
     NO_PATIENT,
     READING_COLUMNS,
@@ -21,6 +22,16 @@ router = APIRouter(tags=["patients"])
 Days = Annotated[int, Query(ge=1, le=365)]
 
 
+async def _since(
+    svc: Services, who: Me, patient_id: str, days: int, *, action: str, sql: str
+) -> list[asyncpg.Record]:
+    """Rows of ``sql`` ($1 the patient, $2 the start) once the read is access-logged."""
+    since = datetime.now(UTC) - timedelta(days=days)
+    async with svc.pool.acquire() as conn, conn.transaction():
+        await team_patient(conn, svc.metrics, who, patient_id, action)
+        return await conn.fetch(sql, patient_id, since)
+
+
 @router.get(
     "/api/v1/patients/{patient_id}/readings",
     summary="Recent readings.",
@@ -29,15 +40,15 @@ Days = Annotated[int, Query(ge=1, le=365)]
 async def patient_readings(
     svc: Svc, who: Me, patient_id: PatientId, days: Days = 14
 ) -> list[ReadingOut]:
-    since = datetime.now(UTC) - timedelta(days=days)
-    async with svc.pool.acquire() as conn, conn.transaction():
-        await team_patient(conn, svc.metrics, who, patient_id, "view_readings")
-        rows = await conn.fetch(
-            f"SELECT {READING_COLUMNS} FROM readings WHERE patient_id = $1 "
-            "AND measured_at >= $2 ORDER BY measured_at DESC LIMIT 5000",
-            patient_id,
-            since,
-        )
+    rows = await _since(
+        svc,
+        who,
+        patient_id,
+        days,
+        action="view_readings",
+        sql=f"SELECT {READING_COLUMNS} FROM readings WHERE patient_id = $1 "
+        "AND measured_at >= $2 ORDER BY measured_at DESC LIMIT 5000",
+    )
     return [ReadingOut(**dict(r)) for r in rows]
 
 
@@ -49,13 +60,13 @@ async def patient_readings(
 async def patient_trend(
     svc: Svc, who: Me, patient_id: PatientId, days: Days = 14
 ) -> list[TrendPointOut]:
-    since = datetime.now(UTC) - timedelta(days=days)
-    async with svc.pool.acquire() as conn, conn.transaction():
-        await team_patient(conn, svc.metrics, who, patient_id, "view_trend")
-        rows = await conn.fetch(
-            "SELECT metric, bucket, n, systolic, diastolic, heart_rate, body_weight, spo2 "
-            "FROM readings_hourly WHERE patient_id = $1 AND bucket >= $2 ORDER BY bucket",
-            patient_id,
-            since,
-        )
+    rows = await _since(
+        svc,
+        who,
+        patient_id,
+        days,
+        action="view_trend",
+        sql="SELECT metric, bucket, n, systolic, diastolic, heart_rate, body_weight, spo2 "
+        "FROM readings_hourly WHERE patient_id = $1 AND bucket >= $2 ORDER BY bucket",
+    )
     return [TrendPointOut(**dict(r)) for r in rows]
