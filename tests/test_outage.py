@@ -23,6 +23,20 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 
 @pytest.mark.slow
+async def stored_numbers(dsn: str, at_least: int) -> list[int]:
+    """The sequence numbers stored, once at least ``at_least`` readings are (60 s at most)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await wait_until(
+            lambda: conn.fetchval("SELECT count(*) FROM readings"), lambda n: n >= at_least, 60
+        )
+        return sorted(
+            int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings")
+        )
+    finally:
+        await conn.close()
+
+
 async def test_database_outage_loses_nothing_and_stays_bounded(
     own_postgres: PrivatePostgres, broker: PrivateMosquitto
 ) -> None:
@@ -79,18 +93,7 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
     own_postgres.start()
     outage_over.set()
     await streaming
-    conn = await asyncpg.connect(own_postgres.dsn)
-    try:
-        await wait_until(
-            lambda: conn.fetchval("SELECT count(*) FROM readings"),
-            lambda n: n >= len(published),
-            60,
-        )
-        stored = sorted(
-            int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings")
-        )
-    finally:
-        await conn.close()
+    stored = await stored_numbers(own_postgres.dsn, len(published))
     await wait_until(lambda: svc.metric_async("homemonitor_database_up"), lambda v: v == 1)
     await svc.stop()
     assert published == stored  # nothing lost, nothing twice
@@ -186,18 +189,7 @@ async def test_hung_database_is_detected_and_the_worker_recovers(
         resumed.set()
         await wait_until(_status(http, "/ready"), lambda code: code == 200, 60)
         await streaming
-    conn = await asyncpg.connect(own_postgres.dsn)
-    try:
-        await wait_until(
-            lambda: conn.fetchval("SELECT count(*) FROM readings"),
-            lambda n: n >= len(published),
-            60,
-        )
-        stored = sorted(
-            int(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM readings")
-        )
-    finally:
-        await conn.close()
+    stored = await stored_numbers(own_postgres.dsn, len(published))
     await svc.stop()
     assert detected_after < 6
     assert {503} == set(codes)
