@@ -123,8 +123,8 @@ async def test_example_registry_applies_and_reapplying_changes_nothing(dsn: str)
     assert {"heart_failure", "hypertension", "copd"} == {p.condition for p in reg.patients}
 
 
-async def test_example_registry_binds_shared_cuff_per_user(dsn: str) -> None:
-    """The shared cuff's users resolve to two patients; the cuff itself to nobody."""
+async def _example_registry_cache(dsn: str) -> registry.RegistryCache:
+    """The worker's cache of deploy/registry-example.yaml, applied to ``dsn``."""
     conn = await asyncpg.connect(dsn)
     try:
         await registry.apply(conn, registry.load_file(DEPLOY / "registry-example.yaml"))
@@ -132,6 +132,12 @@ async def test_example_registry_binds_shared_cuff_per_user(dsn: str) -> None:
         await cache.load(conn)
     finally:
         await conn.close()
+    return cache
+
+
+async def test_example_registry_binds_shared_cuff_per_user(dsn: str) -> None:
+    """The shared cuff's users resolve to two patients; the cuff itself to nobody."""
+    cache = await _example_registry_cache(dsn)
     may = datetime(2026, 5, 4, 7, 30, tzinfo=UTC)
     october = datetime(2026, 10, 5, 7, 30, tzinfo=UTC)
     assert "p-0003" == cache.patient_for("cuff-0003:u1", may)
@@ -144,13 +150,7 @@ async def test_example_registry_binds_shared_cuff_per_user(dsn: str) -> None:
 
 async def test_example_registry_pairs_each_home_and_hands_over_a_replaced_hub(dsn: str) -> None:
     """Each hub speaks for its home's devices; the replaced one only until the handover."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await registry.apply(conn, registry.load_file(DEPLOY / "registry-example.yaml"))
-        cache = registry.RegistryCache()
-        await cache.load(conn)
-    finally:
-        await conn.close()
+    cache = await _example_registry_cache(dsn)
     may = datetime(2026, 5, 4, 7, 30, tzinfo=UTC)
     october = datetime(2026, 10, 5, 7, 30, tzinfo=UTC)
     assert [
