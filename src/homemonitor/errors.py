@@ -15,6 +15,10 @@ class RegistryError(HomemonitorError):
     """A registry description (care teams, patients, devices, plans) is invalid."""
 
 
+class PlanError(HomemonitorError):
+    """A care plan cannot be resolved into rules (unknown template, bad override, ...)."""
+
+
 class ServiceStartError(HomemonitorError):
     """A private broker or database could not be started."""
 
