@@ -697,17 +697,24 @@ def test_plx_continuous_every_flag_combination(flags: int) -> None:
     assert {Quantity.SPO2: 96.0, Quantity.HEART_RATE: 70.0} == got.values
 
 
+def plx_value(
+    characteristic: str, *, status: int | None = None, device: int | None = None
+) -> bytes:
+    """A Spot-Check or Continuous value with just the status fields given (PR 64 or 70)."""
+    if characteristic == SPOT:
+        flags = (0x02 if status is not None else 0) | (0x04 if device is not None else 0)
+        return spot_value(flags, status=status or 0, device=device or 0)
+    flags = (0x04 if status is not None else 0) | (0x08 if device is not None else 0)
+    return continuous_value(flags, status=status or 0, device=device or 0)
+
+
 @pytest.mark.parametrize(("bit", "name"), sorted(PLX_MEASUREMENT_STATUS_UNUSABLE.items()))
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_measurement_status_that_is_no_measurement(
     characteristic: str, bit: int, name: str
 ) -> None:
     """Demonstration, testing, calibration, unavailable and invalid data are rejected."""
-    value = (
-        spot_value(0x02, status=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x04, status=1 << bit)
-    )
+    value = plx_value(characteristic, status=1 << bit)
     refused = rejection(characteristic, value)
     assert (Reason.MISSING_VALUE, f"measurement status bit {bit} ({name})") == (
         refused.reason,
@@ -719,11 +726,7 @@ def test_plx_measurement_status_that_is_no_measurement(
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_device_status_that_is_no_measurement(characteristic: str, bit: int, name: str) -> None:
     """Malfunctioning, disconnected, unconnected or unknown sensors are rejected."""
-    value = (
-        spot_value(0x04, device=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x08, device=1 << bit)
-    )
+    value = plx_value(characteristic, device=1 << bit)
     refused = rejection(characteristic, value)
     assert (Reason.MISSING_VALUE, f"device and sensor status bit {bit} ({name})") == (
         refused.reason,
@@ -736,11 +739,7 @@ def test_plx_neutral_status_bits_give_no_flag(characteristic: str) -> None:
     """Ongoing, validated, fully qualified, stored, display update, analysis ongoing: no flag."""
     status = sum(1 << bit for bit in (5, 7, 8, 9))
     device = sum(1 << bit for bit in (0, 9))
-    value = (
-        spot_value(0x06, status=status, device=device)
-        if characteristic == SPOT
-        else continuous_value(0x0C, status=status, device=device)
-    )
+    value = plx_value(characteristic, status=status, device=device)
     got = reading(characteristic, value)
     assert (Metric.SPO2, NO_QUALITY) == (got.metric, got.quality)
 
@@ -749,42 +748,25 @@ def test_plx_neutral_status_bits_give_no_flag(characteristic: str) -> None:
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_questionable_measurement_status(characteristic: str, bit: int, flag: Quality) -> None:
     """Early estimated data and questionable measurement store the reading with their flag."""
-    value = (
-        spot_value(0x02, status=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x04, status=1 << bit)
-    )
+    value = plx_value(characteristic, status=1 << bit)
     got = reading(characteristic, value)
     assert ({Quantity.SPO2, Quantity.HEART_RATE}, {flag}) == (set(got.values), got.quality)
 
 
-PLX_DEVICE_FLAGS = {
-    2: Quality.SIGNAL_PROCESSING_IRREGULARITY,
-    3: Quality.INADEQUATE_SIGNAL,
-    4: Quality.POOR_SIGNAL,
-    5: Quality.LOW_PERFUSION,
-    6: Quality.ERRATIC_SIGNAL,
-    7: Quality.NONPULSATILE_SIGNAL,
-    8: Quality.QUESTIONABLE_PULSE,
-    10: Quality.SENSOR_INTERFERENCE,
-    13: Quality.SENSOR_DISPLACED,
-}
+def test_plx_displaced_sensor_is_flagged_not_rejected() -> None:
+    """Device and Sensor Status bit 13: the probe is on the patient, misplaced, like a loose cuff."""
+    got = reading(SPOT, plx_value(SPOT, device=1 << 13))
+    assert ({Quantity.SPO2, Quantity.HEART_RATE}, {Quality.SENSOR_DISPLACED}) == (
+        set(got.values),
+        got.quality,
+    )
 
 
-def test_plx_device_status_flags_are_the_specified_bits() -> None:
-    """The decoder's table of questionable device-status bits is the one written out here."""
-    assert PLX_DEVICE_FLAGS == PLX_DEVICE_STATUS_QUALITY
-
-
-@pytest.mark.parametrize(("bit", "flag"), sorted(PLX_DEVICE_FLAGS.items()))
+@pytest.mark.parametrize(("bit", "flag"), sorted(PLX_DEVICE_STATUS_QUALITY.items()))
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_questionable_device_status(characteristic: str, bit: int, flag: Quality) -> None:
     """Signal-quality bits and a displaced sensor store the reading with their flag."""
-    value = (
-        spot_value(0x04, device=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x08, device=1 << bit)
-    )
+    value = plx_value(characteristic, device=1 << bit)
     assert {flag} == reading(characteristic, value).quality
 
 
@@ -801,9 +783,11 @@ def test_plx_unusable_bit_wins_over_questionable_ones() -> None:
 def test_plx_status_fields_with_every_flag() -> None:
     """Both status fields with every questionable bit set give every oximeter flag at once."""
     status = sum(1 << bit for bit in PLX_MEASUREMENT_STATUS_QUALITY)
-    device = sum(1 << bit for bit in PLX_DEVICE_FLAGS)
+    device = sum(1 << bit for bit in PLX_DEVICE_STATUS_QUALITY)
     got = reading(SPOT, spot_value(0x06, status=status, device=device))
-    expected = set(PLX_MEASUREMENT_STATUS_QUALITY.values()) | set(PLX_DEVICE_FLAGS.values())
+    expected = set(PLX_MEASUREMENT_STATUS_QUALITY.values()) | set(
+        PLX_DEVICE_STATUS_QUALITY.values()
+    )
     assert expected == got.quality
 
 
