@@ -754,7 +754,7 @@ def test_plx_questionable_measurement_status(characteristic: str, bit: int, flag
 
 
 def test_plx_displaced_sensor_is_flagged_not_rejected() -> None:
-    """Device and Sensor Status bit 13: the probe is on the patient, misplaced, like a loose cuff."""
+    """Device status bit 13: the probe is on the patient, misplaced, like a loose cuff."""
     got = reading(SPOT, plx_value(SPOT, device=1 << 13))
     assert ({Quantity.SPO2, Quantity.HEART_RATE}, {Quality.SENSOR_DISPLACED}) == (
         set(got.values),
