@@ -188,6 +188,7 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
             "values": {q.value: round(v, 3) for q, v in r.values.items()},
             "units": {q.value: q.unit for q in r.values},
             "flags": [f.value for f in r.flags],
+            "quality": sorted(q.value for q in r.quality),
         }
         for r in accepted
     ]
@@ -200,6 +201,8 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
         for r in readings:
             values = ", ".join(f"{k}={v} {r['units'][k]}" for k, v in r["values"].items())
             flags = f"  FLAGGED: {', '.join(r['flags'])}" if r["flags"] else ""
+            if r["quality"]:
+                flags += f"  DEVICE NOTED: {', '.join(r['quality'])}"
             print(
                 f"ok   [{r['index']}] {r['device_id']} {r['metric']} "
                 f"at {r['measured_at']}: {values}{flags}"
