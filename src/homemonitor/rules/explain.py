@@ -124,7 +124,8 @@ def _threshold(a: Assessment, rule: ThresholdRule) -> tuple[str, str]:
             found += f" for {number(_f(facts, 'run_hours'))} h"
     else:
         inside = "below" if rule.direction == "high" else "above"
-        found += f", {inside} the bound of {amount(bound, q)}"
+        which = "warning" if rule.warning is not None else "urgent"
+        found += f", {inside} the {which} bound of {amount(bound, q)}"
     return found, plan
 
 

@@ -126,9 +126,11 @@ class _Ctx:
             self.rule, self.plan.version, self.at, level, cleared, value, measure, facts
         )
 
-    def unknown(self, why: str, facts: dict[str, Fact] | None = None) -> Assessment:
+    def unknown(
+        self, why: str, facts: dict[str, Fact] | None = None, value: float | None = None
+    ) -> Assessment:
         """Too little to say: level 0, not cleared (an episode stays as it is)."""
-        return self.result(NONE, False, None, None, {**(facts or {}), "insufficient": why})
+        return self.result(NONE, False, value, None, {**(facts or {}), "insufficient": why})
 
 
 def _iso(ts: float) -> str:
@@ -280,7 +282,7 @@ def _change(ctx: _Ctx, rule: ChangeRule) -> Assessment:
         "session_n": i - session,
     }
     if len(ref_values) < rule.min_reference_readings:
-        return ctx.unknown("too few reference readings", facts)
+        return ctx.unknown("too few reference readings", facts, value)
     if rule.reference == "min":
         k = int(np.argmin(ref_values))
     elif rule.reference == "max":
@@ -292,7 +294,7 @@ def _change(ctx: _Ctx, rule: ChangeRule) -> Assessment:
     sign = 1.0 if rule.direction == "rise" else -1.0
     delta = sign * (value - ref)
     level = _levels(delta, rule.warning, rule.urgent)
-    facts.update(reference=ref, reference_at=ref_at, delta=delta)
+    facts.update(reference=ref, reference_at=ref_at, delta=round(delta, 6))
     if level:
         facts["bound"] = rule.warning if level == WARNING and rule.warning else rule.urgent
     return ctx.result(level, level == NONE, value, delta, facts)
@@ -389,7 +391,7 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     if j0 >= i:
         return ctx.unknown("no reading in the window")
     g = _segment(s, j0, i)
-    run_in_start = float(s.t[g]) if g > j0 else ctx.ts - span
+    run_in_start = float(s.t[g])  # the device's first reading in the window
     run_in_end = run_in_start + rule.run_in_days * _DAY
     split = max(s.start(run_in_end), g)
     run_in = s.value[g:split]
@@ -403,7 +405,7 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         "device_changed": g > j0,
     }
     if len(run_in) < rule.min_run_in_readings or not len(monitored):
-        return ctx.unknown("baseline not armed", facts)
+        return ctx.unknown("baseline not armed", facts, float(s.value[i - 1]))
     mu, sd = float(np.mean(run_in)), float(np.std(run_in, ddof=1))
     lam, n = rule.weight, len(monitored)
     weights = lam * (1 - lam) ** np.arange(n - 1, -1, -1, dtype=np.float64)
@@ -446,7 +448,7 @@ def _macd(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         "device_changed": g > j0,
     }
     if len(v) < rule.min_run_in_readings or t[-1] - t[0] < rule.run_in_days * _DAY - EPS:
-        return ctx.unknown("baseline not armed", facts)
+        return ctx.unknown("baseline not armed", facts, v[-1])
     tau_short, tau_long = _tau(rule.short_days), _tau(rule.long_days)
     short = long = v[0]
     for k in range(1, len(v)):
