@@ -3,6 +3,7 @@ redelivery, out-of-order arrivals and backlogs, and the plan's lookback."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -39,7 +40,7 @@ def _in_batches(
     states: dict[str, EpisodeState] = {}
     changes: list[Change] = []
     bounds = [0, *sorted(set(cuts)), len(readings)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         batch = readings[lo:hi]
         if not batch:
             continue
