@@ -372,3 +372,13 @@ def test_the_plain_threshold_fast_path_agrees_with_the_series_path(
     fast = assess_reading(rule, plan(rule), value, at())
     assert (slow.level, slow.cleared, slow.measure) == (fast.level, fast.cleared, fast.measure)
     assert slow.level == quick_level(rule, plan(rule), value)
+
+
+def test_two_devices_measuring_one_quantity_are_two_baselines() -> None:
+    """Alternating scales (home and clinic) keep their own run-ins: a rise on one still warns."""
+    home = [weight(at(d), kg) for d, kg in enumerate([*RUN_IN, 80.1, 79.9])]
+    clinic = [weight(at(d, hours=6), kg + 1.5, device="scale-2") for d, kg in enumerate(RUN_IN)]
+    rising = [weight(at(9 + d), kg) for d, kg in enumerate((81.5, 82.2, 82.8))]
+    a = judge(BASELINE, sorted([*home, *clinic, *rising], key=lambda r: r.measured_at))
+    assert 1 == a.level
+    assert pytest.approx(80.043, abs=1e-3) == a.facts["baseline"]  # the home scale's own level

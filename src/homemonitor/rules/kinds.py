@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from homemonitor.contract.readings import Quantity
 from homemonitor.rules.history import FloatArray, History, Series
@@ -390,11 +391,15 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
 # -- personal baseline --------------------------------------------------------------------
 
 
-def _segment(s: Series, j0: int, i: int) -> int:
-    """The first index in ``[j0, i)`` measured by the device of reading ``i - 1``."""
+def _own_device(s: Series, j0: int, i: int) -> npt.NDArray[np.intp]:
+    """The indices in ``[j0, i)`` measured by the device of reading ``i - 1``, in order.
+
+    Each device is a baseline of its own: a new scale has its own offset (its run-in starts
+    with its first reading), and a pulse measured by both a cuff and an oximeter is two
+    baselines, never one that re-arms at every alternation.
+    """
     devices = s.device[j0:i]
-    other = np.nonzero(devices != devices[-1])[0]
-    return j0 + (int(other[-1]) + 1 if len(other) else 0)
+    return j0 + np.nonzero(devices == devices[-1])[0]
 
 
 def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
@@ -406,19 +411,19 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     j0 = s.start(ctx.ts - span)
     if j0 >= i:
         return ctx.unknown("no reading in the window")
-    g = _segment(s, j0, i)
-    run_in_start = float(s.t[g])  # the device's first reading in the window
+    own = _own_device(s, j0, i)
+    run_in_start = float(s.t[own[0]])  # the device's first reading in the window
     run_in_end = run_in_start + rule.run_in_days * _DAY
-    split = max(s.start(run_in_end), g)
-    run_in = s.value[g:split]
-    monitored = s.value[split:i]
+    in_run_in = s.t[own] < run_in_end
+    run_in = s.value[own[in_run_in]]
+    monitored = s.value[own[~in_run_in]]
     facts: dict[str, Fact] = {
         "quantity": rule.quantity.value,
         "method": "ewma",
         "run_in_n": len(run_in),
         "n": len(monitored),
         "run_in_from": _iso(run_in_start),
-        "device_changed": g > j0,
+        "device_changed": bool(own[0] > j0),
     }
     if len(run_in) < rule.min_run_in_readings or not len(monitored):
         return ctx.unknown("baseline not armed", facts, float(s.value[i - 1]))
@@ -453,15 +458,15 @@ def _macd(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     j0 = s.start(ctx.ts - max(rule.run_in_days, MACD_MEMORY * rule.long_days) * _DAY)
     if j0 >= i:
         return ctx.unknown("no reading in the window")
-    g = _segment(s, j0, i)
-    t, v = s.t[g:i].tolist(), s.value[g:i].tolist()
+    own = _own_device(s, j0, i)
+    t, v = s.t[own].tolist(), s.value[own].tolist()
     facts: dict[str, Fact] = {
         "quantity": rule.quantity.value,
         "method": "macd",
         "n": len(v),
         "short_days": rule.short_days,
         "long_days": rule.long_days,
-        "device_changed": g > j0,
+        "device_changed": bool(own[0] > j0),
     }
     if len(v) < rule.min_run_in_readings or t[-1] - t[0] < rule.run_in_days * _DAY - EPS:
         return ctx.unknown("baseline not armed", facts, v[-1])
