@@ -1,8 +1,8 @@
 """FHIR R4 out: readings as vital-signs Observations, alerts as Flags, and Bulk Data export.
 
-:mod:`~homemonitor.fhir_out.resources` maps stored rows to resources (pure);
-:mod:`~homemonitor.fhir_out.export` runs ``$export`` jobs that write NDJSON files. The
-routes are in :mod:`homemonitor.api.fhir`; ``docs/fhir.md`` ("Out") documents all of it.
+:mod:`~homemonitor.fhir_out.resources` maps stored rows to resources (pure, no I/O). The
+routes are :mod:`homemonitor.api.fhir`, the export jobs :mod:`homemonitor.api.fhir_export`;
+``docs/fhir.md`` ("Out") documents all of it.
 """
 
 from homemonitor.fhir_out.resources import (
@@ -11,6 +11,7 @@ from homemonitor.fhir_out.resources import (
     ReadingRecord,
     bundle,
     flag,
+    instant,
     observation,
     observation_id,
     operation_outcome,
@@ -22,6 +23,7 @@ __all__ = [
     "ReadingRecord",
     "bundle",
     "flag",
+    "instant",
     "observation",
     "observation_id",
     "operation_outcome",

@@ -17,7 +17,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from homemonitor.contract.readings import QUANTITIES, Metric, Quantity
 from homemonitor.decoding.fhir import COMPONENT_CODES, LOINC, METRIC_CODES, UCUM
@@ -124,6 +124,14 @@ COMPONENT_LOINC: dict[Quantity, str] = {
 }
 
 
+class Row(Protocol):
+    """A database row by column name (an asyncpg Record, or a dict in tests)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def __contains__(self, key: object, /) -> bool: ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReadingRecord:
     """A stored reading as the ``readings`` table holds it (canonical units)."""
@@ -139,7 +147,7 @@ class ReadingRecord:
     quality: Sequence[str] = ()
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ReadingRecord:
+    def from_row(cls, row: Row) -> ReadingRecord:
         """From a row with the readings columns (one per quantity, NULL when absent)."""
         values = {q: float(row[q.value]) for q in QUANTITIES if row[q.value] is not None}
         return cls(
@@ -185,7 +193,7 @@ class AlertRecord:
     explanation: str | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> AlertRecord:
+    def from_row(cls, row: Row) -> AlertRecord:
         """From a row with (at least) this class's fields as columns."""
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: row[name] for name in fields if name in row})
