@@ -303,7 +303,7 @@ async def test_export_since_and_type_narrow_it(
     [weight] = [json.loads(line) for line in late_file.text.splitlines()]
 
     assert (82.9, []) == (weight["valueQuantity"]["value"], nothing_done.json()["output"])
-    assert [422, 400, 400] == [r.status_code for r in refused]
+    assert [422, 422, 422] == [r.status_code for r in refused]
     assert [("cl-a1", "p-1", "vc-a", "fhir_export", "allowed")] == [
         row for row in await _log(db) if row[3] == "fhir_export"
     ]

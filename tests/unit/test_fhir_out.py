@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -332,20 +331,6 @@ def test_search_bundle_and_operation_outcome_are_valid_r4() -> None:
 
 
 # --- the judges themselves: they accept HL7's own examples and refuse what breaks R4 ----
-
-
-@pytest.fixture
-def reference() -> Path:
-    """The folder of official FHIR examples; the test is skipped when it is absent."""
-    configured = os.environ.get("HOMEMONITOR_FHIR_REFERENCE")
-    folder = (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir"
-    )
-    if not folder.is_dir():
-        pytest.skip(f"official FHIR examples not found at {folder} (HOMEMONITOR_FHIR_REFERENCE)")
-    return folder
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Match, Route
 
 from homemonitor import __version__
 from homemonitor.api import alerts, fhir, ops, patients
@@ -65,6 +66,7 @@ def build_app(
             NotVisibleError: not_visible,
             RequestValidationError: invalid_request,
             fhir.BadRequestError: fhir.bad_request,
+            405: method_not_allowed,
         },
     )
     app.state.services = Services(
@@ -73,6 +75,21 @@ def build_app(
     for router in (ops.router, alerts.router, patients.router, fhir.router):
         app.include_router(router)
     return app
+
+
+async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 whose ``Allow`` names every method of the path, not only the first route's (the
+    FHIR export status URL answers GET and DELETE from two routes)."""
+    allowed = {
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.matches(request.scope)[0] is not Match.NONE
+        for method in route.methods
+    }
+    headers = {"Allow": ", ".join(sorted(allowed))}
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from homemonitor.api.access import NotVisibleError, team_patient
 from homemonitor.api.deps import Me, Svc
@@ -28,8 +28,20 @@ from homemonitor.fhir_out import operation_outcome as outcome
 from homemonitor.fields import ID_PATTERN
 
 NDJSON = "application/fhir+ndjson"
-_OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})
 _MICROSECOND = timedelta(microseconds=1)
+
+# A FHIR instant that is a real moment, as a pattern the OpenAPI document publishes (so a
+# client, and schemathesis, know it): a time of day and an offset always; years 1000-2999;
+# days a month can have (29 February is left out: the pattern cannot know leap years).
+_MONTH_DAY = (
+    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+    "|(?:0[13578]|1[02])-31)"
+)
+INSTANT = (
+    f"[12][0-9]{{3}}-{_MONTH_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    "(?:[.][0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+DatePrefix = Annotated[str, StringConstraints(pattern=f"^(?:ge|gt|le|lt){INSTANT}$")]
 
 
 class FhirJSONResponse(JSONResponse):
@@ -195,7 +207,7 @@ async def search_observations(
     *,
     patient: PatientParam,
     date: Annotated[
-        list[str],
+        list[DatePrefix],
         Query(
             max_length=2,
             description="effective time: ge, gt, le or lt and an instant; up to twice.",
@@ -286,7 +298,7 @@ def _types(value: str | None) -> tuple[str, ...]:
         }
     }
     | UNAUTHENTICATED
-    | _fhir_error(400, "Not asked asynchronously, or a parameter this server cannot read.")
+    | _fhir_error(400, "A parameter this server cannot read (the outcome says which).")
     | _fhir_error(404, "No such group: the group is your own care team's id.")
     | _fhir_error(429, "Too many exports running; retry later.", headers=RETRY),
 )
@@ -298,24 +310,33 @@ async def export_kick_off(
     group_id: Annotated[
         str, Path(pattern=ID_PATTERN, examples=["vc-a"], description="Your care team's id.")
     ],
-    prefer: Annotated[str, Header(description="Must be respond-async.")],
+    prefer: Annotated[
+        str, Header(pattern="^.*respond-async.*$", description="Must be respond-async.")
+    ],
     type_: Annotated[
         str | None,
-        Query(alias="_type", description="Comma-separated: Observation, Flag (default both)."),
+        Query(
+            alias="_type",
+            pattern="^(?:Observation|Flag)(?:,(?:Observation|Flag))*$",
+            description="Comma-separated: Observation, Flag (default both).",
+        ),
     ] = None,
     since: Annotated[
         str | None,
-        Query(alias="_since", description="Only what changed after this instant."),
+        Query(
+            alias="_since",
+            pattern=f"^{INSTANT}$",
+            description="Only what changed after this instant.",
+        ),
     ] = None,
     output_format: Annotated[
-        str | None, Query(alias="_outputFormat", description="application/fhir+ndjson.")
+        Literal["application/fhir+ndjson", "application/ndjson", "ndjson"] | None,
+        Query(alias="_outputFormat"),
     ] = None,
 ) -> Response:
+    del output_format  # one format: NDJSON, however it is spelled
     if "respond-async" not in prefer.lower():
         msg = "send 'Prefer: respond-async': $export answers asynchronously only"
-        raise BadRequestError(msg)
-    if output_format is not None and output_format not in _OUTPUT_FORMATS:
-        msg = f"_outputFormat: only {NDJSON} (or application/ndjson, ndjson)"
         raise BadRequestError(msg)
     types = _types(type_)
     after = None if since is None else _instant(since, "_since")

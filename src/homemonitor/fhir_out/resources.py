@@ -22,17 +22,6 @@ from typing import Any, Protocol
 from homemonitor.contract.readings import QUANTITIES, Metric, Quantity
 from homemonitor.decoding.fhir import COMPONENT_CODES, LOINC, METRIC_CODES, UCUM
 
-__all__ = [
-    "DEFAULT_PATIENT_SYSTEM",
-    "AlertRecord",
-    "ReadingRecord",
-    "bundle",
-    "flag",
-    "observation",
-    "observation_id",
-    "operation_outcome",
-]
-
 #: homemonitor's own patient ids (registry ids, not personnummer): a region that keys its
 #: journal by another identifier maps these, or configures the system its journal knows.
 DEFAULT_PATIENT_SYSTEM = "urn:homemonitor:patient"
