@@ -186,7 +186,9 @@ async def serve(
             tg.create_task(pipeline(), name="pipeline")
             if http:
                 config = uvicorn.Config(
-                    build_app(pool, metrics, health),
+                    build_app(
+                        pool, metrics, health, fhir_patient_system=settings.fhir_patient_system
+                    ),
                     host=settings.http_host,
                     port=settings.http_port,
                     log_config=None,

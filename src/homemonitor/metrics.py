@@ -42,6 +42,9 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_alert": "read",
     "view_readings": "read",
     "view_trend": "read",
+    "fhir_observations": "read",  # GET /fhir/r4/Observation?patient=...
+    "fhir_flags": "read",  # GET /fhir/r4/Flag?patient=...
+    "fhir_export": "read",  # Bulk Data $export: one row per patient in the files
     "acknowledge_alert": "write",
     "resolve_alert": "write",
 }

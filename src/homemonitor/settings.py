@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from homemonitor.errors import ConfigurationError
+from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.logs import LogLevel
 
 DEFAULT_RETENTION = "5 years"
@@ -186,6 +187,15 @@ class Settings(BaseSettings):
             " longer ago are refused (beyond_retention) in every storage mode."
         ),
     )
+    fhir_patient_system: str = Field(
+        default=DEFAULT_PATIENT_SYSTEM,
+        description=(
+            "The identifier system of the patient in FHIR out (Observation.subject, "
+            "Flag.subject): a URI your journal system knows the registry's patient ids by. "
+            "The default says they are homemonitor's own ids, not personnummer; see "
+            "docs/fhir.md before you set a national system."
+        ),
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     shutdown_grace_s: float = Field(default=10.0, description="Drain time after SIGTERM.")
@@ -207,6 +217,16 @@ class Settings(BaseSettings):
                 msg = "must be a URL like postgresql://user:password@host:5432/database"
                 raise ValueError(msg)
             _ = url.port  # a port that is not a number raises ValueError
+        return value
+
+    @field_validator("fhir_patient_system")
+    @classmethod
+    def _absolute_uri(cls, value: str) -> str:
+        """A FHIR ``Identifier.system`` is an absolute URI (urn:oid:..., https://...)."""
+        scheme = urlsplit(value).scheme
+        if not scheme or not value.isascii() or any(c.isspace() for c in value):
+            msg = "must be an absolute URI such as urn:oid:1.2.752.... or https://..."
+            raise ValueError(msg)
         return value
 
     @field_validator("log_level", mode="before")

@@ -8,7 +8,9 @@ fails at once instead of starting one. Tests that need a broker or a database be
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -24,3 +26,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
+def reference() -> Path:
+    """The folder of official FHIR examples; the test is skipped when it is absent."""
+    configured = os.environ.get("HOMEMONITOR_FHIR_REFERENCE")
+    folder = (
+        Path(configured)
+        if configured
+        else Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir"
+    )
+    if not folder.is_dir():
+        pytest.skip(f"official FHIR examples not found at {folder} (HOMEMONITOR_FHIR_REFERENCE)")
+    return folder

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -789,20 +788,6 @@ def test_fhir_on_the_native_topic_is_sniffed() -> None:
 
 
 # --- the official HL7 examples (see /work/shared/reference/fhir/SOURCES.md) ------------
-
-
-@pytest.fixture
-def reference() -> Path:
-    """The folder of official FHIR examples; the test is skipped when it is absent."""
-    configured = os.environ.get("HOMEMONITOR_FHIR_REFERENCE")
-    folder = (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir"
-    )
-    if not folder.is_dir():
-        pytest.skip(f"official FHIR examples not found at {folder} (HOMEMONITOR_FHIR_REFERENCE)")
-    return folder
 
 
 def load(folder: Path, name: str) -> dict[str, Any]:

@@ -82,3 +82,15 @@ def test_only_secrets_are_read_from_files(monkeypatch: pytest.MonkeyPatch, tmp_p
     (tmp_path / "host").write_text("elsewhere")
     settings = _settings(monkeypatch, MQTT_HOST_FILE=str(tmp_path / "host"))
     assert settings.mqtt_host is None
+
+
+def test_fhir_patient_system_is_homemonitors_own_until_a_region_sets_an_absolute_uri(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default names homemonitor ids; a region's URI is taken; a bare word is refused."""
+    assert "urn:homemonitor:patient" == _settings(monkeypatch).fhir_patient_system
+    assert "urn:oid:1.2.752.999.1" == (
+        _settings(monkeypatch, FHIR_PATIENT_SYSTEM="urn:oid:1.2.752.999.1").fhir_patient_system
+    )
+    with pytest.raises(ValueError, match="absolute URI"):
+        _settings(monkeypatch, FHIR_PATIENT_SYSTEM="personnummer")

@@ -16,7 +16,9 @@ Every status a route can answer is in the OpenAPI document (``/openapi.json``), 
 docs at ``/docs`` and ``/redoc``, served offline.
 
 Where things are: :mod:`~homemonitor.api.alerts` and :mod:`~homemonitor.api.patients` (the
-clinicians' routes), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
+clinicians' routes), :mod:`~homemonitor.api.fhir` (FHIR R4 out: search and Bulk Data
+export, whose jobs run in :mod:`~homemonitor.api.fhir_export`),
+:mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
 :mod:`~homemonitor.api.models` (bodies and documented errors), :mod:`~homemonitor.api.auth`
@@ -28,19 +30,32 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, ops, patients
+from homemonitor.api import alerts, fhir, ops, patients
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
+from homemonitor.api.fhir_export import ExportJobs
+from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
 
 __all__ = ["build_app"]
 
 
-def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
-    """The ASGI app over an open pool; the caller owns the pool's lifetime."""
+def build_app(
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    health: Health,
+    *,
+    fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM,
+) -> FastAPI:
+    """The ASGI app over an open pool; the caller owns the pool's lifetime.
+
+    ``fhir_patient_system`` is the identifier system FHIR out names patients in
+    (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``).
+    """
     # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
     # docs of a first look (or of a clinic's network) work without internet.
     app = FastAPIOffline(
@@ -50,12 +65,31 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
         exception_handlers={
             NotVisibleError: not_visible,
             RequestValidationError: invalid_request,
+            fhir.BadRequestError: fhir.bad_request,
+            405: method_not_allowed,
         },
     )
-    app.state.services = Services(pool, metrics, health)
-    for router in (ops.router, alerts.router, patients.router):
+    app.state.services = Services(
+        pool, metrics, health, ExportJobs(), fhir_patient_system=fhir_patient_system
+    )
+    for router in (ops.router, alerts.router, patients.router, fhir.router):
         app.include_router(router)
     return app
+
+
+async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 whose ``Allow`` names every method of the path, not only the first route's (the
+    FHIR export status URL answers GET and DELETE from two routes)."""
+    allowed = {
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.matches(request.scope)[0] is not Match.NONE
+        for method in route.methods
+    }
+    headers = {"Allow": ", ".join(sorted(allowed))}
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,14 +14,15 @@ from fastapi.responses import JSONResponse
 
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import services
-from homemonitor.api.models import ALERT_COLUMNS
+from homemonitor.api.models import ALERT_COLUMNS, FHIR_BASE, FHIR_JSON
 from homemonitor.errors import HomemonitorError
+from homemonitor.fhir_out import operation_outcome
 from homemonitor.metrics import Metrics
 from homemonitor.storage.database import Conn
 
 
 class NotVisibleError(HomemonitorError):
-    """A clinician asked for an alert or patient that is not their care team's (or none)."""
+    """A clinician asked for an alert, patient, group or export not their team's (or none)."""
 
     def __init__(
         self, who: Clinician, action: str, kind: str, requested_id: str, patient_id: str | None
@@ -108,4 +109,7 @@ async def not_visible(request: Request, exc: NotVisibleError) -> JSONResponse:
             exc.requested_id,
         )
     svc.metrics.api_denied.labels("not_visible").inc()
+    if request.url.path.startswith(FHIR_BASE + "/"):  # a FHIR client reads an OperationOutcome
+        body = operation_outcome(str(exc), "not-found")
+        return JSONResponse(body, status_code=404, media_type=FHIR_JSON)
     return JSONResponse({"detail": str(exc)}, status_code=404)

@@ -6,15 +6,19 @@ before an app is built.
 """
 
 import dataclasses
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from homemonitor.api.auth import Clinician, authenticate
+from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
+
+if TYPE_CHECKING:  # the export code uses the access log, which uses this module
+    from homemonitor.api.fhir_export import ExportJobs
 
 _bearer = HTTPBearer(
     auto_error=False, description="A clinician API token (homemonitor token issue)."
@@ -28,6 +32,10 @@ class Services:
     pool: asyncpg.Pool
     metrics: Metrics
     health: Health
+    #: This process's Bulk Data export jobs.
+    fhir_exports: "ExportJobs"
+    #: The identifier system of ``Observation.subject`` and ``Flag.subject`` (FHIR out).
+    fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM
 
 
 def services(request: Request) -> Services:

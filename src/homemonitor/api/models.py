@@ -88,6 +88,11 @@ class ReadyOut(BaseModel):
     registry_loaded: bool
 
 
+#: Where the FHIR R4 API lives (homemonitor.api.fhir); its errors are OperationOutcomes.
+FHIR_BASE = "/fhir/r4"
+FHIR_JSON = "application/fhir+json"
+
+
 # The columns a route selects to fill AlertOut and ReadingOut.
 ALERT_COLUMNS = ", ".join(AlertOut.model_fields)
 READING_COLUMNS = ", ".join(ReadingOut.model_fields)
