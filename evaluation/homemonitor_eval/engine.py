@@ -45,17 +45,12 @@ def _module(name: str) -> Any:
 
 
 def templates() -> Mapping[str, Template]:
-    """The condition templates by name (``homemonitor.rules.templates``)."""
-    module = _module("homemonitor.rules.templates")
-    for name in ("load_templates", "load", "templates"):
-        loader = getattr(module, name, None)
-        if callable(loader):
-            return dict(loader())
-    found = getattr(module, "TEMPLATES", None)
-    if isinstance(found, Mapping):
-        return dict(found)
-    msg = "homemonitor.rules.templates has no templates the evaluation knows how to load"
-    raise EngineUnavailableError(msg)
+    """The condition templates by name (``homemonitor.rules.templates.TEMPLATES``)."""
+    found = getattr(_module("homemonitor.rules.templates"), "TEMPLATES", None)
+    if not isinstance(found, Mapping):
+        msg = "homemonitor.rules.templates has no TEMPLATES mapping"
+        raise EngineUnavailableError(msg)
+    return found
 
 
 def run_plan(plan_spec: CarePlanSpec, readings: Sequence[CohortReading]) -> Sequence[Episode]:

@@ -1,7 +1,7 @@
 """The rows of the evaluation: the condition templates, and the reference rules beside them.
 
 * ``templates``: each patient on the template of their condition
-  (``homemonitor.rules.templates``), personalised with their dry weight;
+  (``homemonitor.rules.templates``), personalised as a clinician would (:func:`personal_for`);
 * ``thresholds only``: the absolute bounds plans hold today, as the demo's registry
   writes them (:func:`~homemonitor_devices.simulate.thresholds_for`: a heart-failure
   weight ceiling of dry weight + 2 / + 3 kg, fixed bounds for the rest);
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from homemonitor.contract.readings import Quantity
 from homemonitor.rules.plan import BaselineRule, CarePlanSpec, ChangeRule
 from homemonitor_devices.cohort import CohortPatient
-from homemonitor_devices.simulate import HEART_FAILURE, thresholds_for
+from homemonitor_devices.simulate import COPD, HEART_FAILURE, thresholds_for
 
 __all__ = ["RULE_SETS", "RuleSet", "personal_for"]
 
@@ -37,10 +37,24 @@ class RuleSet:
     needs_templates: bool = False
 
 
+#: How far below a COPD patient's usual resting SpO2 the clinician sets the lower end of
+#: the target range (the template asks for "the lowest SpO2 the clinician accepts as that
+#: patient's usual, at or below the stable resting value"): two stable-state SDs of about
+#: 1 % (Hurst et al. 2010), fixed before any template was evaluated.
+SPO2_TARGET_BELOW_USUAL = 2.0
+
+
 def personal_for(patient: CohortPatient) -> dict[str, float]:
-    """The personal values a clinician would enter: the dry weight for heart failure."""
+    """The personal values a clinician would enter for ``patient``'s template.
+
+    Heart failure: the dry weight (the patient's true usual weight, as on the clinic's
+    scale). COPD breathing air: the lower end of the SpO2 target, the usual resting value
+    minus :data:`SPO2_TARGET_BELOW_USUAL`. Hypertension: none.
+    """
     if patient.condition == HEART_FAILURE:
         return {"dry_weight": patient.baseline.body_weight}
+    if patient.condition == COPD:
+        return {"target_spo2_low": patient.baseline.spo2 - SPO2_TARGET_BELOW_USUAL}
     return {}
 
 
