@@ -34,6 +34,7 @@ rule sets (rows):
   MACD weight      MACD of daily weight (heart failure only)
 
 metrics (columns), for an event at time E:
+  events         ground-truth events of the row's patients
   detect >=24h   share of events with an alert of the patient opened between
                  E - 14 days and E - 24 hours
   chance         the same, after shifting each patient's alerts by a random offset,

@@ -7,9 +7,10 @@ import json
 from homemonitor_eval.metrics import TARGETS, meets
 from homemonitor_eval.runner import Report, Row
 
-__all__ = ["as_json", "render"]
+__all__ = ["COLUMNS", "as_json", "render"]
 
-_HEADER = (
+#: The table's columns, in order (``--help`` explains each).
+COLUMNS = (
     "rule set",
     "condition",
     "events",
@@ -68,8 +69,8 @@ def render(report: Report) -> str:
         ),
         "",
     ]
-    table = [_HEADER, *(_cells(row) for row in report.rows)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(_HEADER))]
+    table = [COLUMNS, *(_cells(row) for row in report.rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     for number, cells in enumerate(table):
         left = cells[:2]
         right = cells[2:]
