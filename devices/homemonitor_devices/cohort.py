@@ -35,7 +35,7 @@ import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import Metric, Quality, Quantity
 from homemonitor_devices.measurement import HOME_TZ, DeviceKind
 from homemonitor_devices.physiology import Baseline, Physiology, Variation
 from homemonitor_devices.scenarios import Binding, Course, PatientPlan, Ramp, measurement_times
@@ -189,8 +189,8 @@ class CohortPatient:
 class CohortReading:
     """One reading as the service would store it (``measured_at`` aware, UTC).
 
-    ``quality`` holds what the device said about the measurement, with the names of
-    ``homemonitor.contract.readings.Quality`` (``cuff_loose``, ``low_perfusion``, ...).
+    ``quality`` holds what the device said about the measurement
+    (:class:`~homemonitor.contract.readings.Quality`: ``cuff_loose``, ``low_perfusion``, ...).
     ``artefact`` is ground truth only (the value is wrong), never shown to a rule.
     """
 
@@ -207,9 +207,9 @@ class CohortReading:
 ARTEFACT_RATE: Mapping[Metric, float] = {Metric.BLOOD_PRESSURE: 0.03, Metric.SPO2: 0.04}
 #: Share of artefacts the device flags itself (cuff fit / body movement; PLX signal status).
 FLAGGED_SHARE: Mapping[Metric, float] = {Metric.BLOOD_PRESSURE: 0.5, Metric.SPO2: 0.4}
-FLAGS: Mapping[Metric, tuple[str, ...]] = {
-    Metric.BLOOD_PRESSURE: ("cuff_loose", "body_movement"),
-    Metric.SPO2: ("low_perfusion", "poor_signal"),
+FLAGS: Mapping[Metric, tuple[Quality, ...]] = {
+    Metric.BLOOD_PRESSURE: (Quality.CUFF_LOOSE, Quality.BODY_MOVEMENT),
+    Metric.SPO2: (Quality.LOW_PERFUSION, Quality.POOR_SIGNAL),
 }
 #: Share of artefacts the patient retakes, and how many minutes later.
 RETAKE_SHARE = 0.8
@@ -548,7 +548,7 @@ def _readings(
                 readings.append(_measure(patient, body, binding, retake.replace(microsecond=0)))
             continue
         if metric in FLAGS and chaos.random() < FALSE_FLAG_RATE:
-            reading = dataclasses.replace(reading, quality=frozenset({"irregular_pulse"}))
+            reading = dataclasses.replace(reading, quality=frozenset({Quality.IRREGULAR_PULSE}))
         readings.append(reading)
         if metric is Metric.BLOOD_PRESSURE and chaos.random() < DUPLICATE_SHARE[patient.condition]:
             again = (at + _MINUTE * chaos.uniform(1.0, 2.0)).replace(microsecond=0)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import Metric, Quality, Quantity
 from homemonitor.rules.plan import CarePlanSpec, ThresholdRule, resolve
 from homemonitor_devices.cohort import (
     FIRST_EVENT_AFTER,
@@ -186,6 +186,7 @@ def test_the_cohort_has_its_ingredients() -> None:
     readings = [r for p in cohort.patients for r in cohort.readings(p)]
     assert any(r.artefact and r.quality for r in readings)
     assert any(r.artefact and not r.quality for r in readings)
+    assert {f for r in readings for f in r.quality} <= set(Quality)
     for patient in cohort.patients:
         for gap in patient.gaps:
             assert not any(gap.covers(r.measured_at) for r in cohort.readings(patient))
