@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only these rule sets (quote names with spaces)",
     )
+    parser.add_argument(
+        "--by-rule",
+        action="store_true",
+        help="also list each rule's alerts: in a prodrome window, on quiet days, re-opened",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -110,5 +115,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(cohort, chosen, shuffles=args.shuffles, progress=progress.status)
     progress.status(f"done in {report.elapsed_seconds:.1f} s", final=True)
     progress.finish()
-    print(as_json(report) if args.json else render(report))
+    print(as_json(report) if args.json else render(report, rules=args.by_rule))
     return 0 if report.rows else 1

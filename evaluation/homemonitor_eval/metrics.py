@@ -51,7 +51,9 @@ __all__ = [
     "Alert",
     "Episode",
     "PatientOutcome",
+    "RuleCounts",
     "Scores",
+    "by_rule",
     "local_days",
     "meets",
     "score",
@@ -209,19 +211,53 @@ def _in_any(at: datetime, windows: Iterable[tuple[datetime, datetime]]) -> bool:
     return any(start <= at < end for start, end in windows)
 
 
-def _reopens(alerts: Sequence[Episode]) -> int:
+def _reopened(alerts: Sequence[Episode]) -> list[Episode]:
     """Episodes opened within 48 h after a resolved episode of the same rule."""
-    by_rule: dict[str, list[Episode]] = defaultdict(list)
+    per_rule: dict[str, list[Episode]] = defaultdict(list)
     for alert in alerts:
-        by_rule[alert.rule].append(alert)
-    count = 0
-    for episodes in by_rule.values():
+        per_rule[alert.rule].append(alert)
+    found = []
+    for episodes in per_rule.values():
         resolved = sorted(e.resolved_at for e in episodes if e.resolved_at is not None)
         for episode in episodes:
             i = bisect.bisect_right(resolved, episode.opened_at) - 1
             if i >= 0 and episode.opened_at - resolved[i] <= REOPEN_WITHIN:
-                count += 1
-    return count
+                found.append(episode)
+    return found
+
+
+def _quiet(patient: PatientOutcome, day: date, opened_days: Iterable[date]) -> bool:
+    """Whether ``day`` is one of ``patient``'s quiet days (see the module)."""
+    if day not in patient.measured_days and day not in opened_days:
+        return False
+    start, end = _day_bounds(day)
+    return not any(e - LEAD_MAX < end and start < e + AFTERMATH for e in patient.events)
+
+
+@dataclasses.dataclass(slots=True)
+class RuleCounts:
+    """One rule's alerts in a group: all, inside a prodrome window, on quiet days, re-opens."""
+
+    alerts: int = 0
+    in_prodrome: int = 0
+    on_quiet_days: int = 0
+    reopened_48h: int = 0
+
+
+def by_rule(outcomes: Sequence[PatientOutcome]) -> dict[str, RuleCounts]:
+    """Where each rule's alerts fell: which rules make the noise and the re-opens."""
+    counts: dict[str, RuleCounts] = defaultdict(RuleCounts)
+    for patient in outcomes:
+        prodromes = [(e - LEAD_MAX, e) for e in patient.events]
+        days = {a.opened_at.astimezone(HOME_TZ).date() for a in patient.alerts}
+        for alert in patient.alerts:
+            row = counts[alert.rule]
+            row.alerts += 1
+            row.in_prodrome += _in_any(alert.opened_at, prodromes)
+            row.on_quiet_days += _quiet(patient, alert.opened_at.astimezone(HOME_TZ).date(), days)
+        for alert in _reopened(patient.alerts):
+            counts[alert.rule].reopened_48h += 1
+    return dict(sorted(counts.items()))
 
 
 def score(outcomes: Sequence[PatientOutcome], *, shuffles: int = 20, seed: int | str = 1) -> Scores:
@@ -235,18 +271,14 @@ def score(outcomes: Sequence[PatientOutcome], *, shuffles: int = 20, seed: int |
         detected += _detected(patient.events, opened)
         chance += _chance(patient, opened, shuffles, seed)
         prodromes = [(e - LEAD_MAX, e) for e in patient.events]
-        excluded = [(e - LEAD_MAX, e + AFTERMATH) for e in patient.events]
         alerts += len(opened)
         in_prodrome += sum(_in_any(t, prodromes) for t in opened)
-        reopened += _reopens(patient.alerts)
+        reopened += len(_reopened(patient.alerts))
         opened_days: dict[date, int] = defaultdict(int)
         for t in opened:
             opened_days[t.astimezone(HOME_TZ).date()] += 1
         for day in local_days(*patient.observed):
-            if day not in patient.measured_days and day not in opened_days:
-                continue
-            start, end = _day_bounds(day)
-            if any(s < end and start < e for s, e in excluded):
+            if not _quiet(patient, day, opened_days):
                 continue
             quiet += 1
             if opened_days.get(day):

@@ -7,7 +7,7 @@ import json
 from homemonitor_eval.metrics import TARGETS, meets
 from homemonitor_eval.runner import Report, Row
 
-__all__ = ["COLUMNS", "as_json", "render"]
+__all__ = ["COLUMNS", "as_json", "render", "rules_table"]
 
 #: The table's columns, in order (``--help`` explains each).
 COLUMNS = (
@@ -55,8 +55,23 @@ def _cells(row: Row) -> tuple[str, ...]:
     )
 
 
-def render(report: Report) -> str:
-    """The table, with the cohort above it and what was skipped below."""
+def rules_table(report: Report) -> str:
+    """Per rule set and rule: alerts, inside a prodrome window, on quiet days, re-opens."""
+    lines = ["alerts by rule: all / in a prodrome window / on quiet days / re-opened within 48 h"]
+    for name, counts in report.rules.items():
+        lines.append(f"  {name}")
+        width = max((len(rule) for rule in counts), default=0)
+        lines += [
+            f"    {rule.ljust(width)}  {c.alerts:6d} {c.in_prodrome:6d} {c.on_quiet_days:6d}"
+            f" {c.reopened_48h:6d}"
+            for rule, c in counts.items()
+        ]
+    return "\n".join(lines)
+
+
+def render(report: Report, *, rules: bool = False) -> str:
+    """The table, with the cohort above it and what was skipped below (and, with ``rules``,
+    where each rule's alerts fell)."""
     cohort = report.cohort
     lines = [
         f"homemonitor alert evaluation: {report.patients} patients over {report.days:g} days, "
@@ -87,6 +102,8 @@ def render(report: Report) -> str:
         "re-opens within 48 h (python -m homemonitor_eval --help defines each)",
     ]
     lines += [f"skipped {name}: {reason}" for name, reason in report.skipped.items()]
+    if rules:
+        lines += ["", rules_table(report)]
     lines.append(f"took {report.elapsed_seconds:.1f} s")
     return "\n".join(lines)
 

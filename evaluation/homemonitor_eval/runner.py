@@ -19,7 +19,15 @@ from homemonitor.errors import PlanError
 from homemonitor_devices.cohort import CONDITIONS, Cohort, CohortPatient, CohortReading
 from homemonitor_devices.measurement import HOME_TZ
 from homemonitor_eval.engine import EngineUnavailableError, RunPlan, run_plan
-from homemonitor_eval.metrics import Episode, PatientOutcome, Scores, meets, score
+from homemonitor_eval.metrics import (
+    Episode,
+    PatientOutcome,
+    RuleCounts,
+    Scores,
+    by_rule,
+    meets,
+    score,
+)
 from homemonitor_eval.rulesets import RULE_SETS, RuleSet
 
 __all__ = ["ALL", "Report", "Row", "evaluate", "outcome"]
@@ -58,6 +66,8 @@ class Report:
     cohort: dict[str, dict[str, int]]
     rows: list[Row] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Per rule set, where each rule's alerts fell (all patients of the rule set).
+    rules: dict[str, dict[str, RuleCounts]] = dataclasses.field(default_factory=dict)
     elapsed_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +80,10 @@ class Report:
             "cohort": self.cohort,
             "rows": [row.as_dict() for row in self.rows],
             "skipped": self.skipped,
+            "rules": {
+                name: {rule: dataclasses.asdict(c) for rule, c in counts.items()}
+                for name, counts in self.rules.items()
+            },
             "elapsed_seconds": round(self.elapsed_seconds, 2),
         }
 
@@ -150,6 +164,7 @@ def evaluate(
         except (EngineUnavailableError, PlanError) as exc:
             report.skipped[rule_set.name] = str(exc)
             continue
+        report.rules[rule_set.name] = by_rule(outcomes)
         conditions = [c for c in CONDITIONS if any(o.condition == c for o in outcomes)]
         for condition in conditions:
             group = [o for o in outcomes if o.condition == condition]
