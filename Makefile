@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 # The tests that need no services (tests/unit, without the service fixtures) and the doctests.
-UNIT := --confcutdir=tests/unit --doctest-modules tests/unit src/homemonitor devices/homemonitor_devices
+UNIT := --confcutdir=tests/unit --doctest-modules tests/unit src/homemonitor devices/homemonitor_devices \
+        evaluation/homemonitor_eval
 
-.PHONY: demo test unit check bench system-deps test-deps venv clean help
+.PHONY: demo test unit check bench evaluate system-deps test-deps venv clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,12 +31,15 @@ unit: venv  ## the tests and doctests that need no services, in seconds; stops a
 	$(BIN)/pytest -x $(UNIT) $(ARGS)
 
 check: venv  ## ruff and mypy --strict
-	$(BIN)/ruff check src devices benchmarks tests
-	$(BIN)/ruff format --check src devices benchmarks tests
+	$(BIN)/ruff check src devices benchmarks evaluation tests
+	$(BIN)/ruff format --check src devices benchmarks evaluation tests
 	$(BIN)/mypy
 
 bench: venv system-deps  ## throughput and latency against baselines (see README; ARGS=--help)
 	$(BIN)/python -m homemonitor_bench $(ARGS)
+
+evaluate: venv  ## alert quality of the templates and reference rules on a simulated cohort (ARGS=--help)
+	$(BIN)/python -m homemonitor_eval $(ARGS)
 
 venv: $(STAMP)
 

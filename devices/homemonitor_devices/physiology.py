@@ -77,13 +77,22 @@ _LIMITS: Mapping[Quantity, tuple[float, float]] = {
 class Physiology:
     """One patient's vital signs, sampled at increasing simulated instants.
 
+    ``variation`` replaces :data:`VARIATION` (the demo's) for this patient: the evaluation
+    cohort (:mod:`homemonitor_devices.cohort`) uses variability from the literature.
+
     >>> body = Physiology(Baseline(), random.Random(7))
     >>> body.measure(Metric.SPO2, datetime(2026, 1, 1, 8, tzinfo=HOME_TZ))[Quantity.SPO2]
     97.0
     """
 
-    def __init__(self, baseline: Baseline, rng: random.Random) -> None:
+    def __init__(
+        self,
+        baseline: Baseline,
+        rng: random.Random,
+        variation: Mapping[Quantity, Variation] | None = None,
+    ) -> None:
         self.baseline = baseline
+        self.variation = VARIATION if variation is None else variation
         self._rng = rng
         self._drift: dict[Quantity, tuple[datetime, float]] = {}
 
@@ -91,7 +100,7 @@ class Physiology:
         self, quantity: Quantity, at: datetime, shift: Mapping[Quantity, float] | None = None
     ) -> float:
         """The underlying value of ``quantity`` at ``at`` (no measurement noise)."""
-        var = VARIATION[quantity]
+        var = self.variation[quantity]
         local = at.astimezone(HOME_TZ)
         hour = local.hour + local.minute / 60
         circadian = var.circadian * math.cos(2 * math.pi * (hour - var.peak_hour) / 24)
@@ -130,7 +139,7 @@ class Physiology:
         self, quantity: Quantity, at: datetime, shift: Mapping[Quantity, float] | None
     ) -> float:
         value = self.true_value(quantity, at, shift) + self._rng.gauss(
-            0.0, VARIATION[quantity].noise_sd
+            0.0, self.variation[quantity].noise_sd
         )
         low, high = _LIMITS[quantity]
         return min(high, max(low, value))
@@ -141,7 +150,7 @@ class Physiology:
         The first call draws from the stationary distribution; asking for an earlier
         instant than the last one gives the last value (the drift never runs backwards).
         """
-        var = VARIATION[quantity]
+        var = self.variation[quantity]
         previous = self._drift.get(quantity)
         if previous is None:
             value = self._rng.gauss(0.0, var.drift_sd)

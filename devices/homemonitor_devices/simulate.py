@@ -53,13 +53,19 @@ from homemonitor_devices.scenarios import (
 )
 
 __all__ = [
+    "COPD",
+    "HEART_FAILURE",
+    "HYPERTENSION",
     "Assignments",
     "ProgressLine",
     "SimulationError",
     "SimulationSummary",
+    "baseline_for",
     "demo_clinic",
+    "device_kinds_for",
     "read_passwords",
     "run_simulation",
+    "thresholds_for",
 ]
 
 _DAY = timedelta(days=1)
@@ -110,7 +116,9 @@ def _iso_z(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _baseline(condition: str, rng: random.Random) -> Baseline:
+def baseline_for(condition: str, rng: random.Random) -> Baseline:
+    """A patient's usual values, drawn for ``condition`` (ranges typical of each)."""
+
     def pick(low: float, high: float, digits: int = 0) -> float:
         return round(rng.uniform(low, high), digits)
 
@@ -121,8 +129,13 @@ def _baseline(condition: str, rng: random.Random) -> Baseline:
     return Baseline(pick(122, 138), pick(72, 82), pick(74, 86), pick(55, 88, 1), pick(93, 95))
 
 
-def _thresholds(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> dict[str, Any]:
-    """A care plan's thresholds for the quantities the patient's devices measure."""
+def thresholds_for(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> dict[str, Any]:
+    """A care plan's thresholds for the quantities the patient's devices measure.
+
+    The absolute bounds plans hold today (the demo's and the evaluation's reference row):
+    for heart failure a personal weight ceiling of dry weight + 2 kg (warning) and + 3 kg
+    (urgent), fixed bounds for the rest.
+    """
     limits: dict[str, Any] = {}
     has_bp = DeviceKind.BLOOD_PRESSURE_CUFF in kinds
     if condition == HEART_FAILURE:
@@ -157,7 +170,7 @@ def _thresholds(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> d
     return limits
 
 
-def _kinds(condition: str, rng: random.Random) -> list[DeviceKind]:
+def device_kinds_for(condition: str, rng: random.Random) -> list[DeviceKind]:
     """1-3 devices per home, chosen for the condition."""
     if condition == HEART_FAILURE:
         kinds = [DeviceKind.SCALE, DeviceKind.BLOOD_PRESSURE_CUFF]
@@ -254,9 +267,9 @@ def demo_clinic(
     for index, condition in enumerate(conditions):
         patient_id = f"p-{index + 1:04d}"
         gateway_id = f"gw-{index + 1:04d}"
-        baseline = _baseline(condition, rng)
+        baseline = baseline_for(condition, rng)
         bindings = []
-        for kind in _kinds(condition, rng):
+        for kind in device_kinds_for(condition, rng):
             counters[kind] += 1
             device_id = f"{kind.id_prefix}-{counters[kind]:04d}"
             devices.append({"id": device_id, "kind": kind.value, "model": kind.model})
@@ -286,7 +299,7 @@ def demo_clinic(
                     "version": 1,
                     "changed_by": contact,
                     "reason": "Initial plan",
-                    "thresholds": _thresholds(plan.condition, plan.baseline, kinds),
+                    "thresholds": thresholds_for(plan.condition, plan.baseline, kinds),
                 },
             }
         )
