@@ -24,6 +24,9 @@ def _run(rule: ThresholdRule, points: list[tuple[float, float]]) -> tuple[list[s
     return kinds_of(outcomes), states.get(rule.id, IDLE)
 
 
+#: A warning that resolves by itself only after its rule stayed clear for a day.
+OFF_DELAY = HIGH.model_copy(update={"resolve_after_hours": 24.0})
+
 SEQUENCES = [
     ("artefact-retake-withdrawn", RETAKE, [(0, 185), (5, 140)], ["withdrawn"], "none"),
     ("breaching-retake-opens", RETAKE, [(0, 185), (5, 182)], ["opened"], "open"),
@@ -37,6 +40,27 @@ SEQUENCES = [
     ),
     ("warning-auto-resolves", HIGH, [(0, 165), (60, 150)], ["opened", "auto_resolved"], "none"),
     ("urgent-latches", HIGH, [(0, 185), (60, 150)], ["opened", "cleared"], "cleared"),
+    (
+        "off-delay-holds-a-cleared-warning",
+        OFF_DELAY,
+        [(0, 165), (60, 150)],
+        ["opened", "cleared"],
+        "cleared",
+    ),
+    (
+        "off-delay-resolves-once-clear-for-a-day",
+        OFF_DELAY,
+        [(0, 165), (60, 150), (60 + 24 * 60, 150)],
+        ["opened", "cleared", "auto_resolved"],
+        "none",
+    ),
+    (
+        "breach-within-the-off-delay-is-the-same-episode",
+        OFF_DELAY,
+        [(0, 165), (60, 150), (600, 166)],
+        ["opened", "cleared", "updated"],
+        "open",
+    ),
     (
         "never-latching-urgent",
         HIGH.model_copy(update={"latching": "never"}),
@@ -129,6 +153,19 @@ def test_a_pending_breach_opens_at_due_with_its_own_explanation() -> None:
     assert ("open", at()) == (state.status, state.opened_at)
 
 
+def test_due_resolves_a_cleared_warning_once_its_off_delay_passed() -> None:
+    """The clock, not a reading, ends a cleared non-latching episode after resolve_after."""
+    _, states = one_by_one(plan(OFF_DELAY), [bp(at(), 165), bp(at(hours=1), 150)])
+    cleared = states[OFF_DELAY.id]
+    assert ("cleared", at(hours=1)) == (cleared.status, cleared.cleared_at)
+    assert (cleared, []) == episodes.due(OFF_DELAY, cleared, at(hours=24))
+    state, changes = episodes.due(OFF_DELAY, cleared, at(hours=30))
+    assert [("auto_resolved", at(hours=25), at(hours=30))] == [
+        (c.kind, c.at, c.clock) for c in changes
+    ]
+    assert state.idle
+
+
 def test_evaluate_runs_due_at_its_clock() -> None:
     """A later batch of another quantity opens a pending breach whose due_at passed by ``now``."""
     _, states = one_by_one(plan(RETAKE), [bp(at(), 185)])
@@ -201,6 +238,17 @@ def test_realert_worsen_by_and_after_hours_come_from_the_rule() -> None:
     later, _ = one_by_one(plan(rule), [bp(at(hours=12), 165), bp(at(hours=13), 165)], states)
     assert (["reopened"], ["reopened"]) == (kinds_of(worse), kinds_of(later))
     assert "persisted" == later[-1].changes[0].reason
+
+
+def test_a_momentary_dip_does_not_re_arm_a_rule_with_an_off_delay() -> None:
+    """With resolve_after 24 h, one clear reading between breaches is not a recovery."""
+    states = _resolved_after([bp(at(), 165)], OFF_DELAY, at(hours=1))
+    dip = [bp(at(days=1), 150), bp(at(days=1, hours=6), 165)]
+    spell = [bp(at(days=1), 150), bp(at(days=2, hours=1), 150), bp(at(days=2, hours=6), 165)]
+    dipped, _ = one_by_one(plan(OFF_DELAY), dip, states)
+    recovered, _ = one_by_one(plan(OFF_DELAY), spell, states)
+    assert ([], ["reopened"]) == (kinds_of(dipped), kinds_of(recovered))
+    assert "rearmed" == recovered[-1].changes[0].reason
 
 
 def test_resolving_a_latched_cleared_episode_re_arms_it() -> None:

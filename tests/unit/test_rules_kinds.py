@@ -180,6 +180,18 @@ AVERAGES = [
     ("hypertensive-week", HOME_BP, _bp_week((130, 80), (138, 86)), (1, False)),
     ("diastolic-alone", HOME_BP, _bp_week((120, 80), (125, 87)), (1, False)),
     ("three-days-are-too-few", HOME_BP, _bp_week((140, 90), (140, 90), days=4), (0, False)),
+    (
+        "just-below-the-bound-is-not-clear-with-a-margin",
+        HOME_BP.model_copy(update={"clear_margin": 5.0}),
+        _bp_week((130, 80), (132, 80)),
+        (0, False),
+    ),
+    (
+        "well-below-the-bound-clears-with-a-margin",
+        HOME_BP.model_copy(update={"clear_margin": 5.0}),
+        _bp_week((130, 80), (126, 78)),
+        (0, True),
+    ),
 ]
 
 

@@ -15,8 +15,10 @@ Statuses:
   ``due_at`` passing (:func:`due`), opens it.
 - ``open``: an alert. Severity follows the data up and down (``severity_changed``);
   further breaches are ``updated``.
-- ``cleared``: a latching episode whose rule cleared; it stays until a clinician
-  resolves it. A non-latching one resolves by itself instead (``auto_resolved``).
+- ``cleared``: an episode whose rule cleared. A latching one stays until a clinician
+  resolves it; a non-latching one resolves by itself (``auto_resolved``) once its rule
+  has stayed clear for ``resolve_after_hours`` (at once when that is 0), and goes back
+  to open if the rule breaches before.
 
 A clinician's resolution (:func:`resolve`) ends an episode; afterwards the rule re-alerts
 (``reopened``) only when the level is higher than at resolution, the measure is worse
@@ -79,7 +81,8 @@ class EpisodeState:
     - ``opened_at``: measured_at of the point that opened it (pending: that breached).
     - ``evaluated_at``: measured_at of the newest point that changed this state; older
       points (out-of-order arrivals) never transition it.
-    - ``cleared_at``: when a latching episode's rule cleared (status ``cleared``).
+    - ``cleared_at``: when the rule cleared (status ``cleared``); after a clinician's
+      resolution (status ``none``), when the current clear spell began (re-arming).
     - ``due_at``: when a pending breach opens without a normal retake.
     - ``worst``: the worst measure (see :class:`~homemonitor.rules.kinds.Assessment`).
     - ``count``: breaching points in this episode.
@@ -298,16 +301,18 @@ def _step(
     judged = a.value is not None and "insufficient" not in a.facts
     if state.status == "none":
         if not a.level:
-            if a.cleared and state.resolved_at is not None and not state.rearmed:
-                return dataclasses.replace(state, rearmed=True, evaluated_at=at), []
+            if state.resolved_at is not None and not state.rearmed:
+                return _rearming(rule, state, a, judged=judged)
             return state, []
         if not current:
             return state, []
         reason = None
         if state.resolved_at is not None:
             reason = _realert(rule, state, a)
-            if reason is None:
-                return state, []  # resolved by a clinician, and nothing new since
+            if reason is None:  # resolved by a clinician, and nothing new since
+                if state.cleared_at is not None:  # a breach ends a clear spell
+                    return dataclasses.replace(state, cleared_at=None, evaluated_at=at), []
+                return state, []
         if rule.retake_minutes is not None:
             pending = dataclasses.replace(
                 state,
@@ -369,17 +374,62 @@ def _step(
         kind: ChangeKind = "severity_changed" if level != state.level else "updated"
         return after, [_change(kind, rule, state, after, at, a=a)]
     if state.status == "cleared":
-        return state, []
+        if a.cleared or not judged:
+            return _auto_resolve(rule, state, at, a=a)
+        return state, []  # in the hysteresis band: neither breaching nor clear
     if a.cleared:
-        if latches(rule, state.peak):
-            after = dataclasses.replace(state, status="cleared", cleared_at=at, evaluated_at=at)
-            return after, [_change("cleared", rule, state, after, at, a=a)]
-        return IDLE, [_change("auto_resolved", rule, state, IDLE, at, a=a)]
+        if not latches(rule, state.peak) and not rule.resolve_after_hours:
+            return IDLE, [_change("auto_resolved", rule, state, IDLE, at, a=a)]
+        after = dataclasses.replace(state, status="cleared", cleared_at=at, evaluated_at=at)
+        return after, [_change("cleared", rule, state, after, at, a=a)]
     if judged and state.level > WARNING:
         # back below the urgent bound but not (yet) clear: de-escalate, stay open
         after = dataclasses.replace(state, level=WARNING, evaluated_at=at)
         return after, [_change("severity_changed", rule, state, after, at, a=a)]
     return state, []
+
+
+def _rearming(
+    rule: RuleSpec, state: EpisodeState, a: Assessment, *, judged: bool
+) -> tuple[EpisodeState, list[Change]]:
+    """After a clinician's resolution: the rule re-arms once it stayed clear long enough.
+
+    "Clear" means clear for ``resolve_after_hours`` (at once when 0), the same spell that
+    lets a non-latching episode resolve by itself: a noisy value that dips below its limit
+    for one reading has not recovered, and its next breach is not a relapse.
+    ``cleared_at`` holds when the current clear spell began.
+    """
+    at = a.at
+    if not a.cleared:
+        if judged and state.cleared_at is not None:  # in the band again: the spell ends
+            return dataclasses.replace(state, cleared_at=None, evaluated_at=at), []
+        return state, []
+    since = state.cleared_at or at
+    if at - since >= timedelta(hours=rule.resolve_after_hours) - _TICK:
+        return dataclasses.replace(state, rearmed=True, cleared_at=None, evaluated_at=at), []
+    if state.cleared_at is None:
+        return dataclasses.replace(state, cleared_at=at, evaluated_at=at), []
+    return state, []
+
+
+def _auto_resolve(
+    rule: RuleSpec,
+    state: EpisodeState,
+    at: datetime,
+    *,
+    a: Assessment | None,
+    clock: datetime | None = None,
+) -> tuple[EpisodeState, list[Change]]:
+    """A cleared, non-latching episode resolves by itself once clear for ``resolve_after``."""
+    assert state.cleared_at is not None
+    if latches(rule, state.peak):
+        return state, []
+    if at - state.cleared_at < timedelta(hours=rule.resolve_after_hours) - _TICK:
+        return state, []
+    return IDLE, [_change("auto_resolved", rule, state, IDLE, at, a=a, clock=clock)]
+
+
+_TICK = timedelta(microseconds=1)
 
 
 def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState, list[Change]]:
@@ -392,6 +442,11 @@ def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState
     :func:`decide` before a later point and :func:`~homemonitor.rules.evaluate.evaluate`
     at its ``now``, so a worker without a scheduler opens it with the patient's next batch.
     """
+    if state.status == "cleared" and state.cleared_at is not None:
+        resolves_at = state.cleared_at + timedelta(hours=rule.resolve_after_hours)
+        if resolves_at <= at:
+            return _auto_resolve(rule, state, resolves_at, a=None, clock=at)
+        return state, []
     if state.status != "pending" or state.due_at is None or state.due_at > at:
         return state, []
     assert state.opened_at is not None

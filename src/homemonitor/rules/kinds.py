@@ -358,6 +358,7 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
     facts["discarded_day"] = discarded.isoformat() if discarded else None
     best: tuple[int, float] | None = None
     value: float | None = None
+    clear = True  # every mean below its lowest bound by the clear margin
     short = ""
     n_days = n_sessions = n_readings = 0
     for q, bound in rule.bounds.items():
@@ -379,13 +380,14 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
         lowest = bound.warning if bound.warning is not None else bound.urgent
         assert lowest is not None  # the model requires one
         key = (_levels(mean, bound.warning, bound.urgent), mean - lowest)
+        clear = clear and mean < lowest - rule.clear_margin
         if best is None or key > best:
             best, value = key, mean
     facts.update(n_days=n_days, n_sessions=n_sessions, n_readings=n_readings)
     if short or best is None:
         return ctx.unknown(f"too few days or readings of {short}", facts)
     level, measure = best
-    return ctx.result(level, level == NONE, value, measure, facts)
+    return ctx.result(level, level == NONE and clear, value, measure, facts)
 
 
 # -- personal baseline --------------------------------------------------------------------

@@ -78,6 +78,11 @@ class RuleBase(BaseModel):
     #: A breach without an open episode waits this long for a retake: a normal retake
     #: withdraws it (an artefact), a breaching one or none at all opens the episode.
     retake_minutes: float | None = Field(default=None, gt=0, le=240)
+    #: A non-latching episode whose rule cleared resolves by itself only once the rule
+    #: has stayed clear this long (0, the default: at once); a breach in between keeps
+    #: the episode open rather than opening a new one, so values hovering at a bound make
+    #: one episode, not one a day. The templates set it.
+    resolve_after_hours: float = Field(default=0.0, ge=0, le=24 * 14)
     realert: Realert = Realert()
 
 
@@ -199,7 +204,8 @@ class AverageRule(RuleBase):
     averaged first; sessions are averaged per local day (Europe/Stockholm), over the last
     ``days`` days with readings, the first of them discarded when ``discard_first_day``.
     It needs ``min_days`` days and ``min_readings`` readings after that. A quantity's mean
-    at or above its bound breaches; the worst level over ``bounds`` counts.
+    at or above its bound breaches; the worst level over ``bounds`` counts. It clears when
+    every mean is below its lowest bound by ``clear_margin`` (hysteresis).
     """
 
     kind: Literal["average"] = "average"
@@ -209,6 +215,7 @@ class AverageRule(RuleBase):
     discard_first_day: bool = True
     session_minutes: float = Field(default=10.0, gt=0, le=120)
     min_readings: int = Field(default=1, ge=1, le=200)
+    clear_margin: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> AverageRule:
