@@ -7,6 +7,10 @@ is not returned. An alert or patient of another care team answers exactly as an 
 id does (404, same body), so the answer does not tell which ids exist elsewhere, and the
 attempt is logged as ``denied`` with the id that was asked for.
 
+With a replica (``HOMEMONITOR_DATABASE_READ_URL``) the data of patient reads and alert
+lists comes from it, after the access-log row is committed on the primary; tokens,
+care-team checks, the access log and every write stay on the primary.
+
 Unauthenticated requests (401) are not access-logged: there is no "who" to follow up,
 the answer comes before any lookup (it says nothing about any id), and anyone who can
 reach the port could fill the log. They are counted in
@@ -39,8 +43,14 @@ from homemonitor.runtime import Health
 __all__ = ["build_app"]
 
 
-def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
-    """The ASGI app over an open pool; the caller owns the pool's lifetime."""
+def build_app(
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    health: Health,
+    *,
+    read_pool: asyncpg.Pool | None = None,
+) -> FastAPI:
+    """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime."""
     # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
     # docs of a first look (or of a clinic's network) work without internet.
     app = FastAPIOffline(
@@ -52,7 +62,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
             RequestValidationError: invalid_request,
         },
     )
-    app.state.services = Services(pool, metrics, health)
+    app.state.services = Services(pool, metrics, health, read_pool)
     for router in (ops.router, alerts.router, patients.router):
         app.include_router(router)
     return app
