@@ -23,7 +23,15 @@ from homemonitor.api.auth import issue_token
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.storage import database
-from tests.conftest import REGISTRY, RunningService, numbered, publisher, settings_for, wait_until
+from tests.conftest import (
+    REGISTRY,
+    RunningService,
+    numbered,
+    publish_numbered,
+    publisher,
+    settings_for,
+    wait_until,
+)
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 STANDBY_NAME = "standby1"
@@ -82,19 +90,10 @@ async def test_worker_follows_a_promoted_standby_and_loses_nothing(
     published: list[int] = []
     promoted = asyncio.Event()
 
-    async def stream() -> None:
-        """Publish at QoS 1 (each returns after the broker's PUBACK) until 300 after promotion."""
-        async with publisher(broker) as gw:
-            seq, last = 0, None
-            while last is None or seq < last:
-                await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
-                published.append(seq)
-                seq += 1
-                if last is None and promoted.is_set():
-                    last = seq + 300
-                await asyncio.sleep(0.003)
-
-    streaming = asyncio.create_task(stream())
+    # 300 readings more once the standby is promoted
+    streaming = asyncio.create_task(
+        publish_numbered(broker, published, promoted, 300, BASE, pause=0.003)
+    )
     try:
         await wait_until(
             lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n >= 300
