@@ -196,9 +196,9 @@ class PrivatePostgres:
         """Run a command as the user that owns the cluster's files (``postgres`` as root)."""
         return self._run(*argv)
 
-    def _run(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    def _run(self, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [*self._as_user, *argv], capture_output=True, check=False, timeout=120
+            [*self._as_user, *argv], capture_output=True, check=False, timeout=120, cwd=cwd
         )
 
     def _make_directory(self) -> None:
@@ -251,10 +251,11 @@ class PrivatePostgres:
         if (self.data_dir / "PG_VERSION").exists():
             raise ServiceStartError("pg_basebackup", f"{self.data_dir} already holds a cluster")
         self._make_directory()
-        done = self._run(
+        done = self._run(  # from inside: a parent tightened meanwhile cannot cut it off
             str(self._bin / "pg_basebackup"),
             *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
-            *("-D", str(self.data_dir), "-R", "--wal-method=stream", "--checkpoint=fast"),
+            *("-D", self.data_dir.name, "-R", "--wal-method=stream", "--checkpoint=fast"),
+            cwd=self.directory,
         )
         if done.returncode != 0:
             raise ServiceStartError("pg_basebackup", done.stderr.decode(errors="replace").strip())
