@@ -28,6 +28,7 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.app import serve
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
@@ -292,6 +293,31 @@ async def publisher(
     """A gateway-side client; ``publish(..., qos=1)`` returns after the PUBACK."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
         yield client
+
+
+async def publish_numbered(
+    broker: PrivateMosquitto,
+    published: list[int],
+    over: asyncio.Event,
+    then: int,
+    base: datetime,
+    *,
+    pause: float = 0.005,
+) -> None:
+    """Numbered scale-1 readings at QoS 1 until ``then`` more after ``over`` is set.
+
+    Numbering goes on from ``len(published)``; each number is appended once the broker's
+    PUBACK came back, so ``published`` is what the broker took responsibility for.
+    """
+    async with publisher(broker) as gw:
+        seq, last = len(published), None
+        while last is None or seq < last:
+            await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", base), qos=1)
+            published.append(seq)
+            seq += 1
+            if last is None and over.is_set():
+                last = seq + then
+            await asyncio.sleep(pause)
 
 
 class WorkerProcess:

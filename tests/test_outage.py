@@ -16,7 +16,15 @@ from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.storage import database
-from tests.conftest import REGISTRY, RunningService, numbered, publisher, settings_for, wait_until
+from tests.conftest import (
+    REGISTRY,
+    RunningService,
+    numbered,
+    publish_numbered,
+    publisher,
+    settings_for,
+    wait_until,
+)
 
 OUTAGE_S = float(os.environ.get("HOMEMONITOR_TEST_OUTAGE_S", "30"))
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -56,24 +64,13 @@ async def test_database_outage_loses_nothing_and_stays_bounded(
     published: list[int] = []
     outage_over = asyncio.Event()
 
-    async def stream() -> None:
-        """Publish until 200 readings after the outage is over."""
-        async with publisher(broker) as gw:
-            seq, last = 0, None
-            while last is None or seq < last:
-                await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
-                published.append(seq)
-                seq += 1
-                if last is None and outage_over.is_set():
-                    last = seq + 200
-                await asyncio.sleep(0.005)
-
     async def alerts_open() -> float | None:
         return svc.metrics.registry.get_sample_value(
             "homemonitor_alerts_open", {"severity": "urgent"}
         )
 
-    streaming = asyncio.create_task(stream())
+    # until 200 readings after the outage is over
+    streaming = asyncio.create_task(publish_numbered(broker, published, outage_over, 200, BASE))
     await wait_until(
         lambda: svc.metric_async("homemonitor_readings_stored_total"), lambda n: n >= 100
     )
@@ -155,18 +152,6 @@ async def test_hung_database_is_detected_and_the_worker_recovers(
     )
     resumed = asyncio.Event()
 
-    async def stream() -> None:
-        """Publish while the database is hung, and 100 readings after it."""
-        async with publisher(broker) as gw:
-            seq, last = len(published), None
-            while last is None or seq < last:
-                await gw.publish(readings_topic("gw-1"), numbered(seq, "scale-1", BASE), qos=1)
-                published.append(seq)
-                seq += 1
-                if last is None and resumed.is_set():
-                    last = seq + 100
-                await asyncio.sleep(0.01)
-
     loop = asyncio.get_running_loop()
     codes: list[int] = []
     gauge: list[float] = []
@@ -177,7 +162,10 @@ async def test_hung_database_is_detected_and_the_worker_recovers(
             await wait_until(_status(http, "/ready"), lambda code: code == 503, 8)
             detected_after = loop.time() - hung_at
             assert 0 == svc.metric("homemonitor_database_up")
-            streaming = asyncio.create_task(stream())
+            # while the database is hung, and 100 readings after it
+            streaming = asyncio.create_task(
+                publish_numbered(broker, published, resumed, 100, BASE, pause=0.01)
+            )
             # Readings arrive and a commit hangs: nothing may call the database healthy.
             until = loop.time() + 6
             while loop.time() < until:

@@ -170,6 +170,14 @@ async def serve(
     metrics.inflight_limit.set(settings.max_inflight)
     # min_size=0: creating the pool does not need the database to be up yet.
     pool = await database.create_pool(dsn, min_size=0, max_size=6)
+    read_pool = None
+    if settings.database_read_url is not None:  # a replica for the API's reads
+        read_pool = await database.create_pool(
+            settings.database_read_url.get_secret_value(),
+            min_size=0,
+            max_size=4,
+            target_session_attrs="prefer-standby",
+        )
     worker = Worker(settings, pool, metrics, health)
     ran = False
 
@@ -187,7 +195,11 @@ async def serve(
             if http:
                 config = uvicorn.Config(
                     build_app(
-                        pool, metrics, health, fhir_patient_system=settings.fhir_patient_system
+                        pool,
+                        metrics,
+                        health,
+                        fhir_patient_system=settings.fhir_patient_system,
+                        read_pool=read_pool,
                     ),
                     host=settings.http_host,
                     port=settings.http_port,
@@ -204,6 +216,8 @@ async def serve(
 
                 tg.create_task(stop_http(), name="http-stop")
     finally:
-        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await asyncio.wait_for(pool.close(), 5)
+        for opened in (pool, read_pool):
+            if opened is not None:
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await asyncio.wait_for(opened.close(), 5)
     return worker if ran else None

@@ -11,13 +11,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from homemonitor import __version__, logs
 from homemonitor.errors import HomemonitorError
-from homemonitor.settings import Settings
+from homemonitor.settings import PostgresURL, Settings
 
 if TYPE_CHECKING:
     import asyncpg
@@ -54,8 +53,7 @@ async def _pool(args: argparse.Namespace) -> asyncpg.Pool[asyncpg.Record]:
     try:
         return await database.create_pool(dsn, max_size=1)
     except (OSError, asyncpg.PostgresError, asyncpg.ClientConfigurationError) as exc:
-        url = urlsplit(dsn)  # never the password
-        where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}"
+        where = PostgresURL.parse(dsn).where  # never the password
         msg = f"cannot connect to the database {where}: {exc}"
         raise HomemonitorError(msg) from exc
 

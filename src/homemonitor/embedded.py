@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -144,6 +145,11 @@ class PrivatePostgres:
 
     PostgreSQL refuses to run as root; as root the cluster is created and run as the
     ``postgres`` system user. ``durable=False`` turns fsync off, for tests only.
+    ``settings`` are server parameters given on the command line at every start (values
+    without spaces), e.g. ``{"synchronous_standby_names": "standby1"}``.
+
+    A cluster can also be a streaming standby of another: :meth:`init_standby` instead of
+    :meth:`init`, then :meth:`promote` to make it a primary (a failover).
     """
 
     def __init__(
@@ -153,11 +159,13 @@ class PrivatePostgres:
         *,
         durable: bool = True,
         database: str = "homemonitor",
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.durable = durable
         self.database = database
+        self.settings = dict(settings or {})
         pattern = "/usr/lib/postgresql/*/bin/{}"
         self._initdb = _find_binary("initdb", pattern.format("initdb"))
         self._pg_ctl = _find_binary("pg_ctl", pattern.format("pg_ctl"))
@@ -188,20 +196,23 @@ class PrivatePostgres:
         """Run a command as the user that owns the cluster's files (``postgres`` as root)."""
         return self._run(*argv)
 
-    def _run(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    def _run(self, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [*self._as_user, *argv], capture_output=True, check=False, timeout=120
+            [*self._as_user, *argv], capture_output=True, check=False, timeout=120, cwd=cwd
         )
 
-    def init(self) -> None:
-        """Create the cluster and the database (once; a second call does nothing)."""
-        if (self.data_dir / "PG_VERSION").exists():
-            return
+    def _make_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._as_user:
             _let_others_traverse(self.directory.parent)
             shutil.chown(self.directory, "postgres", "postgres")
             self.directory.chmod(0o700)
+
+    def init(self) -> None:
+        """Create the cluster and the database (once; a second call does nothing)."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._make_directory()
         done = self._run(
             self._initdb,
             "-D",
@@ -230,6 +241,34 @@ class PrivatePostgres:
         if created.returncode != 0:
             raise ServiceStartError("createdb", created.stderr.decode(errors="replace").strip())
 
+    def init_standby(self, primary: PrivatePostgres) -> None:
+        """Become a streaming standby of ``primary`` (running), and start.
+
+        ``pg_basebackup -R`` copies the primary and writes ``standby.signal`` and
+        ``primary_conninfo``; the standby's ``cluster_name`` setting, if any, is the
+        ``application_name`` the primary's ``synchronous_standby_names`` can name.
+        """
+        if (self.data_dir / "PG_VERSION").exists():
+            raise ServiceStartError("pg_basebackup", f"{self.data_dir} already holds a cluster")
+        self._make_directory()
+        done = self._run(  # from inside: a parent tightened meanwhile cannot cut it off
+            str(self._bin / "pg_basebackup"),
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+            *("-D", self.data_dir.name, "-R", "--wal-method=stream", "--checkpoint=fast"),
+            cwd=self.directory,
+        )
+        if done.returncode != 0:
+            raise ServiceStartError("pg_basebackup", done.stderr.decode(errors="replace").strip())
+        self.start()
+
+    def promote(self) -> None:
+        """Make a standby a primary (``pg_ctl promote``) and wait until it takes writes."""
+        done = self._run(
+            self._pg_ctl, "-D", str(self.data_dir), "-w", "-t", str(int(_START_TIMEOUT)), "promote"
+        )
+        if done.returncode != 0:
+            raise ServiceStartError("pg_ctl promote", done.stderr.decode(errors="replace").strip())
+
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         if self._as_user:  # parents may have been tightened since init (pytest does that)
@@ -239,6 +278,7 @@ class PrivatePostgres:
             "-c listen_addresses=127.0.0.1",
             f"-c unix_socket_directories={self.directory}",
             "-c max_connections=100",
+            *(f"-c {name}={value}" for name, value in self.settings.items()),
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -275,6 +315,24 @@ class PrivatePostgres:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.02)
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster and every server process at once, as losing the host would.
+
+        :meth:`kill` leaves the backends to notice their postmaster is gone; here none of
+        them answers again (a commit waiting for its standby never returns).
+        """
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)  # it forks no new children while we list them
+        for target in [*_children(pid), pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP to the postmaster and its children), as a hung host would.

@@ -32,9 +32,10 @@ class StorageRefusedError(HomemonitorError):
     """The database refused even a quarantine row made only of fixed text and raw bytes.
 
     Nothing in such a row comes from the message but its bytes (``bytea``) and its topic
-    made safe, so the refusal is the database's state (read-only after a failover, a
-    full disk, revoked rights, a hand-made constraint), not the message's fault: the
-    worker holds the batch unacknowledged and retries, as during an outage.
+    made safe, so the refusal is the database's state (a full disk, revoked rights, a
+    hand-made constraint), not the message's fault: the worker holds the batch
+    unacknowledged and retries, as during an outage. (A read-only server, such as a
+    demoted primary, never gets this far: its 25006 is a transient error.)
     """
 
     def __init__(self, sqlstate: str) -> None:

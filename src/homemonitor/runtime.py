@@ -17,17 +17,26 @@ import asyncpg
 from homemonitor.storage.database import StorageMode
 
 #: Database errors after which the same batch may well commit: wait and retry.
+#:
+#: A failover brings several: the old primary's connections drop (connection errors),
+#: it may refuse new ones while it shuts down (57P01, 57P03), no listed host takes writes
+#: until the standby is promoted (``TargetServerAttributeNotMatched``), and a demoted
+#: primary that still answers refuses every write (25006, read-only transaction). The
+#: last is the server's state, not the batch's: treated as a refusal it would send the
+#: batch through the one-by-one path, where a message tried on the demoted server and
+#: its quarantine row on the new primary would quarantine a good reading.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection left mid-operation by a cancelled call
+    asyncpg.InternalClientError,  # a cancelled call's connection; no host matching the target
     asyncpg.CannotConnectNowError,
     asyncpg.OperatorInterventionError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,
 )
 
 

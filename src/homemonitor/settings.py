@@ -6,17 +6,22 @@ never sits in the environment of a process or in a compose file. Setting both th
 and its ``_FILE`` is an error, as is a file that cannot be read. The database password can
 be given apart from the URL (``HOMEMONITOR_DATABASE_PASSWORD`` or its ``_FILE``): it is put
 into the URL percent-encoded, so it may hold any character.
+
+A database URL may name several hosts, as libpq reads them
+(``postgresql://u@db1:5432,db2:5432/homemonitor``): the pools try them in order and keep
+the first that fits their ``target_session_attrs`` (:class:`PostgresURL`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -80,6 +85,93 @@ def _shortest_months(months: int) -> timedelta:
     )
 
 
+#: libpq's (PostgreSQL 14+) ``target_session_attrs``, which asyncpg implements too.
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+#: Those that only ever choose a server that is not in recovery: what a writer needs.
+WRITABLE_SESSION_ATTRS = ("read-write", "primary")
+_MAX_PORT = 65535
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PostgresURL:
+    """A ``postgresql://`` URL taken apart as libpq and asyncpg read it: one host or several.
+
+    ``urlsplit(...).port`` cannot read ``h1:5432,h2:5433``; this can, and checks each port.
+
+    >>> url = PostgresURL.parse("postgresql://hm:pw@db1:5432,[::1]:5433/homemonitor?x=1")
+    >>> url.hosts, url.where
+    ((('db1', 5432), ('[::1]', 5433)), 'db1:5432,[::1]:5433/homemonitor')
+    >>> PostgresURL.parse("postgresql://hm@db1:5432,db2:x/hm")
+    Traceback (most recent call last):
+    ...
+    ValueError: port 'x' of host 'db2' is not a number from 1 to 65535
+    """
+
+    userinfo: str | None
+    hosts: tuple[tuple[str, int | None], ...]
+    path: str
+    query: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> PostgresURL:
+        """Take ``text`` apart, or raise :class:`ValueError` saying what is wrong."""
+        url = urlsplit(text)  # ValueError for a bracket left open
+        if url.scheme not in ("postgresql", "postgres"):
+            msg = "must be a URL like postgresql://user:password@host:5432/database"
+            raise ValueError(msg)
+        userinfo, at, hostlist = url.netloc.rpartition("@")
+        entries = hostlist.split(",")
+        hosts = tuple(_host_port(entry, several=len(entries) > 1) for entry in entries)
+        query = tuple(parse_qsl(url.query, keep_blank_values=True, strict_parsing=bool(url.query)))
+        for name, value in query:
+            if name == "port":  # asyncpg and libpq also take the ports here
+                for port in value.split(","):
+                    _port(port, "the 'port' parameter")
+            if name == "target_session_attrs" and value not in SESSION_ATTRS:
+                msg = f"target_session_attrs={value!r} is not one of {', '.join(SESSION_ATTRS)}"
+                raise ValueError(msg)
+        return cls(userinfo if at else None, hosts, url.path, query)
+
+    @property
+    def where(self) -> str:
+        """Hosts, ports and database, never the user or password: for messages and logs."""
+        named = ",".join(host if port is None else f"{host}:{port}" for host, port in self.hosts)
+        return f"{named or 'localhost'}{self.path}"
+
+    @property
+    def target_session_attrs(self) -> str | None:
+        """The URL's own ``target_session_attrs``, if it names one (the last one wins)."""
+        named = [value for name, value in self.query if name == "target_session_attrs"]
+        return named[-1] if named else None
+
+
+def _host_port(entry: str, *, several: bool) -> tuple[str, int | None]:
+    if entry.startswith("["):  # an IPv6 address: [::1] or [::1]:5432
+        host, _, rest = entry.partition("]")
+        host += "]"
+        if rest and not rest.startswith(":"):
+            msg = f"host {entry!r}: only ':port' may follow an IPv6 address in brackets"
+            raise ValueError(msg)
+        port = rest[1:] if rest else None
+    else:
+        host, colon, port_text = entry.partition(":")
+        port = port_text if colon else None
+        if ":" in port_text:
+            msg = f"host {entry!r}: an IPv6 address must be written in brackets, [::1]:5432"
+            raise ValueError(msg)
+    if several and not host:
+        msg = f"an empty host in a list of several ({entry!r}): name every host"
+        raise ValueError(msg)
+    return host, None if port is None else _port(port, f"host {host!r}")
+
+
+def _port(text: str, of: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= _MAX_PORT):
+        msg = f"port {text!r} of {of} is not a number from 1 to {_MAX_PORT}"
+        raise ValueError(msg)
+    return int(text)
+
+
 _PREFIX = "HOMEMONITOR_"
 
 
@@ -129,12 +221,26 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL DSN, e.g. postgresql://homemonitor:...@db:5432/homemonitor.",
+        description=(
+            "PostgreSQL DSN, e.g. postgresql://homemonitor:...@db:5432/homemonitor, or with "
+            "several hosts (db1:5432,db2:5432): every connection goes to the one that takes "
+            "writes (target_session_attrs=read-write unless the URL says primary)."
+        ),
+    )
+    database_read_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Optional DSN of a replica (or several hosts) for the API's patient reads and "
+            "alert lists; target_session_attrs=prefer-standby unless the URL names one. "
+            "Access-log rows and every write still go to HOMEMONITOR_DATABASE_URL. A replica "
+            "shows what it has replayed: a reading or acknowledgement only just committed "
+            "may be missing from a read for as long as the replica lags."
+        ),
     )
     database_password: SecretStr | None = Field(
         default=None,
         description=(
-            "The database password, when the URL has none: put into the URL percent-encoded, "
+            "The database password, when the URLs have none: put into them percent-encoded, "
             "so any character works (best from a file: HOMEMONITOR_DATABASE_PASSWORD_FILE)."
         ),
     )
@@ -202,21 +308,32 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: LogLevel = "INFO"
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "database_read_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
-        """A ``postgresql://`` URL (what asyncpg takes); checked here, not at first connect."""
+        """``postgresql://`` URLs (what asyncpg takes); checked here, not at first connect."""
         if value is not None:
-            url = urlsplit(value.get_secret_value())
-            if url.scheme not in ("postgresql", "postgres"):
-                msg = "must be a URL like postgresql://user:password@host:5432/database"
-                raise ValueError(msg)
-            _ = url.port  # a port that is not a number raises ValueError
+            PostgresURL.parse(value.get_secret_value())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _writable(cls, value: SecretStr | None) -> SecretStr | None:
+        """The worker writes through this URL: it must not choose a standby."""
+        named = None if value is None else PostgresURL.parse(value.get_secret_value())
+        attrs = None if named is None else named.target_session_attrs
+        if attrs not in (None, *WRITABLE_SESSION_ATTRS):
+            msg = (
+                f"target_session_attrs={attrs} could choose a server that "
+                "takes no writes; leave it out (read-write is used) or use read-write or "
+                "primary (a replica for reads is HOMEMONITOR_DATABASE_READ_URL)"
+            )
+            raise ValueError(msg)
         return value
 
     @field_validator("fhir_patient_system")
@@ -252,19 +369,12 @@ class Settings(BaseSettings):
         if self.database_url is None:
             msg = "HOMEMONITOR_DATABASE_PASSWORD is set but HOMEMONITOR_DATABASE_URL is not"
             raise ValueError(msg)
-        url = urlsplit(self.database_url.get_secret_value())
-        if url.password is not None:
-            msg = (
-                "HOMEMONITOR_DATABASE_URL has a password and HOMEMONITOR_DATABASE_PASSWORD "
-                "is set too: keep it in one place"
-            )
-            raise ValueError(msg)
-        user = url.username or ""
-        host = url.netloc.rpartition("@")[2]
-        password = quote(self.database_password.get_secret_value(), safe="")
-        netloc = f"{user}:{password}@{host}"
-        self.database_url = SecretStr(urlunsplit(url._replace(netloc=netloc)))
-        self.database_password = None  # it lives in the URL now, and only there
+        password = self.database_password.get_secret_value()
+        self.database_url = _with_password(self.database_url, password, "DATABASE_URL")
+        if self.database_read_url is not None:
+            read = _with_password(self.database_read_url, password, "DATABASE_READ_URL")
+            self.database_read_url = read
+        self.database_password = None  # it lives in the URLs now, and only there
         return self
 
     @model_validator(mode="after")
@@ -277,3 +387,18 @@ class Settings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+
+def _with_password(dsn: SecretStr, password: str, name: str) -> SecretStr:
+    """``dsn`` with ``password`` percent-encoded into it (every host of it shares one)."""
+    url = urlsplit(dsn.get_secret_value())
+    if url.password is not None:
+        msg = (
+            f"HOMEMONITOR_{name} has a password and HOMEMONITOR_DATABASE_PASSWORD "
+            "is set too: keep it in one place"
+        )
+        raise ValueError(msg)
+    user = url.username or ""
+    hosts = url.netloc.rpartition("@")[2]  # one host or several: urlsplit keeps them whole
+    netloc = f"{user}:{quote(password, safe='')}@{hosts}"
+    return SecretStr(urlunsplit(url._replace(netloc=netloc)))

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from homemonitor.errors import ConfigurationError
-from homemonitor.settings import Settings
+from homemonitor.settings import PostgresURL, Settings
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -94,3 +94,54 @@ def test_fhir_patient_system_is_homemonitors_own_until_a_region_sets_an_absolute
     )
     with pytest.raises(ValueError, match="absolute URI"):
         _settings(monkeypatch, FHIR_PATIENT_SYSTEM="personnummer")
+
+
+def test_a_multi_host_url_is_accepted_and_each_host_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several hosts, as libpq writes them: each host and port taken apart, the password added."""
+    settings = _settings(
+        monkeypatch,
+        DATABASE_URL="postgresql://hm@db1:5432,[::1]:5433,db3/homemonitor",
+        DATABASE_READ_URL="postgresql://hm@replica1:5432,db1:5432/homemonitor",
+        DATABASE_PASSWORD="p@ss,w:rd",
+    )
+    assert settings.database_url is not None and settings.database_read_url is not None
+    url = PostgresURL.parse(settings.database_url.get_secret_value())
+    read = PostgresURL.parse(settings.database_read_url.get_secret_value())
+    hosts = (("db1", 5432), ("[::1]", 5433), ("db3", None))
+    assert (hosts, "/homemonitor") == (url.hosts, url.path)
+    assert ["p@ss,w:rd", "p@ss,w:rd"] == [
+        unquote(urlsplit(u.get_secret_value()).password or "")
+        for u in (settings.database_url, settings.database_read_url)
+    ]
+    assert "replica1:5432,db1:5432/homemonitor" == read.where  # no user, no password
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://u@db/hm", "must be a URL like postgresql://"),
+        ("postgresql://u@db1:5432,db2:54x2/hm", "port '54x2' of host 'db2'"),
+        ("postgresql://u@db1:5432,db2:70000/hm", "not a number from 1 to 65535"),
+        ("postgresql://u@db1,,db2/hm", "an empty host"),
+        ("postgresql://u@db1:5432,::1:5432/hm", "in brackets"),
+        ("postgresql://u@db1/hm?port=5432,x", "the 'port' parameter"),
+        ("postgresql://u@db1,db2/hm?target_session_attrs=writable", "is not one of"),
+        ("postgresql://u@db1,db2/hm?target_session_attrs=prefer-standby", "takes no writes"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    """Scheme, every host's port, target_session_attrs: wrong ones named before any connect."""
+    with pytest.raises(ValueError, match=problem):
+        _settings(monkeypatch, DATABASE_URL=url)
+
+
+def test_the_read_url_may_prefer_a_standby(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the database URL refuses (a standby may be chosen) is what a read URL is for."""
+    read = "postgresql://u@replica1,db1/hm?target_session_attrs=prefer-standby"
+    settings = _settings(monkeypatch, DATABASE_URL="postgresql://u@db1/hm", DATABASE_READ_URL=read)
+    assert settings.database_read_url is not None
+    assert read == settings.database_read_url.get_secret_value()

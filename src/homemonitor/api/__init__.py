@@ -7,6 +7,10 @@ is not returned. An alert or patient of another care team answers exactly as an 
 id does (404, same body), so the answer does not tell which ids exist elsewhere, and the
 attempt is logged as ``denied`` with the id that was asked for.
 
+With a replica (``HOMEMONITOR_DATABASE_READ_URL``) the data of patient reads and alert
+lists comes from it, after the access-log row is committed on the primary; tokens,
+care-team checks, the access log and every write stay on the primary.
+
 Unauthenticated requests (401) are not access-logged: there is no "who" to follow up,
 the answer comes before any lookup (it says nothing about any id), and anyone who can
 reach the port could fill the log. They are counted in
@@ -50,8 +54,9 @@ def build_app(
     health: Health,
     *,
     fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM,
+    read_pool: asyncpg.Pool | None = None,
 ) -> FastAPI:
-    """The ASGI app over an open pool; the caller owns the pool's lifetime.
+    """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime.
 
     ``fhir_patient_system`` is the identifier system FHIR out names patients in
     (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``).
@@ -70,7 +75,12 @@ def build_app(
         },
     )
     app.state.services = Services(
-        pool, metrics, health, ExportJobs(), fhir_patient_system=fhir_patient_system
+        pool,
+        metrics,
+        health,
+        ExportJobs(),
+        fhir_patient_system=fhir_patient_system,
+        read_pool=read_pool,
     )
     for router in (ops.router, alerts.router, patients.router, fhir.router):
         app.include_router(router)

@@ -35,7 +35,7 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AlertOut]:
     statuses = ["open", "acknowledged"] if status == "active" else [status]
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.reads.acquire() as conn:  # a replica, if configured: it may lag
         rows = await conn.fetch(
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE care_team_id = $1 "
             "AND status = ANY($2::text[]) "
@@ -44,6 +44,7 @@ async def list_alerts(
             statuses,
             limit,
         )
+    async with svc.pool.acquire() as conn, conn.transaction():  # committed before we answer
         await log_access(conn, svc.metrics, who, [r["patient_id"] for r in rows], "list_alerts")
     return [AlertOut(**dict(r)) for r in rows]
 
@@ -54,8 +55,9 @@ async def list_alerts(
     responses=UNAUTHENTICATED | NO_ALERT,
 )
 async def get_alert(svc: Svc, who: Me, alert_id: AlertId) -> AlertDetailOut:
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.pool.acquire() as conn, conn.transaction():  # checked and logged first
         row = await team_alert(conn, svc.metrics, who, alert_id, "view_alert")
+    async with svc.reads.acquire() as conn:
         readings = await conn.fetch(
             f"SELECT {READING_COLUMNS} FROM readings WHERE patient_id = $1 "
             "ORDER BY measured_at DESC LIMIT 50",

@@ -1,4 +1,4 @@
-"""What a route is given: the service's pool, metrics and health, and the clinician asking.
+"""What a route is given: the service's pools, metrics and health, and the clinician asking.
 
 :func:`homemonitor.api.build_app` puts one :class:`Services` on ``app.state``; routes take
 it, and the clinician, as FastAPI dependencies (``Svc``, ``Me``), so nothing here exists
@@ -27,7 +27,11 @@ _bearer = HTTPBearer(
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Services:
-    """What the routes share; the caller of ``build_app`` owns the pool's lifetime."""
+    """What the routes share; the caller of ``build_app`` owns the pools' lifetime.
+
+    ``pool`` is the primary: authentication, the access log, every write. ``read_pool``,
+    when given, is a replica for the data a read returns (:attr:`reads`).
+    """
 
     pool: asyncpg.Pool
     metrics: Metrics
@@ -36,6 +40,16 @@ class Services:
     fhir_exports: "ExportJobs"
     #: The identifier system of ``Observation.subject`` and ``Flag.subject`` (FHIR out).
     fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM
+    read_pool: asyncpg.Pool | None = None
+
+    @property
+    def reads(self) -> asyncpg.Pool:
+        """Where patient data and alert lists are read: the replica if there is one.
+
+        It may lag the primary: what it returns is what it has replayed. Never use it for
+        what decides access (tokens, care teams) or for anything written.
+        """
+        return self.read_pool if self.read_pool is not None else self.pool
 
 
 def services(request: Request) -> Services:

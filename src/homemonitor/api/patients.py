@@ -25,10 +25,15 @@ Days = Annotated[int, Query(ge=1, le=365)]
 async def _since(
     svc: Services, who: Me, patient_id: str, days: int, *, action: str, sql: str
 ) -> list[asyncpg.Record]:
-    """Rows of ``sql`` ($1 the patient, $2 the start) once the read is access-logged."""
+    """Rows of ``sql`` ($1 the patient, $2 the start) once the read is access-logged.
+
+    The care-team check and the access-log row are committed on the primary first; the
+    rows then come from :attr:`Services.reads` (a replica, if configured).
+    """
     since = datetime.now(UTC) - timedelta(days=days)
     async with svc.pool.acquire() as conn, conn.transaction():
         await team_patient(conn, svc.metrics, who, patient_id, action)
+    async with svc.reads.acquire() as conn:
         return await conn.fetch(sql, patient_id, since)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import enum
 from importlib import resources
 from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+from asyncpg.connect_utils import SessionAttribute
 from asyncpg.pool import PoolConnectionProxy
 
 from homemonitor import logs
@@ -37,15 +39,30 @@ class StorageMode(enum.StrEnum):
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 4
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    target_session_attrs: str = "read-write",
 ) -> asyncpg.Pool[asyncpg.Record]:
-    """A pool whose connections identify themselves in ``pg_stat_activity``."""
+    """A pool whose connections identify themselves in ``pg_stat_activity``.
+
+    Each new connection tries the DSN's hosts in order and keeps the first that matches
+    ``target_session_attrs`` (libpq's meaning; the DSN's own value, when it names one, wins).
+    ``read-write``, the default, is what every writer needs: with several hosts it finds
+    the primary; with one it refuses a server that is in recovery or read-only at connect
+    time, so a demoted primary (or a DNS name still pointing at it) is a failed connect,
+    retried, rather than a connection whose every write fails. PostgreSQL 14 and later
+    report both facts when a session starts, so the check costs no query.
+    """
+    named = parse_qs(urlsplit(dsn).query).get("target_session_attrs")
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
         server_settings={"application_name": "homemonitor"},
+        target_session_attrs=SessionAttribute(named[-1] if named else target_session_attrs),
     )
     assert pool is not None  # create_pool returns the pool once initialised
     return pool

@@ -4,7 +4,9 @@
 readings that were really new and are current can open or update alert episodes
 (:func:`homemonitor.alerts.episodes.open_or_update`), and everything refused lands in
 quarantine with its reason and raw payload. The caller acknowledges the batch's
-messages only after :func:`commit` returns. :func:`record_redelivered` and
+messages only after :func:`commit` returns, and with a synchronous standby that is only
+once the standby has the batch, even when the batch is a retry that finds its rows
+already there (:data:`_WAIT_FOR_STANDBY`). :func:`record_redelivered` and
 :func:`count_delivery` keep the delivery counts of redelivered messages, each in a
 transaction of its own.
 """
@@ -147,7 +149,22 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
         redelivered = [m.digest() for m in batch.messages if m.dup]
         if redelivered:  # stored or quarantined now: its delivery count is done with
             await conn.execute(_FORGET_ATTEMPTS, redelivered)
+        if not result.stored:  # perhaps nothing written: still wait for the standby
+            await conn.execute(_WAIT_FOR_STANDBY)
     return result
+
+
+#: Makes a transaction that may have written nothing wait for a synchronous standby like
+#: any other. A commit cut off while it waited (the connection dropped, a cancel, the
+#: primary restarted) is committed locally but maybe not on the standby; the retry then
+#: finds every row there and, writing no WAL, commits at once (PostgreSQL waits for the
+#: standby only after a transaction that wrote WAL; a transaction id alone writes none):
+#: the batch acknowledged, its readings on the primary only, lost at the next failover.
+#: A transactional logical-decoding message is the smallest WAL record any role may
+#: write, and touches no table; its commit waits until the standby has everything up to
+#: it, the earlier local commit included. Logical-decoding consumers see it under the
+#: prefix ``homemonitor``. Only batches that stored no new reading need it.
+_WAIT_FOR_STANDBY = "SELECT pg_logical_emit_message(true, 'homemonitor', 'batch')"
 
 
 async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[str, str, datetime]]:
