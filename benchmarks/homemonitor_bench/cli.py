@@ -122,6 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Mosquitto autosave_interval (10, as deploy/; each save blocks the broker)",
     )
     parser.add_argument(
+        "--broker-config",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a line added to the Mosquitto configuration, e.g. 'set_tcp_nodelay true' "
+        "(repeatable)",
+    )
+    parser.add_argument(
         "--profile-rate",
         type=float,
         default=None,

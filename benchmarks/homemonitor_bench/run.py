@@ -107,6 +107,7 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "worker_env": extra_env,
         "worker_pythonpath": args.worker_pythonpath,
         "broker_autosave_s": args.broker_autosave,
+        "broker_config": args.broker_config,
     }
     t_start = time.monotonic()
     print(f"homemonitor bench ({'quick' if args.quick else 'full'}) in {workdir}", flush=True)
@@ -118,6 +119,7 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             extra_config=(
                 "log_type subscribe\nlog_type information\n"
                 f"autosave_interval {args.broker_autosave}\n"
+                + "".join(f"{line}\n" for line in args.broker_config)
             ),
         ) as mq,
     ):
