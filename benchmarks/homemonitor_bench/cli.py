@@ -20,7 +20,8 @@ DESCRIPTION = """\
 What the real worker sustains, how fast its alerts open and where its CPU goes, measured
 on this machine against baselines in the same run.
 
-Everything runs here: a private Mosquitto and PostgreSQL (fsync on), a registry of
+Everything runs here: a private Mosquitto (persistence on, saved every 10 s as in
+deploy/) and PostgreSQL (fsync on), a registry of
 10 000 patients with devices and care plans, and a load generator in a process of its
 own that publishes numbered QoS 1 readings (native JSON; cuffs, scales, oximeters and
 heart-rate monitors; about 1 % breach the patient's care plan) at a controlled rate.
@@ -112,6 +113,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-fsync", action="store_true", help="PostgreSQL without fsync (not the default)"
+    )
+    parser.add_argument(
+        "--broker-autosave",
+        type=int,
+        default=10,
+        metavar="S",
+        help="Mosquitto autosave_interval (10, as deploy/; each save blocks the broker)",
+    )
+    parser.add_argument(
+        "--broker-config",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a line added to the Mosquitto configuration, e.g. 'set_tcp_nodelay true' "
+        "(repeatable)",
     )
     parser.add_argument(
         "--profile-rate",

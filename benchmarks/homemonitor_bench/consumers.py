@@ -148,7 +148,11 @@ class Consumer(Protocol):
 
 
 class ServiceWorkers:
-    """``homemonitor run --no-http`` in ``n`` processes of their own, as in production."""
+    """``homemonitor run --no-http`` in ``n`` processes of their own, as in production.
+
+    Each runs under :mod:`homemonitor_bench.probe`, which records its collections and
+    event-loop lag for the latency phase and changes nothing else.
+    """
 
     def __init__(
         self,
@@ -187,6 +191,10 @@ class ServiceWorkers:
     def log_path(self, k: int) -> Path:
         return self.workdir / f"{self.client_ids[k]}.log"
 
+    def probe_path(self, k: int) -> Path:
+        """Where worker ``k``'s pauses go (:mod:`homemonitor_bench.probe`)."""
+        return self.workdir / f"{self.client_ids[k]}.probe.jsonl"
+
     async def start(self) -> None:
         """Start the processes; with a broker that logs subscriptions, wait for theirs."""
         log = self.broker.log_path
@@ -212,7 +220,14 @@ class ServiceWorkers:
             with self.log_path(k).open("ab") as log:
                 self.procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "homemonitor.cli", "run", "--no-http"],
+                        [
+                            sys.executable,
+                            "-m",
+                            "homemonitor_bench.probe",  # homemonitor.cli, observed
+                            str(self.probe_path(k)),
+                            "run",
+                            "--no-http",
+                        ],
                         env=env,
                         cwd=self.workdir,  # no developer's .env file
                         stdout=log,

@@ -18,6 +18,13 @@ from homemonitor_bench.clinic import breaches
 from homemonitor_bench.consumers import ServiceWorkers
 from homemonitor_bench.meter import rss_mb
 from homemonitor_bench.search import Bench
+from homemonitor_bench.stalls import (
+    analyse,
+    mosquitto_saves,
+    postgres_events,
+    probe_records,
+)
+from homemonitor_bench.stalls import render as render_stalls
 
 
 def or_nan(value: float | None) -> float:
@@ -45,10 +52,13 @@ async def latency(
     step, published = await bench.step(workers, rate, seconds, record=True)
     assert published.sent_at is not None
     rows = await bench.db.fetch(
-        "SELECT message_id::bigint AS seq, extract(epoch FROM stored_at)::float8 AS t FROM readings"
+        "SELECT message_id::bigint AS seq, extract(epoch FROM stored_at)::float8 AS t, "
+        "extract(epoch FROM received_at)::float8 AS r, xmin::text::bigint AS tx FROM readings"
     )
     seq = np.fromiter((r["seq"] for r in rows), np.int64, len(rows))
     stored = np.fromiter((r["t"] for r in rows), np.float64, len(rows))
+    received = np.fromiter((r["r"] for r in rows), np.float64, len(rows))
+    tx = np.fromiter((r["tx"] for r in rows), np.int64, len(rows))
     sent = published.sent_at[seq - published.first]
     base = datetime.fromtimestamp(bench.base_ms / 1000, UTC)
     alerts = await bench.db.fetch(
@@ -74,6 +84,24 @@ async def latency(
         f"  publish -> stored {summary(to_stored)} ms; publish -> alert opened "
         f"{summary(to_alert)} ms ({to_alert['n']} alerts from {breaching} breaches)"
     )
+    stalls = None
+    if len(seq):
+        since, until = float(published.sent_at[0]) - 1, float(stored.max()) + 1
+        stalls = analyse(
+            seq=seq,
+            sent=sent,
+            acked=None if published.acked_at is None else published.acked_at[seq - published.first],
+            received=received,
+            stored=stored,
+            tx=tx,
+            probe=probe_records(workers.probe_path(0), since, until),
+            postgres=(
+                postgres_events(bench.postgres_log, since, until) if bench.postgres_log else []
+            ),
+            saves=mosquitto_saves(bench.broker.log_path, since, until),
+        )
+        for line in render_stalls(rate, stalls):
+            bench.say(line)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -83,6 +111,7 @@ async def latency(
         "publish_to_alert_opened_ms": to_alert,
         "worst_stored_ms_by_second": [round(float(w), 1) for w in worst],
         "breaching_readings": breaching,
+        "stalls": stalls,
     }
 
 

@@ -120,6 +120,9 @@ class Published:
     achieved: float  # readings/s it actually published at
     seconds: float  # from the first publish to the last PUBACK
     sent_at: npt.NDArray[np.float64] | None  # wall clock of each publish, when recorded
+    #: Wall clock at which the broker's PUBACK of each publish was read, when recorded: the
+    #: broker acknowledges on receipt, so a late PUBACK is a broker (or load-generator) pause.
+    acked_at: npt.NDArray[np.float64] | None = None
 
 
 def _loadgen_main(pipe: Connection, config: LoadConfig, counters: Any) -> None:
@@ -138,6 +141,7 @@ def _loadgen_main(pipe: Connection, config: LoadConfig, counters: Any) -> None:
             break
         rate, count, first, record = command
         times = np.zeros(count) if record else None
+        ack_times = np.zeros(count) if record else None
         counters[0] = counters[1] = 0
         sent = acked = 0
         last = t0 = next_burst = time.monotonic()
@@ -159,11 +163,14 @@ def _loadgen_main(pipe: Connection, config: LoadConfig, counters: Any) -> None:
                 wait = max(t0 + sent / rate, next_burst) - time.monotonic()
             else:
                 wait = 0.005  # the window is full: PUBACKs first
-            acked += publisher.acks(min(max(wait, 0.0), 0.005))
+            got = publisher.acks(min(max(wait, 0.0), 0.005))
+            if got and ack_times is not None:
+                ack_times[acked : acked + got] = time.time()  # the broker acks in order
+            acked += got
             counters[0], counters[1] = sent, acked
         elapsed = time.monotonic() - t0
         achieved = (count - 1) / (last - t0) if count > 1 and last > t0 else float(rate)
-        pipe.send((count, acked, min(achieved, float(rate)), elapsed, times))
+        pipe.send((count, acked, min(achieved, float(rate)), elapsed, times, ack_times))
     publisher.close()
 
 
@@ -207,8 +214,8 @@ class LoadGenerator:
     async def publish(self, rate: float, count: int, first: int, *, record: bool) -> Published:
         """Publish readings ``first .. first + count - 1`` at ``rate``; wait for every PUBACK."""
         self._pipe.send((rate, count, first, record))
-        n, acked, achieved, seconds, times = await asyncio.to_thread(self._pipe.recv)
-        return Published(first, n, acked, rate, achieved, seconds, times)
+        n, acked, achieved, seconds, times, ack_times = await asyncio.to_thread(self._pipe.recv)
+        return Published(first, n, acked, rate, achieved, seconds, times, ack_times)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -34,6 +34,7 @@ from homemonitor_bench.phases import latency, outage
 from homemonitor_bench.publisher import LoadConfig, LoadGenerator
 from homemonitor_bench.search import Bench, Search
 from homemonitor_bench.stages import profile
+from homemonitor_bench.stalls import POSTGRES_LOGGING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +67,9 @@ def _mosquitto_version(binary: str) -> str:
 async def prepare_database(db: Db, patients: int, seed: int) -> dict[str, Any]:
     """Migrate, apply the clinic's registry (timed) and create the naive table."""
     conn = await db.conn()
+    for setting, value in POSTGRES_LOGGING.items():  # what stalls are matched to
+        await conn.execute(f"ALTER SYSTEM SET {setting} = {value}")
+    await conn.execute("SELECT pg_reload_conf()")
     await database.migrate(conn)
     clinic = build_clinic(patients, seed)
     t0 = time.perf_counter()
@@ -102,12 +106,22 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "machine": machine(),
         "worker_env": extra_env,
         "worker_pythonpath": args.worker_pythonpath,
+        "broker_autosave_s": args.broker_autosave,
+        "broker_config": args.broker_config,
     }
     t_start = time.monotonic()
     print(f"homemonitor bench ({'quick' if args.quick else 'full'}) in {workdir}", flush=True)
     with (
         PrivatePostgres(workdir / "postgres", durable=not args.no_fsync) as pg,
-        PrivateMosquitto(workdir / "mosquitto", extra_config="log_type subscribe\n") as mq,
+        PrivateMosquitto(
+            workdir / "mosquitto",
+            # the last autosave_interval wins: deploy/'s, not the test fixtures' 1 s
+            extra_config=(
+                "log_type subscribe\nlog_type information\n"
+                f"autosave_interval {args.broker_autosave}\n"
+                + "".join(f"{line}\n" for line in args.broker_config)
+            ),
+        ) as mq,
     ):
         db = Db(pg.dsn)
         load: LoadGenerator | None = None
@@ -128,7 +142,13 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await load.start()
             meter = CpuMeter(load.pid, pid_with_argument(str(mq.directory)), pg._postmaster_pid())
             bench = Bench(
-                db=db, broker=mq, load=load, meter=meter, base_ms=base_ms, workdir=workdir
+                db=db,
+                broker=mq,
+                load=load,
+                meter=meter,
+                base_ms=base_ms,
+                workdir=workdir,
+                postgres_log=pg.log_path,
             )
             searches: dict[str, Any] = {}
             result["searches"] = searches

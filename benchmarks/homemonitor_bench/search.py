@@ -52,6 +52,7 @@ class Bench:
         meter: CpuMeter,
         base_ms: int,
         workdir: Path,
+        postgres_log: Path | None = None,
         quiet: bool = False,
     ) -> None:
         self.db = db
@@ -60,6 +61,7 @@ class Bench:
         self.meter = meter
         self.base_ms = base_ms
         self.workdir = workdir
+        self.postgres_log = postgres_log
         self.quiet = quiet
         self.next_seq = 0
         self.started = time.monotonic()

@@ -54,7 +54,7 @@ class _Span:
 class _Timeline:
     """Who holds each device when: its spans in start order, found by bisect (O(log n))."""
 
-    __slots__ = ("_spans", "_starts")
+    __slots__ = ("_only", "_spans", "_starts")
 
     def __init__(self, rows: _Rows, holder: str) -> None:
         spans: dict[str, list[_Span]] = {}
@@ -62,18 +62,26 @@ class _Timeline:
             spans.setdefault(r["device_id"], []).append(_Span(r["start"], r["end"], r[holder]))
         for items in spans.values():
             items.sort(key=lambda span: span.start)  # already sorted when loaded: O(n)
-        self._spans = spans
-        self._starts = {device: [span.start for span in items] for device, items in spans.items()}
+        #: Devices with one span (nearly all): looked up without a bisect, once per reading.
+        self._only = {device: items[0] for device, items in spans.items() if len(items) == 1}
+        self._spans = {device: items for device, items in spans.items() if len(items) > 1}
+        self._starts = {
+            device: [span.start for span in items] for device, items in self._spans.items()
+        }
 
     def holder(self, device_id: str, at: datetime) -> str | None:
         """Who held ``device_id`` at ``at``, or None when nobody did."""
-        spans = self._spans.get(device_id)
-        if spans is None:
+        span = self._only.get(device_id)
+        if span is None:
+            spans = self._spans.get(device_id)
+            if spans is None:
+                return None
+            i = bisect.bisect_right(self._starts[device_id], at) - 1
+            if i < 0:
+                return None
+            span = spans[i]
+        elif at < span.start:
             return None
-        i = bisect.bisect_right(self._starts[device_id], at) - 1
-        if i < 0:
-            return None
-        span = spans[i]
         return span.holder if span.end is None or at < span.end else None
 
 
