@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,6 +35,15 @@ RuleId = Annotated[str, Field(pattern=RULE_ID_PATTERN)]
 PersonalKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 _Model = ConfigDict(extra="forbid", frozen=True)
+
+#: How far back a count-based window (``k`` of ``n`` without ``within_hours``,
+#: ``clear_readings`` > 1) looks for its readings: older readings never count.
+PERSISTENCE_HOURS = 7 * 24.0
+#: The most readings per quantity a patient's history needs to hold (a safety bound on
+#: memory and on the worker's windowed query; see :meth:`Plan.lookback`).
+HISTORY_CAP = 2000
+#: A MACD's EWMAs start this many long spans before the evaluation point.
+MACD_MEMORY = 3.0
 
 
 class Realert(BaseModel):
@@ -107,6 +117,27 @@ class ThresholdRule(RuleBase):
                 raise ValueError(f"urgent must be beyond warning for a {self.direction} bound")
         return self
 
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The quantities this rule reads."""
+        return (self.quantity,)
+
+    @property
+    def simple(self) -> bool:
+        """True when an assessment needs only the reading at the evaluation point."""
+        return self.n == 1 and self.for_hours is None and self.clear_readings == 1
+
+    def lookback_hours(self) -> float:
+        """How much history before an evaluation point this rule reads (0: none)."""
+        hours = 0.0
+        if self.n > 1:
+            hours = self.within_hours or PERSISTENCE_HOURS
+        if self.for_hours is not None:
+            hours = max(hours, 2 * self.for_hours)  # the run's start may lie before the window
+        if self.clear_readings > 1:
+            hours = max(hours, PERSISTENCE_HOURS)
+        return hours
+
 
 class ChangeRule(RuleBase):
     """A rise or fall of at least a delta against a reference in the preceding window.
@@ -125,6 +156,9 @@ class ChangeRule(RuleBase):
     window_hours: float = Field(gt=0, le=24 * 30)
     reference: Literal["min", "max", "mean", "first"] = "min"
     min_reference_readings: int = Field(default=1, ge=1, le=100)
+    #: Readings this close before the evaluation point are its session: their mean is the
+    #: value, and they are not part of the reference.
+    session_minutes: float = Field(default=10.0, ge=0, le=120)
 
     @model_validator(mode="after")
     def _consistent(self) -> ChangeRule:
@@ -132,6 +166,15 @@ class ChangeRule(RuleBase):
         if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
             raise ValueError("urgent must be at or above warning")
         return self
+
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The quantities this rule reads."""
+        return (self.quantity,)
+
+    def lookback_hours(self) -> float:
+        """How much history before an evaluation point this rule reads."""
+        return self.window_hours + self.session_minutes / 60
 
 
 class AverageBound(BaseModel):
@@ -173,6 +216,15 @@ class AverageRule(RuleBase):
             raise ValueError("min_days must not exceed days")
         return self
 
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The quantities this rule reads."""
+        return tuple(self.bounds)
+
+    def lookback_hours(self) -> float:
+        """How much history before an evaluation point this rule reads (local days + DST)."""
+        return self.days * 24.0 + 1 + self.session_minutes / 60
+
 
 class BaselineRule(RuleBase):
     """A deviation from the patient's own history, armed after a run-in.
@@ -191,6 +243,10 @@ class BaselineRule(RuleBase):
     method: Literal["ewma", "macd"] = "ewma"
     run_in_days: float = Field(default=14.0, gt=0, le=90)
     min_run_in_readings: int = Field(default=7, ge=2, le=500)
+    #: ``ewma``: the run-in is the ``run_in_days`` before the last ``monitor_days`` (or the
+    #: first ``run_in_days`` of the device's readings, when it is newer than that); the
+    #: EWMA runs over the readings after the run-in. Bounds the history a rule needs.
+    monitor_days: float = Field(default=7.0, gt=0, le=60)
     weight: float = Field(default=0.3, gt=0, le=1)  # the EWMA's lambda
     short_days: float = Field(default=3.0, gt=0, le=30)  # macd
     long_days: float = Field(default=10.0, gt=0, le=90)  # macd
@@ -206,6 +262,17 @@ class BaselineRule(RuleBase):
         if self.method == "macd" and self.short_days >= self.long_days:
             raise ValueError("short_days must be below long_days")
         return self
+
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The quantities this rule reads."""
+        return (self.quantity,)
+
+    def lookback_hours(self) -> float:
+        """How much history before an evaluation point this rule reads."""
+        if self.method == "macd":
+            return 24.0 * max(self.run_in_days, MACD_MEMORY * self.long_days)
+        return 24.0 * (self.run_in_days + self.monitor_days)
 
 
 class ScoreRule(RuleBase):
@@ -233,6 +300,15 @@ class ScoreRule(RuleBase):
         if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
             raise ValueError("urgent must be at or above warning")
         return self
+
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The quantities this rule reads."""
+        return (Quantity.SPO2, Quantity.HEART_RATE, Quantity.SYSTOLIC)
+
+    def lookback_hours(self) -> float:
+        """How much history before an evaluation point this rule reads."""
+        return self.session_minutes / 60
 
 
 RuleSpec: TypeAlias = Annotated[
@@ -275,6 +351,20 @@ class Plan:
     def rule(self, rule_id: str) -> RuleSpec | None:
         """The rule named ``rule_id``, or None."""
         return next((r for r in self.rules if r.id == rule_id), None)
+
+    def lookback(self) -> timedelta:
+        """The longest history before an evaluation point that any rule reads.
+
+        The worker's windowed query fetches a patient's readings measured at or after
+        ``min(points) - lookback()`` (and everything newer: the engine needs to see what
+        is newer than an out-of-order point), at most :data:`HISTORY_CAP` per quantity.
+        Zero for a plan of plain 1-of-1 thresholds: the points alone are enough.
+        """
+        return timedelta(hours=max((r.lookback_hours() for r in self.rules), default=0.0))
+
+    def quantities(self) -> frozenset[Quantity]:
+        """Every quantity some rule reads (the others need not be fetched)."""
+        return frozenset(q for r in self.rules for q in r.quantities)
 
 
 #: A template as :mod:`homemonitor.rules.templates` loads it: its rules by id, in order.
