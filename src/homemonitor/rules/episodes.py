@@ -28,11 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypeAlias
 
-from homemonitor.rules.kinds import LEVEL_NAMES, Assessment, Fact
-from homemonitor.rules.plan import RuleSpec
+from homemonitor.contract.readings import Quantity
+from homemonitor.rules.kinds import EPS, LEVEL_NAMES, URGENT, WARNING, Assessment, Fact
+from homemonitor.rules.plan import (
+    AverageRule,
+    BaselineRule,
+    ChangeRule,
+    RuleSpec,
+    ScoreRule,
+    ThresholdRule,
+)
 
 Status: TypeAlias = Literal["none", "pending", "open", "cleared"]
 ChangeKind: TypeAlias = Literal[
@@ -148,6 +156,119 @@ class Change:
         return LEVEL_NAMES[self.level]
 
 
+#: ``realert.worsen_by`` when a rule does not set it, per quantity (thresholds, changes,
+#: baselines: the measure is in the quantity's unit).
+WORSEN_BY: Mapping[Quantity, float] = {
+    Quantity.BODY_WEIGHT: 1.0,
+    Quantity.SYSTOLIC: 10.0,
+    Quantity.DIASTOLIC: 10.0,
+    Quantity.MEAN_ARTERIAL: 10.0,
+    Quantity.HEART_RATE: 10.0,
+    Quantity.SPO2: 2.0,
+}
+#: ... for an average protocol (mmHg above its bound) and for a score (points).
+WORSEN_BY_AVERAGE = 5.0
+WORSEN_BY_SCORE = 2.0
+
+
+def worsen_by(rule: RuleSpec) -> float:
+    """How much worse than a resolved episode's worst a measure must be to re-alert."""
+    if rule.realert.worsen_by is not None:
+        return rule.realert.worsen_by
+    if isinstance(rule, ThresholdRule | ChangeRule | BaselineRule):
+        return WORSEN_BY[rule.quantity]
+    if isinstance(rule, AverageRule):
+        return WORSEN_BY_AVERAGE
+    assert isinstance(rule, ScoreRule)
+    return WORSEN_BY_SCORE
+
+
+def latches(rule: RuleSpec, peak: int) -> bool:
+    """Whether an episode that reached ``peak`` stays after its rule cleared."""
+    if rule.latching == "always":
+        return True
+    if rule.latching == "never":
+        return False
+    return peak >= URGENT
+
+
+def _worse(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _change(
+    kind: ChangeKind,
+    rule: RuleSpec,
+    before: EpisodeState,
+    after: EpisodeState,
+    at: datetime,
+    *,
+    a: Assessment | None,
+    reason: RealertReason | None = None,
+    clock: datetime | None = None,
+) -> Change:
+    return Change(
+        kind=kind,
+        rule=rule.id,
+        rule_kind=rule.kind,
+        at=at,
+        level=after.level if after.status != "none" else 0,
+        previous=before.level if before.active else 0,
+        value=None if a is None else a.value,
+        measure=None if a is None else a.measure,
+        sentence=after.sentence if a is None else a.sentence(),
+        facts=after.facts if a is None else a.facts,
+        state=after,
+        reason=reason,
+        clock=clock,
+    )
+
+
+def _realert(rule: RuleSpec, state: EpisodeState, a: Assessment) -> RealertReason | None:
+    """Why the rule may alert again after a clinician's resolution (None: it may not)."""
+    assert state.resolved_at is not None
+    if state.rearmed:
+        return "rearmed"
+    if a.level > state.resolved_level:
+        return "higher"
+    if (
+        state.resolved_worst is not None
+        and a.measure is not None
+        and a.measure - state.resolved_worst >= worsen_by(rule) - EPS
+    ):
+        return "worse"
+    if a.at - state.resolved_at >= timedelta(hours=rule.realert.after_hours):
+        return "persisted"
+    return None
+
+
+def _opened(
+    rule: RuleSpec,
+    before: EpisodeState,
+    a: Assessment,
+    *,
+    level: int,
+    count: int,
+    worst: float | None,
+    reason: RealertReason | None,
+) -> tuple[EpisodeState, list[Change]]:
+    after = EpisodeState(
+        status="open",
+        level=level,
+        peak=level,
+        opened_at=a.at,
+        evaluated_at=a.at,
+        worst=worst,
+        count=count,
+        sentence=a.sentence(),
+        facts=a.facts,
+    )
+    kind: ChangeKind = "reopened" if before.resolved_at is not None else "opened"
+    return after, [_change(kind, rule, before, after, a.at, a=a, reason=reason)]
+
+
 def decide(
     rule: RuleSpec, state: EpisodeState, assessment: Assessment, *, current: bool
 ) -> tuple[EpisodeState, list[Change]]:
@@ -157,20 +278,136 @@ def decide(
     ``current_hours``, or a reading with clock flags): it can clear, de-escalate and count
     but never opens (or escalates) an episode. A point older than ``state.evaluated_at``
     changes nothing. A pending breach whose ``due_at`` has passed by ``assessment.at``
-    opens first (:func:`due`).
+    opens first (:func:`due`). Returns ``state`` itself when nothing changed.
     """
-    raise NotImplementedError
+    a, at = assessment, assessment.at
+    if state.evaluated_at is not None and at < state.evaluated_at:
+        return state, []
+    changes: list[Change] = []
+    if state.status == "pending" and state.due_at is not None and state.due_at <= at:
+        state, changes = due(rule, state, state.due_at)
+    new, more = _step(rule, state, a, current=current)
+    return new, changes + more
+
+
+def _step(
+    rule: RuleSpec, state: EpisodeState, a: Assessment, *, current: bool
+) -> tuple[EpisodeState, list[Change]]:
+    at = a.at
+    same_point = state.evaluated_at == at
+    judged = a.value is not None and "insufficient" not in a.facts
+    if state.status == "none":
+        if not a.level:
+            if a.cleared and state.resolved_at is not None and not state.rearmed:
+                return dataclasses.replace(state, rearmed=True, evaluated_at=at), []
+            return state, []
+        if not current:
+            return state, []
+        reason = None
+        if state.resolved_at is not None:
+            reason = _realert(rule, state, a)
+            if reason is None:
+                return state, []  # resolved by a clinician, and nothing new since
+        if rule.retake_minutes is not None:
+            pending = dataclasses.replace(
+                state,
+                status="pending",
+                level=a.level,
+                peak=a.level,
+                opened_at=at,
+                evaluated_at=at,
+                due_at=at + timedelta(minutes=rule.retake_minutes),
+                worst=a.measure,
+                count=1,
+                sentence=a.sentence(),
+                facts=a.facts,
+            )
+            return pending, []
+        return _opened(rule, state, a, level=a.level, count=1, worst=a.measure, reason=reason)
+
+    if state.status == "pending":
+        if a.level:
+            if not current or same_point:  # history, or the pending breach itself again
+                return state, []
+            return _opened(
+                rule,
+                state,
+                a,
+                level=max(state.level, a.level),
+                count=state.count + (0 if same_point else 1),
+                worst=_worse(state.worst, a.measure),
+                reason=_realert(rule, state, a) if state.resolved_at is not None else None,
+            )
+        if not judged:
+            return state, []
+        after = EpisodeState(
+            resolved_level=state.resolved_level,
+            resolved_worst=state.resolved_worst,
+            resolved_at=state.resolved_at,
+            rearmed=state.rearmed,
+            evaluated_at=at if state.resolved_at is not None else None,
+        )
+        return after, [_change("withdrawn", rule, state, after, at, a=a)]
+
+    # open, or cleared (latched) and not yet resolved
+    if a.level:
+        level = a.level if current else min(a.level, state.level)
+        count = state.count + (0 if same_point else 1)
+        worst = _worse(state.worst, a.measure)
+        after = dataclasses.replace(
+            state,
+            status="open",
+            level=level,
+            peak=max(state.peak, level),
+            evaluated_at=at,
+            cleared_at=None,
+            worst=worst,
+            count=count,
+        )
+        if after == state:
+            return state, []
+        kind: ChangeKind = "severity_changed" if level != state.level else "updated"
+        return after, [_change(kind, rule, state, after, at, a=a)]
+    if state.status == "cleared":
+        return state, []
+    if a.cleared:
+        if latches(rule, state.peak):
+            after = dataclasses.replace(state, status="cleared", cleared_at=at, evaluated_at=at)
+            return after, [_change("cleared", rule, state, after, at, a=a)]
+        return IDLE, [_change("auto_resolved", rule, state, IDLE, at, a=a)]
+    if judged and state.level > WARNING:
+        # back below the urgent bound but not (yet) clear: de-escalate, stay open
+        after = dataclasses.replace(state, level=WARNING, evaluated_at=at)
+        return after, [_change("severity_changed", rule, state, after, at, a=a)]
+    return state, []
 
 
 def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState, list[Change]]:
     """Time-driven work for ``rule``'s episode on the clock at ``at``.
 
-    A pending breach whose ``due_at`` is at or before ``at`` opens (``opened``). The
-    scheduler (and :func:`homemonitor.rules.replay.replay`) calls this; so does
-    :func:`decide` before a later point, so a worker without a scheduler opens it with the
-    patient's next reading.
+    A pending breach whose ``due_at`` is at or before ``at`` opens (``opened``, or
+    ``reopened`` after a clinician's resolution) with the breach's level and
+    explanation; the change's ``at`` is the breach's measured_at and ``clock`` is ``at``.
+    The scheduler (and :func:`homemonitor.rules.replay.replay`) calls this; so do
+    :func:`decide` before a later point and :func:`~homemonitor.rules.evaluate.evaluate`
+    at its ``now``, so a worker without a scheduler opens it with the patient's next batch.
     """
-    raise NotImplementedError
+    if state.status != "pending" or state.due_at is None or state.due_at > at:
+        return state, []
+    assert state.opened_at is not None
+    after = EpisodeState(
+        status="open",
+        level=state.level,
+        peak=state.level,
+        opened_at=state.opened_at,
+        evaluated_at=state.evaluated_at,
+        worst=state.worst,
+        count=state.count,
+        sentence=state.sentence,
+        facts=state.facts,
+    )
+    kind: ChangeKind = "reopened" if state.resolved_at is not None else "opened"
+    return after, [_change(kind, rule, state, after, state.opened_at, a=None, clock=at)]
 
 
 def resolve(state: EpisodeState, at: datetime) -> EpisodeState:
@@ -178,6 +415,14 @@ def resolve(state: EpisodeState, at: datetime) -> EpisodeState:
 
     Remembers its peak level, worst measure and the time for the re-alert policy; a
     latched episode whose rule had already cleared counts as re-armed. Resolving when
-    nothing is open changes nothing.
+    nothing is open (idle, pending) changes nothing.
     """
-    raise NotImplementedError
+    if not state.active:
+        return state
+    return EpisodeState(
+        evaluated_at=state.evaluated_at,
+        resolved_level=state.peak,
+        resolved_worst=state.worst,
+        resolved_at=at,
+        rearmed=state.status == "cleared",
+    )

@@ -5,28 +5,37 @@ transaction, under the patient's advisory lock), and what
 :func:`homemonitor.rules.replay.replay` calls per replayed reading: one code path.
 
 Evaluation points are the measured times of the new readings (``points``), in measured
-order; at each, every rule that got a usable new reading there is assessed over the
+order; at each, every rule that got a usable new reading there (one carrying a quantity
+it reads, and not questionable unless the rule includes those) is assessed over the
 history measured at or before it, and the episode state machine
 (:func:`homemonitor.rules.episodes.decide`) turns the assessment into changes.
 
 - A point older than ``plan.current_hours`` before ``now``, or whose readings carry clock
   flags, is *history*: it can clear, de-escalate and count, never open.
-- A point older than a newer reading already stored for the rule's quantities (an
-  out-of-order arrival), or than the episode's ``evaluated_at``, transitions nothing: it
-  is history for the next point. So redelivery and batching never change an outcome.
+- A point older than a reading already stored before this batch for the rule's
+  quantities (an out-of-order arrival), or than the episode's ``evaluated_at``,
+  transitions nothing: it is history for the next point. So redelivery and batching
+  never change an outcome.
 - At the end, pending breaches whose ``due_at`` passed by ``now`` open
   (:func:`homemonitor.rules.episodes.due`).
+
+Plain 1-of-1 thresholds (``ThresholdRule.simple``) are judged on the point's reading
+alone: a plan of only those never builds a series.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from homemonitor.rules.episodes import Change, EpisodeState
+from homemonitor.contract.readings import Quantity
+from homemonitor.rules import episodes
+from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.plan import Plan
+from homemonitor.rules.kinds import assess_at, assess_reading
+from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
 
 @dataclasses.dataclass(slots=True)
@@ -44,6 +53,39 @@ class Outcome:
     assessed: int = 0
 
 
+def _order(r: StoredReading) -> tuple[datetime, str, str]:
+    return (r.measured_at, r.device_id, r.metric.value)
+
+
+def _uses(rule: RuleSpec, r: StoredReading) -> bool:
+    if r.quality and rule.questionable == "exclude":
+        return False
+    return any(q in r.values for q in rule.quantities)
+
+
+class _Newest:
+    """The newest measured time, per rule, of a stored reading that is not a point."""
+
+    def __init__(self, history: History, points: set[tuple[str, str, datetime]]) -> None:
+        self._history, self._points = history, points
+        self._cache: dict[tuple[tuple[Quantity, ...], bool], float] = {}
+
+    def of(self, rule: RuleSpec) -> float:
+        include = rule.questionable == "include"
+        key = (rule.quantities, include)
+        found = self._cache.get(key)
+        if found is None:
+            found = -math.inf
+            for r in reversed(self._history.readings):
+                if r.key in self._points or (r.quality and not include):
+                    continue
+                if any(q in r.values for q in rule.quantities):
+                    found = r.measured_at.timestamp()
+                    break
+            self._cache[key] = found
+        return found
+
+
 def evaluate(
     plan: Plan,
     history: History,
@@ -59,4 +101,49 @@ def evaluate(
     their stored state; a missing rule is idle. ``points`` need no order; a point that
     is a duplicate of another is evaluated once. ``now`` is the worker's clock.
     """
-    raise NotImplementedError
+    out = Outcome()
+    live = dict(states)
+    unique = sorted({p.key: p for p in points}.values(), key=_order)
+    if unique:
+        if not all(p in history for p in unique):
+            history = history.with_readings(unique)
+        newest = _Newest(history, {p.key for p in unique})
+        current_after = now - timedelta(hours=plan.current_hours)
+        start = 0
+        while start < len(unique):
+            at = unique[start].measured_at
+            end = start + 1
+            while end < len(unique) and unique[end].measured_at == at:
+                end += 1
+            group = unique[start:end]
+            start = end
+            ts = at.timestamp()
+            for rule in plan.rules:
+                used = [r for r in group if _uses(rule, r)]
+                if not used or newest.of(rule) > ts:
+                    continue
+                state = live.get(rule.id, IDLE)
+                if state.evaluated_at is not None and at < state.evaluated_at:
+                    continue
+                if isinstance(rule, ThresholdRule) and rule.simple:
+                    value = next(r.values[rule.quantity] for r in reversed(used))
+                    assessment = assess_reading(rule, plan, value, at)
+                else:
+                    assessment = assess_at(rule, plan, history, at, ts)
+                out.assessed += 1
+                current = at >= current_after and not any(r.flags for r in used)
+                new, changes = episodes.decide(rule, state, assessment, current=current)
+                if new is not state:
+                    live[rule.id] = new
+                out.changes += changes
+    for rule in plan.rules:
+        state = live.get(rule.id, IDLE)
+        if state.status == "pending":
+            new, changes = episodes.due(rule, state, now)
+            if new is not state:
+                live[rule.id] = new
+            out.changes += changes
+    out.states = {
+        rule_id: state for rule_id, state in live.items() if state != states.get(rule_id, IDLE)
+    }
+    return out

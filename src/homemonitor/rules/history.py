@@ -119,22 +119,31 @@ class History:
     with them.
     """
 
-    __slots__ = ("_cache", "_cap", "readings")
+    __slots__ = ("_cache", "_cap", "_keys", "readings")
 
     def __init__(self, readings: Iterable[StoredReading] = (), *, cap: int = HISTORY_CAP) -> None:
         unique = {r.key: r for r in readings}
         self.readings: tuple[StoredReading, ...] = tuple(sorted(unique.values(), key=_order))
         self._cap = cap
+        self._keys: Mapping[tuple[str, str, datetime], object] | None = unique
         self._cache: dict[tuple[Quantity, bool], Series] = {}
 
     @classmethod
     def _from_sorted(cls, readings: tuple[StoredReading, ...], cap: int) -> History:
         h = cls.__new__(cls)
-        h.readings, h._cap, h._cache = readings, cap, {}
+        h.readings, h._cap, h._keys, h._cache = readings, cap, None, {}
         return h
 
     def __len__(self) -> int:
         return len(self.readings)
+
+    def __contains__(self, reading: object) -> bool:
+        """Whether a reading with ``reading``'s natural key is in this history."""
+        if not isinstance(reading, StoredReading):
+            return False
+        if self._keys is None:
+            self._keys = {r.key: r for r in self.readings}
+        return reading.key in self._keys
 
     def with_readings(self, new: Iterable[StoredReading]) -> History:
         """This history with ``new`` readings added (duplicates of stored ones collapse)."""

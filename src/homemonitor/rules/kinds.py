@@ -10,17 +10,37 @@ holds, the value it judged and the facts it used. The episode state machine
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from homemonitor.rules.history import History
-from homemonitor.rules.plan import Plan, RuleSpec
+import numpy as np
+
+from homemonitor.contract.readings import Quantity
+from homemonitor.rules.history import FloatArray, History, Series
+from homemonitor.rules.plan import (
+    MACD_MEMORY,
+    PERSISTENCE_HOURS,
+    AverageRule,
+    BaselineRule,
+    ChangeRule,
+    Plan,
+    RuleSpec,
+    ScoreRule,
+    ThresholdRule,
+)
 
 #: A fact an assessment used: a number, a text (a quantity, a time), or None (absent).
 Fact = float | int | str | None
 
 NONE, WARNING, URGENT = 0, 1, 2
 LEVEL_NAMES = ("none", "warning", "urgent")
+#: Local days of the average protocol (home blood pressure) are days in Sweden.
+LOCAL_ZONE = ZoneInfo("Europe/Stockholm")
+#: Comparisons with a bound forgive float rounding (86.3 is 84.3 + 2.0).
+EPS = 1e-9
+_DAY = 86400.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,4 +86,467 @@ def assess(rule: RuleSpec, plan: Plan, history: History, at: datetime) -> Assess
     Readings after ``at`` are never used, so one history can serve every point of a batch
     (or of a replay). Questionable readings are left out unless the rule includes them.
     """
-    raise NotImplementedError
+    return assess_at(rule, plan, history, at, at.timestamp())
+
+
+def assess_at(rule: RuleSpec, plan: Plan, history: History, at: datetime, ts: float) -> Assessment:
+    """:func:`assess` with ``at`` also given as POSIX seconds (``ts``): the engine's loop."""
+    ctx = _Ctx(rule, plan, history, at, ts)
+    if isinstance(rule, ThresholdRule):
+        return _threshold(ctx, rule)
+    if isinstance(rule, ChangeRule):
+        return _change(ctx, rule)
+    if isinstance(rule, AverageRule):
+        return _average(ctx, rule)
+    if isinstance(rule, BaselineRule):
+        return _macd(ctx, rule) if rule.method == "macd" else _ewma(ctx, rule)
+    return _score(ctx, rule)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ctx:
+    rule: RuleSpec
+    plan: Plan
+    history: History
+    at: datetime
+    ts: float
+
+    def series(self, quantity: Quantity) -> Series:
+        return self.history.series(quantity, questionable=self.rule.questionable == "include")
+
+    def result(
+        self,
+        level: int,
+        cleared: bool,
+        value: float | None,
+        measure: float | None,
+        facts: dict[str, Fact],
+    ) -> Assessment:
+        return Assessment(
+            self.rule, self.plan.version, self.at, level, cleared, value, measure, facts
+        )
+
+    def unknown(
+        self, why: str, facts: dict[str, Fact] | None = None, value: float | None = None
+    ) -> Assessment:
+        """Too little to say: level 0, not cleared (an episode stays as it is)."""
+        return self.result(NONE, False, value, None, {**(facts or {}), "insufficient": why})
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _levels(value: float, warning: float | None, urgent: float | None) -> int:
+    """The level of an oriented value (larger is worse) against oriented bounds."""
+    if urgent is not None and value >= urgent - EPS:
+        return URGENT
+    if warning is not None and value >= warning - EPS:
+        return WARNING
+    return NONE
+
+
+# -- threshold ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Bounds:
+    sign: float
+    warning: float | None  # absolute, in the quantity's unit
+    urgent: float | None
+    ow: float | None  # oriented: larger is worse
+    ou: float | None
+    clear: float  # oriented bound the clear condition is measured from
+
+    @classmethod
+    def of(cls, rule: ThresholdRule, plan: Plan) -> _Bounds:
+        sign = 1.0 if rule.direction == "high" else -1.0
+        base = plan.personal[rule.relative_to] if rule.relative_to is not None else 0.0
+        warning = None if rule.warning is None else base + rule.warning
+        urgent = None if rule.urgent is None else base + rule.urgent
+        ow = None if warning is None else sign * warning
+        ou = None if urgent is None else sign * urgent
+        clear = ow if ow is not None else ou
+        assert clear is not None  # the model requires warning or urgent
+        return cls(sign, warning, urgent, ow, ou, clear)
+
+
+def _threshold_facts(rule: ThresholdRule, plan: Plan, b: _Bounds) -> dict[str, Fact]:
+    facts: dict[str, Fact] = {
+        "quantity": rule.quantity.value,
+        "direction": rule.direction,
+        "warning": b.warning,
+        "urgent": b.urgent,
+    }
+    if rule.relative_to is not None:
+        facts["relative_to"] = rule.relative_to
+        facts["reference"] = plan.personal[rule.relative_to]
+    return facts
+
+
+def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
+    """A plain threshold (``rule.simple``: 1 of 1, no ``for_hours``, one clear reading) on
+    the one reading it needs: the engine's fast path, the same answer as :func:`assess`.
+    """
+    b = _Bounds.of(rule, plan)
+    measure = b.sign * value
+    facts = _threshold_facts(rule, plan, b)
+    level = _levels(measure, b.ow, b.ou)
+    if level:
+        facts["bound"] = b.warning if level == WARNING else b.urgent
+        return Assessment(rule, plan.version, at, level, False, value, measure, facts)
+    inside = b.clear - measure
+    cleared = inside > EPS and inside >= rule.clear_margin - EPS
+    facts["bound"] = b.warning if b.warning is not None else b.urgent
+    if rule.clear_margin:
+        facts["clear_margin"] = rule.clear_margin
+    return Assessment(rule, plan.version, at, NONE, cleared, value, measure, facts)
+
+
+def _threshold(ctx: _Ctx, rule: ThresholdRule) -> Assessment:
+    s = ctx.series(rule.quantity)
+    i = s.end(ctx.ts)
+    if i == 0:
+        return ctx.unknown("no reading")
+    value = float(s.value[i - 1])
+    if rule.simple:
+        return assess_reading(rule, ctx.plan, value, ctx.at)
+    b = _Bounds.of(rule, ctx.plan)
+    measure = b.sign * value
+    facts = _threshold_facts(rule, ctx.plan, b)
+    now_level = _levels(measure, b.ow, b.ou)
+    level = now_level
+    if now_level and rule.n > 1:
+        window = (rule.within_hours or PERSISTENCE_HOURS) * 3600
+        j = max(i - rule.n, s.start(ctx.ts - window))
+        oriented = b.sign * s.value[j:i]
+        level = NONE
+        for candidate, bound in ((URGENT, b.ou), (WARNING, b.ow)):
+            if candidate > now_level or bound is None:
+                continue
+            hits = int(np.count_nonzero(oriented >= bound - EPS))
+            if hits >= rule.k:
+                level, facts["breaching"] = candidate, hits
+                break
+        facts.update(k=rule.k, n=rule.n, readings=i - j, within_hours=rule.within_hours)
+    elif now_level and rule.for_hours is not None:
+        j = s.start(ctx.ts - 2 * rule.for_hours * 3600)
+        oriented = b.sign * s.value[j:i]
+        level = NONE
+        for candidate, bound in ((URGENT, b.ou), (WARNING, b.ow)):
+            if candidate > now_level or bound is None:
+                continue
+            below = np.nonzero(oriented < bound - EPS)[0]
+            first = j + (int(below[-1]) + 1 if len(below) else 0)
+            hours = (ctx.ts - float(s.t[first])) / 3600
+            if hours >= rule.for_hours - EPS:
+                level, facts["run_hours"] = candidate, round(hours, 2)
+                break
+        facts["for_hours"] = rule.for_hours
+    if level:
+        facts["bound"] = b.warning if level == WARNING else b.urgent
+        return ctx.result(level, False, value, measure, facts)
+    # the clear condition: the last clear_readings readings inside the bound by the margin
+    m = rule.clear_readings
+    j = max(i - m, s.start(ctx.ts - PERSISTENCE_HOURS * 3600))
+    inside = b.clear - b.sign * s.value[j:i]
+    cleared = (
+        len(inside) >= m
+        and bool(np.all(inside > EPS))
+        and bool(np.all(inside >= rule.clear_margin - EPS))
+    )
+    facts["bound"] = b.warning if b.warning is not None else b.urgent
+    facts.update(clear_margin=rule.clear_margin, clear_readings=m)
+    return ctx.result(NONE, cleared, value, measure, facts)
+
+
+# -- change -------------------------------------------------------------------------------
+
+
+def _change(ctx: _Ctx, rule: ChangeRule) -> Assessment:
+    s = ctx.series(rule.quantity)
+    i = s.end(ctx.ts)
+    if i == 0:
+        return ctx.unknown("no reading")
+    last = float(s.t[i - 1])
+    session = max(s.start(last - rule.session_minutes * 60), 0)
+    session = min(session, i - 1)
+    value = float(np.mean(s.value[session:i]))
+    j = s.start(last - rule.window_hours * 3600)
+    ref_values = s.value[j:session]
+    facts: dict[str, Fact] = {
+        "quantity": rule.quantity.value,
+        "window_hours": rule.window_hours,
+        "reference_kind": rule.reference,
+        "n": len(ref_values),
+        "session_n": i - session,
+    }
+    if len(ref_values) < rule.min_reference_readings:
+        return ctx.unknown("too few reference readings", facts, value)
+    if rule.reference == "min":
+        k = int(np.argmin(ref_values))
+    elif rule.reference == "max":
+        k = int(np.argmax(ref_values))
+    else:
+        k = 0
+    ref = float(np.mean(ref_values)) if rule.reference == "mean" else float(ref_values[k])
+    ref_at = None if rule.reference == "mean" else _iso(float(s.t[j + k]))
+    sign = 1.0 if rule.direction == "rise" else -1.0
+    delta = sign * (value - ref)
+    level = _levels(delta, rule.warning, rule.urgent)
+    facts.update(reference=ref, reference_at=ref_at, delta=round(delta, 6))
+    if level:
+        facts["bound"] = rule.warning if level == WARNING and rule.warning else rule.urgent
+    return ctx.result(level, level == NONE, value, delta, facts)
+
+
+# -- average protocol ---------------------------------------------------------------------
+
+
+def _local_day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, LOCAL_ZONE).date()
+
+
+def _sessions(t: FloatArray, v: FloatArray, minutes: float) -> list[tuple[float, float, int]]:
+    """(start, mean, readings) of each session: readings within ``minutes`` of its first."""
+    out: list[tuple[float, float, int]] = []
+    width = minutes * 60
+    start, total, count = float(t[0]), 0.0, 0
+    for ti, vi in zip(t.tolist(), v.tolist(), strict=True):
+        if ti - start > width + EPS:
+            out.append((start, total / count, count))
+            start, total, count = ti, 0.0, 0
+        total += vi
+        count += 1
+    out.append((start, total / count, count))
+    return out
+
+
+def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
+    today = _local_day(ctx.ts)
+    first = today - timedelta(days=rule.days - 1)
+    window_start = datetime(first.year, first.month, first.day, tzinfo=LOCAL_ZONE).timestamp()
+    per_quantity: dict[Quantity, list[tuple[date, float, int]]] = {}
+    for q in rule.bounds:
+        s = ctx.series(q)
+        j, i = s.start(window_start), s.end(ctx.ts)
+        if i <= j:
+            per_quantity[q] = []
+            continue
+        sessions = _sessions(s.t[j:i], s.value[j:i], rule.session_minutes)
+        per_quantity[q] = [(_local_day(start), mean, n) for start, mean, n in sessions]
+    days_seen = sorted({d for sessions in per_quantity.values() for d, _, _ in sessions})
+    facts: dict[str, Fact] = {"window_days": rule.days, "from": first.isoformat()}
+    discarded = days_seen[0] if rule.discard_first_day and days_seen else None
+    facts["discarded_day"] = discarded.isoformat() if discarded else None
+    best: tuple[int, float] | None = None
+    value: float | None = None
+    short = ""
+    n_days = n_sessions = n_readings = 0
+    for q, bound in rule.bounds.items():
+        by_day: dict[date, list[float]] = {}
+        readings = 0
+        for d, mean, n in per_quantity[q]:
+            if d != discarded:
+                by_day.setdefault(d, []).append(mean)
+                readings += n
+        n_days = max(n_days, len(by_day))
+        n_sessions = max(n_sessions, sum(len(m) for m in by_day.values()))
+        n_readings = max(n_readings, readings)
+        if len(by_day) < rule.min_days or readings < rule.min_readings:
+            short = short or q.value
+            facts[f"mean_{q.value}"] = None
+            continue
+        mean = sum(sum(m) / len(m) for m in by_day.values()) / len(by_day)
+        facts[f"mean_{q.value}"] = mean
+        lowest = bound.warning if bound.warning is not None else bound.urgent
+        assert lowest is not None  # the model requires one
+        key = (_levels(mean, bound.warning, bound.urgent), mean - lowest)
+        if best is None or key > best:
+            best, value = key, mean
+    facts.update(n_days=n_days, n_sessions=n_sessions, n_readings=n_readings)
+    if short or best is None:
+        return ctx.unknown(f"too few days or readings of {short}", facts)
+    level, measure = best
+    return ctx.result(level, level == NONE, value, measure, facts)
+
+
+# -- personal baseline --------------------------------------------------------------------
+
+
+def _segment(s: Series, j0: int, i: int) -> int:
+    """The first index in ``[j0, i)`` measured by the device of reading ``i - 1``."""
+    devices = s.device[j0:i]
+    other = np.nonzero(devices != devices[-1])[0]
+    return j0 + (int(other[-1]) + 1 if len(other) else 0)
+
+
+def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
+    s = ctx.series(rule.quantity)
+    i = s.end(ctx.ts)
+    if i == 0:
+        return ctx.unknown("no reading")
+    span = (rule.run_in_days + rule.monitor_days) * _DAY
+    j0 = s.start(ctx.ts - span)
+    if j0 >= i:
+        return ctx.unknown("no reading in the window")
+    g = _segment(s, j0, i)
+    run_in_start = float(s.t[g])  # the device's first reading in the window
+    run_in_end = run_in_start + rule.run_in_days * _DAY
+    split = max(s.start(run_in_end), g)
+    run_in = s.value[g:split]
+    monitored = s.value[split:i]
+    facts: dict[str, Fact] = {
+        "quantity": rule.quantity.value,
+        "method": "ewma",
+        "run_in_n": len(run_in),
+        "n": len(monitored),
+        "run_in_from": _iso(run_in_start),
+        "device_changed": g > j0,
+    }
+    if len(run_in) < rule.min_run_in_readings or not len(monitored):
+        return ctx.unknown("baseline not armed", facts, float(s.value[i - 1]))
+    mu, sd = float(np.mean(run_in)), float(np.std(run_in, ddof=1))
+    lam, n = rule.weight, len(monitored)
+    weights = lam * (1 - lam) ** np.arange(n - 1, -1, -1, dtype=np.float64)
+    z = (1 - lam) ** n * mu + float(weights @ monitored)
+    sigma_z = sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
+    sign = 1.0 if rule.direction == "high" else -1.0
+    deviation = sign * (z - mu)
+    warning = None if rule.warning is None else max(rule.warning * sigma_z, rule.min_deviation)
+    urgent = None if rule.urgent is None else max(rule.urgent * sigma_z, rule.min_deviation)
+    level = _levels(deviation, warning, urgent)
+    facts.update(
+        baseline=mu, sd=sd, ewma=z, deviation=deviation, limit=warning if warning else urgent
+    )
+    return ctx.result(level, level == NONE, float(s.value[i - 1]), deviation, facts)
+
+
+def _tau(span_days: float) -> float:
+    """The time constant (s) of an EWMA whose daily weight is 2 / (span + 1)."""
+    if span_days <= 1:
+        return 1e-9
+    return _DAY / math.log((span_days + 1) / (span_days - 1))
+
+
+def _macd(ctx: _Ctx, rule: BaselineRule) -> Assessment:
+    s = ctx.series(rule.quantity)
+    i = s.end(ctx.ts)
+    if i == 0:
+        return ctx.unknown("no reading")
+    j0 = s.start(ctx.ts - max(rule.run_in_days, MACD_MEMORY * rule.long_days) * _DAY)
+    if j0 >= i:
+        return ctx.unknown("no reading in the window")
+    g = _segment(s, j0, i)
+    t, v = s.t[g:i].tolist(), s.value[g:i].tolist()
+    facts: dict[str, Fact] = {
+        "quantity": rule.quantity.value,
+        "method": "macd",
+        "n": len(v),
+        "short_days": rule.short_days,
+        "long_days": rule.long_days,
+        "device_changed": g > j0,
+    }
+    if len(v) < rule.min_run_in_readings or t[-1] - t[0] < rule.run_in_days * _DAY - EPS:
+        return ctx.unknown("baseline not armed", facts, v[-1])
+    tau_short, tau_long = _tau(rule.short_days), _tau(rule.long_days)
+    short = long = v[0]
+    for k in range(1, len(v)):
+        dt = t[k] - t[k - 1]
+        short += (1 - math.exp(-dt / tau_short)) * (v[k] - short)
+        long += (1 - math.exp(-dt / tau_long)) * (v[k] - long)
+    sign = 1.0 if rule.direction == "high" else -1.0
+    macd = sign * (short - long)
+    warning = None if rule.warning is None else max(rule.warning, rule.min_deviation)
+    urgent = None if rule.urgent is None else max(rule.urgent, rule.min_deviation)
+    level = _levels(macd, warning, urgent)
+    facts.update(short=short, long=long, macd=macd, limit=warning if warning else urgent)
+    return ctx.result(level, level == NONE, v[-1], macd, facts)
+
+
+# -- score (NEWS2 home subset) ------------------------------------------------------------
+
+
+def _banded(value: int, bands: tuple[tuple[int, int], ...], above: int) -> int:
+    """The score of ``value``: the first (upper bound, score) with value <= bound."""
+    for upper, score in bands:
+        if value <= upper:
+            return score
+    return above
+
+
+def news2_spo2(spo2: float, *, scale: int, on_oxygen: bool) -> int:
+    """NEWS2 points for SpO2 (RCP 2017 chart 1), scale 1 or 2.
+
+    >>> news2_spo2(91, scale=1, on_oxygen=False), news2_spo2(91, scale=2, on_oxygen=False)
+    (3, 0)
+    >>> news2_spo2(95, scale=2, on_oxygen=True), news2_spo2(95, scale=2, on_oxygen=False)
+    (2, 0)
+    """
+    x = math.floor(spo2 + 0.5)
+    if scale == 1:
+        return _banded(x, ((91, 3), (93, 2), (95, 1)), 0)
+    if x <= 92 or not on_oxygen:  # 93 or more on air scores 0 on scale 2
+        return _banded(x, ((83, 3), (85, 2), (87, 1)), 0)
+    return _banded(x, ((94, 1), (96, 2)), 3)
+
+
+def news2_pulse(pulse: float) -> int:
+    """NEWS2 points for pulse (RCP 2017): <=40 3, 41-50 1, 51-90 0, 91-110 1, 111-130 2, >=131 3.
+
+    >>> [news2_pulse(p) for p in (40, 41, 51, 90, 91, 111, 130, 131)]
+    [3, 1, 0, 0, 1, 2, 2, 3]
+    """
+    return _banded(math.floor(pulse + 0.5), ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2)), 3)
+
+
+def news2_systolic(systolic: float) -> int:
+    """NEWS2 points for systolic pressure (RCP 2017): <=90 3, 91-100 2, 101-110 1, >=220 3.
+
+    >>> [news2_systolic(p) for p in (90, 91, 100, 101, 110, 111, 219, 220)]
+    [3, 2, 2, 1, 1, 0, 0, 3]
+    """
+    return _banded(math.floor(systolic + 0.5), ((90, 3), (100, 2), (110, 1), (219, 0)), 3)
+
+
+#: NEWS2's "air or oxygen?" parameter: supplemental oxygen scores 2.
+NEWS2_OXYGEN = 2
+_NEWS2_PARAMETERS = (
+    (Quantity.SPO2, "spo2"),
+    (Quantity.HEART_RATE, "pulse"),
+    (Quantity.SYSTOLIC, "systolic"),
+)
+
+
+def _score(ctx: _Ctx, rule: ScoreRule) -> Assessment:
+    since = ctx.ts - rule.session_minutes * 60
+    facts: dict[str, Fact] = {"scale": rule.spo2_scale, "on_oxygen": int(rule.on_oxygen)}
+    total, red, present = 0, False, 0
+    for q, name in _NEWS2_PARAMETERS:
+        s = ctx.series(q)
+        i = s.end(ctx.ts)
+        if i == 0 or s.t[i - 1] < since - EPS:
+            facts[name] = facts[f"{name}_score"] = None
+            continue
+        value = float(s.value[i - 1])
+        if q is Quantity.SPO2:
+            points = news2_spo2(value, scale=rule.spo2_scale, on_oxygen=rule.on_oxygen)
+        elif q is Quantity.HEART_RATE:
+            points = news2_pulse(value)
+        else:
+            points = news2_systolic(value)
+        facts[name], facts[f"{name}_score"] = value, points
+        total += points
+        red = red or points == 3
+        present += 1
+    if not present:
+        return ctx.unknown("no SpO2, pulse or systolic reading in the session", facts)
+    if rule.on_oxygen:
+        total += NEWS2_OXYGEN
+    facts["oxygen_score"] = NEWS2_OXYGEN if rule.on_oxygen else 0
+    facts["score"] = total
+    level = _levels(float(total), rule.warning, rule.urgent)
+    if red and rule.single_red is not None:
+        level = max(level, WARNING if rule.single_red == "warning" else URGENT)
+        facts["single_red"] = 1
+    return ctx.result(level, level == NONE, float(total), float(total), facts)

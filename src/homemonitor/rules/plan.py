@@ -243,9 +243,10 @@ class BaselineRule(RuleBase):
     method: Literal["ewma", "macd"] = "ewma"
     run_in_days: float = Field(default=14.0, gt=0, le=90)
     min_run_in_readings: int = Field(default=7, ge=2, le=500)
-    #: ``ewma``: the run-in is the ``run_in_days`` before the last ``monitor_days`` (or the
-    #: first ``run_in_days`` of the device's readings, when it is newer than that); the
-    #: EWMA runs over the readings after the run-in. Bounds the history a rule needs.
+    #: ``ewma``: the window is the last ``run_in_days + monitor_days``; the run-in is the
+    #: first ``run_in_days`` of the current device's readings in it (with daily readings:
+    #: the ``run_in_days`` before the last ``monitor_days``; after a device change: the new
+    #: device's first days), and the EWMA runs over the readings after the run-in.
     monitor_days: float = Field(default=7.0, gt=0, le=60)
     weight: float = Field(default=0.3, gt=0, le=1)  # the EWMA's lambda
     short_days: float = Field(default=3.0, gt=0, le=30)  # macd

@@ -15,8 +15,12 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.plan import Plan
+from homemonitor.rules import episodes
+from homemonitor.rules.episodes import IDLE, Change, EpisodeState
+from homemonitor.rules.evaluate import evaluate
+from homemonitor.rules.history import History, StoredReading, as_history
+from homemonitor.rules.kinds import LEVEL_NAMES
+from homemonitor.rules.plan import Plan, RuleSpec
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,4 +67,103 @@ def replay(
     ``retake_minutes``, so every pending breach is decided); episodes still open then
     have ``resolved_by`` None.
     """
-    raise NotImplementedError
+    return _Replay(plan, as_history(readings), clinician, received_delay).run(now)
+
+
+class _Replay:
+    """The simulated world of one replay: states, raised episodes, the clinician's diary."""
+
+    def __init__(
+        self, plan: Plan, history: History, clinician: ResolvePolicy, delay: timedelta
+    ) -> None:
+        self.plan, self.history, self.clinician, self.delay = plan, history, clinician, delay
+        self.rules: dict[str, RuleSpec] = {r.id: r for r in plan.rules}
+        self.states: dict[str, EpisodeState] = {}
+        self.raised: list[Raised] = []
+        self.current: dict[str, Raised] = {}  # the active episode of each rule
+        self.resolve_at: dict[str, datetime] = {}  # when the clinician resolves it
+        for q in plan.quantities():  # build every series once; replay steps take views
+            history.series(q)
+            history.series(q, questionable=True)
+
+    def run(self, end: datetime | None) -> list[Raised]:
+        readings = self.history.readings
+        last = None
+        i = 0
+        while i < len(readings):
+            at = readings[i].measured_at
+            j = i + 1
+            while j < len(readings) and readings[j].measured_at == at:
+                j += 1
+            arrival = at + self.delay
+            self.advance(arrival)
+            outcome = evaluate(
+                self.plan, self.history.until(at), readings[i:j], self.states, arrival
+            )
+            self.states.update(outcome.states)
+            self.record(outcome.changes, arrival)
+            last, i = arrival, j
+        if end is None and last is not None:
+            retake = max((r.retake_minutes or 0.0 for r in self.plan.rules), default=0.0)
+            end = last + timedelta(minutes=retake)
+        if end is not None:
+            self.advance(end)
+        return self.raised
+
+    def advance(self, clock: datetime) -> None:
+        """Run time-driven work (pending breaches, the clinician) up to ``clock``, in order."""
+        while True:
+            events: list[tuple[datetime, str]] = [
+                (s.due_at, rule_id)
+                for rule_id, s in self.states.items()
+                if s.status == "pending" and s.due_at is not None and s.due_at <= clock
+            ]
+            events += [(t, rule_id) for rule_id, t in self.resolve_at.items() if t <= clock]
+            if not events:
+                return
+            when, rule_id = min(events)
+            state = self.states.get(rule_id, IDLE)
+            if state.status == "pending":
+                new, changes = episodes.due(self.rules[rule_id], state, when)
+                self.states[rule_id] = new
+                self.record(changes, when)
+            else:
+                self.states[rule_id] = episodes.resolve(state, when)
+                del self.resolve_at[rule_id]
+                raised = self.current.pop(rule_id, None)
+                if raised is not None:
+                    raised.resolved_at, raised.resolved_by = when, "clinician"
+
+    def record(self, changes: list[Change], clock: datetime) -> None:
+        for c in changes:
+            if c.kind in ("opened", "reopened"):
+                raised = Raised(
+                    rule=c.rule,
+                    kind=c.rule_kind,
+                    severity=LEVEL_NAMES[c.level],
+                    opened_at=c.at,
+                    cleared_at=None,
+                    resolved_at=None,
+                    resolved_by=None,
+                    sentence=c.sentence or "",
+                    reopened=c.kind == "reopened",
+                )
+                self.raised.append(raised)
+                self.current[c.rule] = raised
+                if self.clinician.after is not None:
+                    self.resolve_at[c.rule] = (c.clock or clock) + self.clinician.after
+                continue
+            raised_or_none = self.current.get(c.rule)
+            if raised_or_none is None:
+                continue
+            raised = raised_or_none
+            raised.severity = LEVEL_NAMES[max(LEVEL_NAMES.index(raised.severity), c.level)]
+            if c.kind == "cleared":
+                raised.cleared_at = c.at
+            elif c.kind in ("updated", "severity_changed"):
+                raised.cleared_at = None
+            elif c.kind == "auto_resolved":
+                raised.cleared_at = raised.resolved_at = c.at
+                raised.resolved_by = "rule"
+                del self.current[c.rule]
+                self.resolve_at.pop(c.rule, None)

@@ -1,0 +1,355 @@
+"""Each rule kind on hand-made series with known answers (``homemonitor.rules.kinds``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.kinds import Assessment, assess, news2_spo2
+from homemonitor.rules.plan import (
+    AverageBound,
+    AverageRule,
+    BaselineRule,
+    ChangeRule,
+    RuleSpec,
+    ScoreRule,
+    ThresholdRule,
+)
+from tests.unit.rulekit import O2, D, S, W, at, bp, oximeter, plan, weight
+
+
+def judge(
+    rule: RuleSpec, readings: list[StoredReading], personal: dict[str, float] | None = None
+) -> Assessment:
+    """``rule`` at the newest of ``readings``."""
+    return assess(rule, plan(rule, personal=personal), History(readings), readings[-1].measured_at)
+
+
+GAIN = ChangeRule(
+    id="weight.gain_3d", quantity=W, direction="rise", warning=2.0, urgent=3.0, window_hours=72
+)
+GAIN_WARNING_ONLY = GAIN.model_copy(update={"urgent": None})
+
+
+def test_weight_gain_of_2_4_kg_over_the_lowest_of_3_days_is_a_warning_with_its_facts() -> None:
+    """84.6 kg after 82.2 kg (the lowest of the previous 3 days) is a warning, explained."""
+    readings = [weight(at(0), 82.2), weight(at(1), 83.0), weight(at(2), 83.5), weight(at(3), 84.6)]
+    a = judge(GAIN_WARNING_ONLY, readings)
+    assert (1, False) == (a.level, a.cleared)
+    assert 84.6 == a.value
+    assert pytest.approx(2.4) == a.measure
+    expected = {"reference": 82.2, "reference_at": at(0).isoformat(), "delta": 2.4, "n": 3}
+    assert expected == {k: a.facts[k] for k in expected}
+    assert (
+        "weight 84.6 kg, 2.4 kg above the lowest of the previous 3 days (82.2 kg); "
+        "plan v3: 2 kg or more in 3 days"
+    ) == a.sentence()
+
+
+CHANGES = [
+    ("below-the-delta", GAIN, [82.2, 83.0, 84.1], (0, True, 1.9)),
+    ("urgent-at-3", GAIN, [82.0, 83.0, 85.0], (2, False, 3.0)),
+    ("mean-reference", GAIN.model_copy(update={"reference": "mean"}), [82, 84, 85], (1, False, 2)),
+    (
+        "first-reference",
+        GAIN.model_copy(update={"reference": "first"}),
+        [80, 84, 82],
+        (1, False, 2),
+    ),
+    (
+        "fall-from-the-highest",
+        GAIN.model_copy(update={"direction": "fall", "reference": "max"}),
+        [80, 84, 81.5],
+        (1, False, 2.5),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "rule", "kgs", "expected"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_change_levels_against_each_reference(
+    case: str, rule: ChangeRule, kgs: list[float], expected: tuple[int, bool, float]
+) -> None:
+    """The delta is measured against the reference the rule names, in its direction."""
+    a = judge(rule, [weight(at(day), kg) for day, kg in enumerate(kgs)])
+    assert expected == (a.level, a.cleared, pytest.approx(a.measure))
+
+
+def test_change_outside_the_window_or_without_enough_reference_readings_says_nothing() -> None:
+    """A reference older than the window does not count; too few readings: level 0, not cleared."""
+    a = judge(GAIN, [weight(at(0), 80.0), weight(at(3, hours=1), 84.0)])
+    assert (0, False, 0) == (a.level, a.cleared, a.facts["n"])
+    assert "too few readings in the previous 3 days" in a.sentence()
+
+
+def test_change_averages_the_session_at_the_point() -> None:
+    """Two weighings minutes apart are one session: their mean is the value, not the reference."""
+    a = judge(GAIN, [weight(at(0), 82.0), weight(at(2), 84.6), weight(at(2, minutes=3), 83.8)])
+    assert (1, pytest.approx(84.2), 1, 2) == (a.level, a.value, a.facts["n"], a.facts["session_n"])
+
+
+SYSTOLIC_HIGH = ThresholdRule(
+    id="systolic.high", quantity=S, direction="high", warning=160, urgent=180
+)
+SPO2_LOW = ThresholdRule(id="spo2.low", quantity=O2, direction="low", warning=92, urgent=88)
+DRY = ThresholdRule(
+    id="weight.dry", quantity=W, direction="high", warning=2.0, urgent=3.5, relative_to="dry_weight"
+)
+TWO_OF_THREE = SYSTOLIC_HIGH.model_copy(update={"k": 2, "n": 3})
+FOR_TWO_HOURS = SYSTOLIC_HIGH.model_copy(update={"for_hours": 2.0})
+MARGIN = SYSTOLIC_HIGH.model_copy(update={"clear_margin": 10.0})
+TWO_CLEAR = SYSTOLIC_HIGH.model_copy(update={"clear_readings": 2})
+
+
+def _sys(values: list[float]) -> list[StoredReading]:
+    return [bp(at(hours=h), v) for h, v in enumerate(values)]
+
+
+THRESHOLDS = [
+    ("below-warning", SYSTOLIC_HIGH, _sys([159.9]), (0, True)),
+    ("warning-inclusive", SYSTOLIC_HIGH, _sys([160]), (1, False)),
+    ("urgent-inclusive", SYSTOLIC_HIGH, _sys([180]), (2, False)),
+    ("low-direction", SPO2_LOW, [oximeter(at(), 90)], (1, False)),
+    ("low-urgent", SPO2_LOW, [oximeter(at(), 88)], (2, False)),
+    ("k-of-n-one-breach", TWO_OF_THREE, _sys([150, 140, 165]), (0, False)),
+    ("k-of-n-two-breaches", TWO_OF_THREE, _sys([165, 140, 170]), (1, False)),
+    ("k-of-n-urgent-once-is-warning", TWO_OF_THREE, _sys([165, 140, 185]), (1, False)),
+    ("k-of-n-breach-now-required", TWO_OF_THREE, _sys([165, 170, 140]), (0, True)),
+    ("for-hours-too-short", FOR_TWO_HOURS, _sys([150, 165, 170]), (0, False)),
+    ("for-hours-long-enough", FOR_TWO_HOURS, _sys([165, 170, 168]), (1, False)),
+    ("hysteresis-band-holds", MARGIN, _sys([165, 155]), (0, False)),
+    ("hysteresis-margin-clears", MARGIN, _sys([165, 150]), (0, True)),
+    ("two-clear-readings-one", TWO_CLEAR, _sys([165, 150]), (0, False)),
+    ("two-clear-readings-two", TWO_CLEAR, _sys([165, 150, 145]), (0, True)),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "readings", "expected"), THRESHOLDS, ids=[c[0] for c in THRESHOLDS]
+)
+def test_threshold_levels_persistence_and_clear(
+    case: str, rule: ThresholdRule, readings: list[StoredReading], expected: tuple[int, bool]
+) -> None:
+    """Bounds are inclusive; persistence needs the point itself to breach; clear has hysteresis."""
+    a = judge(rule, readings)
+    assert expected == (a.level, a.cleared)
+
+
+def test_threshold_relative_to_dry_weight_names_it() -> None:
+    """``relative_to`` makes the bounds offsets from a personal value, and the sentence says so."""
+    a = judge(DRY, [weight(at(), 86.3)], personal={"dry_weight": 84.3})
+    assert (1, 86.3) == (a.level, a.facts["bound"])
+    assert (
+        "weight 86.3 kg, 2 kg above dry weight (84.3 kg), at or above the warning bound of "
+        "86.3 kg; plan v3: warning at 2 kg above dry weight, urgent at 3.5 kg above dry weight"
+    ) == a.sentence()
+
+
+def test_questionable_readings_are_left_out_unless_the_rule_includes_them() -> None:
+    """A cuff-loose 190 is not used by ``questionable: exclude``, and is by ``include``."""
+    readings = [bp(at(), 150), bp(at(minutes=5), 190, quality=["cuff_loose"])]
+    include = SYSTOLIC_HIGH.model_copy(update={"questionable": "include"})
+    assert (0, 150) == (judge(SYSTOLIC_HIGH, readings).level, judge(SYSTOLIC_HIGH, readings).value)
+    assert 2 == judge(include, readings).level
+
+
+HOME_BP = AverageRule(
+    id="bp.home_mean",
+    bounds={S: AverageBound(warning=135, urgent=160), D: AverageBound(warning=85, urgent=100)},
+)
+
+
+def _bp_week(first_day: tuple[float, float], rest: tuple[float, float], days: int = 7) -> list:
+    """Mornings and evenings (07:00 and 19:00 local), two readings a minute apart each."""
+    readings = []
+    for day in range(days):
+        s, d = first_day if day == 0 else rest
+        for hours in (0, 12):
+            for minute, bump in ((0, 2), (1, -2)):
+                readings.append(bp(at(day, hours, minute), s + bump, d + bump))
+    return readings
+
+
+AVERAGES = [
+    ("anxious-first-day-discarded", HOME_BP, _bp_week((170, 105), (130, 80)), (0, True)),
+    (
+        "anxious-first-day-kept",
+        HOME_BP.model_copy(update={"discard_first_day": False}),
+        _bp_week((170, 105), (130, 80)),
+        (1, False),
+    ),
+    ("hypertensive-week", HOME_BP, _bp_week((130, 80), (138, 86)), (1, False)),
+    ("diastolic-alone", HOME_BP, _bp_week((120, 80), (125, 87)), (1, False)),
+    ("three-days-are-too-few", HOME_BP, _bp_week((140, 90), (140, 90), days=4), (0, False)),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "readings", "expected"), AVERAGES, ids=[c[0] for c in AVERAGES]
+)
+def test_home_blood_pressure_protocol(
+    case: str, rule: AverageRule, readings: list[StoredReading], expected: tuple[int, bool]
+) -> None:
+    """Sessions averaged first, per local day, first day discarded, at least 4 days left."""
+    a = judge(rule, readings)
+    assert expected == (a.level, a.cleared)
+
+
+def test_home_blood_pressure_week_facts_and_sentence() -> None:
+    """A week at 138/86 after a first day at 170/105: 6 days, 12 sessions, 24 readings."""
+    a = judge(HOME_BP, _bp_week((170, 105), (138, 86)))
+    expected = {
+        "mean_systolic": 138.0,
+        "mean_diastolic": 86.0,
+        "n_days": 6,
+        "n_sessions": 12,
+        "n_readings": 24,
+        "discarded_day": "2026-03-02",
+    }
+    assert expected == {
+        k: pytest.approx(a.facts[k]) if k.startswith("mean") else a.facts[k] for k in expected
+    }
+    assert (
+        "home mean systolic 138 mmHg, diastolic 86 mmHg (6 days, 12 sessions, 24 readings; "
+        "first day discarded); plan v3: warning at a mean systolic 135 mmHg or diastolic "
+        "85 mmHg or more, urgent at a mean systolic 160 mmHg or diastolic 100 mmHg or more, "
+        "over up to 7 days"
+    ) == a.sentence()
+
+
+def test_home_blood_pressure_days_are_local_days_in_stockholm() -> None:
+    """23:30 UTC is 00:30 the next day in Stockholm: two sessions that far apart are two days."""
+    rule = HOME_BP.model_copy(update={"min_days": 2, "days": 2, "discard_first_day": False})
+    late = [bp(at(0, hours=16, minutes=30), 140, 90), bp(at(0, hours=17, minutes=30), 140, 90)]
+    a = judge(rule, late)  # 23:30 and 00:30 local
+    assert (2, 2) == (a.facts["n_days"], a.facts["n_sessions"])
+    same = [bp(at(0, hours=15), 140, 90), bp(at(0, hours=16), 140, 90)]  # 22:00 and 23:00 local
+    assert 1 == judge(rule, same).facts["n_days"]
+
+
+BASELINE = BaselineRule(
+    id="weight.baseline",
+    quantity=W,
+    direction="high",
+    run_in_days=7,
+    monitor_days=7,
+    min_run_in_readings=5,
+    warning=3.0,
+    min_deviation=1.0,
+)
+RUN_IN = [80.0, 80.3, 79.8, 80.1, 79.9, 80.2, 80.0]
+
+
+def test_baseline_not_armed_during_run_in() -> None:
+    """Before its run-in is complete the baseline says nothing (level 0, not cleared)."""
+    a = judge(BASELINE, [weight(at(d), kg) for d, kg in enumerate(RUN_IN[:5])])
+    assert (0, False) == (a.level, a.cleared)
+    assert "personal baseline not armed yet" in a.sentence()
+
+
+def test_baseline_ewma_warns_on_a_rise_from_the_patients_own_level() -> None:
+    """A steady run-in at 80 kg, then 81.5, 82.2, 82.8: the EWMA crosses its control limit."""
+    stable = [weight(at(d), kg) for d, kg in enumerate([*RUN_IN, 80.1, 79.9])]
+    assert (0, True) == (judge(BASELINE, stable).level, judge(BASELINE, stable).cleared)
+    rising = [*stable, weight(at(9), 81.5), weight(at(10), 82.2), weight(at(11), 82.8)]
+    a = judge(BASELINE, rising)
+    assert 1 == a.level
+    assert pytest.approx(80.043, abs=1e-3) == a.facts["baseline"]
+    assert isinstance(a.facts["deviation"], float)
+    assert a.facts["deviation"] >= 1.0
+    assert "above the personal baseline of 80 kg" in a.sentence()
+
+
+def test_baseline_is_re_armed_after_a_device_swap() -> None:
+    """A new scale reading 2 kg higher is not a gain: the run-in restarts on the new device."""
+    old = [weight(at(d), kg) for d, kg in enumerate([*RUN_IN, 80.1, 79.9])]
+    same_scale = [*old, *(weight(at(9 + d), 82.0) for d in range(3))]
+    assert 1 == judge(BASELINE, same_scale).level  # what it would say without the swap
+    swapped = [*old, *(weight(at(9 + d), 82.0, device="scale-2") for d in range(3))]
+    a = judge(BASELINE, swapped)
+    assert (0, False, True) == (a.level, a.cleared, a.facts["device_changed"])
+    settled = [*old, *(weight(at(9 + d), 82.0 + (d % 2) * 0.2, device="scale-2") for d in range(9))]
+    b = judge(BASELINE, settled)
+    assert (0, True) == (b.level, b.cleared)
+    assert pytest.approx(82.1, abs=0.05) == b.facts["baseline"]
+
+
+def test_macd_follows_a_trend() -> None:
+    """MACD (3 vs 10 days) of a flat series is 0; of a rising one, above its bound."""
+    rule = BaselineRule(
+        id="weight.macd", quantity=W, direction="high", method="macd", run_in_days=7, warning=0.5
+    )
+    flat = [weight(at(d), 80.0) for d in range(14)]
+    assert (0, True) == (judge(rule, flat).level, judge(rule, flat).cleared)
+    rising = [*flat, *(weight(at(14 + d), 80.0 + 0.5 * (d + 1)) for d in range(4))]
+    a = judge(rule, rising)
+    assert 1 == a.level
+    assert "3-day trend" in a.sentence()
+
+
+NEWS2 = ScoreRule(id="news2", warning=5, urgent=7, single_red="warning")
+
+SPO2_SCORES = [
+    # spo2, scale, on oxygen -> points (RCP 2017 chart 1)
+    (96, 1, False, 0),
+    (95, 1, False, 1),
+    (94, 1, False, 1),
+    (93, 1, False, 2),
+    (92, 1, False, 2),
+    (91, 1, False, 3),
+    (91, 2, False, 0),
+    (88, 2, False, 0),
+    (87, 2, False, 1),
+    (86, 2, False, 1),
+    (85, 2, False, 2),
+    (84, 2, False, 2),
+    (83, 2, False, 3),
+    (97, 2, False, 0),
+    (92, 2, True, 0),
+    (93, 2, True, 1),
+    (94, 2, True, 1),
+    (95, 2, True, 2),
+    (96, 2, True, 2),
+    (97, 2, True, 3),
+    (97, 1, True, 0),
+]
+
+
+@pytest.mark.parametrize(("spo2", "scale", "oxygen", "points"), SPO2_SCORES)
+def test_news2_spo2_bands(spo2: int, scale: int, oxygen: bool, points: int) -> None:
+    """SpO2 scores as on the RCP 2017 NEWS2 chart, scale 1 and scale 2 with its oxygen rows."""
+    assert points == news2_spo2(spo2, scale=scale, on_oxygen=oxygen)
+
+
+def test_news2_scale_2_and_scale_1_on_the_same_spo2() -> None:
+    """SpO2 89 % scores 3 (a single red: warning) on scale 1, 0 on scale 2."""
+    readings = [oximeter(at(), 89, pulse=80)]
+    one, two = judge(NEWS2, readings), judge(NEWS2.model_copy(update={"spo2_scale": 2}), readings)
+    assert (1, 3, 3) == (one.level, one.facts["spo2_score"], one.facts["score"])
+    assert (0, True, 0) == (two.level, two.cleared, two.facts["score"])
+
+
+def test_news2_aggregate_of_the_latest_parameters_in_the_session() -> None:
+    """SpO2 92 (2), pulse 115 (2), systolic 105 (1) = 5: a warning, each part explained."""
+    readings = [bp(at(minutes=-10), 105, 70, pulse=115), oximeter(at(), 92)]
+    a = judge(NEWS2, readings)
+    assert (1, 5) == (a.level, a.facts["score"])
+    assert (
+        "NEWS2 home subset 5 (SpO2 92%: 2, pulse 115/min: 2, systolic 105 mmHg: 1; "
+        "SpO2 scale 1); plan v3: warning at 5 or more, urgent at 7 or more, any single "
+        "parameter scoring 3 warning; no respiratory rate, consciousness or temperature"
+    ) == a.sentence()
+
+
+def test_news2_on_oxygen_adds_two_and_old_parameters_are_missing() -> None:
+    """Supplemental oxygen scores 2; a blood pressure older than the session is not used."""
+    rule = NEWS2.model_copy(update={"spo2_scale": 2, "on_oxygen": True})
+    readings = [bp(at(hours=-2), 85, 60, pulse=120), oximeter(at(), 97, pulse=95)]
+    a = judge(rule, readings)
+    assert (3, 1, None, 6) == (
+        a.facts["spo2_score"],
+        a.facts["pulse_score"],
+        a.facts["systolic_score"],
+        a.facts["score"],
+    )
+    assert 1 == a.level
+    assert "systolic not measured" in a.sentence()
