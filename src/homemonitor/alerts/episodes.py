@@ -52,6 +52,7 @@ HISTORY_ROWS = HISTORY_CAP * len(Metric)
 #: Resolved episodes older than this never hold a rule back (realert.after_hours <= 90 d).
 RESOLVED_HORIZON = timedelta(days=90)
 
+_METRICS = {m.value: m for m in Metric}
 _LOCK = (
     "SELECT count(pg_advisory_xact_lock($1::int, k)) "
     "FROM (SELECT k FROM unnest($2::int[]) AS k ORDER BY k) AS keys"
@@ -176,7 +177,9 @@ async def evaluate_batch(
     resolved_updates: list[tuple[int, str]] = []
     for plan in chosen:
         stored = states.get(plan.patient_id, {})
-        h = History((*history.get(plan.patient_id, ()), *points[plan.patient_id]))
+        # The query saw this transaction's own inserts: the points are in it (evaluate adds
+        # any the cap left out).
+        h = History(history.get(plan.patient_id, ()))
         outcome = _evaluate(plan, h, points[plan.patient_id], stored, now)
         tally.evaluated += 1
         made, resolved = rows.drafts(plan, h, stored, outcome, now)
@@ -204,16 +207,18 @@ async def _history(
     ids = [p.patient_id for p in chosen]
     since = [min(r.measured_at for r in points[p.patient_id]) - p.plan.lookback() for p in chosen]
     found: dict[str, list[StoredReading]] = defaultdict(list)
+    metrics = _METRICS
+    none: frozenset[str] = frozenset()
     for r in await conn.fetch(_HISTORY, ids, since, HISTORY_ROWS):
-        values = {q: r[q.value] for q in QUANTITIES if r[q.value] is not None}
-        found[r["patient_id"]].append(
+        patient_id, device_id, metric, measured_at, *values, flags, quality = r
+        found[patient_id].append(
             StoredReading(
-                r["measured_at"],
-                r["device_id"],
-                Metric(r["metric"]),
-                values,
-                frozenset(r["quality"]),
-                frozenset(r["flags"]),
+                measured_at,
+                device_id,
+                metrics[metric],
+                {q: v for q, v in zip(QUANTITIES, values, strict=True) if v is not None},
+                frozenset(quality) if quality else none,
+                frozenset(flags) if flags else none,
             )
         )
     return found

@@ -283,11 +283,14 @@ class _Readings:
     """The readings of a history by measured_at, to name the reading that opened an episode."""
 
     def __init__(self, history: History) -> None:
-        self._by_time: dict[datetime, list[StoredReading]] = defaultdict(list)
-        for r in history.readings:
-            self._by_time[r.measured_at].append(r)
+        self._history = history
+        self._by_time: dict[datetime, list[StoredReading]] | None = None  # when first asked
 
     def at(self, at: datetime, rule: RuleSpec) -> StoredReading | None:
+        if self._by_time is None:
+            self._by_time = defaultdict(list)
+            for r in self._history.readings:
+                self._by_time[r.measured_at].append(r)
         quantities = set(getattr(rule, "quantities", ()))
         candidates = self._by_time.get(at, [])
         return next((r for r in candidates if quantities & r.values.keys()), None) or next(

@@ -88,8 +88,9 @@ CREATE INDEX alerts_last_resolved ON alerts (patient_id, rule, resolved_at DESC)
 
 -- Every transition of an alert, with who made it: the engine (`rule`), a clinician, or the
 -- scheduler (issue #11: time-driven rules, escalation). Kinds are issue #11's list; this
--- migration writes pending, withdrawn, opened, severity_changed, updated, cleared,
--- reopened (a cleared episode breaching again), auto_resolved, acknowledged and resolved.
+-- migration writes pending, withdrawn, opened, reopened (a new episode of a rule whose
+-- last one a clinician resolved: a re-alert, details.reason says why), severity_changed,
+-- updated, cleared, auto_resolved, acknowledged and resolved.
 CREATE TABLE alert_events (
     id           bigserial PRIMARY KEY,
     alert_id     bigint NOT NULL REFERENCES alerts (id),
@@ -107,16 +108,19 @@ CREATE INDEX alert_events_alert ON alert_events (alert_id, id);
 
 -- The history of the alerts there were before this migration, as far as their rows tell it.
 INSERT INTO alert_events (alert_id, at, kind, actor, clinician_id, details)
-SELECT id, opened_at, 'opened', 'rule', NULL,
-       jsonb_build_object('severity', severity, 'measured_at', opening_measured_at,
-                          'migrated', true)
-FROM alerts
-UNION ALL
-SELECT id, acknowledged_at, 'acknowledged', 'clinician', acknowledged_by,
-       jsonb_build_object('migrated', true)
-FROM alerts WHERE acknowledged_at IS NOT NULL AND acknowledged_by IS NOT NULL
-UNION ALL
-SELECT id, resolved_at, 'resolved', 'clinician', resolved_by,
-       jsonb_build_object('migrated', true)
-FROM alerts WHERE status = 'resolved' AND resolved_by IS NOT NULL
-ORDER BY 2;
+SELECT alert_id, at, kind, actor, clinician_id, details FROM (
+    SELECT id AS alert_id, opened_at AS at, 1 AS step, 'opened' AS kind, 'rule' AS actor,
+           NULL::text AS clinician_id,
+           jsonb_build_object('severity', severity, 'measured_at', opening_measured_at,
+                              'migrated', true) AS details
+    FROM alerts
+    UNION ALL
+    SELECT id, acknowledged_at, 2, 'acknowledged', 'clinician', acknowledged_by,
+           jsonb_build_object('migrated', true)
+    FROM alerts WHERE acknowledged_at IS NOT NULL AND acknowledged_by IS NOT NULL
+    UNION ALL
+    SELECT id, resolved_at, 3, 'resolved', 'clinician', resolved_by,
+           jsonb_build_object('migrated', true)
+    FROM alerts WHERE status = 'resolved' AND resolved_by IS NOT NULL
+) AS history
+ORDER BY alert_id, step;
