@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from homemonitor import registry
+from homemonitor.alerts import episodes
 from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivatePostgres
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
@@ -145,3 +147,52 @@ async def test_normal_readings_of_plain_threshold_plans_are_screened_not_evaluat
     finally:
         await conn.close()
     assert {"screened": (50, 0), "evaluated": (0, 50)}[path] == (result.screened, result.evaluated)
+
+
+async def test_a_retake_withdraws_a_pending_breach_and_no_retake_opens_it_on_time(
+    db: asyncpg.Connection,
+) -> None:
+    """Pending, then a normal retake: withdrawn. Pending with no retake: opened when due."""
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][1]["care_plan"] = {
+        "version": 2,
+        "rules": [
+            {
+                "id": "spo2.low",
+                "kind": "threshold",
+                "quantity": "spo2",
+                "direction": "low",
+                "warning": 90,
+                "retake_minutes": 5,
+            }
+        ],
+    }
+    await registry.apply(db, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    now = datetime.now(UTC)
+
+    def spo2(minutes_ago: float, value: float) -> Batch:
+        at = now - timedelta(minutes=minutes_ago)
+        reading = Reading("oxi-2", Metric.SPO2, at, {Quantity.SPO2: value})
+        message = Inbound("homemonitor/v1/gw/gw-2/readings", b"{}", now, 0.0)
+        return Batch([message], [Candidate(reading, "p-2", "gw-2", now, 0)])
+
+    await commit(db, spo2(3, 85), cache.plans, now)
+    pending = await db.fetchrow("SELECT status, due_at FROM alerts")
+    await commit(db, spo2(1, 96), cache.plans, now)
+    await commit(db, spo2(0.5, 84), cache.plans, now)
+    early = await episodes.open_due(db, cache.plans, now)
+    late = await episodes.open_due(db, cache.plans, now + timedelta(minutes=10))
+    alerts = await db.fetch("SELECT id, status FROM alerts ORDER BY id")
+    events = await db.fetch("SELECT alert_id, kind, actor FROM alert_events ORDER BY id")
+    first, second = (a["id"] for a in alerts)
+    assert ("pending", now + timedelta(minutes=2)) == (pending["status"], pending["due_at"])
+    assert (0, 1) == (early.opened.total(), late.opened.total())
+    assert ["withdrawn", "open"] == [a["status"] for a in alerts]
+    assert [
+        (first, "pending", "rule"),
+        (first, "withdrawn", "rule"),
+        (second, "pending", "rule"),
+        (second, "opened", "scheduler"),
+    ] == [tuple(e) for e in events]

@@ -241,7 +241,7 @@ FROM unnest({rows.arrays(rows.COLUMN_TYPES, first=1)})
 """
 _EVENTS = """
 INSERT INTO alert_events (alert_id, kind, actor, details)
-SELECT e.alert_id, e.kind, 'rule', e.details::jsonb
+SELECT e.alert_id, e.kind, $4, e.details::jsonb
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS e(alert_id, kind, details)
 """
 _RESOLVED_STATE = """
@@ -251,7 +251,11 @@ FROM unnest($1::bigint[], $2::text[]) AS u(id, state) WHERE a.id = u.id
 
 
 async def _write(
-    conn: Conn, drafts: list[Draft], resolved: list[tuple[int, str]], tally: Tally
+    conn: Conn,
+    drafts: list[Draft],
+    resolved: list[tuple[int, str]],
+    tally: Tally,
+    actor: str = "rule",
 ) -> None:
     """Updates first (an ended episode leaves the unique index), then inserts, then events."""
     updates = [d for d in drafts if d.id is not None and d.dirty]
@@ -272,7 +276,11 @@ async def _write(
     events = [(d.id, kind, details) for d in drafts for kind, details in d.events]
     if events:
         await conn.execute(
-            _EVENTS, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+            _EVENTS,
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2] for e in events],
+            actor,
         )
     for d in drafts:
         for kind, _ in d.events:
@@ -280,3 +288,39 @@ async def _write(
                 tally.opened[d.opened_severity or d.severity] += 1
             elif kind != "pending":
                 tally.updated += 1
+
+
+_DUE = """
+SELECT DISTINCT patient_id FROM alerts WHERE status = 'pending' AND due_at <= $1
+"""
+
+
+async def open_due(conn: Conn, plans: Plans, now: datetime) -> Tally:
+    """Open every pending breach whose retake window has ended by ``now``; one transaction.
+
+    A breach waiting for a retake opens with the patient's next batch anyway; this opens
+    it on time when no reading follows (the engine's :func:`~homemonitor.rules.episodes.due`
+    through ``evaluate`` without points). Under the patients' locks, so a batch of the same
+    patient and this never both open it; the events' actor is ``scheduler``. Cheap when
+    nothing is due (a partial index on ``due_at``).
+    """
+    tally = Tally()
+    async with conn.transaction():
+        due = [r["patient_id"] for r in await conn.fetch(_DUE, now)]
+        chosen = [p for p in map(plans.get, due) if p is not None]
+        if not chosen:
+            return tally
+        await lock_patients(conn, [p.patient_id for p in chosen])
+        states = await load_states(conn, [p.patient_id for p in chosen], now)
+        drafts: list[Draft] = []
+        resolved_updates: list[tuple[int, str]] = []
+        for plan in chosen:
+            stored = states.get(plan.patient_id, {})
+            history = History(())
+            outcome = _evaluate(plan, history, (), stored, now)
+            tally.evaluated += 1
+            made, resolved = rows.drafts(plan, history, stored, outcome, now)
+            drafts += made
+            resolved_updates += resolved
+        await _write(conn, drafts, resolved_updates, tally, actor="scheduler")
+    return tally

@@ -82,6 +82,8 @@ ALTER TABLE alerts ALTER COLUMN peak_severity SET NOT NULL,
 DROP INDEX alerts_one_open_per_rule;
 CREATE UNIQUE INDEX alerts_one_active_per_rule ON alerts (patient_id, rule)
     WHERE status IN ('pending', 'open', 'acknowledged', 'cleared');
+-- Pending breaches by when their retake window ends (the worker opens those past due).
+CREATE INDEX alerts_pending_due ON alerts (due_at) WHERE status = 'pending';
 -- The last episode a clinician resolved, per rule: when the same rule may alert again.
 CREATE INDEX alerts_last_resolved ON alerts (patient_id, rule, resolved_at DESC)
     WHERE status = 'resolved';
