@@ -16,8 +16,9 @@ thresholds never pays for it. Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -51,7 +52,7 @@ class StoredReading:
     @property
     def key(self) -> tuple[str, str, datetime]:
         """The storage's natural key: a redelivered reading has the same one."""
-        return (self.device_id, self.metric.value, self.measured_at)
+        return (self.device_id, self.metric, self.measured_at)  # Metric is a str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,19 +95,22 @@ class Series:
         )
 
 
-def _empty_series() -> Series:
-    return Series(
-        np.empty(0, np.float64),
-        np.empty(0, np.float64),
-        np.empty(0, np.int32),
-        np.empty(0, np.bool_),
-        np.empty(0, np.bool_),
-        (),
-    )
+_EMPTY = Series(
+    np.empty(0, np.float64),
+    np.empty(0, np.float64),
+    np.empty(0, np.int32),
+    np.empty(0, np.bool_),
+    np.empty(0, np.bool_),
+    (),
+)
+
+
+def _measured_at(r: StoredReading) -> datetime:
+    return r.measured_at
 
 
 def _order(r: StoredReading) -> tuple[datetime, str, str]:
-    return (r.measured_at, r.device_id, r.metric.value)
+    return (r.measured_at, r.device_id, r.metric)
 
 
 class History:
@@ -141,9 +145,14 @@ class History:
         """Whether a reading with ``reading``'s natural key is in this history."""
         if not isinstance(reading, StoredReading):
             return False
-        if self._keys is None:
-            self._keys = {r.key: r for r in self.readings}
-        return reading.key in self._keys
+        if self._keys is not None:
+            return reading.key in self._keys
+        i = bisect.bisect_left(self.readings, reading.measured_at, key=_measured_at)
+        while i < len(self.readings) and self.readings[i].measured_at == reading.measured_at:
+            if self.readings[i].key == reading.key:
+                return True
+            i += 1
+        return False
 
     def with_readings(self, new: Iterable[StoredReading]) -> History:
         """This history with ``new`` readings added (duplicates of stored ones collapse)."""
@@ -163,31 +172,74 @@ class History:
         """``quantity``'s readings in measured order.
 
         Readings with quality flags are left out unless ``questionable`` is true (a rule
-        with ``questionable: include``).
+        with ``questionable: include``). The first call builds every quantity's series in
+        one pass over the readings.
         """
-        key = (quantity, questionable)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = self._cache[key] = self._build(quantity, questionable=questionable)
-        return cached
+        found = self._cache.get((quantity, questionable))
+        if found is None:
+            self._build()
+            found = self._cache.get((quantity, questionable), _EMPTY)
+        return found
 
-    def _build(self, quantity: Quantity, *, questionable: bool) -> Series:
-        chosen = [
-            r for r in self.readings if quantity in r.values and (questionable or not r.quality)
-        ]
-        if not chosen:
-            return _empty_series()
-        chosen = chosen[-self._cap :]
-        devices: dict[str, int] = {}
-        n = len(chosen)
-        t = np.fromiter((r.measured_at.timestamp() for r in chosen), np.float64, n)
-        value = np.fromiter((r.values[quantity] for r in chosen), np.float64, n)
-        device = np.fromiter(
-            (devices.setdefault(r.device_id, len(devices)) for r in chosen), np.int32, n
-        )
-        quality = np.fromiter((bool(r.quality) for r in chosen), np.bool_, n)
-        clock = np.fromiter((bool(r.flags) for r in chosen), np.bool_, n)
-        return Series(t, value, device, quality, clock, tuple(devices))
+    def _build(self) -> None:
+        columns: dict[Quantity, tuple[list[float], list[float], list[str], list[bool], list[bool]]]
+        columns = {}
+        for r in self.readings:
+            ts = r.measured_at.timestamp()
+            questionable, clocked = bool(r.quality), bool(r.flags)
+            for q, x in r.values.items():
+                col = columns.get(q)
+                if col is None:
+                    col = columns[q] = ([], [], [], [], [])
+                col[0].append(ts)
+                col[1].append(x)
+                col[2].append(r.device_id)
+                col[3].append(questionable)
+                col[4].append(clocked)
+        cap = self._cap
+        for q, (times, values, devs, flagged, clock_flagged) in columns.items():
+            t, v, dev = times[-cap:], values[-cap:], devs[-cap:]
+            quality, clock = flagged[-cap:], clock_flagged[-cap:]
+            codes: dict[str, int] = {}
+            device = np.array([codes.setdefault(d, len(codes)) for d in dev], np.int32)
+            everything = Series(
+                np.array(t, np.float64),
+                np.array(v, np.float64),
+                device,
+                np.array(quality, np.bool_),
+                np.array(clock, np.bool_),
+                tuple(codes),
+            )
+            self._cache[(q, True)] = everything
+            if any(quality):
+                keep = ~everything.questionable
+                self._cache[(q, False)] = Series(
+                    everything.t[keep],
+                    everything.value[keep],
+                    everything.device[keep],
+                    everything.questionable[keep],
+                    everything.clock[keep],
+                    everything.devices,
+                )
+            else:
+                self._cache[(q, False)] = everything
+        for q in Quantity:
+            self._cache.setdefault((q, True), _EMPTY)
+            self._cache.setdefault((q, False), _EMPTY)
+
+
+def instants(
+    readings: Sequence[StoredReading],
+) -> Iterator[tuple[datetime, Sequence[StoredReading]]]:
+    """``readings`` (in measured order) grouped by measured_at: one evaluation point each."""
+    start = 0
+    while start < len(readings):
+        at = readings[start].measured_at
+        end = start + 1
+        while end < len(readings) and readings[end].measured_at == at:
+            end += 1
+        yield at, readings[start:end]
+        start = end
 
 
 def as_history(readings: Sequence[StoredReading] | History) -> History:
