@@ -7,7 +7,8 @@ patients that got new readings:
 1. ``pg_advisory_xact_lock`` per patient, in one sorted order for every worker, so two
    workers holding readings of the same patient evaluate one after the other, each seeing
    what the other committed: exactly what one worker would do (:func:`lock_patients`; the
-   API takes the same lock before a clinician changes an alert).
+   batch transaction takes the same locks in its insert of the readings, the API before a
+   clinician changes an alert).
 2. ONE query for those patients' episode states: the active episode per rule and the last
    one a clinician resolved (:func:`load_states`).
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
@@ -27,7 +28,6 @@ cleared) keeps one active episode per patient and rule whatever a worker does.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -53,10 +53,12 @@ HISTORY_ROWS = HISTORY_CAP * len(Metric)
 RESOLVED_HORIZON = timedelta(days=90)
 
 _METRICS = {m.value: m for m in Metric}
-_LOCK = (
-    "SELECT count(pg_advisory_xact_lock($1::int, k)) "
-    "FROM (SELECT k FROM unnest($2::int[]) AS k ORDER BY k) AS keys"
-)
+#: A patient's lock key (SQL, ``{}`` the patient id): 32 bits of the server's own hash.
+LOCK_KEY = "hashtext({})"
+_LOCK = f"""
+SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, k))
+FROM (SELECT DISTINCT {LOCK_KEY.format("p")} AS k FROM unnest($1::text[]) AS p ORDER BY k) AS keys
+"""
 
 _STATES = f"""
 (SELECT true AS active, {rows.STATE_COLUMNS} FROM alerts
@@ -90,18 +92,11 @@ class Tally:
     screened: int = 0  # patients the fast path let through without evaluation
 
 
-def lock_key(patient_id: str) -> int:
-    """The patient's advisory-lock key: 32 bits of a hash every worker computes alike."""
-    return int.from_bytes(
-        hashlib.blake2b(patient_id.encode(), digest_size=4).digest(), "big", signed=True
-    )
-
-
 async def lock_patients(conn: Conn, patient_ids: Iterable[str]) -> None:
     """Hold each patient's episode lock to the end of the transaction, in sorted key order."""
-    keys = sorted({lock_key(p) for p in patient_ids})
-    if keys:
-        await conn.execute(_LOCK, LOCK_CLASS, keys)
+    ids = sorted(set(patient_ids))
+    if ids:
+        await conn.execute(_LOCK, ids)
 
 
 async def load_states(
@@ -144,9 +139,13 @@ def _screen(rows_: Sequence[Candidate], plans: Plans) -> set[str]:
 
 
 async def evaluate_batch(
-    conn: Conn, new: Sequence[Candidate], plans: Plans, now: datetime
+    conn: Conn, new: Sequence[Candidate], plans: Plans, now: datetime, *, locked: bool = False
 ) -> Tally:
-    """Evaluate and write the episodes of ``new`` (readings just stored); see the module."""
+    """Evaluate and write the episodes of ``new`` (readings just stored); see the module.
+
+    ``locked``: the caller already holds the patients' locks (the batch transaction takes
+    them in the statement that inserts the readings, saving a round trip).
+    """
     tally = Tally()
     points: dict[str, list[StoredReading]] = defaultdict(list)
     for c in new:
@@ -155,7 +154,8 @@ async def evaluate_batch(
     if not points:
         return tally
     patients = sorted(points)
-    await lock_patients(conn, patients)
+    if not locked:
+        await lock_patients(conn, patients)
     states = await load_states(conn, patients, now)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []

@@ -50,13 +50,17 @@ class CommitResult:
         self.screened += other.screened
 
 
-_INSERT_READINGS = """
+# The readings are inserted, then (same statement: one round trip) the episode lock of each
+# patient with a care plan who got a new reading is taken, in one sorted order for every
+# worker (:func:`homemonitor.alerts.episodes.lock_patients` takes the same locks).
+_INSERT_READINGS = f"""
+WITH stored AS (
 INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
                       systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
                       flags, source, gateway_id, message_id)
 SELECT r.device_id, r.metric, r.measured_at, r.patient_id, r.received_at,
        r.systolic, r.diastolic, r.mean_arterial, r.heart_rate, r.body_weight, r.spo2,
-       coalesce(string_to_array(nullif(r.flags, ''), ','), '{}'), r.source, r.gateway_id,
+       coalesce(string_to_array(nullif(r.flags, ''), ','), '{{}}'), r.source, r.gateway_id,
        r.message_id
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
             $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
@@ -65,7 +69,13 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamp
           systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
           flags, source, gateway_id, message_id)
 ON CONFLICT DO NOTHING
-RETURNING device_id, metric, measured_at
+RETURNING device_id, metric, measured_at, patient_id
+), locked AS (
+    SELECT count(pg_advisory_xact_lock({episodes.LOCK_CLASS}, k)) AS n
+    FROM (SELECT DISTINCT {episodes.LOCK_KEY.format("patient_id")} AS k FROM stored
+          WHERE patient_id = ANY($16::text[]) ORDER BY k) AS keys
+)
+SELECT s.device_id, s.metric, s.measured_at FROM stored AS s, locked
 """
 
 _INSERT_QUARANTINE = """
@@ -143,13 +153,16 @@ async def commit(
     unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
     async with conn.transaction():
         if unique:
-            inserted = await _insert_readings(conn, unique)
+            planned = sorted({c.patient_id for c in unique if plans.get(c.patient_id)})
+            inserted = await _insert_readings(conn, unique, planned)
             new = [c for c in unique if _key(c.reading) in inserted]
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
             result.flagged = Counter(f.value for c in new for f in c.reading.flags)
             if new:
-                tally = await episodes.evaluate_batch(conn, new, plans, now or datetime.now(UTC))
+                tally = await episodes.evaluate_batch(
+                    conn, new, plans, now or datetime.now(UTC), locked=True
+                )
                 result.opened, result.updated = tally.opened, tally.updated
                 result.evaluated, result.screened = tally.evaluated, tally.screened
         if batch.quarantined:
@@ -161,7 +174,10 @@ async def commit(
     return result
 
 
-async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[str, str, datetime]]:
+async def _insert_readings(
+    conn: Conn, rows: Sequence[Candidate], planned: list[str]
+) -> set[tuple[str, str, datetime]]:
+    """Insert ``rows``; return the keys really new. Locks ``planned`` patients' episodes."""
     readings = [c.reading for c in rows]
     columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
     returned = await conn.fetch(
@@ -176,6 +192,7 @@ async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[s
         [r.source for r in readings],
         [c.gateway_id for c in rows],
         [r.message_id for r in readings],
+        planned,
     )
     return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
 
