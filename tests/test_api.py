@@ -31,6 +31,7 @@ from homemonitor.settings import Settings
 from tests.conftest import (
     REGISTRY,
     RunningService,
+    bp,
     new_database,
     publisher,
     settings_for,
@@ -420,17 +421,6 @@ def test_served_openapi_document_is_the_one_fuzzed(fuzzed: tuple[RunningService,
     assert _document() == httpx.get(f"{service.url}/openapi.json").json()
 
 
-def _bp_payload(at: datetime, systolic: float) -> bytes:
-    reading = {
-        "device_id": "cuff-1",
-        "metric": "blood_pressure",
-        "measured_at": at.isoformat(),
-        "systolic": systolic,
-        "diastolic": 85,
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
-
-
 async def test_a_plan_changed_through_the_api_takes_effect_without_a_restart(
     service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
@@ -444,7 +434,7 @@ async def test_a_plan_changed_through_the_api_takes_effect_without_a_restart(
     }
     async with publisher(broker) as gw, httpx.AsyncClient(base_url=service.url) as http:
         await gw.publish(
-            readings_topic("gw-1"), _bp_payload(NOW - timedelta(minutes=5), 150), qos=1
+            readings_topic("gw-1"), bp("cuff-1", 150, 85, NOW - timedelta(minutes=5)), qos=1
         )
         await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 1)
         invalid = await http.post(
@@ -460,7 +450,7 @@ async def test_a_plan_changed_through_the_api_takes_effect_without_a_restart(
             lambda: service.metric_async("homemonitor_registry_revision"), lambda r: r == revision
         )
         await gw.publish(
-            readings_topic("gw-1"), _bp_payload(NOW - timedelta(minutes=4), 150), qos=1
+            readings_topic("gw-1"), bp("cuff-1", 150, 85, NOW - timedelta(minutes=4)), qos=1
         )
         alert = await wait_until(
             lambda: db.fetchrow("SELECT id, rule, plan_version, threshold FROM alerts"),
@@ -521,7 +511,7 @@ async def test_a_plan_changed_through_the_api_takes_effect_without_a_restart(
         for minutes, systolic in ((3, 151), (2, 185)):
             await gw.publish(
                 readings_topic("gw-1"),
-                _bp_payload(NOW - timedelta(minutes=minutes), systolic),
+                bp("cuff-1", systolic, 85, NOW - timedelta(minutes=minutes)),
                 qos=1,
             )
     reopened = await wait_until(

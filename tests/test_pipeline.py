@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.conftest import RunningService, publisher, wait_until
+from tests.conftest import RunningService, bp, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def bp(device: str, systolic: float, diastolic: float, at: datetime, **extra: object) -> bytes:
-    reading = {
-        "device_id": device,
-        "metric": "blood_pressure",
-        "measured_at": at.isoformat(),
-        "systolic": systolic,
-        "diastolic": diastolic,
-        **extra,
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
 
 
 async def count(db: asyncpg.Connection, sql: str, *args: object) -> int:

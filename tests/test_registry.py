@@ -17,7 +17,7 @@ from homemonitor.contract.readings import Reason
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
 from homemonitor.rules.plan import ThresholdRule
-from tests.conftest import REGISTRY, RunningService, publisher, wait_until
+from tests.conftest import REGISTRY, WEIGHT_GAIN_3D, RunningService, publisher, wait_until
 
 
 async def _pairings(db: asyncpg.Connection) -> list[tuple[str, str, str]]:
@@ -144,15 +144,7 @@ _SPEC: dict[str, object] = {
     "reason": "dry weight set after discharge",
     "personal": {"dry_weight": 80.0},
     "rules": [
-        {
-            "id": "weight.gain_3d",
-            "kind": "change",
-            "quantity": "body_weight",
-            "direction": "rise",
-            "warning": 2.0,
-            "window_hours": 72,
-            "source": "ESC/HFA self-care advice",
-        },
+        WEIGHT_GAIN_3D,
         {
             "id": "weight.above_dry",
             "kind": "threshold",

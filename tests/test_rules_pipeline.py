@@ -17,7 +17,9 @@ from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from tests.conftest import (
     REGISTRY,
+    WEIGHT_GAIN_3D,
     RunningService,
+    bp,
     new_database,
     publisher,
     settings_for,
@@ -31,17 +33,7 @@ PLAN: dict[str, Any] = {
     "version": 2,
     "changed_by": "cl-a1",
     "reason": "weight trend rule",
-    "rules": [
-        {
-            "id": "weight.gain_3d",
-            "kind": "change",
-            "quantity": "body_weight",
-            "direction": "rise",
-            "warning": 2.0,
-            "window_hours": 72,
-            "source": "ESC/HFA self-care advice: more than 2 kg in 3 days",
-        }
-    ],
+    "rules": [WEIGHT_GAIN_3D],
     "thresholds": {"systolic": {"high": {"warning": 160, "urgent": 180}}},
 }
 
@@ -61,16 +53,8 @@ def weights(*readings: tuple[datetime, float]) -> bytes:
     return json.dumps({"v": 1, "readings": items}).encode()
 
 
-def bp(at: datetime, systolic: float) -> bytes:
-    """One message of p-1's cuff."""
-    reading = {
-        "device_id": "cuff-1",
-        "metric": "blood_pressure",
-        "measured_at": at.isoformat(),
-        "systolic": systolic,
-        "diastolic": 85,
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
+def _bp(at: datetime, systolic: float) -> bytes:
+    return bp("cuff-1", systolic, 85, at)
 
 
 async def _apply_plan(dsn: str) -> None:
@@ -158,7 +142,7 @@ async def test_a_warning_resolves_itself_when_it_clears_and_an_urgent_latches(
 ) -> None:
     """Warning then normal: auto-resolved. Urgent then normal: cleared, kept for a clinician."""
     for n, (minutes, systolic) in enumerate([(40, 165), (30, 120), (20, 185), (10, 121)], 1):
-        await _publish(broker, bp(NOW - timedelta(minutes=minutes), systolic))
+        await _publish(broker, _bp(NOW - timedelta(minutes=minutes), systolic))
         await _stored(db, n)
     alerts = await db.fetch(
         "SELECT id, status, severity, peak_severity, resolved_by, cleared_at IS NOT NULL AS c "
@@ -246,15 +230,15 @@ async def test_redelivery_changes_no_episode_and_writes_no_event(
 _HISTORY = weights((NOW - timedelta(hours=50), 80.0), (NOW - timedelta(hours=30), 80.1))
 #: Readings of p-1 that arrive at the same moment: rising pressure and weight, interleaved.
 _INTERLEAVED = [
-    bp(NOW - timedelta(minutes=60), 120),
+    _bp(NOW - timedelta(minutes=60), 120),
     weights((NOW - timedelta(minutes=55), 80.3)),
-    bp(NOW - timedelta(minutes=50), 125),
-    bp(NOW - timedelta(minutes=40), 170),
+    _bp(NOW - timedelta(minutes=50), 125),
+    _bp(NOW - timedelta(minutes=40), 170),
     weights((NOW - timedelta(minutes=35), 82.5)),
-    bp(NOW - timedelta(minutes=30), 172),
-    bp(NOW - timedelta(minutes=20), 185),
+    _bp(NOW - timedelta(minutes=30), 172),
+    _bp(NOW - timedelta(minutes=20), 185),
     weights((NOW - timedelta(minutes=15), 83.0)),
-    bp(NOW - timedelta(minutes=10), 190),
+    _bp(NOW - timedelta(minutes=10), 190),
 ]
 
 
@@ -274,7 +258,12 @@ async def _episodes_with(workers: int, dsn: str, broker: PrivateMosquitto) -> li
         await _stored(conn, 2)
         await _publish(broker, *_INTERLEAVED)
         await _stored(conn, 2 + len(_INTERLEAVED))
-        shares = [s.metric("homemonitor_readings_stored_total") for s in services]
+        total = 2 + len(_INTERLEAVED)
+
+        async def stored_by_each() -> list[float]:
+            return [s.metric("homemonitor_readings_stored_total") for s in services]
+
+        shares = await wait_until(stored_by_each, lambda counts: sum(counts) == total)
         for s in services:
             await s.stop()
         rows = await conn.fetch(

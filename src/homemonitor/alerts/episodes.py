@@ -40,7 +40,7 @@ from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.ingest.pipeline import Candidate
 from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import careplan
-from homemonitor.rules.evaluate import Outcome, evaluate
+from homemonitor.rules.evaluate import evaluate
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.plan import HISTORY_CAP
 from homemonitor.storage.database import Conn
@@ -173,31 +173,41 @@ async def evaluate_batch(
     if not chosen:
         return tally
     history = await _history(conn, chosen, points)
+    # The query saw this transaction's own inserts: the points are in it (evaluate adds any
+    # the cap left out).
+    await _run(conn, chosen, history, points, states, now, tally, actor="rule")
+    return tally
+
+
+async def _run(  # noqa: PLR0917 - the one step both entry points share
+    conn: Conn,
+    chosen: Sequence[PatientPlan],
+    history: dict[str, list[StoredReading]],
+    points: dict[str, list[StoredReading]],
+    states: dict[str, dict[str, Stored]],
+    now: datetime,
+    tally: Tally,
+    *,
+    actor: str,
+) -> None:
+    """Evaluate each chosen patient and write what changed, in bulk."""
     drafts: list[Draft] = []
     resolved_updates: list[tuple[int, str]] = []
     for plan in chosen:
         stored = states.get(plan.patient_id, {})
-        # The query saw this transaction's own inserts: the points are in it (evaluate adds
-        # any the cap left out).
         h = History(history.get(plan.patient_id, ()))
-        outcome = _evaluate(plan, h, points[plan.patient_id], stored, now)
+        outcome = evaluate(
+            plan.plan,
+            h,
+            points.get(plan.patient_id, ()),
+            {rule: s.state for rule, s in stored.items()},
+            now,
+        )
         tally.evaluated += 1
         made, resolved = rows.drafts(plan, h, stored, outcome, now)
         drafts += made
         resolved_updates += resolved
-    await _write(conn, drafts, resolved_updates, tally)
-    return tally
-
-
-def _evaluate(
-    plan: PatientPlan,
-    history: History,
-    points: Sequence[StoredReading],
-    stored: dict[str, Stored],
-    now: datetime,
-) -> Outcome:
-    states = {rule: s.state for rule, s in stored.items()}
-    return evaluate(plan.plan, history, points, states, now)
+    await _write(conn, drafts, resolved_updates, tally, actor)
 
 
 async def _history(
@@ -312,15 +322,5 @@ async def open_due(conn: Conn, plans: Plans, now: datetime) -> Tally:
             return tally
         await lock_patients(conn, [p.patient_id for p in chosen])
         states = await load_states(conn, [p.patient_id for p in chosen], now)
-        drafts: list[Draft] = []
-        resolved_updates: list[tuple[int, str]] = []
-        for plan in chosen:
-            stored = states.get(plan.patient_id, {})
-            history = History(())
-            outcome = _evaluate(plan, history, (), stored, now)
-            tally.evaluated += 1
-            made, resolved = rows.drafts(plan, history, stored, outcome, now)
-            drafts += made
-            resolved_updates += resolved
-        await _write(conn, drafts, resolved_updates, tally, actor="scheduler")
+        await _run(conn, chosen, {}, {}, states, now, tally, actor="scheduler")
     return tally
