@@ -266,9 +266,8 @@ def threshold(
         bound = rule.urgent if level == 2 else rule.warning
         if bound is None:
             bound = rule.warning if level == 2 else rule.urgent
-        if bound is not None and rule.relative_to is not None:
-            sign = 1.0 if rule.direction == "high" else -1.0
-            bound = plan.plan.personal[rule.relative_to] + sign * bound
+        if bound is not None and rule.relative_to is not None:  # as the engine: value + offset
+            bound = plan.plan.personal[rule.relative_to] + bound
         return bound
     return None
 

@@ -100,7 +100,7 @@ class PatientPlan:
     care_team_id: str
     version: int
     plan: Plan
-    #: Every rule is a plain threshold on one reading (1 of 1, absolute bounds, no retake):
+    #: Every rule is a plain threshold on one reading (1 of 1, no retake, one clear reading):
     #: the engine needs no stored history, and a batch in which none of this patient's
     #: readings reaches a bound, for a patient with no episode, needs no evaluation at all
     #: (:attr:`Plans.screen` finds those readings with numpy).
@@ -109,33 +109,36 @@ class PatientPlan:
 
 def _plain_threshold(rule: object) -> ThresholdRule | None:
     """``rule`` when it is a threshold that judges each reading alone, else None."""
-    if (
-        isinstance(rule, ThresholdRule)
-        and (rule.k, rule.n) == (1, 1)
-        and rule.for_hours is None
-        and rule.relative_to is None
-        and rule.retake_minutes is None
-    ):
+    if isinstance(rule, ThresholdRule) and rule.simple and rule.retake_minutes is None:
         return rule
     return None
 
 
-def _screen_bounds(plan: Plan) -> dict[Quantity, Bounds]:
-    """The bounds at which any plain threshold of ``plan`` starts to breach, per quantity.
+#: How much looser than its rules the screen is, so that the engine's own tolerance
+#: (:data:`homemonitor.rules.kinds.EPS`) and float noise never make it miss a breach.
+_SCREEN_SLACK = 1e-6
 
-    Per quantity and direction the least extreme level over every rule: a reading inside
-    all of them breaches none (the screen may only say "maybe", never miss a breach).
+
+def _screen_bounds(plan: Plan) -> dict[Quantity, Bounds]:
+    """The bounds at which any plain threshold of ``plan`` may start to breach, per quantity.
+
+    Per quantity and direction the least extreme level over every rule, a little looser
+    still: a reading inside all of them breaches none (the screen may say "maybe", never
+    miss a breach). A bound relative to a personal value is made absolute, as the engine
+    does (personal value + offset).
     """
     found: dict[tuple[Quantity, str], float] = {}
     for rule in plan.rules:
         t = _plain_threshold(rule)
         if t is None:
             continue
-        levels = [v for v in (t.warning, t.urgent) if v is not None]
-        first = min(levels) if t.direction == "high" else max(levels)
+        base = plan.personal[t.relative_to] if t.relative_to is not None else 0.0
+        levels = [base + v for v in (t.warning, t.urgent) if v is not None]
+        high = t.direction == "high"
+        first = min(levels) - _SCREEN_SLACK if high else max(levels) + _SCREEN_SLACK
         key = (t.quantity, t.direction)
         known = found.get(key)
-        if known is None or (first < known if t.direction == "high" else first > known):
+        if known is None or (first < known if high else first > known):
             found[key] = first
     bounds: dict[Quantity, Bounds] = {}
     for (quantity, direction), value in found.items():

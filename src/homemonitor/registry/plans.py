@@ -1,8 +1,8 @@
 """Care plans as the database keeps them: versioned specs, resolved when they are written.
 
 ``care_plans.plan`` holds a patient's whole :class:`~homemonitor.rules.plan.CarePlanSpec`
-per version, as JSON with its defaults written out (:func:`spec_json`); versions are
-immutable history with who changed it and why. Both writers, ``homemonitor registry apply``
+per version, as its author wrote it (:func:`spec_json`); versions are immutable history
+with who changed it and why. Both writers, ``homemonitor registry apply``
 (:mod:`~homemonitor.registry.description`) and the API's ``POST .../care-plan``
 (:mod:`homemonitor.api.plans`), go through :func:`add`, which resolves the spec first, so
 a plan the engine cannot run is never stored. The worker's cache
@@ -35,12 +35,13 @@ def templates() -> Mapping[str, Template]:
 
 
 def spec_json(spec: CarePlanSpec) -> str:
-    """A spec as ``care_plans.plan`` stores it: every field but the None ones, keys sorted.
+    """A spec as ``care_plans.plan`` stores it: what its author set, keys sorted.
 
-    Defaults are written out, so a stored version keeps meaning what it meant when it was
-    saved even if a later release changes a default.
+    Defaults are left to the code, like the templates a spec names: a version is resolved
+    again whenever it is loaded (and two versions compare equal exactly when they resolve
+    alike), so re-applying an unchanged registry file after an upgrade changes nothing.
     """
-    return json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return json.dumps(spec.model_dump(mode="json", exclude_unset=True), sort_keys=True)
 
 
 def spec_of(stored: str | Mapping[str, Any]) -> CarePlanSpec:
