@@ -1,8 +1,10 @@
 """The worker's registry cache: who may speak for a device, whose reading it is, which plan.
 
 :class:`RegistryCache` is the worker's read-only copy of gateways, device pairings and
-bindings, and current care plans, for resolving a reading's patient and evaluating its plan
-per batch. It is only a cache: reloaded on ``NOTIFY homemonitor_registry``, periodically,
+bindings, and each patient's current care plan (:class:`Plans`: resolved into the engine's
+rules, with the patient's care team and plan version), for resolving a reading's patient
+and evaluating its plan per batch. It is only a cache: reloaded on ``NOTIFY
+homemonitor_registry`` (``registry apply``, a plan changed through the API), periodically,
 and when a reading names a gateway or device it cannot resolve.
 
 Two time-bounded relations decide whose reading it is. A *pairing* says which gateway
