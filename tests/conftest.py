@@ -114,6 +114,17 @@ REGISTRY: dict[str, Any] = {
 }
 
 
+#: A plan rule: the heart-failure weight rule of thumb, as a change rule.
+WEIGHT_GAIN_3D: dict[str, Any] = {
+    "id": "weight.gain_3d",
+    "kind": "change",
+    "quantity": "body_weight",
+    "direction": "rise",
+    "warning": 2.0,
+    "window_hours": 72,
+    "source": "ESC/HFA self-care advice: more than 2 kg in 3 days",
+}
+
 #: A normal (non-breaching) reading of each test device, by the registry above.
 _NORMAL: dict[str, dict[str, Any]] = {
     "cuff-1": {"metric": "blood_pressure", "systolic": 120, "diastolic": 80},
@@ -134,6 +145,19 @@ def numbered(
         **_NORMAL[device],
         "measured_at": (base + seq * step).isoformat(),
         "message_id": str(seq),
+    }
+    return json.dumps({"v": 1, "reading": reading}).encode()
+
+
+def bp(device: str, systolic: float, diastolic: float, at: datetime, **extra: object) -> bytes:
+    """A native message of one blood-pressure reading of ``device`` measured at ``at``."""
+    reading = {
+        "device_id": device,
+        "metric": "blood_pressure",
+        "measured_at": at.isoformat(),
+        "systolic": systolic,
+        "diastolic": diastolic,
+        **extra,
     }
     return json.dumps({"v": 1, "reading": reading}).encode()
 

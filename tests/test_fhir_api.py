@@ -72,11 +72,13 @@ async def _alert(db: asyncpg.Connection) -> int:
     return int(
         await db.fetchval(
             "INSERT INTO alerts (patient_id, care_team_id, rule, quantity, direction, severity, "
-            "plan_version, threshold, opening_device_id, opening_metric, opening_measured_at, "
-            "opening_value, worst_value, last_measured_at) VALUES ('p-1', 'vc-a', "
-            "'systolic.high', 'systolic', 'high', 'urgent', 1, 180, 'cuff-1', 'blood_pressure', "
-            "$1, 191, 191, $1) RETURNING id",
+            "peak_severity, plan_version, threshold, opening_device_id, opening_metric, "
+            "opening_measured_at, opening_value, worst_value, last_measured_at, evaluated_at, "
+            "opening_explanation, latest_explanation) VALUES ('p-1', 'vc-a', "
+            "'systolic.high', 'systolic', 'high', 'urgent', 'urgent', 1, 180, 'cuff-1', "
+            "'blood_pressure', $1, 191, 191, $1, $1, $2::jsonb, $2::jsonb) RETURNING id",
             opened,
+            '{"sentence": "systolic 191 mmHg, at or above the urgent bound 180 mmHg; plan v1"}',
         )
     )
 

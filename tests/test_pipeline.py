@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -14,21 +13,9 @@ from homemonitor.contract.readings import Quality, Quantity
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor_devices.encoders import encode_ble, encode_native
 from homemonitor_devices.measurement import HOME_TZ, DeviceKind, Measurement
-from tests.conftest import RunningService, publisher, wait_until
+from tests.conftest import RunningService, bp, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def bp(device: str, systolic: float, diastolic: float, at: datetime, **extra: object) -> bytes:
-    reading = {
-        "device_id": device,
-        "metric": "blood_pressure",
-        "measured_at": at.isoformat(),
-        "systolic": systolic,
-        "diastolic": diastolic,
-        **extra,
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
 
 
 async def count(db: asyncpg.Connection, sql: str, *args: object) -> int:

@@ -10,6 +10,8 @@ extension is installed there but not preloaded.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -199,6 +201,52 @@ async def test_quality_column_joins_a_compressed_hypertable(
     assert [[]] * 4 == [r["quality"] for r in before]
     assert (2, 0, 2) == (first.stored, again.stored, again.duplicates)
     assert [["low_perfusion", "poor_signal"]] * 2 == [r["quality"] for r in rows]
+
+
+@needs_tsdb
+async def test_a_trend_rule_reads_its_history_across_chunks_compressed_ones_too(
+    tsdb: asyncpg.Connection,
+) -> None:
+    """A 10-day change rule: its reference sits in a compressed chunk; one episode, explained."""
+    await database.migrate(tsdb)
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][0]["care_plan"] = {
+        "version": 2,
+        "rules": [
+            {
+                "id": "weight.gain_10d",
+                "kind": "change",
+                "quantity": "body_weight",
+                "direction": "rise",
+                "warning": 2.0,
+                "window_hours": 240,
+            }
+        ],
+    }
+    await registry.apply(tsdb, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(tsdb)
+    now = datetime.now(UTC)
+    message = Inbound("homemonitor/v1/gw/gw-1/readings", b"{}", now, 0.0)
+
+    def weight(age: timedelta, kg: float) -> Batch:
+        reading = Reading("scale-1", Metric.BODY_WEIGHT, now - age, {Quantity.BODY_WEIGHT: kg})
+        return Batch([message], [Candidate(reading, "p-1", "gw-1", now, 0)])
+
+    await commit(tsdb, weight(timedelta(days=9), 80.0), cache.plans)
+    compressed = await tsdb.fetchval(
+        "SELECT count(compress_chunk(format('%I.%I', chunk_schema, chunk_name)::regclass)) "
+        "FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND range_end < now()"
+    )
+    result = await commit(tsdb, weight(timedelta(minutes=5), 82.5), cache.plans)
+    alert = await tsdb.fetchrow("SELECT rule, kind, opening_explanation FROM alerts")
+    assert (1, {"warning": 1}) == (compressed, dict(result.opened))
+    assert ("weight.gain_10d", "change", 80.0) == (
+        alert["rule"],
+        alert["kind"],
+        json.loads(alert["opening_explanation"])["facts"]["reference"],
+    )
 
 
 async def test_installed_but_not_preloaded_runs_on_plain_postgresql(

@@ -38,14 +38,6 @@ if TYPE_CHECKING:
     from homemonitor_devices.simulate import ProgressLine
 
 DEFAULT_DAYS = 4.0
-_UNITS = {
-    "systolic": "mmHg",
-    "diastolic": "mmHg",
-    "mean_arterial": "mmHg",
-    "heart_rate": "/min",
-    "body_weight": "kg",
-    "spo2": "%",
-}
 
 
 def _port_or_free(port: int) -> int:
@@ -68,26 +60,25 @@ def _say(console: ProgressLine | None, text: str) -> None:
 async def _watch_alerts(
     pool: asyncpg.Pool, console: ProgressLine | None, stop: asyncio.Event
 ) -> None:
-    """Print each alert episode when it opens, and when it escalates to urgent."""
+    """Print each alert episode when it opens and when its severity changes, with its reason."""
     seen: dict[int, str] = {}
     while not stop.is_set():
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             rows = await pool.fetch(
-                "SELECT id, care_team_id, patient_id, rule, quantity, severity, worst_value, "
-                "threshold, plan_version, breach_count FROM alerts ORDER BY id"
+                "SELECT id, care_team_id, patient_id, rule, severity, "
+                "latest_explanation ->> 'sentence' AS sentence FROM alerts "
+                "WHERE status <> 'pending' AND status <> 'withdrawn' ORDER BY id"
             )
             for r in rows:
                 if seen.get(r["id"]) == r["severity"]:
                     continue
-                verb = "opened   " if r["id"] not in seen else "escalated"
+                verb = "opened   " if r["id"] not in seen else "changed  "
                 seen[r["id"]] = r["severity"]
                 mark = "URGENT " if r["severity"] == "urgent" else "warning"
                 _say(
                     console,
                     f"  alert {verb} {mark} #{r['id']:<4} {r['care_team_id']:<11} "
-                    f"{r['patient_id']}  {r['rule']:<17} worst {r['worst_value']:.1f} "
-                    f"{_UNITS.get(r['quantity'], '')} (threshold {r['threshold']:g}, "
-                    f"plan v{r['plan_version']})",
+                    f"{r['patient_id']}  {r['rule']:<17} {r['sentence']}",
                 )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)

@@ -19,9 +19,9 @@ reach the port could fill the log. They are counted in
 Every status a route can answer is in the OpenAPI document (``/openapi.json``), with its body;
 docs at ``/docs`` and ``/redoc``, served offline.
 
-Where things are: :mod:`~homemonitor.api.alerts` and :mod:`~homemonitor.api.patients` (the
-clinicians' routes), :mod:`~homemonitor.api.fhir` (FHIR R4 out: search and Bulk Data
-export, whose jobs run in :mod:`~homemonitor.api.fhir_export`),
+Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients` and
+:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.fhir` (FHIR R4
+out: search and Bulk Data export, whose jobs run in :mod:`~homemonitor.api.fhir_export`),
 :mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
@@ -37,7 +37,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, fhir, ops, patients
+from homemonitor.api import alerts, fhir, ops, patients, plans
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
@@ -82,14 +82,18 @@ def build_app(
         fhir_patient_system=fhir_patient_system,
         read_pool=read_pool,
     )
-    for router in (ops.router, alerts.router, patients.router, fhir.router):
+    for router in (ops.router, alerts.router, patients.router, plans.router, fhir.router):
         app.include_router(router)
     return app
 
 
 async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
-    """405 whose ``Allow`` names every method of the path, not only the first route's (the
-    FHIR export status URL answers GET and DELETE from two routes)."""
+    """405 whose ``Allow`` names every method of the path, not only the first route's.
+
+    Starlette answers from the first route whose path matches, so a path served by two
+    routes (a care plan's GET and POST, the FHIR export status's GET and DELETE) would
+    announce only one of them.
+    """
     allowed = {
         method
         for route in request.app.router.routes

@@ -260,7 +260,8 @@ async def search_flags(
     async with svc.pool.acquire() as conn, conn.transaction():
         await team_patient(conn, svc.metrics, who, patient_id, "fhir_flags")
         rows = await conn.fetch(
-            "SELECT * FROM alerts WHERE patient_id = $1 ORDER BY opened_at DESC LIMIT 1000",
+            "SELECT *, latest_explanation->>'sentence' AS explanation FROM alerts "
+            "WHERE patient_id = $1 ORDER BY opened_at DESC LIMIT 1000",
             patient_id,
         )
     flags = [flag(AlertRecord.from_row(r), svc.fhir_patient_system) for r in rows]

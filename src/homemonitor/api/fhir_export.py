@@ -54,7 +54,8 @@ _SQL = {
         "ORDER BY r.patient_id, r.measured_at"
     ),
     "Flag": (
-        "SELECT a.* FROM alerts a JOIN patients p ON p.id = a.patient_id "
+        "SELECT a.*, a.latest_explanation->>'sentence' AS explanation "
+        "FROM alerts a JOIN patients p ON p.id = a.patient_id "
         "WHERE p.care_team_id = $1 AND a.updated_at > coalesce($2::timestamptz, '-infinity') "
         "ORDER BY a.id"
     ),

@@ -39,6 +39,7 @@ import asyncpg
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
 
 from homemonitor import logs
+from homemonitor.alerts import episodes
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
@@ -55,6 +56,8 @@ from homemonitor.storage.transaction import CommitResult
 
 log = logs.get_logger(__name__)
 T = TypeVar("T")
+#: How often the worker opens pending breaches whose retake window ended without a retake.
+DUE_CHECK_SECONDS = 10.0
 
 #: What a message's part of a refused batch becomes when the database refuses its own
 #: rows as well: fixed text, no device, the raw bytes (``Worker._commit_alone``).
@@ -116,6 +119,7 @@ class Worker:
             committer = tg.create_task(self._commit_loop(batches), name="commit")
             tg.create_task(self._listen_registry(stop), name="registry-listen")
             tg.create_task(self._keep_registry_fresh(stop), name="registry-refresh")
+            tg.create_task(self._open_due(stop), name="open-due")
             await self._consume(stop, batches)
             committer.cancel()
         log.info(
@@ -136,6 +140,7 @@ class Worker:
                 self.database_state(ok=False, why=exc)
                 await sleep_unless(stop, backoff.next())
             else:
+                self.metrics.registry_revision.set(self.cache.revision or 0)
                 self.database_state(ok=True)
                 self.health.registry_loaded = True
                 return
@@ -391,10 +396,12 @@ class Worker:
         """
         check = self.cache.check_for_unknown if for_unknown else self.cache.refresh
         try:
-            return await check(functools.partial(self.pool.acquire, timeout=5))
+            changed = await check(functools.partial(self.pool.acquire, timeout=5))
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
             log.warning("registry check failed, keeping the cached copy", error=type(exc).__name__)
             return False
+        self.metrics.registry_revision.set(self.cache.revision or 0)
+        return changed
 
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
         """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""
@@ -406,6 +413,25 @@ class Worker:
             stopped.cancel()
             if not stop.is_set():
                 await self._refresh_registry()
+
+    async def _open_due(self, stop: asyncio.Event) -> None:
+        """Every ``DUE_CHECK_SECONDS``: open pending breaches whose retake never came.
+
+        Without it such a breach would open only with the patient's next reading. Every
+        replica runs it; the patients' episode locks make them agree (the first opens it,
+        the others find it open). The scheduler of issue #11 takes this over.
+        """
+        while not await sleep_unless(stop, DUE_CHECK_SECONDS):
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    tally = await episodes.open_due(conn, self.cache.plans, datetime.now(UTC))
+            except TRANSIENT_DB_ERRORS as exc:  # the next round tries again
+                log.warning("due check failed", error=type(exc).__name__)
+                continue
+            for severity, n in tally.opened.items():
+                self.metrics.alerts_opened.labels(severity).inc(n)
+            if tally.opened:
+                log.info("pending alerts opened on time", count=tally.opened.total())
 
     async def _listen_registry(self, stop: asyncio.Event) -> None:
         """Wake the refresher on ``NOTIFY homemonitor_registry``; reconnect when cut."""
@@ -576,6 +602,10 @@ class Worker:
             metrics.rejected(q.rejection)
         for severity, n in result.opened.items():
             metrics.alerts_opened.labels(severity).inc(n)
+        if result.evaluated:
+            metrics.plan_evaluations.labels("evaluated").inc(result.evaluated)
+        if result.screened:
+            metrics.plan_evaluations.labels("screened").inc(result.screened)
         for msg in batch.messages:
             metrics.receive_to_stored.observe(now_mono - msg.received_mono)
         for sent in batch.sent_at:

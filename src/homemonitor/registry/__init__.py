@@ -4,8 +4,10 @@ Two halves. The description (:mod:`~homemonitor.registry.description`): :func:`a
 loads a YAML or JSON description idempotently (the file is the truth for everything it
 names; care-plan versions are immutable history). The cache
 (:mod:`~homemonitor.registry.cache`): :class:`RegistryCache` is the worker's read-only
-copy (gateways, device pairings and bindings, current plans) for resolving a reading's
-patient and evaluating its plan per batch, reloaded when the registry changes.
+copy (gateways, device pairings and bindings, current plans resolved) for resolving a
+reading's patient and evaluating its plan per batch, reloaded when the registry changes.
+Care-plan versions are stored by :mod:`~homemonitor.registry.plans`, for the registry
+file and the API alike.
 """
 
 from __future__ import annotations

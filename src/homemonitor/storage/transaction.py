@@ -1,11 +1,12 @@
 """The batch transaction: where a prepared batch becomes rows.
 
-:func:`commit` is ONE transaction per batch: readings are inserted idempotently, only
-readings that were really new and are current can open or update alert episodes
-(:func:`homemonitor.alerts.episodes.open_or_update`), and everything refused lands in
-quarantine with its reason and raw payload. The caller acknowledges the batch's
-messages only after :func:`commit` returns, and with a synchronous standby that is only
-once the standby has the batch, even when the batch is a retry that finds its rows
+:func:`commit` is ONE transaction per batch: readings are inserted idempotently; only
+readings that were really new are evaluation points for their patient's care plan
+(:func:`homemonitor.alerts.episodes.evaluate_batch`: a redelivered reading evaluates
+nothing, a clock-flagged one is history that never opens an episode); and everything
+refused lands in quarantine with its reason and raw payload. The caller acknowledges the
+batch's messages only after :func:`commit` returns, and with a synchronous standby that is
+only once the standby has the batch, even when the batch is a retry that finds its rows
 already there (:data:`_WAIT_FOR_STANDBY`). :func:`record_redelivered` and
 :func:`count_delivery` keep the delivery counts of redelivered messages, each in a
 transaction of its own.
@@ -16,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from homemonitor.alerts import episodes
 from homemonitor.contract.protocol import parse_topic
 from homemonitor.contract.readings import ID_LIMIT, QUANTITIES, Reading, safe_text
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
-from homemonitor.rules.careplan import PlanTable
+from homemonitor.registry.cache import Plans
 from homemonitor.storage.database import Conn
 
 
@@ -36,6 +37,8 @@ class CommitResult:
     opened: Counter[str] = dataclasses.field(default_factory=Counter)  # by severity
     updated: int = 0
     flagged: Counter[str] = dataclasses.field(default_factory=Counter)  # by clock flag
+    evaluated: int = 0  # patients whose plan the engine ran
+    screened: int = 0  # patients the plain-threshold screen let through unevaluated
 
     def add(self, other: CommitResult) -> None:
         """Count ``other`` in as well (counters stay bounded by their few keys)."""
@@ -45,16 +48,22 @@ class CommitResult:
         self.opened.update(other.opened)
         self.updated += other.updated
         self.flagged.update(other.flagged)
+        self.evaluated += other.evaluated
+        self.screened += other.screened
 
 
-_INSERT_READINGS = """
+# The readings are inserted, then (same statement: one round trip) the episode lock of each
+# patient with a care plan who got a new reading is taken, in one sorted order for every
+# worker (:func:`homemonitor.alerts.episodes.lock_patients` takes the same locks).
+_INSERT_READINGS = f"""
+WITH stored AS (
 INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
                       systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
                       flags, source, gateway_id, message_id, quality)
 SELECT r.device_id, r.metric, r.measured_at, r.patient_id, r.received_at,
        r.systolic, r.diastolic, r.mean_arterial, r.heart_rate, r.body_weight, r.spo2,
-       coalesce(string_to_array(nullif(r.flags, ''), ','), '{}'), r.source, r.gateway_id,
-       r.message_id, coalesce(string_to_array(nullif(r.quality, ''), ','), '{}')
+       coalesce(string_to_array(nullif(r.flags, ''), ','), '{{}}'), r.source, r.gateway_id,
+       r.message_id, coalesce(string_to_array(nullif(r.quality, ''), ','), '{{}}')
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
             $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
             $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
@@ -62,7 +71,13 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamp
           systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
           flags, source, gateway_id, message_id, quality)
 ON CONFLICT DO NOTHING
-RETURNING device_id, metric, measured_at
+RETURNING device_id, metric, measured_at, patient_id
+), locked AS (
+    SELECT count(pg_advisory_xact_lock({episodes.LOCK_CLASS}, k)) AS n
+    FROM (SELECT DISTINCT {episodes.LOCK_KEY.format("patient_id")} AS k FROM stored
+          WHERE patient_id = ANY($17::text[]) ORDER BY k) AS keys
+)
+SELECT s.device_id, s.metric, s.measured_at FROM stored AS s, locked
 """
 
 _INSERT_QUARANTINE = """
@@ -120,8 +135,14 @@ def _key(r: Reading) -> tuple[str, str, datetime]:
     return (r.device_id, r.metric.value, r.measured_at)
 
 
-async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
-    """Store ``batch`` in one transaction; see the module docstring."""
+async def commit(
+    conn: Conn, batch: Batch, plans: Plans, now: datetime | None = None
+) -> CommitResult:
+    """Store ``batch`` in one transaction; see the module docstring.
+
+    ``now`` is the clock the care plans are evaluated on (what is current); the wall clock
+    when not given.
+    """
     result = CommitResult()
     seen: set[tuple[str, str, datetime]] = set()
     unique: list[Candidate] = []
@@ -134,15 +155,18 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
     unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
     async with conn.transaction():
         if unique:
-            inserted = await _insert_readings(conn, unique)
+            planned = sorted({c.patient_id for c in unique if plans.get(c.patient_id)})
+            inserted = await _insert_readings(conn, unique, planned)
             new = [c for c in unique if _key(c.reading) in inserted]
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
             result.flagged = Counter(f.value for c in new for f in c.reading.flags)
-            current = [c for c in new if not c.reading.flags]
-            if current:
-                opened, updated = await episodes.open_or_update(conn, current, plans)
-                result.opened, result.updated = Counter(opened), updated
+            if new:
+                tally = await episodes.evaluate_batch(
+                    conn, new, plans, now or datetime.now(UTC), locked=True
+                )
+                result.opened, result.updated = tally.opened, tally.updated
+                result.evaluated, result.screened = tally.evaluated, tally.screened
         if batch.quarantined:
             await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
@@ -167,7 +191,10 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
 _WAIT_FOR_STANDBY = "SELECT pg_logical_emit_message(true, 'homemonitor', 'batch')"
 
 
-async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[str, str, datetime]]:
+async def _insert_readings(
+    conn: Conn, rows: Sequence[Candidate], planned: list[str]
+) -> set[tuple[str, str, datetime]]:
+    """Insert ``rows``; return the keys really new. Locks ``planned`` patients' episodes."""
     readings = [c.reading for c in rows]
     columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
     returned = await conn.fetch(
@@ -183,6 +210,7 @@ async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[s
         [c.gateway_id for c in rows],
         [r.message_id for r in readings],
         [",".join(sorted(r.quality)) if r.quality else "" for r in readings],
+        planned,
     )
     return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
 

@@ -1,0 +1,198 @@
+"""The rules engine's storage: migration 0010 over existing rows, and the batch's fast path."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from homemonitor import registry
+from homemonitor.alerts import episodes
+from homemonitor.contract.readings import Metric, Quantity, Reading
+from homemonitor.embedded import PrivatePostgres
+from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
+from homemonitor.storage import database
+from homemonitor.storage.transaction import commit
+from tests.conftest import REGISTRY
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+async def _empty_database(pg_cluster: PrivatePostgres, name: str) -> str:
+    admin = await asyncpg.connect(pg_cluster.dsn.replace("/hm_template", "/postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return pg_cluster.dsn.replace("/hm_template", f"/{name}")
+
+
+async def test_migration_keeps_existing_plans_and_alerts_meaning_what_they_meant(
+    pg_cluster: PrivatePostgres,
+) -> None:
+    """0010 over 0001-0009 data: plans become {thresholds}, alerts get explanations and events."""
+    dsn = await _empty_database(pg_cluster, f"m_{os.getpid()}_{time.monotonic_ns()}")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for name, sql in database._scripts(""):
+            if name < "0010":
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+        await conn.execute(
+            "INSERT INTO care_teams VALUES ('vc-a', 'A');"
+            "INSERT INTO clinicians (id, care_team_id, name) VALUES ('cl-a1', 'vc-a', 'N');"
+            "INSERT INTO patients (id, care_team_id) VALUES ('p-1', 'vc-a');"
+            "INSERT INTO care_plans (patient_id, version, thresholds, changed_by) VALUES "
+            "('p-1', 1, '{\"systolic\": {\"high\": {\"warning\": 160}}}', 'cl-a1')"
+        )
+        await conn.execute(
+            "INSERT INTO alerts (patient_id, care_team_id, rule, quantity, direction, severity, "
+            "status, plan_version, threshold, opening_device_id, opening_metric, "
+            "opening_measured_at, opening_value, worst_value, last_measured_at, "
+            "acknowledged_at, acknowledged_by) VALUES ('p-1', 'vc-a', 'systolic.high', "
+            "'systolic', 'high', 'warning', 'acknowledged', 1, 160, 'cuff-1', "
+            "'blood_pressure', $1, 165, 170, $1, $1, 'cl-a1')",
+            NOW,
+        )
+        await database.migrate(conn)
+        plan = await conn.fetchrow("SELECT plan, thresholds FROM care_plans")
+        alert = await conn.fetchrow(
+            "SELECT kind, peak_severity, evaluated_at, opening_explanation FROM alerts"
+        )
+        events = await conn.fetch("SELECT kind, actor, clinician_id FROM alert_events ORDER BY id")
+        cache = registry.RegistryCache()
+        await cache.load(conn)
+    finally:
+        await conn.close()
+    bounds = {"systolic": {"high": {"warning": 160}}}
+    assert ({"thresholds": bounds}, bounds) == (
+        json.loads(plan["plan"]),
+        json.loads(plan["thresholds"]),
+    )
+    assert ("threshold", "warning", NOW) == tuple(alert)[:3]
+    assert (
+        "systolic 165, at or above the warning bound 160; plan v1"
+        == (json.loads(alert["opening_explanation"])["sentence"])
+    )
+    assert [("opened", "rule", None), ("acknowledged", "clinician", "cl-a1")] == [
+        tuple(e) for e in events
+    ]
+    p1 = cache.plans.get("p-1")
+    assert p1 is not None
+    assert (1, ["systolic.high"], True) == (p1.version, [r.id for r in p1.plan.rules], p1.plain)
+
+
+def _batch(patients: int, per_patient: int, systolic: float) -> Batch:
+    """A batch of blood-pressure readings, ``per_patient`` each for ``patients`` patients."""
+    now = datetime.now(UTC)
+    message = Inbound("homemonitor/v1/gw/gw-1/readings", b"{}", now, 0.0)
+    candidates = [
+        Candidate(
+            Reading(
+                f"cuff-{p}",
+                Metric.BLOOD_PRESSURE,
+                now - timedelta(seconds=i + 1, microseconds=p),
+                {Quantity.SYSTOLIC: systolic, Quantity.DIASTOLIC: 80.0},
+            ),
+            f"p-{p}",
+            "gw-1",
+            now,
+            0,
+        )
+        for p in range(patients)
+        for i in range(per_patient)
+    ]
+    return Batch([message], candidates)
+
+
+def _clinic(patients: int, plan: dict[str, object]) -> dict[str, object]:
+    team = REGISTRY["care_teams"][0]
+    return {
+        "care_teams": [team],
+        "devices": [{"id": f"cuff-{p}", "kind": "blood_pressure_cuff"} for p in range(patients)],
+        "patients": [
+            {"id": f"p-{p}", "care_team": team["id"], "care_plan": {"version": 1, **plan}}
+            for p in range(patients)
+        ],
+    }
+
+
+_THRESHOLDS = {"thresholds": {"systolic": {"high": {"warning": 160, "urgent": 180}}}}
+_AVERAGE = {
+    **_THRESHOLDS,
+    "rules": [{"id": "bp.home_mean", "kind": "average", "bounds": {"systolic": {"warning": 135}}}],
+}
+
+
+@pytest.mark.parametrize(("plan", "path"), [(_THRESHOLDS, "screened"), (_AVERAGE, "evaluated")])
+async def test_normal_readings_of_plain_threshold_plans_are_screened_not_evaluated(
+    dsn: str, plan: dict[str, object], path: str
+) -> None:
+    """A batch inside every bound of plain thresholds runs no engine; a trend plan does."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await registry.apply(conn, registry.parse(_clinic(50, plan)))
+        cache = registry.RegistryCache()
+        await cache.load(conn)
+        result = await commit(conn, _batch(50, 4, 120.0), cache.plans)
+    finally:
+        await conn.close()
+    assert {"screened": (50, 0), "evaluated": (0, 50)}[path] == (result.screened, result.evaluated)
+
+
+async def test_a_retake_withdraws_a_pending_breach_and_no_retake_opens_it_on_time(
+    db: asyncpg.Connection,
+) -> None:
+    """Pending, then a normal retake: withdrawn. Pending with no retake: opened when due."""
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][1]["care_plan"] = {
+        "version": 2,
+        "rules": [
+            {
+                "id": "spo2.low",
+                "kind": "threshold",
+                "quantity": "spo2",
+                "direction": "low",
+                "warning": 90,
+                "retake_minutes": 5,
+            }
+        ],
+    }
+    await registry.apply(db, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    now = datetime.now(UTC)
+
+    def spo2(minutes_ago: float, value: float) -> Batch:
+        at = now - timedelta(minutes=minutes_ago)
+        reading = Reading("oxi-2", Metric.SPO2, at, {Quantity.SPO2: value})
+        message = Inbound("homemonitor/v1/gw/gw-2/readings", b"{}", now, 0.0)
+        return Batch([message], [Candidate(reading, "p-2", "gw-2", now, 0)])
+
+    await commit(db, spo2(3, 85), cache.plans, now)
+    pending = await db.fetchrow("SELECT status, due_at FROM alerts")
+    await commit(db, spo2(1, 96), cache.plans, now)
+    await commit(db, spo2(0.5, 84), cache.plans, now)
+    early = await episodes.open_due(db, cache.plans, now)
+    late = await episodes.open_due(db, cache.plans, now + timedelta(minutes=10))
+    alerts = await db.fetch("SELECT id, status FROM alerts ORDER BY id")
+    events = await db.fetch("SELECT alert_id, kind, actor FROM alert_events ORDER BY id")
+    first, second = (a["id"] for a in alerts)
+    assert ("pending", now + timedelta(minutes=2)) == (pending["status"], pending["due_at"])
+    assert (0, 1) == (early.opened.total(), late.opened.total())
+    assert ["withdrawn", "open"] == [a["status"] for a in alerts]
+    assert [
+        (first, "pending", "rule"),
+        (first, "withdrawn", "rule"),
+        (second, "pending", "rule"),
+        (second, "opened", "scheduler"),
+    ] == [tuple(e) for e in events]
