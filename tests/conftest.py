@@ -13,6 +13,9 @@ import contextlib
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 
 import aiomqtt
 import asyncpg
+import httpx
 import pytest
 
 from homemonitor import registry
@@ -288,3 +292,62 @@ async def publisher(
     """A gateway-side client; ``publish(..., qos=1)`` returns after the PUBACK."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
         yield client
+
+
+class WorkerProcess:
+    """``homemonitor run`` in a process of its own, so it can be SIGKILLed."""
+
+    def __init__(self, dsn: str, broker: PrivateMosquitto, log: Path) -> None:
+        self.env = {
+            **os.environ,
+            "HOMEMONITOR_DATABASE_URL": dsn,
+            "HOMEMONITOR_MQTT_HOST": broker.host,
+            "HOMEMONITOR_MQTT_PORT": str(broker.port),
+            "HOMEMONITOR_MQTT_CLIENT_ID": "hm-kill-test",
+            "HOMEMONITOR_BATCH_MAX": "50",
+            "HOMEMONITOR_HTTP_PORT": str(free_port()),
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "homemonitor.cli", "run"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def ready(self) -> None:
+        """Wait until the worker has its session and subscription (``/ready``)."""
+        url = f"http://127.0.0.1:{self.env['HOMEMONITOR_HTTP_PORT']}/ready"
+
+        async def probe() -> int:
+            async with httpx.AsyncClient() as http:
+                try:
+                    return (await http.get(url)).status_code
+                except httpx.TransportError:
+                    return 0
+
+        await wait_until(probe, lambda code: code == 200, 30)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def worker_process(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(dsn, broker, tmp_path / "worker.log")
+    yield w
+    if w.proc is not None and w.proc.poll() is None:
+        w.kill()

@@ -252,6 +252,20 @@ MISTAKES = [
         "integer, unable to parse string as an integer",
     ),
     (
+        "a secret both in the environment and in a file",
+        ["run"],
+        {"HOMEMONITOR_MQTT_PASSWORD": "x", "HOMEMONITOR_MQTT_PASSWORD_FILE": "/run/secrets/mqtt"},
+        "homemonitor: HOMEMONITOR_MQTT_PASSWORD and HOMEMONITOR_MQTT_PASSWORD_FILE are both "
+        "set: set one of them",
+    ),
+    (
+        "a secret file that is missing",
+        ["run"],
+        {"HOMEMONITOR_DATABASE_PASSWORD_FILE": "/run/secrets/missing"},
+        "homemonitor: HOMEMONITOR_DATABASE_PASSWORD_FILE=/run/secrets/missing: cannot read it "
+        "([Errno 2] No such file or directory: '/run/secrets/missing')",
+    ),
+    (
         "missing registry file",
         ["registry", "apply", "/missing.yaml", "--database-url", "postgresql://u@127.0.0.1/x"],
         {},

@@ -50,6 +50,12 @@ DEPLOY = ROOT / "deploy"
 MOSQUITTO_DIR = DEPLOY / "mosquitto"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 SETTINGS_VARS = {f"HOMEMONITOR_{name.upper()}" for name in Settings.model_fields}
+#: Secrets may come from the file their _FILE variable names.
+SECRET_FILE_VARS = {
+    f"HOMEMONITOR_{name.upper()}_FILE"
+    for name, field in Settings.model_fields.items()
+    if "SecretStr" in str(field.annotation)
+}
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
@@ -618,7 +624,7 @@ def test_alerts_use_only_exported_metrics() -> None:
 # -- docker-compose.yml, env file, Dockerfile --------------------------------------------------
 
 
-def test_compose_uses_only_known_settings() -> None:
+def test_compose_uses_only_known_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """docker-compose.yml and the env example name only HOMEMONITOR_* variables Settings has."""
     text = (ROOT / "docker-compose.yml").read_text()
     compose = _compose()
@@ -627,11 +633,23 @@ def test_compose_uses_only_known_settings() -> None:
     interpolated = {m.group(1) for m in _INTERPOLATION.finditer(text)}
     example = set(_env_example())
     used = {v for v in named | interpolated | example if v.startswith("HOMEMONITOR_")}
-    assert set() == used - SETTINGS_VARS
+    assert set() == used - SETTINGS_VARS - SECRET_FILE_VARS
     assert "HOMEMONITOR_MQTT_CLIENT_ID" not in used  # per replica: deploy/entrypoint.sh
-    # The environment, with defaults filled in, is a valid configuration.
-    values = {k.removeprefix("HOMEMONITOR_").lower(): _resolve(str(v)) for k, v in env.items()}
-    settings = Settings(_env_file=None, **values)
+    # Passwords only from Docker secrets, never in the environment or the env file.
+    secrets = compose["secrets"]
+    assert {"HOMEMONITOR_DATABASE_PASSWORD_FILE", "HOMEMONITOR_MQTT_PASSWORD_FILE"} <= set(env)
+    assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in named | example)
+    for variable in ("HOMEMONITOR_DATABASE_PASSWORD_FILE", "HOMEMONITOR_MQTT_PASSWORD_FILE"):
+        name = env[variable].removeprefix("/run/secrets/")
+        assert name in compose["services"]["homemonitor"]["secrets"]
+        assert secrets[name]["file"].startswith("./deploy/secrets/")
+    # The environment, with defaults filled in and the secrets as files, is a valid configuration.
+    files = {v: tmp_path / k for k, v in env.items() if k.endswith("_FILE")}
+    for path in files.values():
+        path.write_text("s3cret p@ss\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(files.get(value, _resolve(str(value)))))
+    settings = Settings(_env_file=None)
     assert ("mosquitto", 1883, "5", "0.0.0.0", 8080) == (  # noqa: S104 - inside the container
         settings.mqtt_host,
         settings.mqtt_port,
@@ -639,8 +657,10 @@ def test_compose_uses_only_known_settings() -> None:
         settings.http_host,
         settings.http_port,
     )
-    assert settings.database_url is not None
-    assert "@timescaledb:5432/" in settings.database_url.get_secret_value()
+    assert settings.database_url is not None and settings.mqtt_password is not None
+    dsn = settings.database_url.get_secret_value()
+    assert "homemonitor:s3cret%20p%40ss@timescaledb:5432/" in dsn
+    assert "s3cret p@ss" == settings.mqtt_password.get_secret_value()
     assert settings.mqtt_shared_group
 
 

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import asyncpg
-import pytest
 
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.conftest import publisher, wait_until
-from tests.test_nothing_lost import WorkerProcess
+from tests.conftest import WorkerProcess, publisher, wait_until
 
 #: An implausible systolic pressure (limit 300): quarantined, and not to be found in the logs.
 VALUE = 371.5
-
-
-@pytest.fixture
-def worker(
-    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
-) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(dsn, broker, tmp_path / "worker.log")
-    yield w
-    if w.proc is not None and w.proc.poll() is None:
-        w.kill()
 
 
 async def _quarantine_one(worker: WorkerProcess, broker: PrivateMosquitto, fmt: str) -> str:
@@ -51,10 +35,10 @@ async def _quarantine_one(worker: WorkerProcess, broker: PrivateMosquitto, fmt: 
 
 
 async def test_json_logs_carry_the_quarantine_as_fields(
-    worker: WorkerProcess, broker: PrivateMosquitto
+    worker_process: WorkerProcess, broker: PrivateMosquitto
 ) -> None:
     """log_format=json: every line one object; a quarantined message one event with its fields."""
-    text = await _quarantine_one(worker, broker, "json")
+    text = await _quarantine_one(worker_process, broker, "json")
     lines = [json.loads(line) for line in text.splitlines()]
     quarantined = [line for line in lines if line["event"] == "quarantined"]
     assert [
@@ -74,10 +58,10 @@ async def test_json_logs_carry_the_quarantine_as_fields(
 
 
 async def test_text_logs_show_the_fields_as_key_value(
-    worker: WorkerProcess, broker: PrivateMosquitto
+    worker_process: WorkerProcess, broker: PrivateMosquitto
 ) -> None:
     """log_format=text: a quarantined message is one line with count=1 reasons=[...]."""
-    text = await _quarantine_one(worker, broker, "text")
+    text = await _quarantine_one(worker_process, broker, "text")
     quarantined = [line for line in text.splitlines() if " quarantined " in line]
     assert 1 == len(quarantined)
     assert quarantined[0].endswith("[homemonitor.ingest.worker] count=1 reasons=['implausible']")

@@ -6,9 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import httpx
 
-from homemonitor.contract.protocol import readings_topic
+from homemonitor.api.auth import issue_token
+from homemonitor.contract.protocol import PayloadFormat, readings_topic
+from homemonitor.contract.readings import Quality, Quantity
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor_devices.encoders import encode_ble, encode_native
+from homemonitor_devices.measurement import HOME_TZ, DeviceKind, Measurement
 from tests.conftest import RunningService, publisher, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -119,3 +124,59 @@ async def test_clock_skewed_reading_is_stored_flagged_and_not_alerted(
     )
     assert [["clock_stale"], ["clock_future"]] == [r["flags"] for r in rows]
     assert 0 == await count(db, "SELECT count(*) FROM alerts")
+
+
+async def test_readings_the_device_flagged_are_stored_and_returned_with_their_quality(
+    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """Cuff status bits (Bluetooth) and an oximeter's native quality list reach row and API."""
+    at = NOW.astimezone(HOME_TZ) - timedelta(minutes=3)
+    cuff = Measurement(
+        "cuff-1",
+        DeviceKind.BLOOD_PRESSURE_CUFF,
+        at,
+        at,
+        {Quantity.SYSTOLIC: 128, Quantity.DIASTOLIC: 82, Quantity.HEART_RATE: 71},
+        "gw-1-000001",
+        quality=frozenset({Quality.BODY_MOVEMENT, Quality.CUFF_LOOSE}),
+    )
+    oximeter = Measurement(
+        "oxi-2",
+        DeviceKind.PULSE_OXIMETER,
+        at,
+        at,
+        {Quantity.SPO2: 95},
+        "gw-2-000001",
+        quality=frozenset({Quality.LOW_PERFUSION}),
+    )
+    plain = Measurement(
+        "cuff-1",
+        DeviceKind.BLOOD_PRESSURE_CUFF,
+        at + timedelta(minutes=1),
+        at + timedelta(minutes=1),
+        {Quantity.SYSTOLIC: 126, Quantity.DIASTOLIC: 80},
+        "gw-1-000002",
+    )
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-1", PayloadFormat.BLE), encode_ble(cuff)[1], qos=1)
+        await gw.publish(readings_topic("gw-1"), encode_native(plain)[1], qos=1)
+    async with publisher(broker, client_id="gw-2") as gw:
+        await gw.publish(readings_topic("gw-2"), encode_native(oximeter)[1], qos=1)
+    rows = await wait_until(
+        lambda: db.fetch(
+            "SELECT source, quality, flags FROM readings ORDER BY device_id, measured_at"
+        ),
+        lambda r: len(r) == 3,
+    )
+    assert [
+        ("ble", ["body_movement", "cuff_loose"], []),
+        ("json", [], []),
+        ("json", ["low_perfusion"], []),
+    ] == [(r["source"], r["quality"], r["flags"]) for r in rows]
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        team_a = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
+        team_b = {"Authorization": f"Bearer {await issue_token(db, 'cl-b1')}"}
+        p1 = await http.get("/api/v1/patients/p-1/readings", headers=team_a)
+        p2 = await http.get("/api/v1/patients/p-2/readings", headers=team_b)
+    assert [[], ["body_movement", "cuff_loose"]] == [r["quality"] for r in p1.json()]
+    assert [["low_perfusion"]] == [r["quality"] for r in p2.json()]

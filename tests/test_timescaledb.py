@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from homemonitor import registry
-from homemonitor.contract.readings import Metric, Quantity, Reading
+from homemonitor.contract.readings import Metric, Quality, Quantity, Reading
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.storage import database
 from homemonitor.storage.transaction import commit
@@ -152,6 +152,53 @@ async def test_hourly_aggregate_holds_every_stored_reading(tsdb: asyncpg.Connect
     assert await tsdb.fetch(_GROUPED) == after_drop
     readings = [sum(r["n"] for r in rows) for rows in (after_history, after_late, after_drop)]
     assert [8, 18, 18 - 4] == readings  # the drop took the 100 and 60 days old ones
+
+
+@needs_tsdb
+async def test_quality_column_joins_a_compressed_hypertable(
+    tsdb: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0009 on a deployment with compressed history: old rows read '{}', flags store anywhere."""
+    every = database._scripts
+    monkeypatch.setattr(
+        database, "_scripts", lambda folder: [s for s in every(folder) if s[0] < "0009"]
+    )
+    await database.migrate(tsdb)  # the schema before 0009, TimescaleDB part included
+    await registry.apply(tsdb, registry.parse(REGISTRY))
+    cache = registry.RegistryCache()
+    await cache.load(tsdb)
+    await tsdb.execute(  # history, as the service before 0009 wrote it
+        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, spo2,"
+        " source) SELECT 'oxi-2', 'spo2', now() - i * INTERVAL '1 day', 'p-2', now(), 95,"
+        " 'json' FROM generate_series(42, 45) AS i"
+    )
+    compressed = await tsdb.fetch(
+        "SELECT compress_chunk(c) FROM show_chunks('readings', older_than => INTERVAL '30 days') c"
+    )
+    monkeypatch.setattr(database, "_scripts", every)
+    await database.migrate(tsdb)
+    before = await tsdb.fetch("SELECT quality FROM readings")
+    now = datetime.now(UTC)
+    flagged = [
+        Reading(
+            "oxi-2",
+            Metric.SPO2,
+            now - age,
+            {Quantity.SPO2: 91.0},
+            quality=frozenset({Quality.LOW_PERFUSION, Quality.POOR_SIGNAL}),
+        )
+        for age in (timedelta(days=45, minutes=1), timedelta(minutes=5))  # compressed, new
+    ]
+    message = Inbound("homemonitor/v1/gw/gw-2/readings", b"{}", now, 0.0)
+    batch = Batch([message], [Candidate(r, "p-2", "gw-2", now, 0) for r in flagged])
+    first, again = await commit(tsdb, batch, cache.plans), await commit(tsdb, batch, cache.plans)
+    rows = await tsdb.fetch(
+        "SELECT quality FROM readings WHERE quality <> '{}' ORDER BY measured_at"
+    )
+    assert [] != compressed  # history in one or two 7-day chunks, all compressed now
+    assert [[]] * 4 == [r["quality"] for r in before]
+    assert (2, 0, 2) == (first.stored, again.stored, again.duplicates)
+    assert [["low_perfusion", "poor_signal"]] * 2 == [r["quality"] for r in rows]
 
 
 async def test_installed_but_not_preloaded_runs_on_plain_postgresql(

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from homemonitor.contract.protocol import Envelope, PayloadFormat
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import Metric, Quality, Quantity
 from homemonitor.errors import HomemonitorError
 from homemonitor_devices.measurement import HOME_TIMEZONE, HOME_TZ, Measurement
 
@@ -133,9 +133,52 @@ _WEIGHT_TIME_STAMP = 0x02
 _WEIGHT_USER_ID = 0x04
 _WEIGHT_RESOLUTION_KG = 0.005
 _PLX_TIME_STAMP = 0x01
+_PLX_MEASUREMENT_STATUS = 0x02
+_PLX_DEVICE_STATUS = 0x04
 _HR_UINT16 = 0x01
 _HR_CONTACT_DETECTED = 0x02
 _HR_CONTACT_SUPPORTED = 0x04
+
+
+#: Blood Pressure Measurement Status bits for each flag a cuff can set.
+_BP_STATUS_BITS: dict[Quality, int] = {
+    Quality.BODY_MOVEMENT: 1 << 0,
+    Quality.CUFF_LOOSE: 1 << 1,
+    Quality.IRREGULAR_PULSE: 1 << 2,
+    Quality.PULSE_RATE_OUT_OF_RANGE: 1 << 3,  # range field (bits 3-4) = 1: above the upper limit
+    Quality.IMPROPER_POSITION: 1 << 5,
+}
+#: PLX Measurement Status (uint16) and Device and Sensor Status (uint24) bits per flag.
+_PLX_STATUS_BITS: dict[Quality, int] = {
+    Quality.EARLY_ESTIMATE: 1 << 6,
+    Quality.QUESTIONABLE_MEASUREMENT: 1 << 14,
+}
+_PLX_DEVICE_BITS: dict[Quality, int] = {
+    Quality.SIGNAL_PROCESSING_IRREGULARITY: 1 << 2,
+    Quality.INADEQUATE_SIGNAL: 1 << 3,
+    Quality.POOR_SIGNAL: 1 << 4,
+    Quality.LOW_PERFUSION: 1 << 5,
+    Quality.ERRATIC_SIGNAL: 1 << 6,
+    Quality.NONPULSATILE_SIGNAL: 1 << 7,
+    Quality.QUESTIONABLE_PULSE: 1 << 8,
+    Quality.SENSOR_INTERFERENCE: 1 << 10,
+    Quality.SENSOR_DISPLACED: 1 << 13,
+}
+
+
+#: The flags each kind of measurement can carry over Bluetooth (weight and heart rate have
+#: no status field).
+_BLE_QUALITY: dict[Metric, frozenset[Quality]] = {
+    Metric.BLOOD_PRESSURE: frozenset(_BP_STATUS_BITS),
+    Metric.SPO2: frozenset(_PLX_STATUS_BITS) | frozenset(_PLX_DEVICE_BITS),
+    Metric.BODY_WEIGHT: frozenset(),
+    Metric.HEART_RATE: frozenset(),
+}
+
+
+def _word(m: Measurement, bits: dict[Quality, int]) -> int:
+    """The status word that sets the bits of ``m.quality`` found in ``bits``."""
+    return sum(bit for q, bit in bits.items() if q in m.quality)
 
 
 def ble_characteristic(m: Measurement, *, user_id: int | None = None) -> tuple[str, bytes]:
@@ -146,10 +189,17 @@ def ble_characteristic(m: Measurement, *, user_id: int | None = None) -> tuple[s
     (uint16 above 255) with sensor contact detected (the Heart Rate Measurement has no time
     stamp: the gateway's ``received_at`` stands for it). ``user_id`` adds the User ID field
     to pressure and weight, as a shared device does (the service then names the device
-    ``<id>:u<user>``, so single-user home devices leave it out).
+    ``<id>:u<user>``, so single-user home devices leave it out). ``m.quality`` becomes
+    the cuff's Measurement Status bits, or the oximeter's PLX Measurement Status and Device
+    and Sensor Status (both present only when a flag needs them); a scale and a heart-rate
+    monitor have no status field, so a flag on them cannot be encoded (:class:`EncodingError`).
     """
     values = m.values
     user = b"" if user_id is None else bytes([user_id])
+    cannot = sorted(q.value for q in m.quality - _BLE_QUALITY[m.metric])
+    if cannot:
+        detail = f"a {m.metric.value} measurement has no status bit for {', '.join(cannot)}"
+        raise EncodingError("ble", detail)
     if m.metric is Metric.BLOOD_PRESSURE:
         flags = _BP_TIME_STAMP | _BP_STATUS | (_BP_USER_ID if user else 0)
         mean = values.get(Quantity.MEAN_ARTERIAL, math.nan)
@@ -159,7 +209,7 @@ def ble_characteristic(m: Measurement, *, user_id: int | None = None) -> tuple[s
         if pulse is not None:
             flags |= _BP_PULSE
             body += _sfloat(pulse)
-        body += user + struct.pack("<H", 0)  # status 0: no problem detected
+        body += user + struct.pack("<H", _word(m, _BP_STATUS_BITS))  # 0: no problem detected
         return "2A35", bytes([flags]) + body
     if m.metric is Metric.BODY_WEIGHT:
         steps = round(values[Quantity.BODY_WEIGHT] / _WEIGHT_RESOLUTION_KG)
@@ -171,7 +221,12 @@ def ble_characteristic(m: Measurement, *, user_id: int | None = None) -> tuple[s
     if m.metric is Metric.SPO2:
         pulse = values.get(Quantity.HEART_RATE, math.nan)
         body = _sfloat(values[Quantity.SPO2]) + _sfloat(pulse) + _date_time(m.measured_at)
-        return "2A5E", bytes([_PLX_TIME_STAMP]) + body
+        flags = _PLX_TIME_STAMP
+        if m.quality:  # both status fields, as an oximeter that reports them sends them
+            flags |= _PLX_MEASUREMENT_STATUS | _PLX_DEVICE_STATUS
+            body += struct.pack("<H", _word(m, _PLX_STATUS_BITS))
+            body += _word(m, _PLX_DEVICE_BITS).to_bytes(3, "little")
+        return "2A5E", bytes([flags]) + body
     rate = round(values[Quantity.HEART_RATE])
     flags = _HR_CONTACT_SUPPORTED | _HR_CONTACT_DETECTED
     if rate > 0xFF:
@@ -257,7 +312,8 @@ def encode_fhir(m: Measurement, *, include_pulse: bool = True) -> tuple[PayloadF
     weight 29463-7, SpO2 59408-5 and heart rate 8867-4 carry ``valueQuantity`` (an
     oximeter's pulse is not sent: the service reads no components on SpO2). Mean arterial
     pressure is not sent. The message id is the Observation's ``id`` (and an identifier);
-    the device is referenced as ``Device/<id>``; no patient is named.
+    the device is referenced as ``Device/<id>``; no patient is named. ``m.quality`` is not
+    sent: FHIR payloads carry no quality flags (``docs/fhir.md``).
     """
     resource: dict[str, Any] = {
         "resourceType": "Observation",
@@ -330,6 +386,8 @@ def native_item(m: Measurement) -> dict[str, Any]:
     else:
         item |= {"unit": "/min", "value": _number(values[Quantity.HEART_RATE])}
     item["message_id"] = m.message_id
+    if m.quality:
+        item["quality"] = sorted(q.value for q in m.quality)
     return item
 
 

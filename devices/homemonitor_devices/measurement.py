@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import NO_QUALITY, Metric, Quality, Quantity
 
 #: The time zone the simulated homes are in; Bluetooth time stamps are local time.
 HOME_TIMEZONE = "Europe/Stockholm"
@@ -66,7 +66,10 @@ class Measurement:
     ``measured_at`` is what the device's own clock said (it may be wrong: see the
     ``clock_skew`` fault); ``received_at`` is when the gateway got it from the device, by
     the gateway's clock. Both are aware and in the home's time zone. ``values`` are in
-    canonical units (mmHg, kg, %, /min) at the device's resolution.
+    canonical units (mmHg, kg, %, /min) at the device's resolution. ``quality`` is what
+    the device noticed about the measurement (an artefact it detected: body movement, a
+    loose cuff, low perfusion); the encoders carry it as Bluetooth status bits or the
+    native ``quality`` list.
     """
 
     device_id: str
@@ -75,6 +78,7 @@ class Measurement:
     received_at: datetime
     values: Mapping[Quantity, float]
     message_id: str
+    quality: frozenset[Quality] = NO_QUALITY
 
     @property
     def metric(self) -> Metric:

@@ -188,6 +188,7 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
             "values": {q.value: round(v, 3) for q, v in r.values.items()},
             "units": {q.value: q.unit for q in r.values},
             "flags": [f.value for f in r.flags],
+            "quality": sorted(q.value for q in r.quality),
         }
         for r in accepted
     ]
@@ -200,6 +201,8 @@ def cmd_payload_check(args: argparse.Namespace) -> int:
         for r in readings:
             values = ", ".join(f"{k}={v} {r['units'][k]}" for k, v in r["values"].items())
             flags = f"  FLAGGED: {', '.join(r['flags'])}" if r["flags"] else ""
+            if r["quality"]:
+                flags += f"  DEVICE NOTED: {', '.join(r['quality'])}"
             print(
                 f"ok   [{r['index']}] {r['device_id']} {r['metric']} "
                 f"at {r['measured_at']}: {values}{flags}"
@@ -341,6 +344,142 @@ def _write_passwords(path: Path, gateway_ids: Sequence[str]) -> None:
     )
 
 
+def _aware(text: str) -> datetime:
+    """An ISO 8601 time for an option; without a zone it is UTC (a date alone: midnight)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"{text!r} is not an ISO 8601 time such as 2026-12-01 or 2026-12-01T08:00+01:00"
+        raise argparse.ArgumentTypeError(msg) from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _quarantine_filter(args: argparse.Namespace) -> Any:
+    from homemonitor.ingest import quarantine  # noqa: PLC0415
+
+    return quarantine.Filter(
+        ids=getattr(args, "ids", None) or (),
+        reason=args.reason,
+        gateway_id=args.gateway,
+        since=args.since,
+        until=args.until,
+        pending=getattr(args, "pending", False),
+    )
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    def text(value: Any) -> str:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat(timespec="seconds")
+        return "" if value is None else str(value)
+
+    cells = [[text(r[c]) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    for row in [list(columns), *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _as_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, default=lambda v: v.isoformat())
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from homemonitor.ingest import quarantine  # noqa: PLC0415
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            which = _quarantine_filter(args)
+            return await quarantine.counts(conn, which), await quarantine.rows(
+                conn, which, limit=args.limit
+            )
+
+    by_reason, rows = asyncio.run(main())
+    if args.json:
+        print(_as_json(rows))
+        return 0
+    if not rows:
+        print("nothing in quarantine matches")
+        return 0
+    total = sum(int(r["rows"]) for r in by_reason)
+    print(f"{total} rows match: " + ", ".join(f"{r['reason']} {r['rows']}" for r in by_reason))
+    if total > len(rows):
+        print(f"newest {len(rows)} (--limit to see more):")
+    _print_table(
+        rows,
+        ("id", "received_at", "reason", "gateway_id", "device_id", "item_index", "replay_outcome"),
+    )
+    return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    from homemonitor.ingest import quarantine  # noqa: PLC0415
+
+    async def main() -> tuple[list[dict[str, Any]], tuple[str, bytes] | None]:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            found = await quarantine.rows(conn, quarantine.Filter(ids=[args.id]), limit=1)
+            raw = await quarantine.payload(conn, args.id) if args.payload and found else None
+            return found, raw
+
+    found, raw = asyncio.run(main())
+    if not found:
+        raise HomemonitorError(f"no quarantine row {args.id}")
+    row = found[0]
+    if args.json:
+        if raw is not None:
+            row["payload"] = raw[1].decode("utf-8", errors="backslashreplace")
+        print(_as_json([row]))
+        return 0
+    for key, value in row.items():
+        print(f"{key:>15}: {'' if value is None else value}")
+    if raw is not None:
+        print("        payload:")
+        print(raw[1].decode("utf-8", errors="backslashreplace"))
+    return 0
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from homemonitor.ingest import quarantine  # noqa: PLC0415
+    from homemonitor.ingest.validation import ClockPolicy  # noqa: PLC0415
+
+    which = _quarantine_filter(args)
+    if not (which.ids or which.reason or which.gateway_id or which.since or which.until):
+        msg = "say what to replay: ids, or --reason, --gateway, --since or --until"
+        raise HomemonitorError(msg)
+    settings = _settings(args)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total or done % 100 == 0:
+            end = "\n" if done == total else "\r"
+            print(f"replayed {done}/{total} messages", end=end, file=sys.stderr, flush=True)
+
+    async def main() -> quarantine.ReplaySummary:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await quarantine.replay(
+                conn,
+                which,
+                by=f"cli:{getpass.getuser()}",
+                clock=ClockPolicy.from_settings(settings),
+                max_payload_bytes=settings.max_payload_bytes,
+                progress=progress,
+            )
+
+    s = asyncio.run(main())
+    refused = ", ".join(f"{reason} {n}" for reason, n in s.still_refused.most_common())
+    print(
+        f"replayed {s.messages} messages ({s.rows} quarantine rows): {s.stored} readings "
+        f"stored, {s.already_stored} already stored, "
+        f"{sum(s.still_refused.values())} rows still refused"
+        + (f" ({refused})" if refused else "")
+        + (f"; alerts opened: {dict(s.opened)}" if s.opened else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="homemonitor",
@@ -389,6 +528,57 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--label", default="", help="what the token is for")
     db_option(issue)
     issue.set_defaults(func=cmd_token_issue)
+
+    qua = sub.add_parser("quarantine", help="list, inspect and replay quarantined messages")
+    qua_sub = qua.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+
+    def quarantine_filter(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reason", help="only this reason (e.g. unknown_device)")
+        p.add_argument("--gateway", metavar="ID", help="only what this gateway published")
+        p.add_argument(
+            "--since", type=_aware, metavar="TIME", help="received at or after (ISO 8601)"
+        )
+        p.add_argument("--until", type=_aware, metavar="TIME", help="received before (ISO 8601)")
+        db_option(p)
+
+    q_list = qua_sub.add_parser(
+        "list",
+        help="quarantined messages by reason, gateway and time, newest first",
+        description="Count the matching quarantine rows by reason and list the newest: id, "
+        "arrival, reason, gateway, device, the reading's position in its message and what a "
+        "replay made of it. No payloads (see 'show --payload').",
+    )
+    quarantine_filter(q_list)
+    q_list.add_argument("--pending", action="store_true", help="only rows not stored by a replay")
+    q_list.add_argument("--limit", type=int, default=50, help="rows to list (50)")
+    q_list.add_argument("--json", action="store_true", help="machine-readable output")
+    q_list.set_defaults(func=cmd_quarantine_list)
+    q_show = qua_sub.add_parser("show", help="one quarantine row in full")
+    q_show.add_argument("id", type=int, help="the row's id (from 'list')")
+    q_show.add_argument(
+        "--payload",
+        action="store_true",
+        help="also print the raw payload (it holds measured values: only when you need it)",
+    )
+    q_show.add_argument("--json", action="store_true", help="machine-readable output")
+    db_option(q_show)
+    q_show.set_defaults(func=cmd_quarantine_show)
+    q_replay = qua_sub.add_parser(
+        "replay",
+        help="send quarantined messages through the pipeline again, once the cause is fixed",
+        description="Replay the matching quarantined messages through the whole pipeline "
+        "with today's registry: decode, validate, resolve, store once, evaluate the care "
+        "plan. Each quarantine row stays and records the replay: 'stored' or the reason it is "
+        "still refused. Safe to repeat: a reading is never stored twice. Fix the cause first "
+        "(e.g. 'registry apply' with the device or pairing that was missing).",
+        epilog="example: homemonitor quarantine replay --reason unknown_device --since 2026-12-01",
+    )
+    q_replay.add_argument("ids", type=int, nargs="*", help="row ids (or use the filters)")
+    quarantine_filter(q_replay)
+    q_replay.add_argument(
+        "--pending", action="store_true", help="skip rows a replay already stored"
+    )
+    q_replay.set_defaults(func=cmd_quarantine_replay)
 
     pay = sub.add_parser("payload", help="the gateway payload contract, offline")
     pay_sub = pay.add_subparsers(dest="payload_command", required=True, metavar="ACTION")

@@ -179,6 +179,15 @@ class PrivatePostgres:
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
+    @property
+    def bin_dir(self) -> Path:
+        """Where this cluster's PostgreSQL binaries are (``pg_basebackup``, ``psql``, ...)."""
+        return self._bin
+
+    def run_as_owner(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
+        """Run a command as the user that owns the cluster's files (``postgres`` as root)."""
+        return self._run(*argv)
+
     def _run(self, *argv: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [*self._as_user, *argv], capture_output=True, check=False, timeout=120

@@ -1,16 +1,32 @@
-"""All settings in one place, from ``HOMEMONITOR_*`` environment variables (or a .env file)."""
+"""All settings in one place, from ``HOMEMONITOR_*`` environment variables (or a .env file).
+
+Every secret (a :class:`~pydantic.SecretStr` field) can instead be read from a file named by
+``HOMEMONITOR_<NAME>_FILE`` -- how Docker and Kubernetes secrets are mounted -- so that it
+never sits in the environment of a process or in a compose file. Setting both the variable
+and its ``_FILE`` is an error, as is a file that cannot be read. The database password can
+be given apart from the URL (``HOMEMONITOR_DATABASE_PASSWORD`` or its ``_FILE``): it is put
+into the URL percent-encoded, so it may hold any character.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from homemonitor.errors import ConfigurationError
 from homemonitor.logs import LogLevel
 
 DEFAULT_RETENTION = "5 years"
@@ -63,14 +79,63 @@ def _shortest_months(months: int) -> timedelta:
     )
 
 
+_PREFIX = "HOMEMONITOR_"
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """Secrets read from the files ``HOMEMONITOR_<NAME>_FILE`` names (see the module)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every secret at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if SecretStr not in getattr(field.annotation, "__args__", (field.annotation,)):
+                continue
+            variable = f"{_PREFIX}{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                msg = f"{variable} and {variable}_FILE are both set: set one of them"
+                raise ConfigurationError(msg)
+            try:
+                # a trailing line break is the editor's, not the secret's
+                values[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                msg = f"{variable}_FILE={path}: cannot read it ({exc})"
+                raise ConfigurationError(msg) from exc
+        return values
+
+
 class Settings(BaseSettings):
     """homemonitor's configuration. Every field is ``HOMEMONITOR_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="HOMEMONITOR_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment, ``_FILE`` secrets, the .env file."""
+        return init_settings, env_settings, _SecretFiles(settings_cls), dotenv_settings
 
     database_url: SecretStr | None = Field(
         default=None,
         description="PostgreSQL DSN, e.g. postgresql://homemonitor:...@db:5432/homemonitor.",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The database password, when the URL has none: put into the URL percent-encoded, "
+            "so any character works (best from a file: HOMEMONITOR_DATABASE_PASSWORD_FILE)."
+        ),
     )
     mqtt_host: str | None = Field(default=None, description="MQTT broker host.")
     mqtt_port: int = 1883
@@ -159,6 +224,28 @@ class Settings(BaseSettings):
     def retention_period(self) -> timedelta:
         """``retention`` at its shortest (:func:`parse_retention`)."""
         return parse_retention(self.retention)
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Self:
+        if self.database_password is None:
+            return self
+        if self.database_url is None:
+            msg = "HOMEMONITOR_DATABASE_PASSWORD is set but HOMEMONITOR_DATABASE_URL is not"
+            raise ValueError(msg)
+        url = urlsplit(self.database_url.get_secret_value())
+        if url.password is not None:
+            msg = (
+                "HOMEMONITOR_DATABASE_URL has a password and HOMEMONITOR_DATABASE_PASSWORD "
+                "is set too: keep it in one place"
+            )
+            raise ValueError(msg)
+        user = url.username or ""
+        host = url.netloc.rpartition("@")[2]
+        password = quote(self.database_password.get_secret_value(), safe="")
+        netloc = f"{user}:{password}@{host}"
+        self.database_url = SecretStr(urlunsplit(url._replace(netloc=netloc)))
+        self.database_password = None  # it lives in the URL now, and only there
+        return self
 
     @model_validator(mode="after")
     def _shared_group_needs_mqtt5(self) -> Self:

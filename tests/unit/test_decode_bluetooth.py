@@ -20,11 +20,21 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from homemonitor.contract.protocol import PayloadFormat
-from homemonitor.contract.readings import Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.readings import (
+    NO_QUALITY,
+    Metric,
+    Quality,
+    Quantity,
+    Reading,
+    Reason,
+    Rejection,
+)
 from homemonitor.contract.units import KPA_TO_MMHG, LB_TO_KG, to_canonical
 from homemonitor.decoding import decode
 from homemonitor.decoding.bluetooth import (
+    PLX_DEVICE_STATUS_QUALITY,
     PLX_DEVICE_STATUS_UNUSABLE,
+    PLX_MEASUREMENT_STATUS_QUALITY,
     PLX_MEASUREMENT_STATUS_UNUSABLE,
     BleEnvelope,
     SpecialValue,
@@ -232,10 +242,17 @@ def test_bp_nordic_full_vector() -> None:
         got.values,
         got.measured_at,
     )
+    flagged = {
+        Quality.BODY_MOVEMENT,
+        Quality.CUFF_LOOSE,
+        Quality.IRREGULAR_PULSE,
+        Quality.IMPROPER_POSITION,
+    }
+    assert flagged == got.quality
 
 
 def test_bp_nordic_kpa_vector() -> None:
-    """Nordic's kPa vector: pressures converted to mmHg, pulse untouched, status accepted."""
+    """Nordic's kPa vector: pressures converted to mmHg, pulse untouched, status as flags."""
     got = reading(BP, NORDIC_BP_SOME)
     expected = {
         Quantity.SYSTOLIC: 18.9 * KPA_TO_MMHG,
@@ -243,14 +260,16 @@ def test_bp_nordic_kpa_vector() -> None:
         Quantity.MEAN_ARTERIAL: 15.9 * KPA_TO_MMHG,
         Quantity.HEART_RATE: 60.0,
     }
-    assert (expected, "cuff-0001") == (got.values, got.device_id)
+    # status 0b010010: cuff too loose (bit 1); pulse rate range (bits 3-4) 2, below the limit
+    flagged = {Quality.CUFF_LOOSE, Quality.PULSE_RATE_OUT_OF_RANGE}
+    assert (expected, "cuff-0001", flagged) == (got.values, got.device_id, got.quality)
 
 
 def test_bp_nordic_minimal_vector() -> None:
     """Nordic's minimal vector: three pressures, no options, time of receipt."""
     got = reading(BP, NORDIC_BP_MINIMAL)
     expected = {Quantity.SYSTOLIC: 18.9, Quantity.DIASTOLIC: 11.0, Quantity.MEAN_ARTERIAL: 15.9}
-    assert (expected, RECEIVED_AT) == (got.values, got.measured_at)
+    assert (expected, RECEIVED_AT, NO_QUALITY) == (got.values, got.measured_at, got.quality)
 
 
 @pytest.mark.parametrize(
@@ -356,18 +375,50 @@ def test_bp_special_mean_and_pulse_are_absent(raw: int, special: SpecialValue) -
     assert {Quantity.SYSTOLIC: 116.0, Quantity.DIASTOLIC: 71.0} == got.values, special
 
 
+_OUT_OF_RANGE = Quality.PULSE_RATE_OUT_OF_RANGE
+
+
 @pytest.mark.parametrize(
-    "status", [0x0001, 0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x003F, 0xFFFF]
+    ("status", "flagged"),
+    [
+        (0x0000, set()),  # no problem detected
+        (0x0001, {Quality.BODY_MOVEMENT}),
+        (0x0002, {Quality.CUFF_LOOSE}),
+        (0x0004, {Quality.IRREGULAR_PULSE}),
+        (0x0008, {_OUT_OF_RANGE}),  # pulse rate range 1: exceeds the upper limit
+        (0x0010, {_OUT_OF_RANGE}),  # pulse rate range 2: less than the lower limit
+        (0x0018, set()),  # pulse rate range 3: RFU, says nothing
+        (0x0020, {Quality.IMPROPER_POSITION}),
+        (
+            0x0027,
+            {Quality.BODY_MOVEMENT, Quality.CUFF_LOOSE, Quality.IRREGULAR_PULSE}
+            | {Quality.IMPROPER_POSITION},
+        ),
+        (0xFFC0, set()),  # bits 6-15: RFU, ignored
+        (
+            0xFFFF,
+            {Quality.BODY_MOVEMENT, Quality.CUFF_LOOSE, Quality.IRREGULAR_PULSE}
+            | {Quality.IMPROPER_POSITION},
+        ),
+    ],
+    ids=lambda v: f"{v:#06x}" if isinstance(v, int) else None,
 )
-def test_bp_every_status_bit_is_accepted(status: int) -> None:
-    """Every Measurement Status bit (movement, cuff, irregular, range, position) is accepted."""
-    assert Metric.BLOOD_PRESSURE == reading(BP, bp_value(0x10, status=status)).metric
+def test_bp_measurement_status_becomes_quality(status: int, flagged: set[Quality]) -> None:
+    """Each Measurement Status bit qualifies the reading with its flag; none rejects it."""
+    got = reading(BP, bp_value(0x10, status=status))
+    assert (Metric.BLOOD_PRESSURE, flagged) == (got.metric, got.quality)
 
 
-def test_bp_hl7_phd_status_example_is_accepted() -> None:
-    """Body movement and improper position (bits 0 and 5, as in PHD IG bpm-status) pass."""
+def test_bp_without_status_field_has_no_quality() -> None:
+    """A cuff that sends no Measurement Status says nothing of the measurement."""
+    assert NO_QUALITY is reading(BP, bp_value(0x06)).quality
+
+
+def test_bp_hl7_phd_status_example_is_flagged() -> None:
+    """Body movement and improper position (bits 0 and 5, as in PHD IG bpm-status) are flags."""
     # HL7/phd input/examples/bpm-status.json: MDC 8410608 bits 0 and 5 -> status 0x0021.
-    assert Metric.BLOOD_PRESSURE == reading(BP, bp_value(0x10, status=0x0021)).metric
+    got = reading(BP, bp_value(0x10, status=0x0021))
+    assert {Quality.BODY_MOVEMENT, Quality.IMPROPER_POSITION} == got.quality
 
 
 # --- Time stamps --------------------------------------------------------------------------------
@@ -537,8 +588,9 @@ def test_plx_spot_check_spezi_vector_without_malfunction() -> None:
         {Quantity.SPO2: 94.0, Quantity.HEART_RATE: 147.0},
         datetime(2024, 11, 29, 23, 8, 57, tzinfo=STOCKHOLM),
         "oxi-0003",
+        {Quality.QUESTIONABLE_MEASUREMENT, Quality.LOW_PERFUSION},  # "ongoing" is no flag
     )
-    assert expected == (got.metric, got.values, got.measured_at, got.device_id)
+    assert expected == (got.metric, got.values, got.measured_at, got.device_id, got.quality)
 
 
 def spot_value(flags: int, *, status: int = 0x0020, device: int = 0x000020) -> bytes:
@@ -615,10 +667,11 @@ SPEZI_CONTINUOUS = [
 
 @pytest.mark.parametrize(("value", "spo2", "pulse"), SPEZI_CONTINUOUS)
 def test_plx_continuous_spezi_vectors(value: bytes, spo2: float, pulse: float) -> None:
-    """Spezi's continuous vectors give the normal SpO2 and pulse rate at received_at."""
+    """Spezi's continuous vectors give the normal SpO2 and pulse rate at received_at, unflagged."""
     got = reading(CONTINUOUS, value)
-    expected = (Metric.SPO2, {Quantity.SPO2: spo2, Quantity.HEART_RATE: pulse}, RECEIVED_AT)
-    assert expected == (got.metric, got.values, got.measured_at)
+    values = {Quantity.SPO2: spo2, Quantity.HEART_RATE: pulse}
+    expected = (Metric.SPO2, values, RECEIVED_AT, NO_QUALITY)  # ongoing, fully qualified
+    assert expected == (got.metric, got.values, got.measured_at, got.quality)
 
 
 def continuous_value(flags: int, *, status: int = 0x0100, device: int = 0x000100) -> bytes:
@@ -644,17 +697,24 @@ def test_plx_continuous_every_flag_combination(flags: int) -> None:
     assert {Quantity.SPO2: 96.0, Quantity.HEART_RATE: 70.0} == got.values
 
 
+def plx_value(
+    characteristic: str, *, status: int | None = None, device: int | None = None
+) -> bytes:
+    """A Spot-Check or Continuous value with just the status fields given (PR 64 or 70)."""
+    if characteristic == SPOT:
+        flags = (0x02 if status is not None else 0) | (0x04 if device is not None else 0)
+        return spot_value(flags, status=status or 0, device=device or 0)
+    flags = (0x04 if status is not None else 0) | (0x08 if device is not None else 0)
+    return continuous_value(flags, status=status or 0, device=device or 0)
+
+
 @pytest.mark.parametrize(("bit", "name"), sorted(PLX_MEASUREMENT_STATUS_UNUSABLE.items()))
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_measurement_status_that_is_no_measurement(
     characteristic: str, bit: int, name: str
 ) -> None:
     """Demonstration, testing, calibration, unavailable and invalid data are rejected."""
-    value = (
-        spot_value(0x02, status=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x04, status=1 << bit)
-    )
+    value = plx_value(characteristic, status=1 << bit)
     refused = rejection(characteristic, value)
     assert (Reason.MISSING_VALUE, f"measurement status bit {bit} ({name})") == (
         refused.reason,
@@ -665,12 +725,8 @@ def test_plx_measurement_status_that_is_no_measurement(
 @pytest.mark.parametrize(("bit", "name"), sorted(PLX_DEVICE_STATUS_UNUSABLE.items()))
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
 def test_plx_device_status_that_is_no_measurement(characteristic: str, bit: int, name: str) -> None:
-    """Malfunctioning, disconnected, displaced or unknown sensors are rejected."""
-    value = (
-        spot_value(0x04, device=1 << bit)
-        if characteristic == SPOT
-        else continuous_value(0x08, device=1 << bit)
-    )
+    """Malfunctioning, disconnected, unconnected or unknown sensors are rejected."""
+    value = plx_value(characteristic, device=1 << bit)
     refused = rejection(characteristic, value)
     assert (Reason.MISSING_VALUE, f"device and sensor status bit {bit} ({name})") == (
         refused.reason,
@@ -679,16 +735,60 @@ def test_plx_device_status_that_is_no_measurement(characteristic: str, bit: int,
 
 
 @pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
-def test_plx_qualifying_status_bits_are_accepted(characteristic: str) -> None:
-    """Ongoing, early, validated, stored, questionable and signal-quality bits are accepted."""
-    status = sum(1 << bit for bit in (5, 6, 7, 8, 9, 14))
-    device = sum(1 << bit for bit in (0, 2, 3, 4, 5, 6, 7, 8, 9, 10))
-    value = (
-        spot_value(0x06, status=status, device=device)
-        if characteristic == SPOT
-        else continuous_value(0x0C, status=status, device=device)
+def test_plx_neutral_status_bits_give_no_flag(characteristic: str) -> None:
+    """Ongoing, validated, fully qualified, stored, display update, analysis ongoing: no flag."""
+    status = sum(1 << bit for bit in (5, 7, 8, 9))
+    device = sum(1 << bit for bit in (0, 9))
+    value = plx_value(characteristic, status=status, device=device)
+    got = reading(characteristic, value)
+    assert (Metric.SPO2, NO_QUALITY) == (got.metric, got.quality)
+
+
+@pytest.mark.parametrize(("bit", "flag"), sorted(PLX_MEASUREMENT_STATUS_QUALITY.items()))
+@pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
+def test_plx_questionable_measurement_status(characteristic: str, bit: int, flag: Quality) -> None:
+    """Early estimated data and questionable measurement store the reading with their flag."""
+    value = plx_value(characteristic, status=1 << bit)
+    got = reading(characteristic, value)
+    assert ({Quantity.SPO2, Quantity.HEART_RATE}, {flag}) == (set(got.values), got.quality)
+
+
+def test_plx_displaced_sensor_is_flagged_not_rejected() -> None:
+    """Device status bit 13: the probe is on the patient, misplaced, like a loose cuff."""
+    got = reading(SPOT, plx_value(SPOT, device=1 << 13))
+    assert ({Quantity.SPO2, Quantity.HEART_RATE}, {Quality.SENSOR_DISPLACED}) == (
+        set(got.values),
+        got.quality,
     )
-    assert Metric.SPO2 == reading(characteristic, value).metric
+
+
+@pytest.mark.parametrize(("bit", "flag"), sorted(PLX_DEVICE_STATUS_QUALITY.items()))
+@pytest.mark.parametrize("characteristic", [SPOT, CONTINUOUS])
+def test_plx_questionable_device_status(characteristic: str, bit: int, flag: Quality) -> None:
+    """Signal-quality bits and a displaced sensor store the reading with their flag."""
+    value = plx_value(characteristic, device=1 << bit)
+    assert {flag} == reading(characteristic, value).quality
+
+
+def test_plx_unusable_bit_wins_over_questionable_ones() -> None:
+    """A questionable bit beside one that says "no measurement" does not save the reading."""
+    value = spot_value(0x06, status=1 << 14, device=(1 << 5) | (1 << 15))
+    refused = rejection(SPOT, value)
+    assert (Reason.MISSING_VALUE, "device and sensor status bit 15 (sensor disconnected)") == (
+        refused.reason,
+        refused.detail.split(": ")[1],
+    )
+
+
+def test_plx_status_fields_with_every_flag() -> None:
+    """Both status fields with every questionable bit set give every oximeter flag at once."""
+    status = sum(1 << bit for bit in PLX_MEASUREMENT_STATUS_QUALITY)
+    device = sum(1 << bit for bit in PLX_DEVICE_STATUS_QUALITY)
+    got = reading(SPOT, spot_value(0x06, status=status, device=device))
+    expected = set(PLX_MEASUREMENT_STATUS_QUALITY.values()) | set(
+        PLX_DEVICE_STATUS_QUALITY.values()
+    )
+    assert expected == got.quality
 
 
 @pytest.mark.parametrize(("raw", "special"), SPECIALS)

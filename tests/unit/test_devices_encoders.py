@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -11,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from homemonitor.contract.protocol import Envelope, PayloadFormat
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import NO_QUALITY, Metric, Quality, Quantity
 from homemonitor.decoding import decode
 from homemonitor_devices.encoders import (
     SFLOAT_NAN,
@@ -227,3 +228,81 @@ def test_heart_rate_above_255_uses_uint16() -> None:
     fast = _measurement(DeviceKind.HEART_RATE_MONITOR, {Quantity.HEART_RATE: 300})
     assert ("2A37", bytes.fromhex("07 2c01")) == ble_characteristic(fast)
     assert Metric.HEART_RATE == fast.metric
+
+
+CUFF_FLAGS = frozenset(
+    {
+        Quality.BODY_MOVEMENT,
+        Quality.CUFF_LOOSE,
+        Quality.IRREGULAR_PULSE,
+        Quality.PULSE_RATE_OUT_OF_RANGE,
+        Quality.IMPROPER_POSITION,
+    }
+)
+OXIMETER_FLAGS = frozenset(Quality) - CUFF_FLAGS
+
+
+def test_cuff_flags_become_measurement_status_bits() -> None:
+    """A cuff's flags set Measurement Status bits 0, 1, 2, 3 (range: above) and 5."""
+    moved = dataclasses.replace(BP, quality=frozenset({Quality.BODY_MOVEMENT}))
+    every = dataclasses.replace(BP, quality=CUFF_FLAGS)
+    assert ble_characteristic(moved)[1].endswith(bytes.fromhex("0100"))
+    assert ble_characteristic(every)[1].endswith(bytes.fromhex("2f00"))
+
+
+def test_oximeter_flags_add_both_plx_status_fields() -> None:
+    """An oximeter's flags add Measurement Status and Device and Sensor Status (flags 0x07)."""
+    flagged = dataclasses.replace(
+        SPO2, quality=frozenset({Quality.QUESTIONABLE_MEASUREMENT, Quality.LOW_PERFUSION})
+    )
+    # status 0x4000 (bit 14), device status 0x000020 (bit 5), both little-endian
+    expected = bytes.fromhex(f"07 5e00 5800 {STAMP} 0040 200000")
+    assert ("2A5E", expected) == ble_characteristic(flagged)
+
+
+@pytest.mark.parametrize(
+    ("m", "flags"), [(BP, CUFF_FLAGS), (SPO2, OXIMETER_FLAGS)], ids=["cuff", "oximeter"]
+)
+@pytest.mark.parametrize("fmt", [PayloadFormat.BLE, PayloadFormat.NATIVE])
+def test_service_decodes_the_flags_devices_send(
+    fmt: PayloadFormat, m: Measurement, flags: frozenset[Quality]
+) -> None:
+    """Every flag a device can send arrives as the same quality, as status bits or by name."""
+    for flag in sorted(flags):
+        decoded = decode(*encode(dataclasses.replace(m, quality=frozenset({flag})), fmt))
+        assert [frozenset({flag})] == [r.quality for r in decoded.readings], flag
+    decoded = decode(*encode(dataclasses.replace(m, quality=flags), fmt))
+    assert [flags] == [r.quality for r in decoded.readings]
+
+
+def test_native_item_lists_flags_by_name_only_when_there_are_some() -> None:
+    """The native item carries a sorted ``quality`` list, and none for an unflagged reading."""
+    flagged = dataclasses.replace(
+        SPO2, quality=frozenset({Quality.POOR_SIGNAL, Quality.LOW_PERFUSION})
+    )
+    item = json.loads(encode_native(flagged)[1])["reading"]
+    plain = json.loads(encode_native(SPO2)[1])["reading"]
+    assert (["low_perfusion", "poor_signal"], False) == (item["quality"], "quality" in plain)
+
+
+@pytest.mark.parametrize(
+    ("m", "flag"),
+    [
+        (WEIGHT, Quality.BODY_MOVEMENT),  # a scale has no status field
+        (HEART_RATE, Quality.POOR_SIGNAL),
+        (BP, Quality.LOW_PERFUSION),  # an oximeter's flag on a cuff
+        (SPO2, Quality.CUFF_LOOSE),
+    ],
+    ids=["scale", "heart-rate", "cuff", "oximeter"],
+)
+def test_ble_refuses_a_flag_the_characteristic_cannot_carry(m: Measurement, flag: Quality) -> None:
+    """A flag with no bit in the characteristic is an EncodingError, never silently dropped."""
+    with pytest.raises(EncodingError, match=flag.value):
+        ble_characteristic(dataclasses.replace(m, quality=frozenset({flag})))
+
+
+def test_unflagged_measurements_decode_unflagged() -> None:
+    """What the simulators send by default carries no quality flag in any format."""
+    for fmt in PayloadFormat:
+        for m in ALL:
+            assert [NO_QUALITY] == [r.quality for r in decode(*encode(m, fmt)).readings]

@@ -45,7 +45,15 @@ class ReadingOut(BaseModel):
     heart_rate: float | None
     body_weight: float | None
     spo2: float | None
-    flags: list[str]
+    flags: list[str] = Field(
+        description="The service's clock findings: clock_future, clock_stale (not current)."
+    )
+    quality: list[str] = Field(
+        description=(
+            "What the device said of the measurement (body_movement, cuff_loose, "
+            "low_perfusion, ...; docs/protocol.md); empty when it noticed nothing."
+        )
+    )
 
 
 class AlertDetailOut(BaseModel):

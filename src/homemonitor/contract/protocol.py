@@ -27,9 +27,12 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+
+from homemonitor.contract.readings import Quality
 
 TOPIC_PREFIX = "homemonitor/v1/gw"
 #: What the worker subscribes to (``#`` also matches the parent level ``readings``).
@@ -165,6 +168,23 @@ MessageId = Annotated[
 Pulse = Annotated[
     FiniteFloat | None, Field(default=None, description="Pulse rate in beats per minute.")
 ]
+_QUALITY_NAMES = frozenset(q.value for q in Quality)
+
+
+def _quality_name(value: object) -> Quality:
+    # A name becomes its flag, from JSON and from Python alike (the enum itself is strict).
+    if not isinstance(value, str) or value not in _QUALITY_NAMES:
+        msg = "not the name of a quality flag this service knows (docs/protocol.md lists them)"
+        raise ValueError(msg)
+    return Quality(value)
+
+
+#: One measurement-quality flag by its name (:class:`homemonitor.contract.readings.Quality`).
+QualityName = Annotated[
+    Quality,
+    BeforeValidator(_quality_name),
+    WithJsonSchema({"type": "string", "enum": [q.value for q in Quality]}),
+]
 
 
 class _ReadingIn(BaseModel):
@@ -175,6 +195,14 @@ class _ReadingIn(BaseModel):
         description="When the device measured, with a UTC offset (ISO 8601)."
     )
     message_id: MessageId = None
+    quality: list[QualityName] = Field(
+        default_factory=list,
+        max_length=len(Quality),
+        description=(
+            "What the device noticed about this measurement (body movement, a loose cuff, "
+            "a poor signal, ...); absent or empty when it noticed nothing."
+        ),
+    )
 
 
 class BloodPressureIn(_ReadingIn):

@@ -116,12 +116,55 @@ class Flag(enum.StrEnum):
     STALE = "clock_stale"
 
 
+class Quality(enum.StrEnum):
+    """What the measuring device itself noticed about one measurement. Bounded.
+
+    A quality flag qualifies a real value: the device measured, and says the value may be
+    off (the patient moved, the cuff was loose, the signal was poor). A device that says
+    there is no value at all (calibration, a disconnected sensor, NaN) has its reading
+    rejected instead. How a care plan treats a flagged reading is the plan's business;
+    these flags only say what the device said. Not to be confused with :class:`Flag`, which
+    says the service's clock check found the reading not current.
+
+    The Bluetooth sources are the Measurement Status of the Blood Pressure Measurement
+    (Blood Pressure Service 1.1.1) and the Measurement Status and Device and Sensor Status
+    of the PLX Spot-Check and Continuous Measurements (Pulse Oximeter Service 1.0.1), whose
+    bits the GATT Specification Supplement defines; ``docs/bluetooth.md`` maps each bit.
+    """
+
+    # Blood pressure cuff (Measurement Status bits 0-5)
+    BODY_MOVEMENT = "body_movement"  # body movement during measurement
+    CUFF_LOOSE = "cuff_loose"  # cuff fit too loose
+    IRREGULAR_PULSE = "irregular_pulse"  # irregular pulse detected
+    PULSE_RATE_OUT_OF_RANGE = "pulse_rate_out_of_range"  # above the upper or below the lower limit
+    IMPROPER_POSITION = "improper_position"  # improper measurement position
+    # Pulse oximeter: PLX Measurement Status
+    EARLY_ESTIMATE = "early_estimate"  # early estimated data, not yet settled
+    QUESTIONABLE_MEASUREMENT = "questionable_measurement"  # questionable measurement detected
+    # Pulse oximeter: PLX Device and Sensor Status
+    SIGNAL_PROCESSING_IRREGULARITY = "signal_processing_irregularity"
+    INADEQUATE_SIGNAL = "inadequate_signal"
+    POOR_SIGNAL = "poor_signal"
+    LOW_PERFUSION = "low_perfusion"
+    ERRATIC_SIGNAL = "erratic_signal"
+    NONPULSATILE_SIGNAL = "nonpulsatile_signal"
+    QUESTIONABLE_PULSE = "questionable_pulse"
+    SENSOR_INTERFERENCE = "sensor_interference"
+    SENSOR_DISPLACED = "sensor_displaced"
+
+
+#: No quality flags: the default of every reading (shared; a frozenset is never changed).
+NO_QUALITY: frozenset[Quality] = frozenset()
+
+
 @dataclasses.dataclass(slots=True)
 class Reading:
     """One measurement of one device, normalised to canonical units.
 
     ``values`` maps each quantity the device reported to its value in the quantity's
-    canonical unit; it never holds NaN or infinity (decoders reject those). ``device_id``
+    canonical unit; it never holds NaN or infinity (decoders reject those). ``flags`` are
+    the service's clock findings, ``quality`` what the device said of the measurement; both
+    are stored with it. ``device_id``
     and ``message_id`` come from the payload and are made safe for storage here
     (:func:`safe_text`); decoders check the device id against its pattern before.
     """
@@ -136,6 +179,8 @@ class Reading:
     #: Position of this reading in its message (0 for a single reading).
     index: int = 0
     flags: list[Flag] = dataclasses.field(default_factory=list)
+    #: What the device said about this measurement (:class:`Quality`); usually none.
+    quality: frozenset[Quality] = NO_QUALITY
 
     def __post_init__(self) -> None:
         # safe_text's fast path inlined: this runs for every reading

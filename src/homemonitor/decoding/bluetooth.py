@@ -50,12 +50,24 @@ from homemonitor.contract.protocol import (
     Timestamp,
     Version,
 )
-from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason, Rejection
+from homemonitor.contract.readings import (
+    NO_QUALITY,
+    Decoded,
+    Metric,
+    Quality,
+    Quantity,
+    Reading,
+    Reason,
+    Rejection,
+)
 from homemonitor.contract.units import to_canonical
 from homemonitor.decoding._common import envelope_head, item_rejection, load_object
 from homemonitor.errors import HomemonitorError
 
 __all__ = [
+    "BLOOD_PRESSURE_STATUS_QUALITY",
+    "PLX_DEVICE_STATUS_QUALITY",
+    "PLX_MEASUREMENT_STATUS_QUALITY",
     "BleEnvelope",
     "BleReadingIn",
     "Characteristic",
@@ -399,6 +411,8 @@ class _Measurement:
     #: The device's own time stamp, or None when the time is the gateway's receipt.
     stamp: _LocalTime | None = None
     user_id: int | None = None
+    #: What the device's status fields say of the value.
+    quality: frozenset[Quality] = NO_QUALITY
 
 
 class _Fields:
@@ -483,8 +497,8 @@ def _blood_pressure(data: bytes) -> _Measurement:
     stamp = fields.date_time() if has_stamp else None
     pulse = fields.uint(2) if has_pulse else None
     user_id = fields.uint(1) if has_user else None
-    # Measurement Status (body movement, cuff fit, irregular pulse, pulse rate range,
-    # measurement position) qualifies a real measurement: no bit makes it one that is not.
+    # Measurement Status qualifies a real measurement: no bit makes it one that is not.
+    quality = _blood_pressure_quality(fields.uint(2)) if has_status else NO_QUALITY
     unit = "kPa" if kpa else "mmHg"
     values = {
         Quantity.SYSTOLIC: to_canonical(
@@ -500,7 +514,30 @@ def _blood_pressure(data: bytes) -> _Measurement:
     pulse_value = _optional(pulse)
     if pulse_value is not None:
         values[Quantity.HEART_RATE] = pulse_value
-    return _Measurement(Metric.BLOOD_PRESSURE, values, stamp, user_id)
+    return _Measurement(Metric.BLOOD_PRESSURE, values, stamp, user_id, quality)
+
+
+#: Blood Pressure Measurement Status bits (uint16) and the quality flag each stands for.
+#: Bits 3-4 are one field, Pulse Rate Range Detection: see :func:`_blood_pressure_quality`.
+BLOOD_PRESSURE_STATUS_QUALITY: dict[int, Quality] = {
+    0: Quality.BODY_MOVEMENT,  # body movement during measurement
+    1: Quality.CUFF_LOOSE,  # cuff too loose
+    2: Quality.IRREGULAR_PULSE,  # irregular pulse detected
+    5: Quality.IMPROPER_POSITION,  # improper measurement position
+}
+_PULSE_RATE_RANGE_SHIFT = 3
+#: Pulse Rate Range Detection: 1 exceeds the upper limit, 2 below the lower limit (3 is RFU).
+_PULSE_RATE_OUT_OF_RANGE = (1, 2)
+
+
+def _blood_pressure_quality(status: int) -> frozenset[Quality]:
+    """The quality flags a Blood Pressure Measurement Status sets; RFU bits are ignored."""
+    if not status:
+        return NO_QUALITY  # nearly always
+    flags = {q for bit, q in BLOOD_PRESSURE_STATUS_QUALITY.items() if status >> bit & 1}
+    if (status >> _PULSE_RATE_RANGE_SHIFT) & 0b11 in _PULSE_RATE_OUT_OF_RANGE:
+        flags.add(Quality.PULSE_RATE_OUT_OF_RANGE)
+    return frozenset(flags) if flags else NO_QUALITY
 
 
 _WEIGHT_UNSUCCESSFUL = 0xFFFF
@@ -543,10 +580,36 @@ PLX_DEVICE_STATUS_UNUSABLE: dict[int, str] = {
     1: "equipment malfunction detected",
     11: "sensor unconnected to user",
     12: "unknown sensor connected",
-    13: "sensor displaced",
     14: "sensor malfunctioning",
     15: "sensor disconnected",
 }
+#: PLX Measurement Status bits that say the value is real but questionable.
+PLX_MEASUREMENT_STATUS_QUALITY: dict[int, Quality] = {
+    6: Quality.EARLY_ESTIMATE,
+    14: Quality.QUESTIONABLE_MEASUREMENT,
+}
+#: PLX Device and Sensor Status bits that say the same.
+PLX_DEVICE_STATUS_QUALITY: dict[int, Quality] = {
+    2: Quality.SIGNAL_PROCESSING_IRREGULARITY,
+    3: Quality.INADEQUATE_SIGNAL,
+    4: Quality.POOR_SIGNAL,
+    5: Quality.LOW_PERFUSION,
+    6: Quality.ERRATIC_SIGNAL,
+    7: Quality.NONPULSATILE_SIGNAL,
+    8: Quality.QUESTIONABLE_PULSE,
+    10: Quality.SENSOR_INTERFERENCE,
+    13: Quality.SENSOR_DISPLACED,
+}
+
+
+def _plx_quality(characteristic: Characteristic, status: int, device: int) -> frozenset[Quality]:
+    """The quality flags of a PLX value's status fields, or rejected when it is no measurement."""
+    if not (status or device):
+        return NO_QUALITY  # nearly always
+    _check_plx_status(characteristic, status, device)
+    flags = {q for bit, q in PLX_MEASUREMENT_STATUS_QUALITY.items() if status >> bit & 1}
+    flags.update(q for bit, q in PLX_DEVICE_STATUS_QUALITY.items() if device >> bit & 1)
+    return frozenset(flags) if flags else NO_QUALITY
 
 
 def _check_plx_status(characteristic: Characteristic, status: int, device: int) -> None:
@@ -597,8 +660,9 @@ def _plx_spot_check(data: bytes) -> _Measurement:
     status = fields.uint(2) if has_status else 0
     device = fields.uint(3) if has_device else 0
     # Pulse Amplitude Index (flag bit 3) is not stored.
-    _check_plx_status(characteristic, status, device)
-    return _Measurement(Metric.SPO2, _spo2(characteristic, spo2, pulse), stamp)
+    quality = _plx_quality(characteristic, status, device)
+    values = _spo2(characteristic, spo2, pulse)
+    return _Measurement(Metric.SPO2, values, stamp, quality=quality)
 
 
 def _plx_continuous(data: bytes) -> _Measurement:
@@ -620,8 +684,8 @@ def _plx_continuous(data: bytes) -> _Measurement:
     fields.skip((4 if has_fast else 0) + (4 if has_slow else 0))
     status = fields.uint(2) if has_status else 0
     device = fields.uint(3) if has_device else 0
-    _check_plx_status(characteristic, status, device)
-    return _Measurement(Metric.SPO2, _spo2(characteristic, spo2, pulse))
+    quality = _plx_quality(characteristic, status, device)
+    return _Measurement(Metric.SPO2, _spo2(characteristic, spo2, pulse), quality=quality)
 
 
 _CONTACT_NOT_DETECTED = 2
@@ -697,6 +761,7 @@ def _to_reading(item: BleReadingIn, index: int, envelope_zone: str | None) -> Re
         message_id=item.message_id,
         source=SOURCE,
         index=index,
+        quality=measurement.quality,
     )
 
 

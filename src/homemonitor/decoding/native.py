@@ -18,7 +18,7 @@ from homemonitor.contract.protocol import (
     Timestamp,
     Version,
 )
-from homemonitor.contract.readings import Decoded, Metric, Quantity, Reading, Reason
+from homemonitor.contract.readings import NO_QUALITY, Decoded, Metric, Quantity, Reading, Reason
 from homemonitor.contract.units import to_canonical
 from homemonitor.decoding._common import (
     describe,
@@ -84,6 +84,7 @@ def to_reading(item: BloodPressureIn | BodyWeightIn | Spo2In | HeartRateIn, inde
         message_id=item.message_id,
         source="json",
         index=index,
+        quality=frozenset(item.quality) if item.quality else NO_QUALITY,
     )
 
 

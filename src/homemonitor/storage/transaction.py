@@ -48,17 +48,17 @@ class CommitResult:
 _INSERT_READINGS = """
 INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
                       systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
-                      flags, source, gateway_id, message_id)
+                      flags, source, gateway_id, message_id, quality)
 SELECT r.device_id, r.metric, r.measured_at, r.patient_id, r.received_at,
        r.systolic, r.diastolic, r.mean_arterial, r.heart_rate, r.body_weight, r.spo2,
        coalesce(string_to_array(nullif(r.flags, ''), ','), '{}'), r.source, r.gateway_id,
-       r.message_id
+       r.message_id, coalesce(string_to_array(nullif(r.quality, ''), ','), '{}')
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
             $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
-            $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[])
+            $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
      AS r(device_id, metric, measured_at, patient_id, received_at,
           systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
-          flags, source, gateway_id, message_id)
+          flags, source, gateway_id, message_id, quality)
 ON CONFLICT DO NOTHING
 RETURNING device_id, metric, measured_at
 """
@@ -165,6 +165,7 @@ async def _insert_readings(conn: Conn, rows: Sequence[Candidate]) -> set[tuple[s
         [r.source for r in readings],
         [c.gateway_id for c in rows],
         [r.message_id for r in readings],
+        [",".join(sorted(r.quality)) if r.quality else "" for r in readings],
     )
     return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
 
