@@ -44,6 +44,9 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_trend": "read",
     "acknowledge_alert": "write",
     "resolve_alert": "write",
+    "view_care_plan": "read",
+    "view_care_plan_versions": "read",
+    "change_care_plan": "write",
 }
 
 

@@ -1,52 +1,74 @@
-"""Where an alert changes state after it opened: a clinician acknowledges or resolves it.
+"""Where an alert changes state because a clinician acts: acknowledge or resolve it.
 
-Each takes the alert's row as the caller read it: the caller holds its lock (``SELECT ...
-FOR UPDATE`` in its transaction, so of two clinicians acting at once one wins) and has
-refused a resolved alert. ``returning`` names the columns of the row handed back (the
-caller's view of an alert).
+Each takes the alert's row as the caller read it: the caller holds the patient's episode
+lock (:func:`homemonitor.alerts.episodes.lock_patients`, so the worker never evaluates
+against a state a clinician is changing) and the row's lock (``SELECT ... FOR UPDATE``, so
+of two clinicians acting at once one wins), and has refused an alert that has ended.
+``returning`` names the columns of the row handed back (the caller's view of an alert).
+Every change writes its ``alert_events`` row (actor ``clinician``).
 """
+
+import json
 
 import asyncpg
 
 from homemonitor.storage.database import Conn
 
+#: The statuses in which an episode is active: at most one per patient and rule.
+ACTIVE = ("pending", "open", "acknowledged", "cleared")
+#: The statuses a clinician is asked to act on (``pending`` waits for a retake first).
+ACTIONABLE = ("open", "acknowledged", "cleared")
+
+_EVENT = (
+    "INSERT INTO alert_events (alert_id, kind, actor, clinician_id, details) "
+    "VALUES ($1, $2, 'clinician', $3, $4::jsonb)"
+)
+
 
 async def acknowledge(
     conn: Conn, alert: asyncpg.Record, clinician_id: str, *, returning: str
 ) -> asyncpg.Record:
-    """Open → acknowledged by ``clinician_id``; an acknowledged alert stays as it was."""
-    if alert["status"] != "open":
+    """Open → acknowledged by ``clinician_id``; a cleared one is marked seen and stays cleared.
+
+    An acknowledged alert, one already seen, or one still pending stays as it was.
+    """
+    if alert["status"] not in ("open", "cleared") or alert["acknowledged_at"] is not None:
         return alert
-    return await _one(
+    row = await _one(
         conn,
-        "UPDATE alerts SET status = 'acknowledged', "
-        "acknowledged_at = clock_timestamp(), "
-        f"acknowledged_by = $2, updated_at = clock_timestamp() WHERE id = $1 "
-        f"RETURNING {returning}",
+        "UPDATE alerts SET status = CASE WHEN status = 'open' THEN 'acknowledged' "
+        "ELSE status END, acknowledged_at = clock_timestamp(), acknowledged_by = $2, "
+        f"updated_at = clock_timestamp() WHERE id = $1 RETURNING {returning}",
         alert["id"],
         clinician_id,
     )
+    await conn.execute(_EVENT, alert["id"], "acknowledged", clinician_id, "{}")
+    return row
 
 
 async def resolve(
     conn: Conn, alert: asyncpg.Record, clinician_id: str, note: str, *, returning: str
 ) -> asyncpg.Record:
-    """Open or acknowledged → resolved by ``clinician_id``, with what was done."""
-    return await _one(
+    """Any active status → resolved by ``clinician_id``, with what was done."""
+    row = await _one(
         conn,
-        f"UPDATE alerts SET status = 'resolved', resolved_at = clock_timestamp(), "
-        f"resolved_by = $2, resolution_note = $3, updated_at = clock_timestamp() "
+        "UPDATE alerts SET status = 'resolved', resolved_at = clock_timestamp(), "
+        "resolved_by = $2, resolution_note = $3, updated_at = clock_timestamp() "
         f"WHERE id = $1 RETURNING {returning}",
         alert["id"],
         clinician_id,
         note,
     )
+    details = json.dumps({"from": alert["status"], "severity": alert["severity"]})
+    await conn.execute(_EVENT, alert["id"], "resolved", clinician_id, details)
+    return row
 
 
 async def count_open(db: asyncpg.Pool | Conn) -> dict[str, int]:
-    """Alerts not yet resolved, by severity (a severity with none is absent)."""
+    """Alerts a clinician is asked to act on, by severity (a severity with none is absent)."""
     rows = await db.fetch(
-        "SELECT severity, count(*) AS n FROM alerts WHERE status <> 'resolved' GROUP BY severity"
+        "SELECT severity, count(*) AS n FROM alerts "
+        "WHERE status IN ('open', 'acknowledged', 'cleared') GROUP BY severity"
     )
     return {r["severity"]: r["n"] for r in rows}
 

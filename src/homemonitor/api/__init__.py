@@ -15,8 +15,8 @@ reach the port could fill the log. They are counted in
 Every status a route can answer is in the OpenAPI document (``/openapi.json``), with its body;
 docs at ``/docs`` and ``/redoc``, served offline.
 
-Where things are: :mod:`~homemonitor.api.alerts` and :mod:`~homemonitor.api.patients` (the
-clinicians' routes), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
+Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients` and
+:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
 :mod:`~homemonitor.api.models` (bodies and documented errors), :mod:`~homemonitor.api.auth`
@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from homemonitor import __version__
-from homemonitor.api import alerts, ops, patients
+from homemonitor.api import alerts, ops, patients, plans
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.metrics import Metrics
@@ -53,7 +53,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
         },
     )
     app.state.services = Services(pool, metrics, health)
-    for router in (ops.router, alerts.router, patients.router):
+    for router in (ops.router, alerts.router, patients.router, plans.router):
         app.include_router(router)
     return app
 

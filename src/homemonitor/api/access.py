@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from homemonitor.alerts import episodes, transitions
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import services
 from homemonitor.api.models import ALERT_COLUMNS
@@ -67,16 +68,25 @@ async def team_alert(
 ) -> asyncpg.Record:
     """The alert, access-logged as ``action``, if it is the clinician's team's.
 
-    ``to_change`` locks it (two clinicians acting at once: one wins) and refuses a
-    resolved alert with 409 before anything is logged or counted: nothing changed.
+    ``to_change`` takes the patient's episode lock (the worker does not evaluate the
+    patient meanwhile), then the row's (two clinicians acting at once: one wins), and
+    refuses an alert that has ended with 409 before anything is logged or counted:
+    nothing changed.
     """
-    lock = " FOR UPDATE" if to_change else ""
-    row = await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1{lock}", alert_id)
+    row = await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1", alert_id)
     if row is None or row["care_team_id"] != who.care_team_id:
         patient = None if row is None else row["patient_id"]
         raise NotVisibleError(who, action, "alert", str(alert_id), patient)
-    if to_change and row["status"] == "resolved":
-        raise HTTPException(409, "the alert is already resolved")
+    if to_change:
+        await episodes.lock_patients(conn, [row["patient_id"]])
+        row = await conn.fetchrow(
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE", alert_id
+        )
+        assert row is not None  # alerts are never deleted
+        if row["status"] == "resolved":
+            raise HTTPException(409, "the alert is already resolved")
+        if row["status"] not in transitions.ACTIVE:
+            raise HTTPException(409, f"the alert has ended ({row['status']})")
     await log_access(conn, metrics, who, [row["patient_id"]], action, requested_id=str(alert_id))
     return row
 
@@ -85,10 +95,24 @@ async def team_patient(
     conn: Conn, metrics: Metrics, who: Clinician, patient_id: str, action: str
 ) -> None:
     """Access-log ``action`` on the patient, if they are the clinician's team's."""
-    team = await conn.fetchval("SELECT care_team_id FROM patients WHERE id = $1", patient_id)
+    await visible_patient(conn, who, patient_id, action)
+    await log_access(conn, metrics, who, [patient_id], action, requested_id=patient_id)
+
+
+async def visible_patient(
+    conn: Conn, who: Clinician, patient_id: str, action: str, *, lock: bool = False
+) -> None:
+    """Raise :class:`NotVisibleError` unless the patient is the clinician's team's.
+
+    Logs nothing when visible: the caller logs once it knows the action went ahead.
+    ``lock`` holds the patient's row (``FOR NO KEY UPDATE``) to the end of the transaction.
+    """
+    suffix = " FOR NO KEY UPDATE" if lock else ""
+    team = await conn.fetchval(
+        f"SELECT care_team_id FROM patients WHERE id = $1{suffix}", patient_id
+    )
     if team != who.care_team_id:
         raise NotVisibleError(who, action, "patient", patient_id, patient_id if team else None)
-    await log_access(conn, metrics, who, [patient_id], action, requested_id=patient_id)
 
 
 async def not_visible(request: Request, exc: NotVisibleError) -> JSONResponse:

@@ -8,6 +8,7 @@ from homemonitor.alerts import transitions
 from homemonitor.api.access import log_access, team_alert
 from homemonitor.api.deps import Me, Svc
 from homemonitor.api.models import (
+    ACTIVE_STATUSES,
     ALERT_COLUMNS,
     NO_ALERT,
     READING_COLUMNS,
@@ -29,12 +30,21 @@ async def list_alerts(
     svc: Svc,
     who: Me,
     status: Annotated[
-        Literal["active", "open", "acknowledged", "resolved"],
-        Query(description="'active' is open and acknowledged."),
+        Literal[
+            "active",
+            "pending",
+            "open",
+            "acknowledged",
+            "cleared",
+            "resolved",
+            "auto_resolved",
+            "withdrawn",
+        ],
+        Query(description="'active' is open, acknowledged and cleared: what needs a clinician."),
     ] = "active",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AlertOut]:
-    statuses = ["open", "acknowledged"] if status == "active" else [status]
+    statuses = list(ACTIVE_STATUSES) if status == "active" else [status]
     async with svc.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             f"SELECT {ALERT_COLUMNS} FROM alerts WHERE care_team_id = $1 "

@@ -1,37 +1,73 @@
 """What the API answers and accepts: the response and request bodies, the path ids, and the
 error statuses each route documents in the OpenAPI document besides 200 and 422."""
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from homemonitor.fields import BIGINT_MAX, ID_PATTERN, PlainText
+from homemonitor.rules.plan import CarePlanSpec, RuleSpec
+
+#: An alert's statuses: the active ones first (one per patient and rule at most).
+AlertStatus = Literal[
+    "pending", "open", "acknowledged", "cleared", "resolved", "auto_resolved", "withdrawn"
+]
+ACTIVE_STATUSES = ("open", "acknowledged", "cleared")  # what a clinician has to act on
+ENDED_STATUSES = ("resolved", "auto_resolved", "withdrawn")
+
+
+class ExplanationOut(BaseModel):
+    """Why an alert is as it is: the rule's assessment at one evaluation point."""
+
+    sentence: str = Field(description="One plain sentence a nurse can read.")
+    facts: dict[str, float | int | str | None] = Field(
+        description="The numbers the rule used: value, window, reference, mean, delta, n, ..."
+    )
+    plan_version: int = Field(description="The care-plan version the rule came from.")
 
 
 class AlertOut(BaseModel):
     id: int
     patient_id: str
     care_team_id: str
-    rule: str = Field(description="'<quantity>.<high|low>', e.g. systolic.high.")
-    severity: Literal["warning", "urgent"]
-    status: Literal["open", "acknowledged", "resolved"]
-    plan_version: int
-    threshold: float
+    rule: str = Field(description="The rule's id in the care plan, e.g. weight.gain_3d.")
+    kind: Literal["threshold", "change", "average", "baseline", "score"]
+    quantity: str | None = Field(description="The quantity the rule reads, if only one.")
+    direction: Literal["high", "low", "rise", "fall"] | None
+    severity: Literal["warning", "urgent"] = Field(description="The level now.")
+    peak_severity: Literal["warning", "urgent"] = Field(description="The worst it reached.")
+    status: AlertStatus = Field(
+        description="pending (waiting for a retake until due_at), open, acknowledged, "
+        "cleared (its rule cleared; latching: it waits for a clinician), resolved (by a "
+        "clinician), auto_resolved (cleared by itself), withdrawn (an artefact: no alert)."
+    )
+    plan_version: int = Field(description="The plan version it opened under.")
+    threshold: float | None = Field(description="The bound it crossed, where the rule has one.")
     opened_at: datetime
     updated_at: datetime
+    due_at: datetime | None
+    cleared_at: datetime | None
     opening_device_id: str
     opening_measured_at: datetime
-    opening_value: float
-    worst_value: float
+    opening_value: float | None
+    worst_value: float | None
     last_measured_at: datetime
     breach_count: int
+    opening_explanation: ExplanationOut
+    latest_explanation: ExplanationOut
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None
+
+    @field_validator("opening_explanation", "latest_explanation", mode="before")
+    @classmethod
+    def _decode(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value  # a jsonb column
 
 
 class ReadingOut(BaseModel):
@@ -76,6 +112,41 @@ class ResolveIn(BaseModel):
     note: PlainText = Field(min_length=1, max_length=2000, description="What was done.")
 
 
+class CarePlanOut(BaseModel):
+    """A patient's current care plan: the spec as written and the rules it resolves to."""
+
+    patient_id: str
+    version: int | None = Field(description="None: the patient has no care plan.")
+    changed_by: str | None
+    reason: str
+    created_at: datetime | None
+    spec: CarePlanSpec | None
+    rules: list[RuleSpec] = Field(
+        description="The concrete rules the patient is evaluated with (template applied)."
+    )
+
+
+class CarePlanVersionOut(BaseModel):
+    version: int
+    changed_by: str | None
+    reason: str
+    created_at: datetime
+    spec: CarePlanSpec
+
+
+class CarePlanChangeIn(BaseModel):
+    """The next version of a patient's care plan."""
+
+    spec: CarePlanSpec
+    reason: PlainText = Field(min_length=1, max_length=2000, description="Why it changes.")
+    based_on: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="The version this change was made from; 409 when a newer one exists.",
+    )
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(description="What is wrong, for a person to read.")
 
@@ -111,5 +182,10 @@ NO_ALERT: Responses = {404: {"model": ErrorOut, "description": "No such alert in
 NO_PATIENT: Responses = {
     404: {"model": ErrorOut, "description": "No such patient in your care team."}
 }
-RESOLVED: Responses = {409: {"model": ErrorOut, "description": "The alert is already resolved."}}
+RESOLVED: Responses = {
+    409: {"model": ErrorOut, "description": "The alert has ended (resolved, auto-resolved, withdrawn)."}
+}
+PLAN_CONFLICT: Responses = {
+    409: {"model": ErrorOut, "description": "A newer version than based_on exists."}
+}
 UNPARSABLE: Responses = {400: {"model": ErrorOut, "description": "The body is not UTF-8 JSON."}}

@@ -25,8 +25,11 @@ from typing import Any, Protocol, TypeAlias
 
 from homemonitor import logs
 from homemonitor.contract.readings import Quantity, Reason
-from homemonitor.registry.description import RegistryIn, thresholds_json
-from homemonitor.rules.careplan import Bounds, PlanRow, PlanTable
+from homemonitor.errors import PlanError
+from homemonitor.registry import plans
+from homemonitor.registry.description import RegistryIn
+from homemonitor.rules.careplan import Bounds, Levels, PlanRow, PlanTable
+from homemonitor.rules.plan import Plan, ThresholdRule, resolve
 from homemonitor.storage.database import Conn
 
 log = logs.get_logger(__name__)
@@ -77,39 +80,167 @@ class _Timeline:
         return span.holder if span.end is None or at < span.end else None
 
 
+_CURRENT_PLANS = """
+SELECT DISTINCT ON (cp.patient_id) cp.patient_id, p.care_team_id, cp.version,
+       cp.plan::text AS plan
+FROM care_plans cp JOIN patients p ON p.id = cp.patient_id
+ORDER BY cp.patient_id, cp.version DESC
+"""
+_OLDER_PLANS = """
+SELECT cp.patient_id, p.care_team_id, cp.version, cp.plan::text AS plan
+FROM care_plans cp JOIN patients p ON p.id = cp.patient_id
+WHERE cp.patient_id = ANY($1::text[]) ORDER BY cp.patient_id, cp.version DESC
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PatientPlan:
+    """A patient's current care plan as the worker evaluates it."""
+
+    patient_id: str
+    care_team_id: str
+    version: int
+    plan: Plan
+    #: Every rule is a plain threshold on one reading (1 of 1, absolute bounds, no retake):
+    #: the engine needs no stored history, and a batch in which none of this patient's
+    #: readings reaches a bound, for a patient with no episode, needs no evaluation at all
+    #: (:attr:`Plans.screen` finds those readings with numpy).
+    plain: bool
+
+
+def _plain_threshold(rule: object) -> ThresholdRule | None:
+    """``rule`` when it is a threshold that judges each reading alone, else None."""
+    if (
+        isinstance(rule, ThresholdRule)
+        and (rule.k, rule.n) == (1, 1)
+        and rule.for_hours is None
+        and rule.relative_to is None
+        and rule.retake_minutes is None
+    ):
+        return rule
+    return None
+
+
+def _screen_bounds(plan: Plan) -> dict[Quantity, Bounds]:
+    """The bounds at which any plain threshold of ``plan`` starts to breach, per quantity.
+
+    Per quantity and direction the least extreme level over every rule: a reading inside
+    all of them breaches none (the screen may only say "maybe", never miss a breach).
+    """
+    found: dict[tuple[Quantity, str], float] = {}
+    for rule in plan.rules:
+        t = _plain_threshold(rule)
+        if t is None:
+            continue
+        levels = [v for v in (t.warning, t.urgent) if v is not None]
+        first = min(levels) if t.direction == "high" else max(levels)
+        key = (t.quantity, t.direction)
+        known = found.get(key)
+        if known is None or (first < known if t.direction == "high" else first > known):
+            found[key] = first
+    bounds: dict[Quantity, Bounds] = {}
+    for (quantity, direction), value in found.items():
+        bounds[quantity] = bounds.get(quantity, Bounds()).model_copy(
+            update={direction: Levels(warning=value)}
+        )
+    return bounds
+
+
+class Plans:
+    """Every patient's current plan, resolved, and the numpy screen of the plain ones.
+
+    ``unresolved`` names patients whose newest version no longer resolves (a template
+    changed under it); :meth:`with_older` puts their newest version that does in force.
+    """
+
+    def __init__(self, patients: dict[str, PatientPlan], unresolved: frozenset[str]) -> None:
+        self.patients = patients
+        self.unresolved = unresolved
+        plain = [p for p in patients.values() if p.plain]
+        #: Plain plans' bounds, for :func:`homemonitor.rules.careplan.evaluate` over a batch.
+        self.screen = PlanTable(
+            [PlanRow(p.patient_id, p.care_team_id, p.version, _screen_bounds(p.plan)) for p in plain]
+        )
+
+    def get(self, patient_id: str) -> PatientPlan | None:
+        """The patient's plan, or None when they have none (their readings are only stored)."""
+        return self.patients.get(patient_id)
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    @classmethod
+    def build(cls, rows: _Rows) -> Plans:
+        """Resolve each row's plan (rows: patient_id, care_team_id, version, plan JSON)."""
+        patients, unresolved = _resolve_rows(rows, {})
+        return cls(patients, frozenset(unresolved))
+
+    def with_older(self, rows: _Rows) -> Plans:
+        """These plans, with each unresolved patient's newest version that resolves.
+
+        ``rows``: every version of the unresolved patients, newest first per patient.
+        """
+        patients = dict(self.patients)
+        for patient_id in self.unresolved:
+            candidates = [r for r in rows if r["patient_id"] == patient_id]
+            for row in candidates:
+                found, _ = _resolve_rows([row], {})
+                if found:
+                    patients.update(found)
+                    log.error(
+                        "care plan does not resolve; an older version is in force",
+                        newest=candidates[0]["version"],
+                        in_force=row["version"],
+                    )
+                    break
+            else:
+                log.error("no version of a care plan resolves; its readings are only stored")
+        return Plans(patients, frozenset(self.unresolved - patients.keys()))
+
+
+def _resolve_rows(
+    rows: _Rows, memo: dict[tuple[str, int], Plan]
+) -> tuple[dict[str, PatientPlan], list[str]]:
+    """Resolved plans by patient, and the patients whose plan does not resolve."""
+    templates = plans.templates()
+    found: dict[str, PatientPlan] = {}
+    failed: list[str] = []
+    for r in rows:
+        key = (r["plan"], r["version"])  # many patients share one plan text: resolve once
+        plan = memo.get(key)
+        if plan is None:
+            try:
+                plan = resolve(plans.spec_of(r["plan"]), r["version"], templates)
+            except (PlanError, ValueError):
+                failed.append(r["patient_id"])
+                continue
+            memo[key] = plan
+        plain = all(_plain_threshold(rule) is not None for rule in plan.rules)
+        found[r["patient_id"]] = PatientPlan(
+            r["patient_id"], r["care_team_id"], r["version"], plan, plain
+        )
+    return found, failed
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Snapshot:
     gateways: frozenset[str]
     devices: frozenset[str]
     pairings: _Timeline  # device -> gateway
     bindings: _Timeline  # device -> patient
-    plans: PlanTable
+    plans: Plans
 
 
 def _build(
     gateways: _Rows, devices: _Rows, pairings: _Rows, bindings: _Rows, plans: _Rows
 ) -> _Snapshot:
     """The cache's lookup structures from raw rows (CPU-bound: run off the event loop)."""
-    table = PlanTable(
-        [
-            PlanRow(
-                r["patient_id"],
-                r["care_team_id"],
-                r["version"],
-                {
-                    Quantity(q): Bounds.model_validate(b)
-                    for q, b in json.loads(r["thresholds"]).items()
-                },
-            )
-            for r in plans
-        ]
-    )
     return _Snapshot(
         frozenset(r["id"] for r in gateways),
         frozenset(r["id"] for r in devices),
         _Timeline(pairings, "gateway_id"),
         _Timeline(bindings, "patient_id"),
-        table,
+        Plans.build(plans),
     )
 
 
@@ -120,7 +251,7 @@ def _rows_of(reg: RegistryIn) -> tuple[_Rows, _Rows, _Rows, _Rows, _Rows]:
             "patient_id": p.id,
             "care_team_id": p.care_team,
             "version": p.care_plan.version,
-            "thresholds": thresholds_json(p.care_plan),
+            "plan": plans.spec_json(p.care_plan.spec()),
         }
         for p in reg.patients
         if p.care_plan is not None
@@ -157,7 +288,7 @@ class RegistryCache:
         self.unknown_check_interval = unknown_check_interval
         self.revision: int | None = None
         empty = _Timeline((), "")
-        self._snapshot = _Snapshot(frozenset(), frozenset(), empty, empty, PlanTable([]))
+        self._snapshot = _Snapshot(frozenset(), frozenset(), empty, empty, Plans.build(()))
         self.checked_at = float("-inf")  # when the last check asked the database
         #: Set when the registry changed (or may have) since the last check began.
         self.stale = asyncio.Event()
@@ -171,7 +302,7 @@ class RegistryCache:
         return cache
 
     @property
-    def plans(self) -> PlanTable:
+    def plans(self) -> Plans:
         return self._snapshot.plans
 
     @property
@@ -234,16 +365,14 @@ class RegistryCache:
             "SELECT device_id, patient_id, lower(valid) AS start, upper(valid) AS end "
             "FROM device_bindings ORDER BY device_id, lower(valid)"
         )
-        plans = await conn.fetch(
-            "SELECT DISTINCT ON (cp.patient_id) cp.patient_id, p.care_team_id, cp.version, "
-            "cp.thresholds::text AS thresholds FROM care_plans cp "
-            "JOIN patients p ON p.id = cp.patient_id ORDER BY cp.patient_id, cp.version DESC"
-        )
+        plans = await conn.fetch(_CURRENT_PLANS)
         gc.disable()  # ~250k new objects would trigger several full collections, ~100 ms each
         try:
-            self._snapshot = await asyncio.to_thread(
-                _build, gateways, devices, pairings, rows, plans
-            )
+            snapshot = await asyncio.to_thread(_build, gateways, devices, pairings, rows, plans)
+            if snapshot.plans.unresolved:  # rare: a template changed under a stored plan
+                older = await conn.fetch(_OLDER_PLANS, sorted(snapshot.plans.unresolved))
+                snapshot = dataclasses.replace(snapshot, plans=snapshot.plans.with_older(older))
+            self._snapshot = snapshot
         finally:
             gc.freeze()  # long-lived until the next load: out of every later full collection
             gc.enable()
@@ -257,6 +386,7 @@ class RegistryCache:
             pairings=len(pairings),
             bindings=len(rows),
             plans=len(plans),
+            plans_unresolved=len(self._snapshot.plans.unresolved),
         )
 
     def resolve(self, gateway_id: str, device_id: str, at: datetime) -> str | Reason:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -21,10 +20,10 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
-from homemonitor.contract.readings import Quantity
-from homemonitor.errors import RegistryError
+from homemonitor.errors import PlanError, RegistryError
 from homemonitor.fields import Ident, PlainText
-from homemonitor.rules.careplan import Bounds
+from homemonitor.registry import plans
+from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
 NOTIFY_CHANNEL = "homemonitor_registry"
@@ -73,12 +72,20 @@ class GatewayIn(BaseModel):
     devices: list[PairingIn] = []
 
 
-class CarePlanIn(BaseModel):
-    model_config = _Id
+class CarePlanIn(CarePlanSpec):
+    """A care plan version: the whole spec (template, personal, overrides, disabled, rules,
+    thresholds) with who changed it and why. Resolved when applied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     version: int = Field(ge=1)
     changed_by: str | None = None
     reason: PlainText = ""
-    thresholds: dict[Quantity, Bounds]
+
+    def spec(self) -> CarePlanSpec:
+        """The plan without its version, author and reason: what ``care_plans.plan`` holds."""
+        return CarePlanSpec.model_validate(
+            self.model_dump(exclude={"version", "changed_by", "reason"}, exclude_unset=True)
+        )
 
 
 class PatientIn(BaseModel):
@@ -151,6 +158,11 @@ def _check_references(reg: RegistryIn) -> None:
             span(("patient", p.id), "binding", b, bound)
         if p.care_plan and p.care_plan.changed_by not in (None, *teams.get(p.care_team, ())):
             problems.append(f"patient {p.id}: care plan changed_by is not of its care team")
+        if p.care_plan:
+            try:
+                plans.resolved(p.care_plan.spec(), p.care_plan.version)
+            except PlanError as exc:
+                problems.append(f"patient {p.id}: {exc}")
     described: set[str] = set()
     for g in reg.gateways:
         if g.id in described:
@@ -268,36 +280,16 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
     )
 
 
-def thresholds_json(plan: CarePlanIn) -> str:
-    """A plan's thresholds as the JSON ``care_plans.thresholds`` holds (keys sorted)."""
-    return json.dumps(
-        {q.value: b.model_dump(exclude_none=True) for q, b in sorted(plan.thresholds.items())},
-        sort_keys=True,
-    )
-
-
 async def _add_plan(conn: Conn, patient_id: str, plan: CarePlanIn) -> int:
-    wanted = thresholds_json(plan)
-    existing = await conn.fetchval(
-        "SELECT thresholds::text FROM care_plans WHERE patient_id = $1 AND version = $2",
-        patient_id,
-        plan.version,
-    )
-    if existing is not None:
-        if json.loads(existing) != json.loads(wanted):
-            msg = (
-                f"patient {patient_id}: care plan version {plan.version} already exists with "
-                "other thresholds; plans are history, so give the change a new version"
-            )
-            raise RegistryError(msg)
-        return 0
-    await conn.execute(
-        "INSERT INTO care_plans (patient_id, version, thresholds, changed_by, reason) "
-        "VALUES ($1, $2, $3::jsonb, $4, $5)",
-        patient_id,
-        plan.version,
-        wanted,
-        plan.changed_by,
-        plan.reason,
-    )
-    return 1
+    try:
+        added = await plans.add(
+            conn,
+            patient_id,
+            plan.version,
+            plan.spec(),
+            changed_by=plan.changed_by,
+            reason=plan.reason,
+        )
+    except PlanError as exc:
+        raise RegistryError(f"patient {patient_id}: {exc}") from exc
+    return int(added)
