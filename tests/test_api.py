@@ -18,6 +18,7 @@ import hypothesis
 import pytest
 import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from homemonitor import registry
 from homemonitor.api import build_app
@@ -336,11 +337,13 @@ async def _fuzz_database(pg_cluster: PrivatePostgres) -> tuple[str, str]:
         )
         await conn.execute(
             "INSERT INTO alerts (id, patient_id, care_team_id, rule, quantity, direction, "
-            "severity, plan_version, threshold, opening_device_id, opening_metric, "
-            "opening_measured_at, opening_value, worst_value, last_measured_at) "
-            "VALUES (1, 'p-0001', 'vc-a', 'systolic.high', 'systolic', 'high', 'urgent', 1, 180, "
-            "'cuff-1', 'blood_pressure', $1, 190, 190, $1)",
+            "severity, peak_severity, plan_version, threshold, opening_device_id, "
+            "opening_metric, opening_measured_at, opening_value, worst_value, last_measured_at, "
+            "evaluated_at, opening_explanation, latest_explanation) "
+            "VALUES (1, 'p-0001', 'vc-a', 'systolic.high', 'systolic', 'high', 'urgent', "
+            "'urgent', 1, 180, 'cuff-1', 'blood_pressure', $1, 190, 190, $1, $1, $2, $2)",
             NOW,
+            json.dumps({"sentence": "systolic 190", "facts": {"value": 190}, "plan_version": 1}),
         )
         return dsn, await issue_token(conn, "cl-a1")
     finally:
@@ -402,7 +405,13 @@ def test_api_conforms_to_its_openapi_document(
     service, token = fuzzed
     if case.headers and case.headers.get("Authorization") == ClinicianToken.placeholder:
         case.headers["Authorization"] = f"Bearer {token}"
-    case.call_and_validate(base_url=service.url)
+    excluded = []
+    if (case.method, case.path) == ("POST", "/api/v1/patients/{patient_id}/care-plan"):
+        # A plan can match the schema and still not resolve (an unknown template, a rule
+        # relative to a personal value it does not set): 422 naming the problem, which no
+        # JSON Schema can express. Every other check still applies.
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(base_url=service.url, excluded_checks=excluded)
 
 
 def test_served_openapi_document_is_the_one_fuzzed(fuzzed: tuple[RunningService, str]) -> None:

@@ -13,9 +13,10 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.contract.protocol import readings_topic
-from homemonitor.contract.readings import Quantity, Reason
+from homemonitor.contract.readings import Reason
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
+from homemonitor.rules.plan import ThresholdRule
 from tests.conftest import REGISTRY, RunningService, publisher, wait_until
 
 
@@ -129,8 +130,87 @@ async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:
     assert 1 == (await registry.apply(db, registry.parse(changed))).plans_added
     cache = registry.RegistryCache()
     await cache.load(db)
-    row = cache.plans.plans[cache.plans.row("p-1")]
-    assert (2, 150) == (row.version, row.thresholds[Quantity.SYSTOLIC].high.warning)  # type: ignore[union-attr]
+    current = cache.plans.get("p-1")
+    assert current is not None
+    rule = current.plan.rule("systolic.high")
+    assert isinstance(rule, ThresholdRule)
+    assert (2, 150, True) == (current.version, rule.warning, current.plain)
+
+
+#: A plan in the whole form: personal values, its own rules of two kinds, legacy bounds.
+_SPEC: dict[str, object] = {
+    "version": 1,
+    "changed_by": "cl-a1",
+    "reason": "dry weight set after discharge",
+    "personal": {"dry_weight": 80.0},
+    "rules": [
+        {
+            "id": "weight.gain_3d",
+            "kind": "change",
+            "quantity": "body_weight",
+            "direction": "rise",
+            "warning": 2.0,
+            "window_hours": 72,
+            "source": "ESC/HFA self-care advice",
+        },
+        {
+            "id": "weight.above_dry",
+            "kind": "threshold",
+            "quantity": "body_weight",
+            "direction": "high",
+            "relative_to": "dry_weight",
+            "warning": 3.0,
+        },
+    ],
+    "thresholds": {"systolic": {"high": {"urgent": 180}}},
+}
+
+
+async def test_a_whole_plan_is_stored_resolved_and_cached(db: asyncpg.Connection) -> None:
+    """A full CarePlanSpec is stored as written, applied idempotently and cached resolved."""
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][2]["care_plan"] = _SPEC
+    first = await registry.apply(db, registry.parse(described))
+    second = await registry.apply(db, registry.parse(described))
+    stored = await db.fetchrow(
+        "SELECT plan, thresholds, changed_by, reason FROM care_plans WHERE patient_id = 'p-3'"
+    )
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    p3 = cache.plans.get("p-3")
+    assert p3 is not None
+    assert (1, 0) == (first.plans_added, second.plans_added)
+    plan = json.loads(stored["plan"])  # every field but None: the defaults it was saved under
+    assert ({"dry_weight": 80.0}, 24.0, "auto") == (
+        plan["personal"],
+        plan["current_hours"],
+        plan["rules"][0]["latching"],
+    )
+    assert {"systolic": {"high": {"urgent": 180.0}}} == json.loads(stored["thresholds"])
+    assert ("cl-a1", "dry weight set after discharge") == (stored["changed_by"], stored["reason"])
+    assert (["weight.gain_3d", "weight.above_dry", "systolic.high"], False, "vc-a") == (
+        [r.id for r in p3.plan.rules],
+        p3.plain,
+        p3.care_team_id,
+    )
+    other = copy.deepcopy(described)
+    other["patients"][2]["care_plan"]["rules"][0]["warning"] = 1.5
+    with pytest.raises(RegistryError, match="patient p-3: care plan version 1 already exists"):
+        await registry.apply(db, registry.parse(other))
+
+
+def test_a_plan_that_does_not_resolve_is_refused_naming_the_patient() -> None:
+    """Unknown template, missing personal value: a RegistryError naming the patient and why."""
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][2]["care_plan"] = {**_SPEC, "personal": {}}
+    described["patients"][1]["care_plan"] = {"version": 1, "template": "no_such_condition"}
+    with pytest.raises(RegistryError) as caught:
+        registry.parse(described)
+    assert "patient p-2: unknown template 'no_such_condition'" in str(caught.value)
+    assert (
+        "patient p-3: care plan is invalid: rule 'weight.above_dry' is relative to personal "
+        "'dry_weight', which is not set"
+    ) in str(caught.value)
 
 
 def test_inconsistent_descriptions_are_refused() -> None:

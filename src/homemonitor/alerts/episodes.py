@@ -1,113 +1,280 @@
-"""Alert episodes opened or updated by the readings of one batch.
+"""Alert episodes of one batch: the engine's states loaded, its changes written. SQL.
 
-An episode is one open alert per patient and rule: the database's partial unique index
-on ``alerts (patient_id, rule) WHERE status <> 'resolved'``, not a lock in a worker, keeps
-it one. :func:`open_or_update` evaluates every patient's care plan over the batch's new,
-current readings, folds the breaches into one episode per (patient, rule) and upserts
-them inside the caller's transaction (:func:`homemonitor.storage.transaction.commit`).
+:func:`evaluate_batch` runs inside the batch's transaction
+(:func:`homemonitor.storage.transaction.commit`), after the readings are inserted, for the
+patients that got new readings:
+
+1. ``pg_advisory_xact_lock`` per patient, in one sorted order for every worker, so two
+   workers holding readings of the same patient evaluate one after the other, each seeing
+   what the other committed: exactly what one worker would do (:func:`lock_patients`; the
+   API takes the same lock before a clinician changes an alert).
+2. ONE query for those patients' episode states: the active episode per rule and the last
+   one a clinician resolved (:func:`load_states`).
+3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
+   reaches a bound (a numpy screen over the batch) and who has no episode state to move
+   needs no evaluation, so no history. Everybody else:
+4. ONE windowed history query for all of them (a LATERAL per patient, from its oldest
+   new reading minus the plan's lookback, newest first, capped),
+5. the engine's pure :func:`~homemonitor.rules.evaluate.evaluate` per patient,
+6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
+   first, one ``unnest`` insert), and an ``alert_events`` row per transition.
+
+The partial unique index ``alerts_one_active_per_rule`` (pending, open, acknowledged,
+cleared) keeps one active episode per patient and rule whatever a worker does.
+:mod:`homemonitor.alerts.rows` maps between table rows and the engine's states.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor.contract.readings import QUANTITIES
+from homemonitor.alerts import interim, rows
+from homemonitor.alerts.rows import Draft, Stored
+from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.ingest.pipeline import Candidate
+from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import careplan
-from homemonitor.rules.careplan import RULES, PlanTable
+from homemonitor.rules.evaluate import Outcome, evaluate
+from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.plan import HISTORY_CAP
 from homemonitor.storage.database import Conn
 
-_UPSERT_ALERTS = """
-INSERT INTO alerts AS a (patient_id, care_team_id, rule, quantity, direction, severity,
-                         plan_version, threshold, opening_device_id, opening_metric,
-                         opening_measured_at, opening_value, worst_value, last_measured_at,
-                         breach_count)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::int[], $8::float8[], $9::text[], $10::text[], $11::timestamptz[],
-                     $12::float8[], $13::float8[], $14::timestamptz[], $15::int[])
-ON CONFLICT (patient_id, rule) WHERE status <> 'resolved' DO UPDATE SET
-    breach_count = a.breach_count + EXCLUDED.breach_count,
-    worst_value = CASE WHEN a.direction = 'high' THEN greatest(a.worst_value, EXCLUDED.worst_value)
-                       ELSE least(a.worst_value, EXCLUDED.worst_value) END,
-    last_measured_at = greatest(a.last_measured_at, EXCLUDED.last_measured_at),
-    severity = CASE WHEN EXCLUDED.severity = 'urgent' THEN 'urgent' ELSE a.severity END,
-    threshold = CASE WHEN EXCLUDED.severity = 'urgent' AND a.severity <> 'urgent'
-                     THEN EXCLUDED.threshold ELSE a.threshold END,
-    updated_at = clock_timestamp()
-RETURNING (xmax = 0) AS opened, severity
+#: The advisory-lock class of a patient's episodes (two-key locks: never the migration's).
+LOCK_CLASS = 0x686D6570  # "hmep"
+#: The newest readings per patient the history query returns at most (every quantity).
+HISTORY_ROWS = HISTORY_CAP * len(Metric)
+#: Resolved episodes older than this never hold a rule back (realert.after_hours <= 90 d).
+RESOLVED_HORIZON = timedelta(days=90)
+
+_LOCK = (
+    "SELECT count(pg_advisory_xact_lock($1::int, k)) "
+    "FROM (SELECT k FROM unnest($2::int[]) AS k ORDER BY k) AS keys"
+)
+
+_STATES = f"""
+(SELECT true AS active, {rows.STATE_COLUMNS} FROM alerts
+ WHERE patient_id = ANY($1::text[]) AND status IN ('pending', 'open', 'acknowledged', 'cleared'))
+UNION ALL
+(SELECT DISTINCT ON (patient_id, rule) false AS active, {rows.STATE_COLUMNS} FROM alerts
+ WHERE patient_id = ANY($1::text[]) AND status = 'resolved' AND resolved_at > $2
+ ORDER BY patient_id, rule, resolved_at DESC)
+"""
+
+_VALUES = ", ".join(f"h.{q.value}" for q in QUANTITIES)
+_HISTORY = f"""
+SELECT p.patient_id, h.device_id, h.metric, h.measured_at, {_VALUES}, h.flags, h.quality
+FROM unnest($1::text[], $2::timestamptz[]) AS p(patient_id, since)
+CROSS JOIN LATERAL (
+    SELECT * FROM readings r
+    WHERE r.patient_id = p.patient_id AND r.measured_at >= p.since
+    ORDER BY r.measured_at DESC
+    LIMIT $3
+) AS h
 """
 
 
 @dataclasses.dataclass(slots=True)
-class _Episode:
-    """The breaches of one rule by one patient in a batch, folded into one upsert row."""
+class Tally:
+    """What the episodes of one batch did (the batch's :class:`CommitResult` counts it)."""
 
-    first_row: int  # the breaching candidate that opens it (the first in arrival order)
-    rule: int
-    level: int
-    count: int
-    worst: float
-    last_measured_at: datetime
+    opened: Counter[str] = dataclasses.field(default_factory=Counter)  # by severity
+    updated: int = 0  # episodes moved by other transitions
+    evaluated: int = 0  # patients the engine ran for
+    screened: int = 0  # patients the fast path let through without evaluation
 
 
-async def open_or_update(
-    conn: Conn, rows: list[Candidate], plans: PlanTable
-) -> tuple[list[str], int]:
-    """Open or update one episode per (patient, rule) breached by ``rows``.
+def lock_key(patient_id: str) -> int:
+    """The patient's advisory-lock key: 32 bits of a hash every worker computes alike."""
+    return int.from_bytes(
+        hashlib.blake2b(patient_id.encode(), digest_size=4).digest(), "big", signed=True
+    )
 
-    ``rows`` are readings just stored and current (no clock flags), in arrival order.
-    Returns the severities of the episodes opened and how many open ones were updated.
-    """
-    patient_rows = np.fromiter((plans.row(c.patient_id) for c in rows), np.intp, len(rows))
-    values = careplan.values_matrix([c.reading.values for c in rows])
-    levels = careplan.evaluate(plans, patient_rows, values)
-    hits = np.argwhere(levels > 0)  # row-major: in arrival order
-    if not len(hits):
-        return [], 0
-    episodes: dict[tuple[str, int], _Episode] = {}
-    for i, j in hits.tolist():
-        c, rule = rows[i], RULES[j]
-        value = float(values.item(i, QUANTITIES.index(rule.quantity)))
-        level = int(levels[i, j])
-        ep = episodes.get((c.patient_id, j))
-        if ep is None:
-            episodes[(c.patient_id, j)] = _Episode(i, j, level, 1, value, c.reading.measured_at)
-            continue
-        ep.count += 1
-        ep.level = max(ep.level, level)
-        ep.worst = careplan.worse(rule.direction, ep.worst, value)
-        ep.last_measured_at = max(ep.last_measured_at, c.reading.measured_at)
-    ordered = sorted(episodes.items(), key=lambda kv: (kv[0][0], RULES[kv[0][1]].name))
-    cols: list[list[object]] = [[] for _ in range(15)]
-    for (patient_id, j), ep in ordered:
-        rule, opening, prow = RULES[j], rows[ep.first_row], patient_rows[ep.first_row]
-        plan = plans.plans[prow]
-        first_value = float(values.item(ep.first_row, QUANTITIES.index(rule.quantity)))
-        for col, value in zip(
-            cols,
-            (
-                patient_id,
-                plan.care_team_id,
-                rule.name,
-                rule.quantity.value,
-                rule.direction,
-                careplan.SEVERITIES[ep.level - 1],
-                plan.version,
-                plans.threshold(prow, j, ep.level),
-                opening.reading.device_id,
-                opening.reading.metric.value,
-                opening.reading.measured_at,
-                first_value,
-                ep.worst,
-                ep.last_measured_at,
-                ep.count,
-            ),
-            strict=True,
+
+async def lock_patients(conn: Conn, patient_ids: Iterable[str]) -> None:
+    """Hold each patient's episode lock to the end of the transaction, in sorted key order."""
+    keys = sorted({lock_key(p) for p in patient_ids})
+    if keys:
+        await conn.execute(_LOCK, LOCK_CLASS, keys)
+
+
+async def load_states(
+    conn: Conn, patient_ids: Sequence[str], now: datetime
+) -> dict[str, dict[str, Stored]]:
+    """Each patient's stored episode state per rule (active episode + last resolved one)."""
+    found: dict[str, dict[str, Stored]] = defaultdict(dict)
+    for r in await conn.fetch(_STATES, list(patient_ids), now - RESOLVED_HORIZON):
+        per_rule = found[r["patient_id"]]
+        stored = per_rule.get(r["rule"]) or Stored()
+        per_rule[r["rule"]] = rows.with_row(stored, dict(r), active=r["active"])
+    return found
+
+
+def _stored_reading(c: Candidate) -> StoredReading:
+    r = c.reading
+    quality = getattr(r, "quality", ())  # Reading.quality arrives with the quality branch
+    return StoredReading(
+        r.measured_at,
+        r.device_id,
+        r.metric,
+        dict(r.values),
+        frozenset(str(q) for q in quality),
+        frozenset(f.value for f in r.flags),
+    )
+
+
+def _screen(rows_: Sequence[Candidate], plans: Plans) -> set[str]:
+    """Patients with a plain plan and a new reading that reaches one of its bounds."""
+    plain = [c for c in rows_ if (p := plans.get(c.patient_id)) is not None and p.plain]
+    if not plain:
+        return set()
+    table = plans.screen
+    index = np.fromiter((table.row(c.patient_id) for c in plain), np.intp, len(plain))
+    levels = careplan.evaluate(
+        table, index, careplan.values_matrix([c.reading.values for c in plain])
+    )
+    hits = levels.max(axis=1) > 0
+    return {c.patient_id for c, hit in zip(plain, hits.tolist(), strict=True) if hit}
+
+
+async def evaluate_batch(
+    conn: Conn, new: Sequence[Candidate], plans: Plans, now: datetime
+) -> Tally:
+    """Evaluate and write the episodes of ``new`` (readings just stored); see the module."""
+    tally = Tally()
+    points: dict[str, list[StoredReading]] = defaultdict(list)
+    for c in new:
+        if plans.get(c.patient_id) is not None:
+            points[c.patient_id].append(_stored_reading(c))
+    if not points:
+        return tally
+    patients = sorted(points)
+    await lock_patients(conn, patients)
+    states = await load_states(conn, patients, now)
+    breached = _screen(new, plans)
+    chosen: list[PatientPlan] = []
+    for patient_id in patients:
+        plan = plans.get(patient_id)
+        assert plan is not None
+        if (
+            plan.plain
+            and patient_id not in breached
+            and not rows.needs_evaluation(states.get(patient_id))
         ):
-            col.append(value)
-    returned = await conn.fetch(_UPSERT_ALERTS, *cols)
-    opened = [r["severity"] for r in returned if r["opened"]]
-    return opened, len(returned) - len(opened)
+            tally.screened += 1
+            continue
+        chosen.append(plan)
+    if not chosen:
+        return tally
+    history = await _history(conn, chosen, points)
+    drafts: list[Draft] = []
+    resolved_updates: list[tuple[int, str]] = []
+    for plan in chosen:
+        stored = states.get(plan.patient_id, {})
+        h = History((*history.get(plan.patient_id, ()), *points[plan.patient_id]))
+        outcome = _evaluate(plan, h, points[plan.patient_id], stored, now)
+        tally.evaluated += 1
+        made, resolved = rows.drafts(plan, h, stored, outcome, now)
+        drafts += made
+        resolved_updates += resolved
+    await _write(conn, drafts, resolved_updates, tally)
+    return tally
+
+
+def _evaluate(
+    plan: PatientPlan,
+    history: History,
+    points: Sequence[StoredReading],
+    stored: dict[str, Stored],
+    now: datetime,
+) -> Outcome:
+    states = {rule: s.state for rule, s in stored.items()}
+    try:
+        return evaluate(plan.plan, history, points, states, now)
+    except NotImplementedError:  # TEMPORARY: until the engine's evaluate is written
+        return interim.evaluate(plan.plan, history, points, states, now)
+
+
+async def _history(
+    conn: Conn, chosen: Sequence[PatientPlan], points: dict[str, list[StoredReading]]
+) -> dict[str, list[StoredReading]]:
+    """The stored readings each chosen patient's plan needs, by patient (ONE query)."""
+    ids = [p.patient_id for p in chosen]
+    since = [min(r.measured_at for r in points[p.patient_id]) - p.plan.lookback() for p in chosen]
+    found: dict[str, list[StoredReading]] = defaultdict(list)
+    for r in await conn.fetch(_HISTORY, ids, since, HISTORY_ROWS):
+        values = {q: r[q.value] for q in QUANTITIES if r[q.value] is not None}
+        found[r["patient_id"]].append(
+            StoredReading(
+                r["measured_at"],
+                r["device_id"],
+                Metric(r["metric"]),
+                values,
+                frozenset(r["quality"]),
+                frozenset(r["flags"]),
+            )
+        )
+    return found
+
+
+_UPDATE = f"""
+UPDATE alerts AS a SET {", ".join(f"{c} = u.{c}" for c in rows.MUTABLE)},
+    resolved_at = CASE WHEN u.status IN ('auto_resolved', 'withdrawn') THEN clock_timestamp()
+                       ELSE a.resolved_at END,
+    updated_at = clock_timestamp()
+FROM unnest($1::bigint[], {rows.arrays(rows.MUTABLE_TYPES, first=2)})
+     AS u(id, {", ".join(rows.MUTABLE)})
+WHERE a.id = u.id
+"""
+_INSERT = f"""
+INSERT INTO alerts ({", ".join(rows.COLUMNS)}, resolved_at)
+SELECT u.*, CASE WHEN u.status IN ('auto_resolved', 'withdrawn') THEN clock_timestamp() END
+FROM unnest({rows.arrays(rows.COLUMN_TYPES, first=1)})
+     AS u({", ".join(rows.COLUMNS)})
+"""
+_EVENTS = """
+INSERT INTO alert_events (alert_id, kind, actor, details)
+SELECT e.alert_id, e.kind, 'rule', e.details::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS e(alert_id, kind, details)
+"""
+_RESOLVED_STATE = """
+UPDATE alerts AS a SET state = a.state || u.state::jsonb
+FROM unnest($1::bigint[], $2::text[]) AS u(id, state) WHERE a.id = u.id
+"""
+
+
+async def _write(
+    conn: Conn, drafts: list[Draft], resolved: list[tuple[int, str]], tally: Tally
+) -> None:
+    """Updates first (an ended episode leaves the unique index), then inserts, then events."""
+    updates = [d for d in drafts if d.id is not None and d.dirty]
+    inserts = [d for d in drafts if d.id is None]
+    if updates:
+        columns = [[getattr(d, c) for d in updates] for c in rows.MUTABLE]
+        await conn.execute(_UPDATE, [d.id for d in updates], *rows.encode(columns, rows.MUTABLE))
+    if inserts:
+        ids = await conn.fetch(
+            "SELECT nextval('alerts_id_seq') AS id FROM generate_series(1, $1)", len(inserts)
+        )
+        for d, r in zip(inserts, ids, strict=True):
+            d.id = r["id"]
+        columns = [[getattr(d, c) for d in inserts] for c in rows.COLUMNS]
+        await conn.execute(_INSERT, *rows.encode(columns, rows.COLUMNS))
+    if resolved:
+        await conn.execute(_RESOLVED_STATE, [i for i, _ in resolved], [s for _, s in resolved])
+    events = [(d.id, kind, details) for d in drafts for kind, details in d.events]
+    if events:
+        await conn.execute(
+            _EVENTS, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+        )
+    for d in drafts:
+        for kind, _ in d.events:
+            if kind in ("opened", "reopened"):
+                tally.opened[d.opened_severity or d.severity] += 1
+            elif kind != "pending":
+                tally.updated += 1

@@ -16,7 +16,8 @@ Every status a route can answer is in the OpenAPI document (``/openapi.json``), 
 docs at ``/docs`` and ``/redoc``, served offline.
 
 Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients` and
-:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
+:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.ops`
+(``/health``, ``/ready``, ``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
 :mod:`~homemonitor.api.models` (bodies and documented errors), :mod:`~homemonitor.api.auth`
@@ -27,6 +28,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from homemonitor import __version__
@@ -50,6 +52,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
         exception_handlers={
             NotVisibleError: not_visible,
             RequestValidationError: invalid_request,
+            405: method_not_allowed,
         },
     )
     app.state.services = Services(pool, metrics, health)
@@ -63,3 +66,17 @@ async def invalid_request(_: Request, exc: RequestValidationError) -> JSONRespon
     lone surrogate in a note: a 500 while rendering the 422) and is patient text."""
     errors = [{k: e[k] for k in ("type", "loc", "msg")} for e in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 whose ``Allow`` lists every method of the path, not only the first route's.
+
+    Starlette answers from the first route whose path matches, so a path with a GET and
+    a POST route (a care plan) would announce only one of them.
+    """
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    allow = ", ".join(sorted(methods))
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})

@@ -183,7 +183,10 @@ NO_PATIENT: Responses = {
     404: {"model": ErrorOut, "description": "No such patient in your care team."}
 }
 RESOLVED: Responses = {
-    409: {"model": ErrorOut, "description": "The alert has ended (resolved, auto-resolved, withdrawn)."}
+    409: {
+        "model": ErrorOut,
+        "description": "The alert has ended (resolved, auto-resolved, withdrawn).",
+    }
 }
 PLAN_CONFLICT: Responses = {
     409: {"model": ErrorOut, "description": "A newer version than based_on exists."}

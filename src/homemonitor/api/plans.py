@@ -74,9 +74,7 @@ async def care_plan(svc: Svc, who: Me, patient_id: PatientId) -> CarePlanOut:
     summary="Every version of the care plan, newest first, with who and why.",
     responses=UNAUTHENTICATED | NO_PATIENT,
 )
-async def care_plan_versions(
-    svc: Svc, who: Me, patient_id: PatientId
-) -> list[CarePlanVersionOut]:
+async def care_plan_versions(svc: Svc, who: Me, patient_id: PatientId) -> list[CarePlanVersionOut]:
     async with svc.pool.acquire() as conn, conn.transaction():
         await team_patient(conn, svc.metrics, who, patient_id, "view_care_plan_versions")
         versions = await plans.history(conn, patient_id)

@@ -16,7 +16,6 @@ import asyncio
 import bisect
 import dataclasses
 import gc
-import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -26,7 +25,7 @@ from typing import Any, Protocol, TypeAlias
 from homemonitor import logs
 from homemonitor.contract.readings import Quantity, Reason
 from homemonitor.errors import PlanError
-from homemonitor.registry import plans
+from homemonitor.registry import plans as stored_plans
 from homemonitor.registry.description import RegistryIn
 from homemonitor.rules.careplan import Bounds, Levels, PlanRow, PlanTable
 from homemonitor.rules.plan import Plan, ThresholdRule, resolve
@@ -159,7 +158,10 @@ class Plans:
         plain = [p for p in patients.values() if p.plain]
         #: Plain plans' bounds, for :func:`homemonitor.rules.careplan.evaluate` over a batch.
         self.screen = PlanTable(
-            [PlanRow(p.patient_id, p.care_team_id, p.version, _screen_bounds(p.plan)) for p in plain]
+            [
+                PlanRow(p.patient_id, p.care_team_id, p.version, _screen_bounds(p.plan))
+                for p in plain
+            ]
         )
 
     def get(self, patient_id: str) -> PatientPlan | None:
@@ -202,7 +204,7 @@ def _resolve_rows(
     rows: _Rows, memo: dict[tuple[str, int], Plan]
 ) -> tuple[dict[str, PatientPlan], list[str]]:
     """Resolved plans by patient, and the patients whose plan does not resolve."""
-    templates = plans.templates()
+    templates = stored_plans.templates()
     found: dict[str, PatientPlan] = {}
     failed: list[str] = []
     for r in rows:
@@ -210,7 +212,7 @@ def _resolve_rows(
         plan = memo.get(key)
         if plan is None:
             try:
-                plan = resolve(plans.spec_of(r["plan"]), r["version"], templates)
+                plan = resolve(stored_plans.spec_of(r["plan"]), r["version"], templates)
             except (PlanError, ValueError):
                 failed.append(r["patient_id"])
                 continue
@@ -251,7 +253,7 @@ def _rows_of(reg: RegistryIn) -> tuple[_Rows, _Rows, _Rows, _Rows, _Rows]:
             "patient_id": p.id,
             "care_team_id": p.care_team,
             "version": p.care_plan.version,
-            "plan": plans.spec_json(p.care_plan.spec()),
+            "plan": stored_plans.spec_json(p.care_plan.spec()),
         }
         for p in reg.patients
         if p.care_plan is not None

@@ -1,7 +1,7 @@
 """Care plans as the database keeps them: versioned specs, resolved when they are written.
 
 ``care_plans.plan`` holds a patient's whole :class:`~homemonitor.rules.plan.CarePlanSpec`
-per version, as JSON without its unset (None) values; versions are immutable history with
+per version, as JSON with its defaults written out (:func:`spec_json`); versions are immutable history with
 who changed it and why. Both writers, ``homemonitor registry apply``
 (:mod:`~homemonitor.registry.description`) and the API's ``POST .../care-plan``
 (:mod:`homemonitor.api.plans`), go through :func:`add`, which resolves the spec first, so
@@ -25,15 +25,21 @@ from homemonitor.storage.database import Conn
 def templates() -> Mapping[str, Template]:
     """The condition templates the package ships (none until ``rules.templates`` exists)."""
     try:
-        from homemonitor.rules import templates as shipped  # noqa: PLC0415 - optional module
+        from homemonitor.rules import (  # type: ignore[attr-defined,unused-ignore]  # noqa: PLC0415
+            templates as shipped,  # optional until the templates branch lands
+        )
     except ImportError:
         return {}
-    found: Mapping[str, Template] = shipped.load()  # type: ignore[attr-defined,unused-ignore]
+    found: Mapping[str, Template] = shipped.load()
     return found
 
 
 def spec_json(spec: CarePlanSpec) -> str:
-    """A spec as ``care_plans.plan`` stores it: unset (None) values left out, keys sorted."""
+    """A spec as ``care_plans.plan`` stores it: every field but the None ones, keys sorted.
+
+    Defaults are written out, so a stored version keeps meaning what it meant when it was
+    saved even if a later release changes a default.
+    """
     return json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
 
 
@@ -116,7 +122,9 @@ async def current(conn: Conn, patient_id: str) -> Version | None:
     )
     if row is None:
         return None
-    return Version(row["version"], spec_of(row["plan"]), row["changed_by"], row["reason"], row["created_at"])
+    return Version(
+        row["version"], spec_of(row["plan"]), row["changed_by"], row["reason"], row["created_at"]
+    )
 
 
 async def history(conn: Conn, patient_id: str) -> list[Version]:

@@ -327,7 +327,7 @@ def _step(
 
     if state.status == "pending":
         if a.level:
-            if not current:
+            if not current or same_point:  # history, or the pending breach itself again
                 return state, []
             return _opened(
                 rule,

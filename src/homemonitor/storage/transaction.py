@@ -1,9 +1,10 @@
 """The batch transaction: where a prepared batch becomes rows.
 
-:func:`commit` is ONE transaction per batch: readings are inserted idempotently, only
-readings that were really new and are current can open or update alert episodes
-(:func:`homemonitor.alerts.episodes.open_or_update`), and everything refused lands in
-quarantine with its reason and raw payload. The caller acknowledges the batch's
+:func:`commit` is ONE transaction per batch: readings are inserted idempotently; only
+readings that were really new are evaluation points for their patient's care plan
+(:func:`homemonitor.alerts.episodes.evaluate_batch`: a redelivered reading evaluates
+nothing, a clock-flagged one is history that never opens an episode); and everything
+refused lands in quarantine with its reason and raw payload. The caller acknowledges the batch's
 messages only after :func:`commit` returns. :func:`record_redelivered` and
 :func:`count_delivery` keep the delivery counts of redelivered messages, each in a
 transaction of its own.
@@ -14,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from homemonitor.alerts import episodes
 from homemonitor.contract.protocol import parse_topic
 from homemonitor.contract.readings import ID_LIMIT, QUANTITIES, Reading, safe_text
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
-from homemonitor.rules.careplan import PlanTable
+from homemonitor.registry.cache import Plans
 from homemonitor.storage.database import Conn
 
 
@@ -34,6 +35,8 @@ class CommitResult:
     opened: Counter[str] = dataclasses.field(default_factory=Counter)  # by severity
     updated: int = 0
     flagged: Counter[str] = dataclasses.field(default_factory=Counter)  # by clock flag
+    evaluated: int = 0  # patients whose plan the engine ran
+    screened: int = 0  # patients the plain-threshold screen let through unevaluated
 
     def add(self, other: CommitResult) -> None:
         """Count ``other`` in as well (counters stay bounded by their few keys)."""
@@ -43,6 +46,8 @@ class CommitResult:
         self.opened.update(other.opened)
         self.updated += other.updated
         self.flagged.update(other.flagged)
+        self.evaluated += other.evaluated
+        self.screened += other.screened
 
 
 _INSERT_READINGS = """
@@ -118,8 +123,14 @@ def _key(r: Reading) -> tuple[str, str, datetime]:
     return (r.device_id, r.metric.value, r.measured_at)
 
 
-async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
-    """Store ``batch`` in one transaction; see the module docstring."""
+async def commit(
+    conn: Conn, batch: Batch, plans: Plans, now: datetime | None = None
+) -> CommitResult:
+    """Store ``batch`` in one transaction; see the module docstring.
+
+    ``now`` is the clock the care plans are evaluated on (what is current); the wall clock
+    when not given.
+    """
     result = CommitResult()
     seen: set[tuple[str, str, datetime]] = set()
     unique: list[Candidate] = []
@@ -137,10 +148,10 @@ async def commit(conn: Conn, batch: Batch, plans: PlanTable) -> CommitResult:
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
             result.flagged = Counter(f.value for c in new for f in c.reading.flags)
-            current = [c for c in new if not c.reading.flags]
-            if current:
-                opened, updated = await episodes.open_or_update(conn, current, plans)
-                result.opened, result.updated = Counter(opened), updated
+            if new:
+                tally = await episodes.evaluate_batch(conn, new, plans, now or datetime.now(UTC))
+                result.opened, result.updated = tally.opened, tally.updated
+                result.evaluated, result.screened = tally.evaluated, tally.screened
         if batch.quarantined:
             await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
