@@ -15,8 +15,9 @@ reach the port could fill the log. They are counted in
 Every status a route can answer is in the OpenAPI document (``/openapi.json``), with its body;
 docs at ``/docs`` and ``/redoc``, served offline.
 
-Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients` and
-:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.ops`
+Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients`,
+:mod:`~homemonitor.api.plans` and :mod:`~homemonitor.api.backtest` (the clinicians'
+routes), :mod:`~homemonitor.api.ops`
 (``/health``, ``/ready``, ``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
@@ -32,7 +33,7 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from homemonitor import __version__
-from homemonitor.api import alerts, ops, patients, plans
+from homemonitor.api import alerts, backtest, ops, patients, plans
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.metrics import Metrics
@@ -56,7 +57,7 @@ def build_app(pool: asyncpg.Pool, metrics: Metrics, health: Health) -> FastAPI:
         },
     )
     app.state.services = Services(pool, metrics, health)
-    for router in (ops.router, alerts.router, patients.router, plans.router):
+    for router in (ops.router, alerts.router, patients.router, plans.router, backtest.router):
         app.include_router(router)
     return app
 
