@@ -238,7 +238,7 @@ class ServiceWorkers:
         return await verify_table(self.db, "readings", first, published)
 
     async def reset(self) -> None:
-        await self.db.execute("TRUNCATE readings, alerts, quarantine")
+        await self.db.execute("TRUNCATE readings, alert_events, alerts, quarantine")
 
     async def quarantined(self) -> int:
         return int(await self.db.fetchval("SELECT count(*) FROM quarantine"))

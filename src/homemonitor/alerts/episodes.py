@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor.alerts import interim, rows
+from homemonitor.alerts import rows
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.ingest.pipeline import Candidate
@@ -194,10 +194,7 @@ def _evaluate(
     now: datetime,
 ) -> Outcome:
     states = {rule: s.state for rule, s in stored.items()}
-    try:
-        return evaluate(plan.plan, history, points, states, now)
-    except NotImplementedError:  # TEMPORARY: until the engine's evaluate is written
-        return interim.evaluate(plan.plan, history, points, states, now)
+    return evaluate(plan.plan, history, points, states, now)
 
 
 async def _history(

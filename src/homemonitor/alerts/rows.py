@@ -108,10 +108,11 @@ def with_row(stored: Stored, row: Mapping[str, Any], *, active: bool) -> Stored:
         stored = dataclasses.replace(stored, active=row)
     else:
         stored = dataclasses.replace(stored, resolved=row)
-    return dataclasses.replace(stored, state=_state(stored.active, stored.resolved))
+    return dataclasses.replace(stored, state=state_of(stored.active, stored.resolved))
 
 
-def _state(active: Mapping[str, Any] | None, resolved: Mapping[str, Any] | None) -> EpisodeState:
+def state_of(active: Mapping[str, Any] | None, resolved: Mapping[str, Any] | None) -> EpisodeState:
+    """The engine's state of one (patient, rule) from its rows (of :data:`STATE_COLUMNS`)."""
     fields: dict[str, Any] = {}
     if resolved is not None:
         extra = _loads(resolved["state"])
@@ -123,6 +124,9 @@ def _state(active: Mapping[str, Any] | None, resolved: Mapping[str, Any] | None)
             _time(extra["resolved_at"]) if "resolved_at" in extra else resolved["resolved_at"]
         )
         fields["rearmed"] = bool(extra.get("rearmed", False))
+        fields["evaluated_at"] = (
+            _time(extra["evaluated_at"]) if "evaluated_at" in extra else resolved["evaluated_at"]
+        )
     if active is not None:
         extra = _loads(active["state"])
         opening = _loads(active["opening"])
@@ -163,6 +167,7 @@ def resolution_part(state: EpisodeState) -> dict[str, Any]:
         "resolved_worst": state.resolved_worst,
         "resolved_at": state.resolved_at.isoformat() if state.resolved_at else None,
         "rearmed": state.rearmed,
+        "evaluated_at": state.evaluated_at.isoformat() if state.evaluated_at else None,
     }
 
 

@@ -12,6 +12,8 @@ import json
 
 import asyncpg
 
+from homemonitor.alerts import rows
+from homemonitor.rules import episodes as engine
 from homemonitor.storage.database import Conn
 
 #: The statuses in which an episode is active: at most one per patient and rule.
@@ -49,15 +51,25 @@ async def acknowledge(
 async def resolve(
     conn: Conn, alert: asyncpg.Record, clinician_id: str, note: str, *, returning: str
 ) -> asyncpg.Record:
-    """Any active status → resolved by ``clinician_id``, with what was done."""
+    """Any active status → resolved by ``clinician_id``, with what was done.
+
+    The row's ``state`` keeps what the engine remembers of a resolution
+    (:func:`homemonitor.rules.episodes.resolve`: its peak, worst measure, when, whether its
+    rule had already cleared), so the same rule re-alerts only as the plan allows.
+    """
+    before = await _one(conn, f"SELECT {rows.STATE_COLUMNS} FROM alerts WHERE id = $1", alert["id"])
+    at = await conn.fetchval("SELECT clock_timestamp()")
+    remembered = engine.resolve(rows.state_of(dict(before), None), at)
     row = await _one(
         conn,
-        "UPDATE alerts SET status = 'resolved', resolved_at = clock_timestamp(), "
-        "resolved_by = $2, resolution_note = $3, updated_at = clock_timestamp() "
-        f"WHERE id = $1 RETURNING {returning}",
+        "UPDATE alerts SET status = 'resolved', resolved_at = $4, "
+        "resolved_by = $2, resolution_note = $3, updated_at = $4, "
+        f"state = state || $5::jsonb WHERE id = $1 RETURNING {returning}",
         alert["id"],
         clinician_id,
         note,
+        at,
+        json.dumps(rows.resolution_part(remembered)),
     )
     details = json.dumps({"from": alert["status"], "severity": alert["severity"]})
     await conn.execute(_EVENT, alert["id"], "resolved", clinician_id, details)

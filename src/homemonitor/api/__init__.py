@@ -78,6 +78,6 @@ async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
     methods: set[str] = set()
     for route in request.app.routes:
         if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
-            methods |= route.methods
+            methods |= route.methods or set()
     allow = ", ".join(sorted(methods))
     return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})

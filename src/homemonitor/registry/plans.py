@@ -1,8 +1,8 @@
 """Care plans as the database keeps them: versioned specs, resolved when they are written.
 
 ``care_plans.plan`` holds a patient's whole :class:`~homemonitor.rules.plan.CarePlanSpec`
-per version, as JSON with its defaults written out (:func:`spec_json`); versions are immutable history with
-who changed it and why. Both writers, ``homemonitor registry apply``
+per version, as JSON with its defaults written out (:func:`spec_json`); versions are
+immutable history with who changed it and why. Both writers, ``homemonitor registry apply``
 (:mod:`~homemonitor.registry.description`) and the API's ``POST .../care-plan``
 (:mod:`homemonitor.api.plans`), go through :func:`add`, which resolves the spec first, so
 a plan the engine cannot run is never stored. The worker's cache
