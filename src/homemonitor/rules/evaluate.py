@@ -34,7 +34,7 @@ from homemonitor.contract.readings import Quantity
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.kinds import assess_at, assess_reading
+from homemonitor.rules.kinds import assess_at, assess_reading, quick_level
 from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
 
@@ -86,6 +86,90 @@ class _Newest:
         return found
 
 
+#: Per rule of a plan: the rule, the quantity of a plain threshold (else None), and whether
+#: it excludes questionable readings. Plans are immutable, so this is computed once each.
+_Compiled = list[tuple[RuleSpec, Quantity | None, bool]]
+_COMPILED: dict[int, tuple[Plan, _Compiled]] = {}
+_COMPILED_MAX = 4096
+
+
+def _compile(plan: Plan) -> _Compiled:
+    found = _COMPILED.get(id(plan))
+    if found is not None and found[0] is plan:
+        return found[1]
+    compiled: _Compiled = [
+        (
+            rule,
+            rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
+            rule.questionable == "exclude",
+        )
+        for rule in plan.rules
+    ]
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(plan)] = (plan, compiled)
+    return compiled
+
+
+def _run_points(
+    plan: Plan,
+    history: History,
+    unique: list[StoredReading],
+    live: dict[str, EpisodeState],
+    now: datetime,
+    *,
+    out: Outcome,
+) -> None:
+    """Every point of ``unique`` (sorted, distinct) through every rule, updating ``live``."""
+    compiled = _compile(plan)
+    newest: _Newest | None = None
+    current_after: datetime | None = None
+    start = 0
+    while start < len(unique):
+        at = unique[start].measured_at
+        end = start + 1
+        while end < len(unique) and unique[end].measured_at == at:
+            end += 1
+        group = unique[start:end]
+        start = end
+        ts: float | None = None
+        for rule, plain, exclude in compiled:
+            value = 0.0
+            if plain is not None:
+                used = [r for r in group if plain in r.values and not (exclude and r.quality)]
+                if not used:
+                    continue
+                value = used[-1].values[plain]
+                if rule.id not in live and not quick_level(rule, plan, value):  # type: ignore[arg-type]
+                    out.assessed += 1  # idle and no breach: nothing can change
+                    continue
+            else:
+                used = [r for r in group if _uses(rule, r)]
+                if not used:
+                    continue
+            if ts is None:
+                ts = at.timestamp()
+            if newest is None:
+                newest = _Newest(history, {p.key for p in unique})
+            if newest.of(rule) > ts:
+                continue
+            state = live.get(rule.id, IDLE)
+            if state.evaluated_at is not None and at < state.evaluated_at:
+                continue
+            if plain is not None:
+                assessment = assess_reading(rule, plan, value, at)  # type: ignore[arg-type]
+            else:
+                assessment = assess_at(rule, plan, history, at, ts)
+            out.assessed += 1
+            if current_after is None:
+                current_after = now - timedelta(hours=plan.current_hours)
+            current = at >= current_after and not any(r.flags for r in used)
+            new, changes = episodes.decide(rule, state, assessment, current=current)
+            if new is not state:
+                live[rule.id] = new
+            out.changes += changes
+
+
 def evaluate(
     plan: Plan,
     history: History,
@@ -103,45 +187,21 @@ def evaluate(
     """
     out = Outcome()
     live = dict(states)
-    unique = sorted({p.key: p for p in points}.values(), key=_order)
+    if len(points) == 1:
+        unique = list(points)
+    else:
+        unique = sorted({p.key: p for p in points}.values(), key=_order)
     if unique:
         if not all(p in history for p in unique):
             history = history.with_readings(unique)
-        newest = _Newest(history, {p.key for p in unique})
-        current_after = now - timedelta(hours=plan.current_hours)
-        start = 0
-        while start < len(unique):
-            at = unique[start].measured_at
-            end = start + 1
-            while end < len(unique) and unique[end].measured_at == at:
-                end += 1
-            group = unique[start:end]
-            start = end
-            ts = at.timestamp()
-            for rule in plan.rules:
-                used = [r for r in group if _uses(rule, r)]
-                if not used or newest.of(rule) > ts:
-                    continue
-                state = live.get(rule.id, IDLE)
-                if state.evaluated_at is not None and at < state.evaluated_at:
-                    continue
-                if isinstance(rule, ThresholdRule) and rule.simple:
-                    value = next(r.values[rule.quantity] for r in reversed(used))
-                    assessment = assess_reading(rule, plan, value, at)
-                else:
-                    assessment = assess_at(rule, plan, history, at, ts)
-                out.assessed += 1
-                current = at >= current_after and not any(r.flags for r in used)
-                new, changes = episodes.decide(rule, state, assessment, current=current)
-                if new is not state:
-                    live[rule.id] = new
-                out.changes += changes
-    for rule in plan.rules:
-        state = live.get(rule.id, IDLE)
+        _run_points(plan, history, unique, live, now, out=out)
+    for rule_id, state in list(live.items()):
         if state.status == "pending":
+            rule = plan.rule(rule_id)
+            if rule is None:
+                continue
             new, changes = episodes.due(rule, state, now)
-            if new is not state:
-                live[rule.id] = new
+            live[rule_id] = new
             out.changes += changes
     out.states = {
         rule_id: state for rule_id, state in live.items() if state != states.get(rule_id, IDLE)

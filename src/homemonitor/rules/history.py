@@ -51,7 +51,7 @@ class StoredReading:
     @property
     def key(self) -> tuple[str, str, datetime]:
         """The storage's natural key: a redelivered reading has the same one."""
-        return (self.device_id, self.metric.value, self.measured_at)
+        return (self.device_id, self.metric, self.measured_at)  # Metric is a str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,19 +94,18 @@ class Series:
         )
 
 
-def _empty_series() -> Series:
-    return Series(
-        np.empty(0, np.float64),
-        np.empty(0, np.float64),
-        np.empty(0, np.int32),
-        np.empty(0, np.bool_),
-        np.empty(0, np.bool_),
-        (),
-    )
+_EMPTY = Series(
+    np.empty(0, np.float64),
+    np.empty(0, np.float64),
+    np.empty(0, np.int32),
+    np.empty(0, np.bool_),
+    np.empty(0, np.bool_),
+    (),
+)
 
 
 def _order(r: StoredReading) -> tuple[datetime, str, str]:
-    return (r.measured_at, r.device_id, r.metric.value)
+    return (r.measured_at, r.device_id, r.metric)
 
 
 class History:
@@ -163,31 +162,60 @@ class History:
         """``quantity``'s readings in measured order.
 
         Readings with quality flags are left out unless ``questionable`` is true (a rule
-        with ``questionable: include``).
+        with ``questionable: include``). The first call builds every quantity's series in
+        one pass over the readings.
         """
-        key = (quantity, questionable)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = self._cache[key] = self._build(quantity, questionable=questionable)
-        return cached
+        found = self._cache.get((quantity, questionable))
+        if found is None:
+            self._build()
+            found = self._cache.get((quantity, questionable), _EMPTY)
+        return found
 
-    def _build(self, quantity: Quantity, *, questionable: bool) -> Series:
-        chosen = [
-            r for r in self.readings if quantity in r.values and (questionable or not r.quality)
-        ]
-        if not chosen:
-            return _empty_series()
-        chosen = chosen[-self._cap :]
-        devices: dict[str, int] = {}
-        n = len(chosen)
-        t = np.fromiter((r.measured_at.timestamp() for r in chosen), np.float64, n)
-        value = np.fromiter((r.values[quantity] for r in chosen), np.float64, n)
-        device = np.fromiter(
-            (devices.setdefault(r.device_id, len(devices)) for r in chosen), np.int32, n
-        )
-        quality = np.fromiter((bool(r.quality) for r in chosen), np.bool_, n)
-        clock = np.fromiter((bool(r.flags) for r in chosen), np.bool_, n)
-        return Series(t, value, device, quality, clock, tuple(devices))
+    def _build(self) -> None:
+        columns: dict[Quantity, tuple[list[float], list[float], list[str], list[bool], list[bool]]]
+        columns = {}
+        for r in self.readings:
+            ts = r.measured_at.timestamp()
+            questionable, clocked = bool(r.quality), bool(r.flags)
+            for q, x in r.values.items():
+                col = columns.get(q)
+                if col is None:
+                    col = columns[q] = ([], [], [], [], [])
+                col[0].append(ts)
+                col[1].append(x)
+                col[2].append(r.device_id)
+                col[3].append(questionable)
+                col[4].append(clocked)
+        cap = self._cap
+        for q, (times, values, devs, flagged, clock_flagged) in columns.items():
+            t, v, dev = times[-cap:], values[-cap:], devs[-cap:]
+            quality, clock = flagged[-cap:], clock_flagged[-cap:]
+            codes: dict[str, int] = {}
+            device = np.array([codes.setdefault(d, len(codes)) for d in dev], np.int32)
+            everything = Series(
+                np.array(t, np.float64),
+                np.array(v, np.float64),
+                device,
+                np.array(quality, np.bool_),
+                np.array(clock, np.bool_),
+                tuple(codes),
+            )
+            self._cache[(q, True)] = everything
+            if any(quality):
+                keep = ~everything.questionable
+                self._cache[(q, False)] = Series(
+                    everything.t[keep],
+                    everything.value[keep],
+                    everything.device[keep],
+                    everything.questionable[keep],
+                    everything.clock[keep],
+                    everything.devices,
+                )
+            else:
+                self._cache[(q, False)] = everything
+        for q in Quantity:
+            self._cache.setdefault((q, True), _EMPTY)
+            self._cache.setdefault((q, False), _EMPTY)
 
 
 def as_history(readings: Sequence[StoredReading] | History) -> History:

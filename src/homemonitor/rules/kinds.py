@@ -184,6 +184,22 @@ def _threshold_facts(rule: ThresholdRule, plan: Plan, b: _Bounds) -> dict[str, F
     return facts
 
 
+def quick_level(rule: ThresholdRule, plan: Plan, value: float) -> int:
+    """The level of a plain threshold's one reading, without building an assessment.
+
+    The engine's cheapest path: an idle rule whose reading does not breach needs nothing
+    more.
+    """
+    base = plan.personal[rule.relative_to] if rule.relative_to is not None else 0.0
+    x = value - base if rule.direction == "high" else base - value
+    urgent, warning = rule.urgent, rule.warning
+    if urgent is not None and x >= (urgent if rule.direction == "high" else -urgent) - EPS:
+        return URGENT
+    if warning is not None and x >= (warning if rule.direction == "high" else -warning) - EPS:
+        return WARNING
+    return NONE
+
+
 def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
     """A plain threshold (``rule.simple``: 1 of 1, no ``for_hours``, one clear reading) on
     the one reading it needs: the engine's fast path, the same answer as :func:`assess`.
