@@ -53,9 +53,12 @@ system-deps:  ## install mosquitto and PostgreSQL binaries if missing (Debian/Ub
 	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 	  echo "installing postgresql"; $(call apt,postgresql postgresql-contrib); fi
 
-test-deps:  ## install promtool (Prometheus) if missing: the alert-rule tests need it
+test-deps:  ## install promtool and amtool if missing: the alert-rule and routing tests need them
 	@if command -v promtool >/dev/null 2>&1; then :; else \
 	  echo "installing prometheus (for promtool)"; $(call apt,--no-install-recommends prometheus); fi
+	@if command -v amtool >/dev/null 2>&1; then :; else \
+	  echo "installing prometheus-alertmanager (for amtool)"; \
+	  $(call apt,--no-install-recommends prometheus-alertmanager); fi
 
 define apt
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

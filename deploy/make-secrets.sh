@@ -7,7 +7,7 @@ set -eu
 dir="$(dirname "$0")/secrets"
 mkdir -p "$dir"
 chmod 700 "$dir"
-for name in postgres_password mqtt_password; do
+for name in postgres_password mqtt_password grafana_admin_password; do
     file="$dir/$name"
     if [ -s "$file" ]; then
         echo "kept    $file"

@@ -41,9 +41,9 @@ from homemonitor.contract.readings import Reason
 from homemonitor.embedded import free_port
 from homemonitor.ingest import transport
 from homemonitor.ingest.pipeline import Inbound
-from homemonitor.metrics import Metrics
 from homemonitor.settings import Settings
 from tests.conftest import RunningService
+from tests.test_ops import exported_series
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -578,20 +578,6 @@ async def test_metrics_endpoint_passes_promtool_check(service: RunningService) -
     assert {"python_info", "process_cpu_seconds_total"} <= {name for name, _ in samples}
 
 
-def _exported_names() -> set[str]:
-    names: set[str] = set()
-    for family in Metrics().registry.collect():
-        if family.type == "counter":
-            names.add(f"{family.name}_total")
-        elif family.type == "histogram":
-            names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
-        elif family.type == "info":
-            names.add(f"{family.name}_info")
-        else:
-            names.add(family.name)
-    return names
-
-
 def test_alerts_use_only_exported_metrics() -> None:
     """Every homemonitor_* name in the rules and their tests is a metric the service exports."""
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
@@ -606,7 +592,7 @@ def test_alerts_use_only_exported_metrics() -> None:
         for r in g["rules"]
         if r.get("alert", "").startswith("HomemonitorInflight")
     )
-    assert set() == used - _exported_names()
+    assert set() == used - set(exported_series())
     assert {
         "HomemonitorBrokerDisconnected",
         "HomemonitorDatabaseDown",
@@ -670,7 +656,14 @@ def test_compose_wires_the_stack() -> None:
     hm, db, mq, prom = (
         services[n] for n in ("homemonitor", "timescaledb", "mosquitto", "prometheus")
     )
-    assert {"homemonitor", "timescaledb", "mosquitto", "prometheus"} == set(services)
+    assert {
+        "homemonitor",
+        "timescaledb",
+        "mosquitto",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    } == set(services)
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg16", db["image"])
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", mq["image"])
     assert "." == hm["build"]
@@ -686,7 +679,13 @@ def test_compose_wires_the_stack() -> None:
     }
     assert "/var/lib/postgresql/data" == volumes["timescaledb-data"]
     assert "/mosquitto/data" == volumes["mosquitto-data"]
-    assert {"timescaledb-data", "mosquitto-data", "prometheus-data"} == set(_compose()["volumes"])
+    assert {
+        "timescaledb-data",
+        "mosquitto-data",
+        "prometheus-data",
+        "alertmanager-data",
+        "grafana-data",
+    } == set(_compose()["volumes"])
     scrape = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
     assert [{"names": ["homemonitor"], "type": "A", "port": 8080, "refresh_interval": "30s"}] == (
         scrape["dns_sd_configs"]

@@ -8,7 +8,7 @@ Most metrics describe the replica that exports them, and adding them up over rep
 (``sum``) gives the whole service. One does not: ``homemonitor_alerts_open`` is read from
 the database, which every replica shares, so every replica exports the same number.
 Aggregate it with ``max`` (``deploy/prometheus/alerts.yml`` records
-``homemonitor:alerts_open:max``), never with ``sum``. A replica that cannot read the
+``severity:homemonitor_alerts_open:max``), never with ``sum``. A replica that cannot read the
 database exports no ``homemonitor_alerts_open`` at all rather than a stale number.
 
 The process (``process_*``, ``python_*``) and ``homemonitor_build_info{version}`` are
