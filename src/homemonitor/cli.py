@@ -687,7 +687,8 @@ The proposal is a care-plan file (YAML or JSON, as the registry's care_plan or t
 spec), the same for every patient, or --template NAME: each patient's current plan with
 the template swapped in (personal values kept, --personal adds or changes them; the old
 template's overrides and disabled rules dropped when the template changes; own rules and
-thresholds kept). With --team, a patient whose proposed plan does not resolve (say, no
+thresholds kept, but a bound whose rule id the template has, e.g. systolic.low, gives way
+to the template's rule). With --team, a patient whose proposed plan does not resolve (say, no
 dry_weight for heart_failure) is listed as skipped.
 
 Limits: the simulated clinician resolves every alert 24 h after it opened, on both

@@ -11,7 +11,8 @@ reads are :mod:`homemonitor.storage.backtest`.
   API's body), the same for every patient, or a template swap: each patient's current
   spec with ``template`` replaced, ``personal`` values added or changed, and the old
   template's ``overrides``/``disabled`` dropped when the template changes (they name its
-  rules); the patient's own rules and legacy thresholds stay.
+  rules); the patient's own rules and legacy bounds stay, but a bound whose rule id the
+  new template has (``systolic.low``) gives way to the template's rule.
 - Readings of the plans' lookback before the period (at most :data:`MAX_WARMUP`) warm the
   rules up; only alerts that opened within the period count.
 - Every reading is replayed as if it arrived when it was measured: a backlog that was
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.errors import PlanError
 from homemonitor.rules.history import StoredReading
-from homemonitor.rules.plan import CarePlanSpec, Plan
+from homemonitor.rules.plan import CarePlanSpec, Plan, Template
 from homemonitor.rules.replay import Raised, ResolvePolicy, replay
 
 #: The period a backtest looks at unless told otherwise, and the longest it may.
@@ -178,18 +179,36 @@ class Proposal:
     template: str | None = None
     personal: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
-    def for_patient(self, current: CarePlanSpec | None) -> CarePlanSpec:
-        """The spec proposed for a patient whose current spec is ``current``."""
+    def for_patient(
+        self, current: CarePlanSpec | None, templates: Mapping[str, Template]
+    ) -> CarePlanSpec:
+        """The spec proposed for a patient whose current spec is ``current``.
+
+        A template swap keeps the patient's own rules and legacy bounds, except a bound
+        whose rule id (``systolic.low``) the new template has: the template's rule
+        replaces it.
+        """
         if self.spec is not None:
             return self.spec
         base = current or CarePlanSpec()
         keep = base.template == self.template
-        return base.model_copy(
-            update={
+        ids = {r.id for r in templates.get(self.template or "", ())}
+        thresholds = {}
+        for quantity, bounds in base.thresholds.items():
+            left = {
+                d: None if f"{quantity.value}.{d}" in ids else getattr(bounds, d)
+                for d in ("high", "low")
+            }
+            if any(left.values()):
+                thresholds[quantity] = bounds.model_copy(update=left)
+        return CarePlanSpec.model_validate(
+            {
+                **base.model_dump(exclude_unset=True),
                 "template": self.template,
                 "personal": {**base.personal, **self.personal},
                 "overrides": base.overrides if keep else {},
                 "disabled": base.disabled if keep else [],
+                "thresholds": thresholds,
             }
         )
 
@@ -383,6 +402,10 @@ def as_json(r: ReportOut) -> str:
     return json.dumps(r.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _when(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M")
 
@@ -400,18 +423,22 @@ def as_text(r: ReportOut) -> str:
             out += [f"{p.patient_id}: skipped: {p.skipped}", ""]
             continue
         version = "no plan" if p.current_version is None else f"v{p.current_version}"
-        out.append(f"{p.patient_id} (current plan {version}, {p.readings} readings)")
+        out.append(f"{p.patient_id} (current plan {version}, {_n(p.readings, 'reading')})")
         out += _table(p.stored, p.current.counts, p.proposed.counts)
         if p.rows:
-            out.append(f"  {'opened (UTC)':<17} {'current':<8} {'proposed':<8} {'rule':<18} why")
+            out.append(f"  {'opened (UTC)':<17} {'current':<9}{'proposed':<10}{'rule':<18} why")
             for row in p.rows:
                 out.append(
-                    f"  {_when(row.opened_at):<17} {row.current or '-':<8} "
-                    f"{row.proposed or '-':<8} {row.rule:<18} {row.sentence}"
+                    f"  {_when(row.opened_at):<17} {row.current or '-':<9}"
+                    f"{row.proposed or '-':<10}{row.rule:<18} {row.sentence}"
                 )
         out.append("")
     t = r.total
-    out.append(f"Total: {t.patients} patients, {t.readings} readings")
+    skips = sum(1 for p in r.patients if p.skipped is not None)
+    out.append(
+        f"Total: {_n(t.patients, 'patient')}, {_n(t.readings, 'reading')}"
+        + (f" ({_n(skips, 'patient')} skipped)" if skips else "")
+    )
     out += _table(t.stored, t.current, t.proposed)
     out.append("")
     out += [f"note: {a}" for a in r.assumptions]

@@ -94,14 +94,16 @@ async def patient_teams(conn: Conn, patient_ids: Sequence[str]) -> dict[str, str
 def _plans(row: _Row | None, proposal: backtest.Proposal) -> tuple[Plan | None, Plan]:
     """The patient's current plan (None: none) and the proposed one, resolved (or PlanError)."""
     if row is None:
-        return None, plans.resolved(proposal.for_patient(None), 1)
+        return None, plans.resolved(proposal.for_patient(None, plans.templates()), 1)
     spec = plans.spec_of(row["plan"])
     try:
         current = plans.resolved(spec, row["version"])
     except PlanError as exc:
         msg = f"the current plan v{row['version']} does not resolve: {exc}"
         raise PlanError(msg) from exc
-    return current, plans.resolved(proposal.for_patient(spec), row["version"] + 1)
+    return current, plans.resolved(
+        proposal.for_patient(spec, plans.templates()), row["version"] + 1
+    )
 
 
 async def _chunk(
