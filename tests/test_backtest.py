@@ -9,19 +9,22 @@ plan raised. The heart-failure template would also have raised weight.gain_3d.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from homemonitor import registry
 from homemonitor.api.auth import issue_token
-from homemonitor.registry import plans
 from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
+from homemonitor.registry import plans
 from homemonitor.storage.transaction import commit
 from tests.conftest import RunningService
 from tests.test_cli import run
@@ -77,7 +80,7 @@ async def test_heart_failure_template_adds_the_weight_gain_alert(
         "plan v2: 2 kg or more in 3 days"
     )
     systolic = [(SYSTOLIC_AT, "urgent", "urgent", "systolic.high")]
-    assert systolic + [(GAIN_AT, None, "warning", "weight.gain_3d")] == [
+    assert [*systolic, (GAIN_AT, None, "warning", "weight.gain_3d")] == [
         (datetime.fromisoformat(r["opened_at"]), r["current"], r["proposed"], r["rule"])
         for r in p["rows"]
     ]
@@ -94,7 +97,7 @@ async def test_heart_failure_template_adds_the_weight_gain_alert(
     log = await db.fetch(
         "SELECT clinician_id, patient_id, action, outcome FROM access_log ORDER BY id"
     )
-    who = f"cli:{__import__('getpass').getuser()}"
+    who = f"cli:{getpass.getuser()}"
     assert [(who, "p-1", "rules_backtest", "allowed")] * 2 == [tuple(r) for r in log]
 
 
@@ -152,9 +155,10 @@ async def test_mistakes_are_one_line_and_exit_2(
 
 
 async def test_api_backtest_is_scoped_logged_and_validated(
-    service: RunningService, db: asyncpg.Connection
+    service: RunningService, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     """200 with the report for the own team, 404 + denied row for another, 422 for a bad plan."""
+    caplog.set_level(logging.INFO, logger="homemonitor.storage.backtest")
     await _store_week(db)
     own = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
     other = {"Authorization": f"Bearer {await issue_token(db, 'cl-b1')}"}
@@ -194,3 +198,7 @@ async def test_api_backtest_is_scoped_logged_and_validated(
     assert 1.0 == service.metric(
         "homemonitor_api_patient_reads_total", {"action": "rules_backtest"}
     )
+    [done] = [r.msg for r in caplog.records if r.name == "homemonitor.storage.backtest"]
+    assert isinstance(done, dict)
+    assert (1, 1, 2) == (done["patients"], done["current_alerts"], done["proposed_alerts"])
+    assert "p-1" not in json.dumps(done, default=str)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from homemonitor import logs
 from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.errors import HomemonitorError, PlanError
 from homemonitor.registry import plans
@@ -23,6 +24,8 @@ from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import Plan
 from homemonitor.rules.replay import ResolvePolicy
 from homemonitor.storage.database import Conn
+
+log = logs.get_logger(__name__)
 
 #: Patients per chunk: one transaction and three queries each.
 CHUNK = 50
@@ -177,6 +180,17 @@ async def run(
             )
         if progress is not None:
             progress(len(found), len(patient_ids))
-    return backtest.report(
+    done = backtest.report(
         found, since=since, until=until, days=days, proposal=proposal.describe(), policy=policy
     )
+    # Counts only: the report names patients, the log never does.
+    log.info(
+        "backtest_done",
+        patients=done.total.patients,
+        skipped=len(found) - done.total.patients,
+        readings=done.total.readings,
+        days=days,
+        current_alerts=done.total.current.total,
+        proposed_alerts=done.total.proposed.total,
+    )
+    return done
