@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.kinds import Assessment, assess, news2_spo2
+from homemonitor.rules.kinds import Assessment, assess, assess_reading, news2_spo2, quick_level
 from homemonitor.rules.plan import (
     AverageBound,
     AverageRule,
@@ -353,3 +353,22 @@ def test_news2_on_oxygen_adds_two_and_old_parameters_are_missing() -> None:
     )
     assert 1 == a.level
     assert "systolic not measured" in a.sentence()
+
+
+FAST = [
+    (rule, value)
+    for rule in (SYSTOLIC_HIGH, MARGIN, SPO2_LOW.model_copy(update={"clear_margin": 2.0}))
+    for value in (80.0, 87.99, 88.0, 90.0, 91.0, 92.0, 93.0, 150.0, 159.99, 160.0, 179.0, 180.0)
+]
+
+
+@pytest.mark.parametrize(("rule", "value"), FAST)
+def test_the_plain_threshold_fast_path_agrees_with_the_series_path(
+    rule: ThresholdRule, value: float
+) -> None:
+    """``quick_level`` and ``assess_reading`` give what ``assess`` over a series gives."""
+    reading = bp(at(), value) if rule.quantity is S else oximeter(at(), value)
+    slow = judge(rule, [reading])
+    fast = assess_reading(rule, plan(rule), value, at())
+    assert (slow.level, slow.cleared, slow.measure) == (fast.level, fast.cleared, fast.measure)
+    assert slow.level == quick_level(rule, plan(rule), value)

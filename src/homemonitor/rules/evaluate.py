@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from homemonitor.contract.readings import Quantity
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
-from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.history import History, StoredReading, instants
 from homemonitor.rules.kinds import assess_at, assess_reading, quick_level
 from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
@@ -124,14 +124,7 @@ def _run_points(
     compiled = _compile(plan)
     newest: _Newest | None = None
     current_after: datetime | None = None
-    start = 0
-    while start < len(unique):
-        at = unique[start].measured_at
-        end = start + 1
-        while end < len(unique) and unique[end].measured_at == at:
-            end += 1
-        group = unique[start:end]
-        start = end
+    for at, group in instants(unique):
         ts: float | None = None
         for rule, plain, exclude in compiled:
             value = 0.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from homemonitor.contract.readings import Quantity
-from homemonitor.rules.kinds import URGENT, Assessment, Fact
+from homemonitor.rules.kinds import Assessment, Fact
 from homemonitor.rules.plan import (
     AverageRule,
     BaselineRule,
@@ -254,7 +254,7 @@ def _score(a: Assessment, rule: ScoreRule) -> tuple[str, str]:
     if "insufficient" in facts:
         return "NEWS2 home subset: no SpO2, pulse or systolic reading", plan
     found = f"NEWS2 home subset {facts.get('score')} ({', '.join(items)}; {scale})"
-    if a.level == URGENT and facts.get("single_red") and rule.single_red == "urgent":
+    if facts.get("single_red"):
         found += ", a single parameter scoring 3"
     return found, plan
 

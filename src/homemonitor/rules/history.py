@@ -16,8 +16,9 @@ thresholds never pays for it. Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -104,6 +105,10 @@ _EMPTY = Series(
 )
 
 
+def _measured_at(r: StoredReading) -> datetime:
+    return r.measured_at
+
+
 def _order(r: StoredReading) -> tuple[datetime, str, str]:
     return (r.measured_at, r.device_id, r.metric)
 
@@ -140,9 +145,14 @@ class History:
         """Whether a reading with ``reading``'s natural key is in this history."""
         if not isinstance(reading, StoredReading):
             return False
-        if self._keys is None:
-            self._keys = {r.key: r for r in self.readings}
-        return reading.key in self._keys
+        if self._keys is not None:
+            return reading.key in self._keys
+        i = bisect.bisect_left(self.readings, reading.measured_at, key=_measured_at)
+        while i < len(self.readings) and self.readings[i].measured_at == reading.measured_at:
+            if self.readings[i].key == reading.key:
+                return True
+            i += 1
+        return False
 
     def with_readings(self, new: Iterable[StoredReading]) -> History:
         """This history with ``new`` readings added (duplicates of stored ones collapse)."""
@@ -216,6 +226,20 @@ class History:
         for q in Quantity:
             self._cache.setdefault((q, True), _EMPTY)
             self._cache.setdefault((q, False), _EMPTY)
+
+
+def instants(
+    readings: Sequence[StoredReading],
+) -> Iterator[tuple[datetime, Sequence[StoredReading]]]:
+    """``readings`` (in measured order) grouped by measured_at: one evaluation point each."""
+    start = 0
+    while start < len(readings):
+        at = readings[start].measured_at
+        end = start + 1
+        while end < len(readings) and readings[end].measured_at == at:
+            end += 1
+        yield at, readings[start:end]
+        start = end
 
 
 def as_history(readings: Sequence[StoredReading] | History) -> History:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.evaluate import evaluate
-from homemonitor.rules.history import History, StoredReading, as_history
+from homemonitor.rules.history import History, StoredReading, as_history, instants
 from homemonitor.rules.kinds import LEVEL_NAMES
 from homemonitor.rules.plan import Plan, RuleSpec
 
@@ -87,22 +87,14 @@ class _Replay:
             history.series(q, questionable=True)
 
     def run(self, end: datetime | None) -> list[Raised]:
-        readings = self.history.readings
         last = None
-        i = 0
-        while i < len(readings):
-            at = readings[i].measured_at
-            j = i + 1
-            while j < len(readings) and readings[j].measured_at == at:
-                j += 1
+        for at, group in instants(self.history.readings):
             arrival = at + self.delay
             self.advance(arrival)
-            outcome = evaluate(
-                self.plan, self.history.until(at), readings[i:j], self.states, arrival
-            )
+            outcome = evaluate(self.plan, self.history.until(at), group, self.states, arrival)
             self.states.update(outcome.states)
             self.record(outcome.changes, arrival)
-            last, i = arrival, j
+            last = arrival
         if end is None and last is not None:
             retake = max((r.retake_minutes or 0.0 for r in self.plan.rules), default=0.0)
             end = last + timedelta(minutes=retake)
