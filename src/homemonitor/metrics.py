@@ -123,6 +123,21 @@ class Metrics:
             ["severity"],
             registry=r,
         )
+        self.plan_evaluations = Counter(
+            "homemonitor_care_plan_evaluations_total",
+            "Patients in a batch with new readings, by how their care plan was run: "
+            "'evaluated' (the rules engine, over stored history) or 'screened' (plain "
+            "thresholds, nothing reached a bound and no episode to move: no engine run).",
+            ["path"],
+            registry=r,
+        )
+        self.registry_revision = Gauge(
+            "homemonitor_registry_revision",
+            "The registry revision this replica's cache holds (bumped by registry apply and "
+            "by a care-plan change through the API): equal on every replica once a change "
+            "reached them all.",
+            registry=r,
+        )
         self.alerts_open = Gauge(
             "homemonitor_alerts_open",
             "Alert episodes not resolved, in the whole database: the same on every replica, "

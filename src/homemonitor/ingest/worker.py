@@ -136,6 +136,7 @@ class Worker:
                 self.database_state(ok=False, why=exc)
                 await sleep_unless(stop, backoff.next())
             else:
+                self.metrics.registry_revision.set(self.cache.revision or 0)
                 self.database_state(ok=True)
                 self.health.registry_loaded = True
                 return
@@ -391,10 +392,12 @@ class Worker:
         """
         check = self.cache.check_for_unknown if for_unknown else self.cache.refresh
         try:
-            return await check(functools.partial(self.pool.acquire, timeout=5))
+            changed = await check(functools.partial(self.pool.acquire, timeout=5))
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
             log.warning("registry check failed, keeping the cached copy", error=type(exc).__name__)
             return False
+        self.metrics.registry_revision.set(self.cache.revision or 0)
+        return changed
 
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
         """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""
@@ -576,6 +579,10 @@ class Worker:
             metrics.rejected(q.rejection)
         for severity, n in result.opened.items():
             metrics.alerts_opened.labels(severity).inc(n)
+        if result.evaluated:
+            metrics.plan_evaluations.labels("evaluated").inc(result.evaluated)
+        if result.screened:
+            metrics.plan_evaluations.labels("screened").inc(result.screened)
         for msg in batch.messages:
             metrics.receive_to_stored.observe(now_mono - msg.received_mono)
         for sent in batch.sent_at:
