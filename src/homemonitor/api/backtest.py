@@ -11,7 +11,7 @@ access-logged as ``rules_backtest`` (another team's patient: 404 and a denied ro
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
@@ -19,8 +19,7 @@ from fastapi.responses import JSONResponse
 from homemonitor.api.access import log_access, visible_patient
 from homemonitor.api.deps import Me, Svc
 from homemonitor.api.models import NO_PATIENT, UNAUTHENTICATED, UNPARSABLE, PatientId
-from homemonitor.errors import PlanError
-from homemonitor.registry import plans
+from homemonitor.api.plans import INVALID_PLAN, unresolvable
 from homemonitor.rules.backtest import BacktestIn, Proposal, ReportOut
 from homemonitor.storage import backtest
 
@@ -28,25 +27,19 @@ router = APIRouter(tags=["care plans"])
 
 ACTION = "rules_backtest"
 
-_INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"description": "The request, or the plan it carries, is invalid (each problem named)."}
-}
-
 
 @router.post(
     "/api/v1/patients/{patient_id}/care-plan/backtest",
     summary="What a proposed care plan would have raised on the patient's stored history.",
     response_model=ReportOut,
-    responses=UNAUTHENTICATED | NO_PATIENT | UNPARSABLE | _INVALID,
+    responses=UNAUTHENTICATED | NO_PATIENT | UNPARSABLE | INVALID_PLAN,
 )
 async def backtest_care_plan(
     svc: Svc, who: Me, patient_id: PatientId, body: Annotated[BacktestIn, Body()]
 ) -> ReportOut | JSONResponse:
-    try:  # first: what is wrong with a plan says nothing about any patient
-        plans.resolved(body.spec, 1)
-    except PlanError as exc:
-        detail = [{"type": "care_plan", "loc": ["body", "spec"], "msg": str(exc)}]
-        return JSONResponse({"detail": detail}, status_code=422)
+    refused = unresolvable(body.spec)
+    if refused is not None:
+        return refused
     async with svc.pool.acquire() as conn, conn.transaction():
         await visible_patient(conn, who, patient_id, ACTION)
 
