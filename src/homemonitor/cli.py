@@ -352,6 +352,14 @@ def _aware(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _days(text: str) -> int:
+    """A --days option: a whole number of days from 1 to 366."""
+    if not text.isdigit() or not 1 <= int(text) <= 366:
+        msg = f"{text!r} is not a whole number of days from 1 to 366"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
 def _quarantine_filter(args: argparse.Namespace) -> Any:
     from homemonitor.ingest import quarantine  # noqa: PLC0415
 
@@ -478,6 +486,88 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proposal(args: argparse.Namespace) -> Any:
+    """The proposed plan of ``rules backtest``, checked before any patient is read."""
+    from homemonitor.registry import plans  # noqa: PLC0415
+    from homemonitor.rules import backtest, templates  # noqa: PLC0415
+    from homemonitor.rules.plan import CarePlanSpec, resolve  # noqa: PLC0415
+
+    if args.plan is not None:
+        if args.personal:
+            msg = "--personal goes with --template; a plan file sets its own personal values"
+            raise HomemonitorError(msg)
+        path = Path(args.plan)
+        spec = backtest.parse_spec(path.read_text(encoding="utf-8"), str(path))
+        plans.resolved(spec, 1)  # the same plan for everyone: wrong for everyone
+        return backtest.Proposal(spec=spec)
+    if args.template not in templates.TEMPLATES:
+        resolve(CarePlanSpec(template=args.template), 1, templates.TEMPLATES)
+    return backtest.Proposal(
+        template=args.template, personal=backtest.parse_personal(args.personal)
+    )
+
+
+def cmd_rules_backtest(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from homemonitor.api.access import log_access, log_denied  # noqa: PLC0415
+    from homemonitor.rules import backtest  # noqa: PLC0415
+    from homemonitor.storage import backtest as stored  # noqa: PLC0415
+
+    proposal = _proposal(args)
+    action = "rules_backtest"
+
+    def progress(done: int, total: int) -> None:
+        end = "\n" if done == total else "\r"
+        print(f"backtest: {done}/{total} patients", end=end, file=sys.stderr, flush=True)
+
+    async def main() -> backtest.ReportOut:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            who = f"cli:{getpass.getuser()}"
+            team_of_who = None
+            if args.as_clinician is not None:
+                team_of_who = await conn.fetchval(
+                    "SELECT care_team_id FROM clinicians WHERE id = $1", args.as_clinician
+                )
+                if team_of_who is None:
+                    raise stored.UnknownError(f"no clinician {args.as_clinician!r}")
+                who = args.as_clinician
+            if args.team is not None:
+                ids = await stored.team_patients(conn, args.team)
+                if team_of_who not in (None, args.team):
+                    await log_denied(conn, who, None, action, args.team)
+                    msg = f"care team {args.team!r} is not {who}'s (the attempt is logged)"
+                    raise HomemonitorError(msg)
+            else:
+                ids = list(dict.fromkeys(args.patient))
+                teams = await stored.patient_teams(conn, ids)
+                foreign = [p for p in ids if team_of_who not in (None, teams[p])]
+                for p in foreign:
+                    await log_denied(conn, who, p, action, p)
+                if foreign:
+                    msg = f"patient {foreign[0]!r} is not in {who}'s care team (logged)"
+                    raise HomemonitorError(msg)
+
+            async def before_read(chunk: Sequence[str]) -> None:
+                await log_access(conn, None, who, chunk, action)
+
+            return await stored.run(
+                conn,
+                ids,
+                proposal,
+                days=args.days,
+                until=datetime.now(UTC),
+                before_read=before_read,
+                strict=args.team is None,
+                progress=progress if args.team is not None else None,
+            )
+
+    report = asyncio.run(main())
+    print(backtest.as_json(report) if args.json else backtest.as_text(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="homemonitor",
@@ -577,6 +667,62 @@ def build_parser() -> argparse.ArgumentParser:
         "--pending", action="store_true", help="skip rows a replay already stored"
     )
     q_replay.set_defaults(func=cmd_quarantine_replay)
+
+    rules = sub.add_parser("rules", help="care-plan rules: backtest a plan change")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    bt = rules_sub.add_parser(
+        "backtest",
+        help="what a proposed plan would have raised on a patient's (or team's) history",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Replay the stored readings of the last --days through each patient's current care plan
+and through a proposed one, with the engine the worker runs, and show the alerts each
+would have raised (when, severity, rule, why) side by side, with the alerts the database
+holds from the period. Nothing is changed; every patient whose history is read is
+written to the access log (action rules_backtest, as --as or cli:<your user name>).
+
+The proposal is a care-plan file (YAML or JSON, as the registry's care_plan or the API's
+spec), the same for every patient, or --template NAME: each patient's current plan with
+the template swapped in (personal values kept, --personal adds or changes them; the old
+template's overrides and disabled rules dropped when the template changes; own rules and
+thresholds kept, but a bound whose rule id the template has, e.g. systolic.low, gives way
+to the template's rule). With --team, a patient whose proposed plan does not resolve (say, no
+dry_weight for heart_failure) is listed as skipped.
+
+Limits: the simulated clinician resolves every alert 24 h after it opened, on both
+sides; every reading is replayed as if it arrived when it was measured (a gateway's
+backlog alerts here as if it were news; clock-flagged readings stay history); the
+current plan is the newest version over the whole period, while the stored alerts came
+from the versions in force and from real clinicians; readings before the period (the
+plans' lookback, at most 90 days) only warm the rules up.""",
+        epilog="example: homemonitor rules backtest --patient p-1 --template heart_failure "
+        "--personal dry_weight=78.5",
+    )
+    who = bt.add_mutually_exclusive_group(required=True)
+    who.add_argument("--patient", action="extend", nargs="+", metavar="ID", help="patient id(s)")
+    who.add_argument("--team", metavar="ID", help="every patient of this care team")
+    what = bt.add_mutually_exclusive_group(required=True)
+    what.add_argument("--plan", metavar="FILE", help="the proposed care plan (YAML or JSON)")
+    what.add_argument("--template", metavar="NAME", help="swap in this condition template")
+    bt.add_argument(
+        "--personal",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a personal value for --template (repeatable), e.g. dry_weight=78.5",
+    )
+    bt.add_argument(
+        "--days", type=_days, default=90, help="days back from now to replay (90; at most 366)"
+    )
+    bt.add_argument("--json", action="store_true", help="machine-readable output")
+    bt.add_argument(
+        "--as",
+        dest="as_clinician",
+        metavar="CLINICIAN",
+        help="the clinician asking: only their care team's patients, logged under their id",
+    )
+    db_option(bt)
+    bt.set_defaults(func=cmd_rules_backtest)
 
     pay = sub.add_parser("payload", help="the gateway payload contract, offline")
     pay_sub = pay.add_subparsers(dest="payload_command", required=True, metavar="ACTION")

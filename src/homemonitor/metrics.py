@@ -50,6 +50,7 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_care_plan": "read",
     "view_care_plan_versions": "read",
     "change_care_plan": "write",
+    "rules_backtest": "read",
 }
 
 

@@ -19,10 +19,11 @@ reach the port could fill the log. They are counted in
 Every status a route can answer is in the OpenAPI document (``/openapi.json``), with its body;
 docs at ``/docs`` and ``/redoc``, served offline.
 
-Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients` and
-:mod:`~homemonitor.api.plans` (the clinicians' routes), :mod:`~homemonitor.api.fhir` (FHIR R4
-out: search and Bulk Data export, whose jobs run in :mod:`~homemonitor.api.fhir_export`),
-:mod:`~homemonitor.api.ops` (``/health``, ``/ready``, ``/metrics``),
+Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patients`,
+:mod:`~homemonitor.api.plans` and :mod:`~homemonitor.api.backtest` (the clinicians' routes),
+:mod:`~homemonitor.api.fhir` (FHIR R4 out: search and Bulk Data export, whose jobs run in
+:mod:`~homemonitor.api.fhir_export`), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``,
+``/metrics``),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
 :mod:`~homemonitor.api.models` (bodies and documented errors), :mod:`~homemonitor.api.auth`
@@ -37,7 +38,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, fhir, ops, patients, plans
+from homemonitor.api import alerts, backtest, fhir, ops, patients, plans
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
@@ -82,7 +83,14 @@ def build_app(
         fhir_patient_system=fhir_patient_system,
         read_pool=read_pool,
     )
-    for router in (ops.router, alerts.router, patients.router, plans.router, fhir.router):
+    for router in (
+        ops.router,
+        alerts.router,
+        patients.router,
+        plans.router,
+        backtest.router,
+        fhir.router,
+    ):
         app.include_router(router)
     return app
 

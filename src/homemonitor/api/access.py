@@ -38,24 +38,44 @@ class NotVisibleError(HomemonitorError):
 
 async def log_access(
     conn: Conn,
-    metrics: Metrics,
-    who: Clinician,
+    metrics: Metrics | None,
+    who: Clinician | str,
     patients: Sequence[str],
     action: str,
     *,
     requested_id: str | None = None,
 ) -> None:
-    """Allowed reads, in the caller's transaction: no row, no data."""
+    """Allowed reads, in the caller's transaction: no row, no data.
+
+    ``who`` is the clinician, or the id of who else read (the command line:
+    ``cli:<os user>``). ``metrics`` counts an API request; the command line has none.
+    """
     if patients:
         await conn.execute(
             "INSERT INTO access_log (clinician_id, patient_id, action, requested_id) "
             "SELECT $1, unnest($2::text[]), $3, $4",
-            who.id,
+            who if isinstance(who, str) else who.id,
             list(dict.fromkeys(patients)),
             action,
             requested_id,
         )
-    metrics.api_access(action)
+    if metrics is not None:
+        metrics.api_access(action)
+
+
+async def log_denied(
+    conn: Conn, who: Clinician | str, patient_id: str | None, action: str, requested_id: str
+) -> None:
+    """A refused attempt (another team's id, or one that names nothing), committed by the
+    caller on a connection of its own: the request's transaction rolled back."""
+    await conn.execute(
+        "INSERT INTO access_log (clinician_id, patient_id, action, requested_id, outcome) "
+        "VALUES ($1, $2, $3, $4, 'denied')",
+        who if isinstance(who, str) else who.id,
+        patient_id,
+        action,
+        requested_id,
+    )
 
 
 async def team_alert(
@@ -123,15 +143,7 @@ async def not_visible(request: Request, exc: NotVisibleError) -> JSONResponse:
     # written on its own and committed. If that write fails the client gets a 500,
     # not a 404: an attempt nobody can follow up is not answered as handled.
     async with svc.pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO access_log "
-            "(clinician_id, patient_id, action, requested_id, outcome) "
-            "VALUES ($1, $2, $3, $4, 'denied')",
-            exc.who.id,
-            exc.patient_id,
-            exc.action,
-            exc.requested_id,
-        )
+        await log_denied(conn, exc.who, exc.patient_id, exc.action, exc.requested_id)
     svc.metrics.api_denied.labels("not_visible").inc()
     if request.url.path.startswith(FHIR_BASE + "/"):  # a FHIR client reads an OperationOutcome
         body = operation_outcome(str(exc), "not-found")

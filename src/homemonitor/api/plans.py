@@ -26,6 +26,7 @@ from homemonitor.api.models import (
 )
 from homemonitor.errors import PlanError
 from homemonitor.registry import NOTIFY_CHANNEL, plans
+from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
 router = APIRouter(tags=["care plans"])
@@ -90,9 +91,21 @@ async def care_plan_versions(svc: Svc, who: Me, patient_id: PatientId) -> list[C
     ]
 
 
-_INVALID_PLAN: dict[int | str, dict[str, Any]] = {
+INVALID_PLAN: dict[int | str, dict[str, Any]] = {
     422: {"description": "The request, or the plan it carries, is invalid (each problem named)."}
 }
+
+
+def unresolvable(spec: CarePlanSpec) -> JSONResponse | None:
+    """The 422 of a plan that validates but cannot be resolved (an unknown template, a rule
+    relative to a personal value it does not set), or None. Asked before any patient: what
+    is wrong with a plan says nothing about them."""
+    try:
+        plans.resolved(spec, 1)
+    except PlanError as exc:
+        detail = [{"type": "care_plan", "loc": ["body", "spec"], "msg": str(exc)}]
+        return JSONResponse({"detail": detail}, status_code=422)
+    return None
 
 
 @router.post(
@@ -100,16 +113,14 @@ _INVALID_PLAN: dict[int | str, dict[str, Any]] = {
     summary="Save the next version of the care plan, with why.",
     status_code=201,
     response_model=CarePlanOut,
-    responses=UNAUTHENTICATED | NO_PATIENT | PLAN_CONFLICT | UNPARSABLE | _INVALID_PLAN,
+    responses=UNAUTHENTICATED | NO_PATIENT | PLAN_CONFLICT | UNPARSABLE | INVALID_PLAN,
 )
 async def change_care_plan(
     svc: Svc, who: Me, patient_id: PatientId, body: Annotated[CarePlanChangeIn, Body()]
 ) -> CarePlanOut | JSONResponse:
-    try:  # first: what is wrong with a plan says nothing about any patient
-        plans.resolved(body.spec, 1)
-    except PlanError as exc:
-        detail = [{"type": "care_plan", "loc": ["body", "spec"], "msg": str(exc)}]
-        return JSONResponse({"detail": detail}, status_code=422)
+    refused = unresolvable(body.spec)
+    if refused is not None:
+        return refused
     async with svc.pool.acquire() as conn, conn.transaction():
         # One change at a time per patient; FOR NO KEY UPDATE leaves readings' foreign-key
         # checks (FOR KEY SHARE) alone, so the worker never waits for it.
