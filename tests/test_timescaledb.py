@@ -166,9 +166,6 @@ async def test_quality_column_joins_a_compressed_hypertable(
         database, "_scripts", lambda folder: [s for s in every(folder) if s[0] < "0009"]
     )
     await database.migrate(tsdb)  # the schema before 0009, TimescaleDB part included
-    await registry.apply(tsdb, registry.parse(REGISTRY))
-    cache = registry.RegistryCache()
-    await cache.load(tsdb)
     await tsdb.execute(  # history, as the service before 0009 wrote it
         "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, spo2,"
         " source) SELECT 'oxi-2', 'spo2', now() - i * INTERVAL '1 day', 'p-2', now(), 95,"
@@ -179,6 +176,9 @@ async def test_quality_column_joins_a_compressed_hypertable(
     )
     monkeypatch.setattr(database, "_scripts", every)
     await database.migrate(tsdb)
+    await registry.apply(tsdb, registry.parse(REGISTRY))  # today's registry needs today's schema
+    cache = registry.RegistryCache()
+    await cache.load(tsdb)
     before = await tsdb.fetch("SELECT quality FROM readings")
     now = datetime.now(UTC)
     flagged = [
