@@ -181,7 +181,6 @@ async def test_example_registry_pairs_each_home_and_hands_over_a_replaced_hub(ds
     ]
 
 
-
 async def test_example_registry_plans_start_from_the_condition_templates(dsn: str) -> None:
     """Every example plan is its condition's template, personalised, as the worker runs it."""
     cache = await _example_registry_cache(dsn)
@@ -230,6 +229,7 @@ async def test_example_registry_plans_start_from_the_condition_templates(dsn: st
         (news2.spo2_scale, news2.on_oxygen),
         (above.relative_to, above.warning),
     )
+
 
 # -- Mosquitto: the real binary on the deploy config ----------------------------------------
 
