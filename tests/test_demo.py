@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from homemonitor.demo import run_demo
+from homemonitor.demo import DEFAULT_DAYS, run_demo, unarmed_rules
 from homemonitor.embedded import free_port
 from homemonitor.metrics import Metrics
+from homemonitor.rules.templates import TEMPLATES
 
 
 @pytest.mark.slow
@@ -20,8 +21,9 @@ async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(
     """A 25-second demo of 20 patients stores, alerts and quarantines, and says so plainly.
 
     Piped (as here), its output has no carriage returns and every alert is a line of its
-    own; it names the broker and the database; its alert counts are the metric's; no
-    simulated hub is refused.
+    own, naming a template rule and its sentence; it names the broker and the database,
+    and the template rules too short a replay cannot arm; its alert counts are the
+    metric's; no simulated hub is refused.
     """
     metrics = Metrics()
     summary = await run_demo(
@@ -50,6 +52,16 @@ async def test_demo_stores_readings_opens_alerts_and_quarantines_garbage(
     assert 0 <= summary["alerts_escalated"]
     assert (0, "") == (out.out.count("\r"), out.err)
     assert [] == [line for line in lines if "alert " in line and not line.startswith("  alert ")]
+    template_rules = {r.id for t in TEMPLATES.values() for r in t.rules}
+    alert_lines = [line.split() for line in lines if line.startswith("  alert opened ")]
+    assert alert_lines
+    assert set() == {words[6] for words in alert_lines} - template_rules
+    assert [] == [words for words in alert_lines if len(words) < 9]  # every one has a sentence
+    assert set() == set(summary["alerts_by_rule"]) - template_rules
+    assert sum(summary["alerts_opened"].values()) == sum(summary["alerts_by_rule"].values())
+    unarmed = unarmed_rules(DEFAULT_DAYS)  # the baselines' run-in, the home BP mean's days
+    assert "each patient on their condition's template" in out.out
+    assert ([], True) == ([rules for rules in unarmed if rules not in out.out], bool(unarmed))
     assert [line for line in lines if line.startswith("sent ")]  # plain progress lines
     assert [True, True] == [
         any(re.match(pattern, line) for line in lines)

@@ -41,6 +41,7 @@ from homemonitor.contract.readings import Reason
 from homemonitor.embedded import free_port
 from homemonitor.ingest import transport
 from homemonitor.ingest.pipeline import Inbound
+from homemonitor.rules.plan import ScoreRule, ThresholdRule
 from homemonitor.settings import Settings
 from tests.conftest import RunningService
 from tests.test_ops import exported_series
@@ -178,6 +179,56 @@ async def test_example_registry_pairs_each_home_and_hands_over_a_replaced_hub(ds
         cache.resolve("gw-0008", "oxi-0005", october),
         cache.resolve("gw-0004", "oxi-0005", october),
     ]
+
+
+async def test_example_registry_plans_start_from_the_condition_templates(dsn: str) -> None:
+    """Every example plan is its condition's template, personalised, as the worker runs it."""
+    cache = await _example_registry_cache(dsn)
+    heart_failure = [
+        "weight.gain_3d",
+        "weight.above_dry",
+        "weight.trend",
+        "heart_rate.trend",
+        "heart_rate.high",
+        "heart_rate.low",
+        "systolic.low",
+    ]
+    hypertension = ["bp.home_mean", "systolic.severe", "diastolic.severe", "systolic.low"]
+    copd = ["spo2.below_target", "spo2.trend", "heart_rate.trend", "heart_rate.high"]
+    expected = {
+        "p-0001": (2, "heart_failure", {"dry_weight": 82.0}, [*heart_failure, "spo2.low"]),
+        "p-0002": (2, "heart_failure", {"dry_weight": 68.5}, [*heart_failure, "bp.home_mean"]),
+        "p-0003": (2, "hypertension", {}, hypertension),
+        "p-0004": (2, "hypertension", {}, [*hypertension, "heart_rate.low"]),
+        "p-0005": (2, "copd", {"target_spo2_low": 91.0}, [*copd, "news2.home"]),
+        "p-0006": (
+            3,
+            "copd",
+            {"target_spo2_low": 88.0, "target_spo2_high": 92.0},
+            [*copd, "news2.home", "spo2.above_target"],
+        ),
+    }
+    actual = {}
+    for patient_id in expected:
+        current = cache.plans.get(patient_id)
+        assert current is not None
+        plan = current.plan
+        actual[patient_id] = (
+            current.version,
+            plan.template,
+            dict(plan.personal),
+            [r.id for r in plan.rules],
+        )
+    assert expected == actual
+    p6 = cache.plans.get("p-0006")
+    assert p6 is not None
+    news2, above = p6.plan.rule("news2.home"), p6.plan.rule("spo2.above_target")
+    assert isinstance(news2, ScoreRule)
+    assert isinstance(above, ThresholdRule)
+    assert ((2, True), ("target_spo2_high", 3.0)) == (
+        (news2.spo2_scale, news2.on_oxygen),
+        (above.relative_to, above.warning),
+    )
 
 
 # -- Mosquitto: the real binary on the deploy config ----------------------------------------

@@ -16,6 +16,7 @@ from homemonitor.contract.protocol import readings_topic
 from homemonitor.contract.readings import Reason
 from homemonitor.embedded import PrivateMosquitto
 from homemonitor.errors import RegistryError
+from homemonitor.registry.cache import PatientPlan
 from homemonitor.rules.plan import ThresholdRule
 from tests.conftest import REGISTRY, WEIGHT_GAIN_3D, RunningService, publisher, wait_until
 
@@ -119,6 +120,15 @@ async def test_resolve_checks_gateway_device_pairing_then_binding(db: asyncpg.Co
     assert expected == [described.resolve(*q) for q in questions]
 
 
+async def _cached_plan(db: asyncpg.Connection, patient_id: str) -> PatientPlan:
+    """The patient's current plan as a freshly loaded worker cache holds it."""
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    current = cache.plans.get(patient_id)
+    assert current is not None
+    return current
+
+
 async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:
     """Changing thresholds under an existing version is refused; a new version is added."""
     changed = copy.deepcopy(REGISTRY)
@@ -128,13 +138,45 @@ async def test_changed_plan_needs_a_new_version(db: asyncpg.Connection) -> None:
         await registry.apply(db, registry.parse(changed))
     plan["version"] = 2
     assert 1 == (await registry.apply(db, registry.parse(changed))).plans_added
-    cache = registry.RegistryCache()
-    await cache.load(db)
-    current = cache.plans.get("p-1")
-    assert current is not None
+    current = await _cached_plan(db, "p-1")
     rule = current.plan.rule("systolic.high")
     assert isinstance(rule, ThresholdRule)
     assert (2, 150, True) == (current.version, rule.warning, current.plain)
+
+
+async def test_a_plan_moved_to_its_template_is_a_new_version(db: asyncpg.Connection) -> None:
+    """A thresholds plan moved to its template is version 2; a new dry weight needs a 3."""
+    moved = copy.deepcopy(REGISTRY)
+    plan = {
+        "version": 2,
+        "changed_by": "cl-a1",
+        "reason": "heart failure template",
+        "template": "heart_failure",
+        "personal": {"dry_weight": 80.0},
+    }
+    moved["patients"][0]["care_plan"] = plan
+    added = [(await registry.apply(db, registry.parse(moved))).plans_added for _ in range(2)]
+    plan["personal"] = {"dry_weight": 78.5}
+    with pytest.raises(RegistryError, match="give the change a new version"):
+        await registry.apply(db, registry.parse(moved))
+    plan["version"] = 3
+    added.append((await registry.apply(db, registry.parse(moved))).plans_added)
+    current = await _cached_plan(db, "p-1")
+    rule = current.plan.rule("weight.above_dry")
+    assert isinstance(rule, ThresholdRule)
+    versions = await db.fetch(
+        "SELECT version, plan ->> 'template' AS template FROM care_plans "
+        "WHERE patient_id = 'p-1' ORDER BY version"
+    )
+    assert [1, 0, 1] == added
+    assert [(1, None), (2, "heart_failure"), (3, "heart_failure")] == [tuple(v) for v in versions]
+    assert (3, "heart_failure", {"dry_weight": 78.5}, False) == (
+        current.version,
+        current.plan.template,
+        dict(current.plan.personal),
+        current.plain,
+    )
+    assert ("dry_weight", 2.0) == (rule.relative_to, rule.warning)
 
 
 #: A plan in the whole form: personal values, its own rules of two kinds, legacy bounds.

@@ -130,11 +130,11 @@ def baseline_for(condition: str, rng: random.Random) -> Baseline:
 
 
 def thresholds_for(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> dict[str, Any]:
-    """A care plan's thresholds for the quantities the patient's devices measure.
+    """Absolute bounds for the quantities the patient's devices measure: the older plan form.
 
-    The absolute bounds plans hold today (the demo's and the evaluation's reference row):
-    for heart failure a personal weight ceiling of dry weight + 2 kg (warning) and + 3 kg
-    (urgent), fixed bounds for the rest.
+    The evaluation's ``thresholds only`` reference row (the demo clinic's plans use the
+    condition templates instead): for heart failure a personal weight ceiling of dry
+    weight + 2 kg (warning) and + 3 kg (urgent), fixed bounds for the rest.
     """
     limits: dict[str, Any] = {}
     has_bp = DeviceKind.BLOOD_PRESSURE_CUFF in kinds
@@ -170,6 +170,26 @@ def thresholds_for(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -
     return limits
 
 
+def _care_plan(condition: str, baseline: Baseline, kinds: set[DeviceKind]) -> dict[str, Any]:
+    """A demo patient's plan: the condition's template, personalised as a clinician would.
+
+    Heart failure: the dry weight is the patient's usual weight, and ``spo2.low`` is
+    disabled without a pulse oximeter. COPD: the lowest SpO2 accepted as usual is the
+    resting value minus 2 % (two stable-state SDs, as the evaluation sets it).
+    """
+    if condition == HEART_FAILURE:
+        plan: dict[str, Any] = {
+            "template": HEART_FAILURE,
+            "personal": {"dry_weight": round(baseline.body_weight, 1)},
+        }
+        if DeviceKind.PULSE_OXIMETER not in kinds:
+            plan["disabled"] = ["spo2.low"]
+        return plan
+    if condition == HYPERTENSION:
+        return {"template": HYPERTENSION}
+    return {"template": COPD, "personal": {"target_spo2_low": round(baseline.spo2) - 2}}
+
+
 def device_kinds_for(condition: str, rng: random.Random) -> list[DeviceKind]:
     """1-3 devices per home, chosen for the condition."""
     if condition == HEART_FAILURE:
@@ -192,13 +212,21 @@ def device_kinds_for(condition: str, rng: random.Random) -> list[DeviceKind]:
 def _course(
     condition: str, baseline: Baseline, start: datetime, days: float, rng: random.Random
 ) -> Course:
-    """A deterioration timed so its first threshold is crossed at 45-70 % of the run.
+    """A deterioration timed to be under way, and alerting, by the end of the run.
 
-    The onset may lie before the run's start: the patient is then already deteriorating
-    when the replay begins (with short runs, that is how a breach still shows).
+    The vital sign reaches the template's bound at 45-70 % of the run: systolic 184 mmHg
+    (``systolic.severe`` from 180), SpO2 88.5 % (``spo2.below_target`` from 1 % below a
+    target of the usual SpO2 - 2 %: earlier). Heart failure 20 % of the run earlier (at
+    25-50 %, the mean weight dry weight + 2.6 kg, the morning weight about + 2.1 kg):
+    ``weight.above_dry`` wants two morning weights, one a day, above dry weight + 2 kg,
+    and only readings of the last 24 hours open an alert. The onset may lie before the
+    run's start: the patient is then already deteriorating when the replay begins (with
+    short runs, that is how a breach still shows).
     """
-    breach = start + _DAY * days * rng.uniform(0.45, 0.7)
+    fraction = rng.uniform(0.45, 0.7)
+    breach = start + _DAY * days * fraction
     if condition == HEART_FAILURE:
+        breach -= _DAY * days * 0.2
         rate = rng.uniform(0.3, 0.5)
         onset = breach - _DAY * (2.6 / rate)  # morning weights sit ~0.4 kg below the mean
         return heart_failure_decompensation(
@@ -288,6 +316,12 @@ def demo_clinic(
         team_id, _, slug = teams[index % len(teams)]
         contact = f"cl-{slug}-{1 + (index // len(teams)) % 2}"
         kinds = {binding.kind for binding in plan.devices}
+        care_plan: dict[str, Any] = {
+            "version": 1,
+            "changed_by": contact,
+            "reason": f"{plan.condition} template",
+            **_care_plan(plan.condition, plan.baseline, kinds),
+        }
         patients.append(
             {
                 "id": plan.patient_id,
@@ -295,12 +329,7 @@ def demo_clinic(
                 "care_contact": contact,
                 "condition": plan.condition,
                 "devices": _spans(plan),
-                "care_plan": {
-                    "version": 1,
-                    "changed_by": contact,
-                    "reason": "Initial plan",
-                    "thresholds": thresholds_for(plan.condition, plan.baseline, kinds),
-                },
+                "care_plan": care_plan,
             }
         )
     registry = {

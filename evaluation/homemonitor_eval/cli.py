@@ -29,7 +29,7 @@ it opened.
 
 rule sets (rows):
   templates        each patient on their condition's template, personalised
-  thresholds only  the absolute bounds plans hold today (the demo's registry)
+  thresholds only  absolute bounds, the plans before the templates (the older form)
   2 kg in 3 days   the heart-failure weight rule of thumb (heart failure only)
   MACD weight      MACD of daily weight (heart failure only)
 

@@ -2,9 +2,10 @@
 
 * ``templates``: each patient on the template of their condition
   (``homemonitor.rules.templates``), personalised as a clinician would (:func:`personal_for`);
-* ``thresholds only``: the absolute bounds plans hold today, as the demo's registry
-  writes them (:func:`~homemonitor_devices.simulate.thresholds_for`: a heart-failure
-  weight ceiling of dry weight + 2 / + 3 kg, fixed bounds for the rest);
+* ``thresholds only``: absolute bounds, the older plan form, as the demo's registry
+  wrote them before it used the templates
+  (:func:`~homemonitor_devices.simulate.thresholds_for`: a heart-failure weight ceiling of
+  dry weight + 2 / + 3 kg, fixed bounds for the rest);
 * ``2 kg in 3 days``: the heart-failure rule of thumb of the ESC/HFA self-care advice, a
   change rule against the lowest weight of the preceding 3 days (heart failure only);
 * ``MACD weight``: a moving average convergence divergence of weight (Zhang et al., Eur J
@@ -100,7 +101,7 @@ def _heart_failure_only(
 
 RULE_SETS: tuple[RuleSet, ...] = (
     RuleSet("templates", "each patient on their condition's template", _template, True),
-    RuleSet("thresholds only", "the absolute bounds plans hold today", _thresholds),
+    RuleSet("thresholds only", "absolute bounds, the plans before the templates", _thresholds),
     RuleSet(
         "2 kg in 3 days",
         "weight rule of thumb (heart failure)",

@@ -2,12 +2,15 @@
 
 A private Mosquitto and PostgreSQL in a temporary directory, a simulated clinic (care
 teams, ~50 patients with heart failure, hypertension or COPD, their devices and care
-plans), the service itself, and simulated gateways replaying a few days of home
-readings at a speed-up. New alerts are printed as they open; the API URL, a clinician
-token, the broker's address and the database's DSN are printed at the start so a person
-can try the API, publish a reading of their own, apply a registry or issue a token.
-On a terminal the progress is one line rewritten in place; piped, it is a plain line
-every few seconds.
+plans: each patient on their condition's template), the service itself, and simulated
+gateways replaying a few days of home readings at a speed-up. New alerts are printed as
+they open, with the template rule and its sentence; the API URL, a clinician token, the
+broker's address and the database's DSN are printed at the start so a person can try the
+API, publish a reading of their own, apply a registry or issue a token. A few days are
+too short for some template rules to arm (the personal baselines learn from a 14-day
+run-in, the home blood-pressure mean needs 4 days after a discarded first one): the
+banner names them (:func:`unarmed_rules`). On a terminal the progress is one line
+rewritten in place; piped, it is a plain line every few seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
 from homemonitor.metrics import Metrics
+from homemonitor.rules.plan import AverageRule, BaselineRule
+from homemonitor.rules.templates import TEMPLATES
 from homemonitor.runtime import Health
 from homemonitor.settings import Settings
 from homemonitor.storage import database
@@ -48,6 +53,28 @@ def _port_or_free(port: int) -> int:
         except OSError:
             return free_port()
         return int(sock.getsockname()[1])
+
+
+def unarmed_rules(days: float) -> list[str]:
+    """The template rules a replay of ``days`` days is too short to arm, with what they need.
+
+    A baseline rule learns the patient's usual values from its run-in first; an average
+    rule needs ``min_days`` days with readings after its discarded first day.
+    """
+    needs: dict[str, list[str]] = {}
+    for template in TEMPLATES.values():
+        for rule in template.rules:
+            if isinstance(rule, BaselineRule) and days <= rule.run_in_days:
+                need = f"a {rule.run_in_days:g}-day run-in"
+            elif isinstance(rule, AverageRule) and days < rule.min_days + rule.discard_first_day:
+                first = ", the first discarded" if rule.discard_first_day else ""
+                need = f"readings on {rule.min_days + rule.discard_first_day} days{first}"
+            else:
+                continue
+            ids = needs.setdefault(need, [])
+            if rule.id not in ids:
+                ids.append(rule.id)
+    return [f"{', '.join(ids)} ({need})" for need, ids in needs.items()]
 
 
 def _say(console: ProgressLine | None, text: str) -> None:
@@ -91,6 +118,10 @@ async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str
     quarantined = await pool.fetch(
         "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY reason"
     )
+    by_rule = await pool.fetch(
+        "SELECT rule, count(*) AS n FROM alerts WHERE status <> 'pending' "
+        "AND status <> 'withdrawn' GROUP BY rule ORDER BY n DESC, rule"
+    )
     # By severity at opening, as homemonitor_alerts_opened_total counts them (the same
     # tally); an alert that opened as a warning and escalated since is a warning here.
     opened = dict(getattr(worker_totals, "opened", {}))
@@ -100,6 +131,7 @@ async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str
         "duplicates_absorbed": getattr(worker_totals, "duplicates", 0),
         "alerts_opened": opened,
         "alerts_escalated": urgent_now - opened.get("urgent", 0),
+        "alerts_by_rule": {r["rule"]: r["n"] for r in by_rule},
         "quarantined": {r["reason"]: r["n"] for r in quarantined},
         "messages_published": getattr(sim, "published", 0),
         "scenarios": getattr(sim, "by_scenario", {}),
@@ -175,6 +207,19 @@ async def run_demo(
                 f"  replaying {days:g} days of home readings at {speed:.0f}x "
                 f"(~{days * 86400 / speed:.0f} s)",
             )
+            _say(
+                console,
+                "  plans:    each patient on their condition's template (heart_failure, "
+                "hypertension, copd;\n            docs/care-plans.md); only readings of "
+                "the last 24 hours open alerts",
+            )
+            unarmed = unarmed_rules(days)
+            if unarmed:
+                _say(
+                    console,
+                    "            too short a replay to arm, so silent here:\n"
+                    + "\n".join(f"              {rules}" for rules in unarmed),
+                )
             _say(console, f"  API:      http://127.0.0.1:{port}/docs   (metrics: /metrics, /ready)")
             _say(
                 console,
@@ -253,6 +298,9 @@ async def run_demo(
             f"({alerts.get('urgent', 0)} urgent, {alerts.get('warning', 0)} warning at "
             f"opening; {summary['alerts_escalated']} escalated to urgent since)"
         )
+        by_rule = summary["alerts_by_rule"]
+        if by_rule:
+            print("  alerts by rule       " + ", ".join(f"{k} {v}" for k, v in by_rule.items()))
         q = summary["quarantined"]
         print(
             f"  quarantined          {sum(q.values())}"
@@ -261,4 +309,4 @@ async def run_demo(
     return summary
 
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "unarmed_rules"]

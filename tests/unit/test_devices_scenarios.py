@@ -9,12 +9,19 @@ import re
 import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN, PayloadFormat
 from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.registry import parse
+from homemonitor.registry.plans import resolved
+from homemonitor.rules import episodes
+from homemonitor.rules.evaluate import evaluate
+from homemonitor.rules.history import History, StoredReading, instants
+from homemonitor.rules.templates import TEMPLATES
 from homemonitor_devices.clock import SimClock
 from homemonitor_devices.measurement import DeviceKind
 from homemonitor_devices.physiology import Baseline, Physiology
@@ -30,7 +37,7 @@ from homemonitor_devices.scenarios import (
     run_patient,
     stable,
 )
-from homemonitor_devices.simulate import demo_clinic
+from homemonitor_devices.simulate import Assignments, demo_clinic
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 END = START + timedelta(days=10)
@@ -225,7 +232,12 @@ def test_demo_clinic_registry_format() -> None:
         plan = patient["care_plan"]
         assert patient["care_contact"] in clinicians
         assert plan["changed_by"] in clinicians
-        assert {"version", "changed_by", "reason", "thresholds"} == set(plan)
+        assert {"version", "changed_by", "reason", "template"} <= set(plan)
+        assert set(plan) <= {"version", "changed_by", "reason", "template", "personal", "disabled"}
+        assert (patient["condition"], f"{patient['condition']} template") == (
+            plan["template"],
+            plan["reason"],
+        )
         assert 1 <= len(patient["devices"]) <= 4
         assert {b["device"] for b in patient["devices"]} <= set(devices)
         assert patient["condition"] in {"heart_failure", "hypertension", "copd"}
@@ -277,44 +289,90 @@ def test_each_home_gateway_speaks_for_its_own_devices_only() -> None:
     assert any(s["until"] for p in moved for s in paired[p.gateway_id])
 
 
-def test_demo_clinic_thresholds_fit_the_condition() -> None:
-    """HF plans cap weight at baseline +2/+3 kg; COPD plans alarm below SpO2 90/88."""
+def test_demo_clinic_plans_are_the_condition_templates_personalised() -> None:
+    """HF plans set the dry weight (no oximeter: spo2.low off); COPD the usual SpO2 - 2 %."""
     registry, assignments = demo_clinic(30, seed=7, start=START)
     plans = {p.patient_id: p for p in assignments.patients}
+    expected, actual = [], []
     for patient in registry["patients"]:
-        thresholds = patient["care_plan"]["thresholds"]
-        baseline = plans[patient["id"]].baseline
+        plan = {k: v for k, v in patient["care_plan"].items() if k not in ("changed_by", "reason")}
+        simulated = plans[patient["id"]]
+        kinds = {binding.kind for binding in simulated.devices}
+        baseline = simulated.baseline
         if patient["condition"] == "heart_failure":
-            weight = thresholds["body_weight"]["high"]
-            expected = (round(baseline.body_weight + 2, 1), round(baseline.body_weight + 3, 1))
-            assert expected == (weight["warning"], weight["urgent"])
+            want = {"template": "heart_failure", "personal": {"dry_weight": baseline.body_weight}}
+            if DeviceKind.PULSE_OXIMETER not in kinds:
+                want["disabled"] = ["spo2.low"]
         elif patient["condition"] == "copd":
-            assert {"warning": 90, "urgent": 88} == thresholds["spo2"]["low"]
+            want = {"template": "copd", "personal": {"target_spo2_low": round(baseline.spo2) - 2}}
         else:
-            assert {"warning": 160, "urgent": 180} == thresholds["systolic"]["high"]
+            want = {"template": "hypertension"}
+        expected.append({"version": 1, **want})
+        actual.append(plan)
+    assert expected == actual
+    assert {"heart_failure", "hypertension", "copd"} == {p["template"] for p in actual}
+    assert any("disabled" in p for p in actual)
 
 
-def test_deteriorating_patients_breach_and_stable_ones_mostly_do_not() -> None:
-    """In a 6-day demo every deteriorating patient crosses a threshold, few stable ones do."""
-    registry, assignments = demo_clinic(50, seed=11, start=START, days=6)
-    thresholds = {p["id"]: p["care_plan"]["thresholds"] for p in registry["patients"]}
-    patient_of = {p.gateway_id: p for p in assignments.patients}
-    breached: set[str] = set()
+def _alerts_as_the_demo_shows_them(
+    description: dict[str, Any], assignments: Assignments
+) -> dict[str, set[str]]:
+    """Per patient, the rules whose episodes open when the demo replays ``assignments``.
+
+    The demo's clinic ends now, so its worker judges every reading at about the run's end:
+    only those of the last 24 hours (``current_hours``) open an episode, the older ones are
+    history. The same engine the worker runs, each instant in measured order; pending
+    retakes are decided after the end.
+    """
+    plans = {
+        p.id: resolved(p.care_plan.spec(), p.care_plan.version)
+        for p in parse(description).patients
+        if p.care_plan is not None
+    }
+    patient_of = {p.gateway_id: p.patient_id for p in assignments.patients}
+    stored: dict[str, dict[object, StoredReading]] = {pid: {} for pid in plans}
     for publication in assignments.publications():
-        m = publication.measurement
-        if m is None:
-            continue
-        plan = patient_of[publication.gateway_id]
-        for quantity, value in m.values.items():
-            limits = thresholds[plan.patient_id].get(quantity.value, {})
-            if value > limits.get("high", {}).get("warning", 999) or value < limits.get(
-                "low", {}
-            ).get("warning", -1):
-                breached.add(plan.patient_id)
+        if (m := publication.measurement) is not None:
+            reading = StoredReading(
+                m.measured_at.astimezone(UTC), m.device_id, m.metric, dict(m.values), m.quality
+            )
+            stored[patient_of[publication.gateway_id]][reading.key] = reading
+    opened: dict[str, set[str]] = {}
+    for patient_id, plan in plans.items():
+        history = History(sorted(stored[patient_id].values(), key=lambda r: r.measured_at))
+        states: dict[str, episodes.EpisodeState] = {}
+        changes = []
+        for at, group in instants(history.readings):
+            outcome = evaluate(plan, history.until(at), group, states, assignments.end)
+            states.update(outcome.states)
+            changes += outcome.changes
+        after = assignments.end + timedelta(hours=1)
+        for rule_id, state in states.items():
+            rule = plan.rule(rule_id)
+            if state.status == "pending" and rule is not None:
+                changes += episodes.due(rule, state, after)[1]
+        opened[patient_id] = {c.rule for c in changes if c.kind in ("opened", "reopened")}
+    return opened
+
+
+def test_deteriorating_patients_alert_on_their_template_and_stable_ones_mostly_do_not() -> None:
+    """In a 6-day demo every deterioration opens its template's alert; few stable ones do."""
+    registry, assignments = demo_clinic(50, seed=11, start=START, days=6)
+    opened = _alerts_as_the_demo_shows_them(registry, assignments)
+    alerted = {patient_id for patient_id, rules in opened.items() if rules}
+    by_scenario: dict[str, set[str]] = {}
+    for plan in assignments.patients:
+        by_scenario.setdefault(plan.scenario, set()).update(opened[plan.patient_id])
     deteriorating = {p.patient_id for p in assignments.patients if p.scenario != "stable"}
     calm = {p.patient_id for p in assignments.patients} - deteriorating
-    assert deteriorating <= breached
-    assert len(calm & breached) <= len(calm) // 10
+    assert deteriorating <= alerted
+    assert len(calm & alerted) <= len(calm) // 10
+    assert "weight.above_dry" in by_scenario["heart_failure_decompensation"]
+    assert "systolic.severe" in by_scenario["hypertensive_crisis"]
+    assert "spo2.below_target" in by_scenario["copd_exacerbation"]
+    assert by_scenario["heart_failure_decompensation"] <= {
+        r.id for r in TEMPLATES["heart_failure"].rules
+    }
 
 
 def test_sim_clock_maps_real_seconds_to_simulated_time() -> None:
