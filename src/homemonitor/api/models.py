@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from homemonitor.contract.protocol import GATEWAY_ID_PATTERN
+from homemonitor.contract.protocol import GATEWAY_ID_PATTERN, Timestamp
 from homemonitor.contract.readings import Reason
 from homemonitor.fields import BIGINT_MAX, ID_PATTERN, PlainText
 from homemonitor.rules.plan import CarePlanSpec, RuleSpec
@@ -221,8 +220,9 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError(msg) from None
 
 
-#: A time with a UTC offset (RFC 3339); ``since`` is inclusive, ``until`` exclusive.
-Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+#: A time as the gateway contract writes one (to the second, with a UTC offset; no Unix
+#: times), that the database can take; ``since`` is inclusive, ``until`` exclusive.
+Moment = Annotated[Timestamp, AfterValidator(_in_utc)]
 QuarantineId = Annotated[
     int, Path(ge=1, le=BIGINT_MAX, examples=[1], description="The quarantine row's id.")
 ]
@@ -270,13 +270,17 @@ class ReplayIn(BaseModel):
 
     # Bounded by 2**53 - 1, not the bigint's end: FastAPI writes a body's bounds as floats,
     # and 2**63 - 1 as a float is 2**63, which the document would then call valid.
-    ids: list[Annotated[int, Field(ge=1, le=2**53 - 1)]] = Field(default=[], max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=2**53 - 1, strict=True)]] = Field(
+        default=[], max_length=1000
+    )
     reason: Reason | None = None
     gateway: GatewayId | None = None
     since: Moment | None = None
     until: Moment | None = None
     pending: bool = Field(
-        default=False, description="Only rows never replayed, or not stored by their last replay."
+        default=False,
+        strict=True,  # true or false, not 0, 1 or "yes"
+        description="Only rows never replayed, or not stored by their last replay.",
     )
 
     @model_validator(mode="after")

@@ -62,7 +62,7 @@ async def list_quarantine(
 
 
 @router.get(
-    "/{row_id}",
+    "/{row_id:int}",  # digits only: GET .../replay is a 405 (POST only), not a bad row id
     summary="One quarantine row (no payload).",
     responses=UNAUTHENTICATED | NOT_OPS | NO_QUARANTINE_ROW,
 )
