@@ -17,6 +17,7 @@ from homemonitor import logs
 from homemonitor.alerts import transitions
 from homemonitor.api import build_app
 from homemonitor.errors import ConfigurationError
+from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unless
@@ -200,6 +201,8 @@ async def serve(
                         health,
                         fhir_patient_system=settings.fhir_patient_system,
                         read_pool=read_pool,
+                        clock=ClockPolicy.from_settings(settings),
+                        max_payload_bytes=settings.max_payload_bytes,
                     ),
                     host=settings.http_host,
                     port=settings.http_port,

@@ -184,8 +184,9 @@ class Metrics:
         )
         self.api_denied = Counter(
             "homemonitor_api_denied_total",
-            "API requests refused: 'unauthenticated' (401, not access-logged) or "
-            "'not_visible' (an id outside the clinician's care team or none; access-logged).",
+            "API requests refused: 'unauthenticated' (401, not access-logged), "
+            "'not_visible' (an id outside the clinician's care team or none; access-logged) "
+            "or 'role' (403: an ops route asked by another role; not access-logged).",
             ["reason"],
             registry=r,
         )

@@ -36,6 +36,7 @@ from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.logs import LogLevel
 
 DEFAULT_RETENTION = "5 years"
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 _RETENTION = re.compile(r"(?P<count>[0-9]{1,7}) (?P<unit>day|week|month|year)s?")
 _LONGEST_RETENTION_YEARS = 1000
 _GREGORIAN_CYCLE_MONTHS = 400 * 12  # the calendar repeats every 400 years
@@ -272,7 +273,9 @@ class Settings(BaseSettings):
             "carries at most this many per receive-to-commit time: 5000 in 0.3 s is 16 000/s."
         ),
     )
-    max_payload_bytes: int = Field(default=256 * 1024, description="Larger payloads are refused.")
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, description="Larger payloads are refused."
+    )
     max_delivery_attempts: int = Field(
         default=5,
         ge=2,

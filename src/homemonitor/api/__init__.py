@@ -23,7 +23,8 @@ Where things are: :mod:`~homemonitor.api.alerts`, :mod:`~homemonitor.api.patient
 :mod:`~homemonitor.api.plans` and :mod:`~homemonitor.api.backtest` (the clinicians' routes),
 :mod:`~homemonitor.api.fhir` (FHIR R4 out: search and Bulk Data export, whose jobs run in
 :mod:`~homemonitor.api.fhir_export`), :mod:`~homemonitor.api.ops` (``/health``, ``/ready``,
-``/metrics``),
+``/metrics``), :mod:`~homemonitor.api.quarantine` (the quarantine for the ``ops`` role: list,
+show, replay; 403 for every other role),
 :mod:`~homemonitor.api.deps` (the pool, metrics, health and the clinician a route is given),
 :mod:`~homemonitor.api.access` (care-team visibility and the access log),
 :mod:`~homemonitor.api.models` (bodies and documented errors), :mod:`~homemonitor.api.auth`
@@ -38,13 +39,15 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, backtest, fhir, ops, patients, plans
+from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
+from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
+from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
 __all__ = ["build_app"]
 
@@ -56,11 +59,14 @@ def build_app(
     *,
     fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM,
     read_pool: asyncpg.Pool | None = None,
+    clock: ClockPolicy | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> FastAPI:
     """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime.
 
     ``fhir_patient_system`` is the identifier system FHIR out names patients in
-    (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``).
+    (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``); ``clock`` and ``max_payload_bytes`` are what a
+    quarantine replay validates with, as the worker does (defaults: the settings' defaults).
     """
     # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
     # docs of a first look (or of a clinic's network) work without internet.
@@ -82,6 +88,8 @@ def build_app(
         ExportJobs(),
         fhir_patient_system=fhir_patient_system,
         read_pool=read_pool,
+        clock=clock if clock is not None else ClockPolicy(),
+        max_payload_bytes=max_payload_bytes,
     )
     for router in (
         ops.router,
@@ -90,6 +98,7 @@ def build_app(
         plans.router,
         backtest.router,
         fhir.router,
+        quarantine.router,
     ):
         app.include_router(router)
     return app

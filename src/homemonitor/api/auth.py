@@ -17,9 +17,13 @@ TOKEN_PREFIX = "hm_"  # noqa: S105 - a prefix that makes leaked tokens greppable
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Clinician:
+    """Who a token belongs to: a clinician of a care team, in a role (``clinician``, ``ops``)."""
+
     id: str
     care_team_id: str
     name: str
+    #: The registry's ``role``: ``ops`` may use the ops routes (the quarantine).
+    role: str = "clinician"
 
 
 def _digest(token: str) -> bytes:
@@ -45,9 +49,9 @@ async def issue_token(conn: Conn, clinician_id: str, label: str = "") -> str:
 async def authenticate(conn: Conn, token: str) -> Clinician | None:
     """The clinician a token belongs to, or None for an unknown or revoked token."""
     row = await conn.fetchrow(
-        "SELECT c.id, c.care_team_id, c.name FROM api_tokens t "
+        "SELECT c.id, c.care_team_id, c.name, c.role FROM api_tokens t "
         "JOIN clinicians c ON c.id = t.clinician_id "
         "WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL",
         _digest(token),
     )
-    return Clinician(row["id"], row["care_team_id"], row["name"]) if row else None
+    return Clinician(row["id"], row["care_team_id"], row["name"], row["role"]) if row else None

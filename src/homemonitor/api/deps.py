@@ -1,8 +1,8 @@
 """What a route is given: the service's pools, metrics and health, and the clinician asking.
 
 :func:`homemonitor.api.build_app` puts one :class:`Services` on ``app.state``; routes take
-it, and the clinician, as FastAPI dependencies (``Svc``, ``Me``), so nothing here exists
-before an app is built.
+it, and the clinician, as FastAPI dependencies (``Svc``, ``Me``, or ``Ops`` for the routes
+only the ``ops`` role may use), so nothing here exists before an app is built.
 """
 
 import dataclasses
@@ -14,8 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from homemonitor.api.auth import Clinician, authenticate
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
+from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
+from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
 if TYPE_CHECKING:  # the export code uses the access log, which uses this module
     from homemonitor.api.fhir_export import ExportJobs
@@ -41,6 +43,10 @@ class Services:
     #: The identifier system of ``Observation.subject`` and ``Flag.subject`` (FHIR out).
     fhir_patient_system: str = DEFAULT_PATIENT_SYSTEM
     read_pool: asyncpg.Pool | None = None
+    #: What a quarantine replay validates with: the worker's clock policy and payload limit
+    #: (``HOMEMONITOR_CLOCK_*``, ``HOMEMONITOR_RETENTION``, ``HOMEMONITOR_MAX_PAYLOAD_BYTES``).
+    clock: ClockPolicy = dataclasses.field(default_factory=ClockPolicy)
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     @property
     def reads(self) -> asyncpg.Pool:
@@ -79,3 +85,21 @@ async def clinician(
 
 
 Me = Annotated[Clinician, Depends(clinician)]
+
+
+#: The registry role that may use the ops routes.
+OPS_ROLE = "ops"
+
+
+async def ops(svc: Svc, who: Me) -> Clinician:
+    """The clinician asking if their role is ``ops``; anyone else 403 (counted as ``role``).
+
+    Ops routes show no patient data, so a refusal is not access-logged (as a 401 is not).
+    """
+    if who.role != OPS_ROLE:
+        svc.metrics.api_denied.labels("role").inc()
+        raise HTTPException(403, "this route is for the ops role")
+    return who
+
+
+Ops = Annotated[Clinician, Depends(ops)]

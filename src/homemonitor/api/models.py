@@ -2,12 +2,21 @@
 error statuses each route documents in the OpenAPI document besides 200 and 422."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
+from homemonitor.contract.protocol import GATEWAY_ID_PATTERN, Timestamp
+from homemonitor.contract.readings import Reason
 from homemonitor.fields import BIGINT_MAX, ID_PATTERN, PlainText
 from homemonitor.rules.plan import CarePlanSpec, RuleSpec
 
@@ -197,3 +206,103 @@ PLAN_CONFLICT: Responses = {
     409: {"model": ErrorOut, "description": "A newer version than based_on exists."}
 }
 UNPARSABLE: Responses = {400: {"model": ErrorOut, "description": "The body is not UTF-8 JSON."}}
+
+
+# --- the quarantine, for the ops role (homemonitor.api.quarantine) ------------------------
+
+
+def _in_utc(value: datetime) -> datetime:
+    """An aware time the database can take: in UTC, inside the years 1 to 9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = "out of range once in UTC"
+        raise ValueError(msg) from None
+
+
+#: A time as the gateway contract writes one (to the second, with a UTC offset; no Unix
+#: times), that the database can take; ``since`` is inclusive, ``until`` exclusive.
+Moment = Annotated[Timestamp, AfterValidator(_in_utc)]
+QuarantineId = Annotated[
+    int, Path(ge=1, le=BIGINT_MAX, examples=[1], description="The quarantine row's id.")
+]
+GatewayId = Annotated[str, Field(pattern=GATEWAY_ID_PATTERN, examples=["gw-1"])]
+
+
+class QuarantineRowOut(BaseModel):
+    """What arrived and why it was refused; never the payload, which holds measured values."""
+
+    id: int
+    received_at: datetime
+    topic: str
+    gateway_id: str | None
+    reason: str = Field(description="Why it was refused (docs/protocol.md lists the reasons).")
+    detail: str = Field(description="What was wrong, naming fields and limits, never values.")
+    item_index: int = Field(description="The reading's place in a batch; -1: the whole message.")
+    device_id: str | None
+    size: int = Field(description="The raw payload's length in bytes.")
+    sha256: str = Field(description="The raw payload's SHA-256, hex.")
+    replayed_at: datetime | None
+    replayed_by: str | None = Field(description="Who replayed it last (a user id, cli:<user>).")
+    replay_outcome: str | None = Field(
+        description="What the last replay made of it: 'stored', or the reason it is still refused."
+    )
+    replay_count: int
+
+
+class QuarantineCountOut(BaseModel):
+    reason: str
+    rows: int
+    oldest: datetime
+    newest: datetime
+
+
+class QuarantineListOut(BaseModel):
+    counts: list[QuarantineCountOut] = Field(description="Every matching row, by reason.")
+    rows: list[QuarantineRowOut] = Field(description="The newest matching rows, up to limit.")
+
+
+class ReplayIn(BaseModel):
+    """Which quarantine rows to replay: every field given must match; say at least one of
+    ids, reason, gateway, since or until (pending alone would replay everything)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Bounded by 2**53 - 1, not the bigint's end: FastAPI writes a body's bounds as floats,
+    # and 2**63 - 1 as a float is 2**63, which the document would then call valid.
+    ids: list[Annotated[int, Field(ge=1, le=2**53 - 1, strict=True)]] = Field(
+        default=[], max_length=1000
+    )
+    reason: Reason | None = None
+    gateway: GatewayId | None = None
+    since: Moment | None = None
+    until: Moment | None = None
+    pending: bool = Field(
+        default=False,
+        strict=True,  # true or false, not 0, 1 or "yes"
+        description="Only rows never replayed, or not stored by their last replay.",
+    )
+
+    @model_validator(mode="after")
+    def _says_what(self) -> "ReplayIn":
+        if not (self.ids or self.reason or self.gateway or self.since or self.until):
+            msg = "say what to replay: ids, or reason, gateway, since or until"
+            raise ValueError(msg)
+        return self
+
+
+class ReplayOut(BaseModel):
+    """What a replay did (homemonitor.ingest.quarantine.ReplaySummary)."""
+
+    messages: int = Field(description="Messages replayed (a batch's rows are one message).")
+    rows: int = Field(description="Quarantine rows that record this replay.")
+    stored: int = Field(description="Readings new in the record.")
+    already_stored: int = Field(description="Readings that were stored already (kept once).")
+    still_refused: dict[str, int] = Field(description="Rows still refused, by reason.")
+    opened: dict[str, int] = Field(description="Alerts the stored readings opened, by severity.")
+
+
+NOT_OPS: Responses = {
+    403: {"model": ErrorOut, "description": "Your role is not ops (homemonitor registry)."}
+}
+NO_QUARANTINE_ROW: Responses = {404: {"model": ErrorOut, "description": "No such quarantine row."}}
