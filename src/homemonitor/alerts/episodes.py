@@ -20,6 +20,11 @@ patients that got new readings:
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
 
+:func:`run_due` is the time-driven half, run by the scheduler's ``alerts.due`` job
+(:mod:`homemonitor.jobs`): the engine's :func:`~homemonitor.rules.episodes.due` for
+pending breaches past their retake window and cleared episodes past their off-delay,
+under the same locks, through the same write path (:func:`_write`), actor ``scheduler``.
+
 The partial unique index ``alerts_one_active_per_rule`` (pending, open, acknowledged,
 cleared) keeps one active episode per patient and rule whatever a worker does.
 :mod:`homemonitor.alerts.rows` maps between table rows and the engine's states.
