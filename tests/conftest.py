@@ -33,6 +33,7 @@ from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
+from homemonitor.scheduler import Clock
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 
@@ -250,9 +251,12 @@ def settings_for(dsn: str, broker: PrivateMosquitto, **extra: Any) -> Settings:
 class RunningService:
     """The service running in this test's event loop."""
 
-    def __init__(self, settings: Settings, *, http: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, http: bool = True, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.http = http
+        self.clock = clock
         self.metrics = Metrics()
         self.health = Health()
         self.stop_event = asyncio.Event()
@@ -269,6 +273,7 @@ class RunningService:
                 http=self.http,
                 metrics=self.metrics,
                 health=self.health,
+                clock=self.clock,
             )
         )
 

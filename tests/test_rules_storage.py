@@ -182,8 +182,8 @@ async def test_a_retake_withdraws_a_pending_breach_and_no_retake_opens_it_on_tim
     pending = await db.fetchrow("SELECT status, due_at FROM alerts")
     await commit(db, spo2(1, 96), cache.plans, now)
     await commit(db, spo2(0.5, 84), cache.plans, now)
-    early = await episodes.open_due(db, cache.plans, now)
-    late = await episodes.open_due(db, cache.plans, now + timedelta(minutes=10))
+    early = (await episodes.run_due(db, cache.plans, now)).tally
+    late = (await episodes.run_due(db, cache.plans, now + timedelta(minutes=10))).tally
     alerts = await db.fetch("SELECT id, status FROM alerts ORDER BY id")
     events = await db.fetch("SELECT alert_id, kind, actor FROM alert_events ORDER BY id")
     first, second = (a["id"] for a in alerts)

@@ -1,7 +1,8 @@
 """The composition root: settings in, a running service out.
 
-``serve`` opens the pool, migrates, and runs the worker, the HTTP server and the health
-probe in one TaskGroup until ``stop`` is set (SIGTERM/SIGINT in ``homemonitor run``).
+``serve`` opens the pool, migrates, and runs the worker, the scheduler, the HTTP server
+and the health probe in one TaskGroup until ``stop`` is set (SIGTERM/SIGINT in
+``homemonitor run``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import asyncpg
 import uvicorn
 
-from homemonitor import logs
+from homemonitor import jobs, logs
 from homemonitor.alerts import transitions
 from homemonitor.api import build_app
 from homemonitor.errors import ConfigurationError
@@ -21,6 +22,7 @@ from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unless
+from homemonitor.scheduler import Clock, Scheduler
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 
@@ -159,18 +161,22 @@ async def serve(
     http: bool = True,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    clock: Clock | None = None,
 ) -> Worker | None:
     """Run the whole service until ``stop`` is set; return the worker (for its totals).
 
     ``/health``, ``/ready`` and ``/metrics`` answer from the start, so a database that is
     down at boot shows as not ready (and ``homemonitor_database_up 0``) instead of silence.
+    ``clock`` is the scheduler's (the wall clock unless a test drives it).
     """
     dsn = require(settings)
     metrics = metrics or Metrics()
     health = health or Health()
     metrics.inflight_limit.set(settings.max_inflight)
     # min_size=0: creating the pool does not need the database to be up yet.
-    pool = await database.create_pool(dsn, min_size=0, max_size=6)
+    # 8: the commit loop, the probe, the API's requests, and the scheduler (a running job
+    # holds its claim's connection; the retention job borrows one more per chunk).
+    pool = await database.create_pool(dsn, min_size=0, max_size=8)
     read_pool = None
     if settings.database_read_url is not None:  # a replica for the API's reads
         read_pool = await database.create_pool(
@@ -180,6 +186,16 @@ async def serve(
             target_session_attrs="prefer-standby",
         )
     worker = Worker(settings, pool, metrics, health)
+    cache = worker.cache
+    scheduler = Scheduler(
+        pool,
+        metrics,
+        recurring=jobs.service_jobs(
+            settings, metrics, lambda: cache.plans if cache.revision is not None else None
+        ),
+        clock=clock,
+        grace=settings.shutdown_grace_s,
+    )
     ran = False
 
     async def pipeline() -> None:
@@ -188,6 +204,7 @@ async def serve(
             ran = True
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(worker.run(stop), name="worker")
+                tg.create_task(scheduler.run(stop), name="scheduler")
                 tg.create_task(_probe(pool, worker, metrics, stop), name="probe")
 
     try:

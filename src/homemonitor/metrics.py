@@ -8,7 +8,8 @@ Most metrics describe the replica that exports them, and adding them up over rep
 (``sum``) gives the whole service. One does not: ``homemonitor_alerts_open`` is read from
 the database, which every replica shares, so every replica exports the same number.
 Aggregate it with ``max`` (``deploy/prometheus/alerts.yml`` records
-``severity:homemonitor_alerts_open:max``), never with ``sum``. A replica that cannot read the
+``severity:homemonitor_alerts_open:max``), never with ``sum``; so is
+``homemonitor_scheduler_lag_seconds``. A replica that cannot read the
 database exports no ``homemonitor_alerts_open`` at all rather than a stale number.
 
 The process (``process_*``, ``python_*``) and ``homemonitor_build_info{version}`` are
@@ -52,6 +53,10 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "change_care_plan": "write",
     "rules_backtest": "read",
 }
+
+
+#: The tables the retention job deletes from (``homemonitor_retention_deleted_rows_total``).
+RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs")
 
 
 class Metrics:
@@ -190,6 +195,38 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.scheduler_runs = Counter(
+            "homemonitor_scheduler_jobs_run_total",
+            "Scheduled jobs this replica ran to the end, by job name.",
+            ["job"],
+            registry=r,
+        )
+        self.scheduler_failures = Counter(
+            "homemonitor_scheduler_jobs_failed_total",
+            "Scheduled job runs that raised (each retried with backoff), by job name.",
+            ["job"],
+            registry=r,
+        )
+        self.scheduler_dead = Counter(
+            "homemonitor_scheduler_jobs_dead_total",
+            "One-off jobs given up on after max_attempts failures in a row, by job name.",
+            ["job"],
+            registry=r,
+        )
+        self.scheduler_lag = Gauge(
+            "homemonitor_scheduler_lag_seconds",
+            "How long the oldest due job has waited (0 when none is due): read from the "
+            "database, the same on every replica; aggregate with max().",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "homemonitor_retention_deleted_rows_total",
+            "Rows the retention job deleted as older than their table's retention, by table.",
+            ["table"],
+            registry=r,
+        )
+        for table in RETENTION_TABLES:
+            self.retention_deleted.labels(table)
         for reason in Reason:  # every series from the start: rate() sees the first one
             self.messages_rejected.labels(reason.value)
             self.readings_rejected.labels(reason.value)

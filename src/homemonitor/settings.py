@@ -37,6 +37,10 @@ from homemonitor.logs import LogLevel
 
 DEFAULT_RETENTION = "5 years"
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_QUARANTINE_RETENTION = "90 days"
+#: The access log is kept at least this long: HSLF-FS 2016:40 4 kap. 9 § 7 ("loggarna
+#: sparas minst fem år").
+ACCESS_LOG_FLOOR = "5 years"
 _RETENTION = re.compile(r"(?P<count>[0-9]{1,7}) (?P<unit>day|week|month|year)s?")
 _LONGEST_RETENTION_YEARS = 1000
 _GREGORIAN_CYCLE_MONTHS = 400 * 12  # the calendar repeats every 400 years
@@ -296,6 +300,20 @@ class Settings(BaseSettings):
             " longer ago are refused (beyond_retention) in every storage mode."
         ),
     )
+    quarantine_retention: str = Field(
+        default=DEFAULT_QUARANTINE_RETENTION,
+        description=(
+            "How long quarantined messages (raw payloads: patient data) are kept, e.g. "
+            "'90 days'; the scheduler's retention job deletes older ones in both storage modes."
+        ),
+    )
+    access_log_retention: str = Field(
+        default=ACCESS_LOG_FLOOR,
+        description=(
+            "How long access-log rows are kept; at least 5 years (HSLF-FS 2016:40 4 kap. 9 §); "
+            "the scheduler's retention job deletes older ones."
+        ),
+    )
     fhir_patient_system: str = Field(
         default=DEFAULT_PATIENT_SYSTEM,
         description=(
@@ -354,10 +372,22 @@ class Settings(BaseSettings):
     def _level_in_any_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("retention")
+    @field_validator("retention", "quarantine_retention")
     @classmethod
     def _check_retention(cls, value: str) -> str:
         parse_retention(value)  # a clear error at load, naming the field, not at first use
+        return value
+
+    @field_validator("access_log_retention")
+    @classmethod
+    def _access_log_kept_five_years(cls, value: str) -> str:
+        """Never shorter than the law's floor, however the period is written."""
+        if parse_retention(value) < parse_retention(ACCESS_LOG_FLOOR):
+            msg = (
+                f"access_log_retention {value!r} is shorter than 5 years: HSLF-FS 2016:40 "
+                "4 kap. 9 § requires access logs to be kept at least five years"
+            )
+            raise ValueError(msg)
         return value
 
     @property

@@ -20,6 +20,11 @@ patients that got new readings:
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
 
+:func:`run_due` is the time-driven half, run by the scheduler's ``alerts.due`` job
+(:mod:`homemonitor.jobs`): the engine's :func:`~homemonitor.rules.episodes.due` for
+pending breaches past their retake window and cleared episodes past their off-delay,
+under the same locks, through the same write path (:func:`_write`), actor ``scheduler``.
+
 The partial unique index ``alerts_one_active_per_rule`` (pending, open, acknowledged,
 cleared) keeps one active episode per patient and rule whatever a worker does.
 :mod:`homemonitor.alerts.rows` maps between table rows and the engine's states.
@@ -40,7 +45,8 @@ from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.ingest.pipeline import Candidate
 from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import careplan
-from homemonitor.rules.evaluate import evaluate
+from homemonitor.rules import episodes as engine
+from homemonitor.rules.evaluate import Outcome, evaluate
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.plan import HISTORY_CAP
 from homemonitor.storage.database import Conn
@@ -300,27 +306,82 @@ async def _write(
                 tally.updated += 1
 
 
+#: Patients with time-driven work due: a pending breach past ``due_at``, or a cleared
+#: non-latching episode past ``resolve_due_at`` (both partial indexes).
 _DUE = """
-SELECT DISTINCT patient_id FROM alerts WHERE status = 'pending' AND due_at <= $1
+SELECT patient_id FROM (
+    SELECT patient_id FROM alerts WHERE status = 'pending' AND due_at <= $1
+    UNION
+    SELECT patient_id FROM alerts WHERE status = 'cleared' AND resolve_due_at <= $1
+) AS due ORDER BY patient_id LIMIT $2
 """
+_NEXT_DUE = """
+SELECT least(
+    (SELECT min(due_at) FROM alerts WHERE status = 'pending' AND due_at > $1),
+    (SELECT min(resolve_due_at) FROM alerts WHERE status = 'cleared' AND resolve_due_at > $1))
+"""
+_RESOLVE_DUE = """
+UPDATE alerts AS a SET resolve_due_at = u.at
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE a.id = u.id
+"""
+#: Patients one :func:`run_due` takes at most (the rest: the next run, at once).
+DUE_LIMIT = 500
 
 
-async def open_due(conn: Conn, plans: Plans, now: datetime) -> Tally:
-    """Open every pending breach whose retake window has ended by ``now``; one transaction.
+@dataclasses.dataclass(slots=True)
+class Due:
+    """What one :func:`run_due` did, and when there is more."""
 
-    A breach waiting for a retake opens with the patient's next batch anyway; this opens
-    it on time when no reading follows (the engine's :func:`~homemonitor.rules.episodes.due`
-    through ``evaluate`` without points). Under the patients' locks, so a batch of the same
-    patient and this never both open it; the events' actor is ``scheduler``. Cheap when
-    nothing is due (a partial index on ``due_at``).
+    tally: Tally
+    more: bool  # it took DUE_LIMIT patients and moved something: run again at once
+    next_at: datetime | None  # the earliest deadline after ``now`` (None: nothing waits)
+
+
+async def run_due(conn: Conn, plans: Plans, now: datetime, *, limit: int = DUE_LIMIT) -> Due:
+    """The engine's time-driven work due by ``now``, written as a batch writes; one transaction.
+
+    For every patient with a pending breach past its retake window or a cleared,
+    non-latching episode past its off-delay, the engine's
+    :func:`~homemonitor.rules.episodes.due` runs per active episode, under the patient's
+    lock (the one the batch takes: a batch of the same patient and this never both move
+    it), and the changes go through the batch's own write path with actor ``scheduler``.
+    Without it such a breach would open, and such an episode resolve, only with the
+    patient's next reading. A stored deadline the plan has since moved (a new
+    ``resolve_after_hours`` or latching) is rewritten. Cheap when nothing is due.
     """
     tally = Tally()
     async with conn.transaction():
-        due = [r["patient_id"] for r in await conn.fetch(_DUE, now)]
+        due = [r["patient_id"] for r in await conn.fetch(_DUE, now, limit)]
         chosen = [p for p in map(plans.get, due) if p is not None]
-        if not chosen:
-            return tally
-        await lock_patients(conn, [p.patient_id for p in chosen])
-        states = await load_states(conn, [p.patient_id for p in chosen], now)
-        await _run(conn, chosen, {}, {}, states, now, tally, actor="scheduler")
-    return tally
+        if chosen:
+            await lock_patients(conn, [p.patient_id for p in chosen])
+            states = await load_states(conn, [p.patient_id for p in chosen], now)
+            drafts: list[Draft] = []
+            resolved: list[tuple[int, str]] = []
+            moved: list[tuple[int, datetime | None]] = []
+            empty = History(())
+            for plan in chosen:
+                stored = states.get(plan.patient_id, {})
+                outcome = Outcome()
+                for rule_id, s in stored.items():
+                    rule = plan.plan.rule(rule_id)
+                    if s.active is None or rule is None:
+                        continue
+                    new, changes = engine.due(rule, s.state, now)
+                    if changes or new != s.state:
+                        outcome.changes += changes
+                        outcome.states[rule_id] = new
+                    elif (deadline := rows.resolve_due_at(rule, s.state)) != s.active[
+                        "resolve_due_at"
+                    ]:
+                        moved.append((s.active["id"], deadline))
+                tally.evaluated += 1
+                made, ended = rows.drafts(plan, empty, stored, outcome, now)
+                drafts += made
+                resolved += ended
+            await _write(conn, drafts, resolved, tally, actor="scheduler")
+            if moved:
+                await conn.execute(_RESOLVE_DUE, [i for i, _ in moved], [t for _, t in moved])
+        next_at: datetime | None = await conn.fetchval(_NEXT_DUE, now)
+    changed = bool(tally.opened or tally.updated)
+    return Due(tally, more=len(due) >= limit and changed, next_at=next_at)

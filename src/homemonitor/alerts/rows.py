@@ -17,11 +17,11 @@ import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from homemonitor.registry.cache import PatientPlan
-from homemonitor.rules.episodes import IDLE, Change, EpisodeState, Status
+from homemonitor.rules.episodes import IDLE, Change, EpisodeState, Status, latches
 from homemonitor.rules.evaluate import Outcome
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.kinds import LEVEL_NAMES
@@ -38,7 +38,7 @@ _ENGINE_STATUS: dict[str, Status] = {
 #: What :func:`homemonitor.alerts.episodes.load_states` reads of a row.
 STATE_COLUMNS = (
     "id, patient_id, rule, status, severity, peak_severity, opening_measured_at, "
-    "evaluated_at, cleared_at, due_at, threshold, worst_value, last_measured_at, "
+    "evaluated_at, cleared_at, due_at, resolve_due_at, threshold, worst_value, last_measured_at, "
     "breach_count, acknowledged_at, resolved_at, opening_explanation::text AS opening, "
     "latest_explanation::text AS latest, state::text AS state"
 )
@@ -54,6 +54,7 @@ MUTABLE_TYPES: tuple[tuple[str, str], ...] = (
     ("breach_count", "int"),
     ("due_at", "timestamptz"),
     ("cleared_at", "timestamptz"),
+    ("resolve_due_at", "timestamptz"),
     ("evaluated_at", "timestamptz"),
     ("latest_explanation", "jsonb"),
     ("state", "jsonb"),
@@ -197,6 +198,7 @@ class Draft:
     breach_count: int
     due_at: datetime | None
     cleared_at: datetime | None
+    resolve_due_at: datetime | None
     evaluated_at: datetime
     latest_explanation: dict[str, Any]
     state: dict[str, Any]
@@ -234,6 +236,7 @@ def _from_row(row: Mapping[str, Any]) -> Draft:
         breach_count=row["breach_count"],
         due_at=row["due_at"],
         cleared_at=row["cleared_at"],
+        resolve_due_at=row["resolve_due_at"],
         evaluated_at=row["evaluated_at"],
         latest_explanation=_loads(row["latest"]),
         state=_loads(row["state"]),
@@ -335,6 +338,7 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
         breach_count=max(state.count, 1),
         due_at=state.due_at,
         cleared_at=state.cleared_at,
+        resolve_due_at=resolve_due_at(rule, state),
         evaluated_at=state.evaluated_at or at,
         latest_explanation=explanation,
         state={"worst": state.worst},
@@ -342,7 +346,18 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
     )
 
 
-def _apply_state(d: Draft, s: EpisodeState) -> None:
+def resolve_due_at(rule: RuleSpec, state: EpisodeState) -> datetime | None:
+    """When a cleared, non-latching episode resolves by itself (None: it does not wait).
+
+    The scheduler's due job finds episodes by this column (migration 0012); the engine's
+    :func:`~homemonitor.rules.episodes.due` decides, with the plan's rule as it is then.
+    """
+    if state.status != "cleared" or state.cleared_at is None or latches(rule, state.peak):
+        return None
+    return state.cleared_at + timedelta(hours=rule.resolve_after_hours)
+
+
+def _apply_state(d: Draft, s: EpisodeState, rule: RuleSpec) -> None:
     """Carry an active state's fields into its row."""
     before = dataclasses.astuple(d)
     if s.level > 0:
@@ -352,6 +367,7 @@ def _apply_state(d: Draft, s: EpisodeState) -> None:
     if s.evaluated_at is not None:
         d.evaluated_at = s.evaluated_at
     d.cleared_at = s.cleared_at
+    d.resolve_due_at = resolve_due_at(rule, s)
     d.due_at = s.due_at if s.status == "pending" else d.due_at
     if s.count:
         d.breach_count = s.count
@@ -402,8 +418,9 @@ def _apply_change(d: Draft, c: Change, plan: PatientPlan, rule: RuleSpec) -> Non
         d.latest_explanation = _explanation(c.sentence, c.facts, plan.version)
     if d.ended:
         d.evaluated_at = max(d.evaluated_at, c.at)
+        d.resolve_due_at = None
     else:
-        _apply_state(d, c.state)
+        _apply_state(d, c.state, rule)
     d.dirty = True
 
 
@@ -447,7 +464,7 @@ def drafts(
             if final.status == "pending" and current is None:
                 current = _pending(plan, rule, final, readings)
             elif current is not None and final.status != "none":
-                _apply_state(current, final)
+                _apply_state(current, final, rule)
             if s.resolved is not None and resolution_part(final) != resolution_part(s.state):
                 resolved_updates.append((s.resolved["id"], json.dumps(resolution_part(final))))
         if current is not None:

@@ -39,7 +39,6 @@ import asyncpg
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
 
 from homemonitor import logs
-from homemonitor.alerts import episodes
 from homemonitor.contract.protocol import SUBSCRIPTION
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
@@ -56,8 +55,6 @@ from homemonitor.storage.transaction import CommitResult
 
 log = logs.get_logger(__name__)
 T = TypeVar("T")
-#: How often the worker opens pending breaches whose retake window ended without a retake.
-DUE_CHECK_SECONDS = 10.0
 
 #: What a message's part of a refused batch becomes when the database refuses its own
 #: rows as well: fixed text, no device, the raw bytes (``Worker._commit_alone``).
@@ -119,7 +116,6 @@ class Worker:
             committer = tg.create_task(self._commit_loop(batches), name="commit")
             tg.create_task(self._listen_registry(stop), name="registry-listen")
             tg.create_task(self._keep_registry_fresh(stop), name="registry-refresh")
-            tg.create_task(self._open_due(stop), name="open-due")
             await self._consume(stop, batches)
             committer.cancel()
         log.info(
@@ -413,25 +409,6 @@ class Worker:
             stopped.cancel()
             if not stop.is_set():
                 await self._refresh_registry()
-
-    async def _open_due(self, stop: asyncio.Event) -> None:
-        """Every ``DUE_CHECK_SECONDS``: open pending breaches whose retake never came.
-
-        Without it such a breach would open only with the patient's next reading. Every
-        replica runs it; the patients' episode locks make them agree (the first opens it,
-        the others find it open). The scheduler of issue #11 takes this over.
-        """
-        while not await sleep_unless(stop, DUE_CHECK_SECONDS):
-            try:
-                async with self.pool.acquire(timeout=5) as conn:
-                    tally = await episodes.open_due(conn, self.cache.plans, datetime.now(UTC))
-            except TRANSIENT_DB_ERRORS as exc:  # the next round tries again
-                log.warning("due check failed", error=type(exc).__name__)
-                continue
-            for severity, n in tally.opened.items():
-                self.metrics.alerts_opened.labels(severity).inc(n)
-            if tally.opened:
-                log.info("pending alerts opened on time", count=tally.opened.total())
 
     async def _listen_registry(self, stop: asyncio.Event) -> None:
         """Wake the refresher on ``NOTIFY homemonitor_registry``; reconnect when cut."""

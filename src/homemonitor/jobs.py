@@ -1,0 +1,79 @@
+"""The jobs the service schedules (:mod:`homemonitor.scheduler` runs them).
+
+- ``alerts.due`` (every :data:`DUE_EVERY`, and at the earliest deadline it knows of): the
+  rules engine's time-driven work, :func:`homemonitor.alerts.episodes.run_due` on the
+  scheduler's clock, in the job's own transaction, so each change is written once.
+- ``retention`` (every :data:`RETENTION_EVERY`): quarantine, access log and finished
+  one-off jobs past their retention (:func:`homemonitor.storage.retention.purge`).
+
+Issue #11's escalation and delivery retries are one-off jobs (``scheduler.schedule`` in
+the transaction of the alert change that starts them) with handlers added here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from homemonitor import logs
+from homemonitor.alerts import episodes
+from homemonitor.metrics import Metrics
+from homemonitor.registry.cache import Plans
+from homemonitor.scheduler import JobContext, Recurring
+from homemonitor.settings import Settings
+from homemonitor.storage import retention
+
+log = logs.get_logger(__name__)
+
+#: How often the due job looks at least (a pending breach made since its last run waits
+#: at most this long past its due time); it also runs at the earliest deadline it saw.
+DUE_EVERY = timedelta(seconds=10)
+RETENTION_EVERY = timedelta(hours=1)
+#: While the registry is not loaded yet, the due job looks again this soon.
+_NOT_READY_AGAIN = timedelta(seconds=1)
+
+
+def due_alerts(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
+    """The ``alerts.due`` job; ``plans`` gives the worker's current care plans (None: not yet)."""
+
+    async def run(ctx: JobContext) -> datetime | None:
+        current = plans()
+        if current is None:  # the worker has not loaded the registry yet
+            return ctx.now + _NOT_READY_AGAIN
+        done = await episodes.run_due(ctx.conn, current, ctx.now)
+        for severity, n in done.tally.opened.items():
+            metrics.alerts_opened.labels(severity).inc(n)
+        if done.tally.opened or done.tally.updated:
+            log.info(
+                "time-driven alert changes",
+                opened=done.tally.opened.total(),
+                updated=done.tally.updated,
+            )
+        return ctx.now if done.more else done.next_at
+
+    return Recurring("alerts.due", DUE_EVERY, run)
+
+
+def retention_job(settings: Settings, metrics: Metrics) -> Recurring:
+    """The ``retention`` job, with the settings' retention of each table."""
+    periods = {
+        "quarantine": settings.quarantine_retention,
+        "access_log": settings.access_log_retention,
+    }
+
+    async def run(ctx: JobContext) -> datetime | None:
+        purged = await retention.purge(ctx.pool, ctx.now, periods)
+        for table, n in purged.deleted.items():
+            metrics.retention_deleted.labels(table).inc(n)
+        if any(purged.deleted.values()):
+            log.info("retention deleted old rows", **purged.deleted)
+        return ctx.now if purged.more else None
+
+    return Recurring("retention", RETENTION_EVERY, run)
+
+
+def service_jobs(
+    settings: Settings, metrics: Metrics, plans: Callable[[], Plans | None]
+) -> list[Recurring]:
+    """Every recurring job of the service."""
+    return [due_alerts(plans, metrics), retention_job(settings, metrics)]
