@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from homemonitor_bench.clinic import PLAN_MODES
+from homemonitor_bench.history import DEFAULT_DAYS
 from homemonitor_bench.report import json_default, nothing_lost, render
 from homemonitor_bench.run import PHASES, run_phases
 
@@ -24,7 +26,12 @@ Everything runs here: a private Mosquitto (persistence on, saved every 10 s as i
 deploy/) and PostgreSQL (fsync on), a registry of
 10 000 patients with devices and care plans, and a load generator in a process of its
 own that publishes numbered QoS 1 readings (native JSON; cuffs, scales, oximeters and
-heart-rate monitors; about 1 % breach the patient's care plan) at a controlled rate.
+heart-rate monitors; about 1 % breach the patient's care plan, half as single outliers,
+half as two consecutive readings of a device) at a controlled rate. Care plans are
+absolute bounds (thresholds) unless --plans templates: each patient's condition template,
+personalised, reading a history seeded before the run (--history-days days per device:
+blood pressure, SpO2 and the heart-rate monitor morning and evening, weight each
+morning, values around the patient's baseline, about 1 % breaching).
 The worker is the service itself, 'homemonitor run --no-http', unchanged, configured
 only through HOMEMONITOR_* variables and acknowledging after commit.
 
@@ -39,6 +46,8 @@ phases (in this order; --phases picks some):
             publish -> alert opened (p50, p95, p99, max)
   profile   one worker at 80 % of its sustained rate (1 000/s if the worker phase did
             not run) for 8 s: CPU per reading, split by stage with py-spy samples
+  plans     step search: one worker with thresholds plans, then one with the condition
+            templates (issue 10), same run, load and seeded history
   scale     step search: two workers on an MQTT 5 shared subscription
   outage    PostgreSQL stopped for 60 s under 1 000/s: worker and broker memory,
             time to the first commit and drain rate after the restart, nothing lost
@@ -56,6 +65,7 @@ targets (issue 4):
   one worker sustains at least 3x the naive consumer (b)
   publish -> alert opened p99 at most 50 ms at 1 000/s and 200 ms at 5 000/s
   two workers sustain at least 1.3x one
+  one worker with templates plans sustains at least 85 % of thresholds plans (issue 10)
   outage: nothing lost or duplicated, worker memory flat, backlog drained"""
 
 EPILOG = """\
@@ -68,6 +78,8 @@ examples:
   make bench
   make bench ARGS=--quick
   make bench ARGS="--quick --phases intake"
+  make bench ARGS="--phases plans"
+  make bench ARGS="--phases profile --plans templates"
   make bench ARGS="--phases worker --worker-env HOMEMONITOR_BATCH_MAX=1000"
   make bench ARGS="--phases worker --worker-pythonpath ../other-checkout/src\""""
 
@@ -91,6 +103,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patients", type=int, default=None, help="registry size (10 000; --quick: 2 000)"
     )
     parser.add_argument("--seed", type=int, default=7, help="clinic seed (7)")
+    parser.add_argument(
+        "--plans",
+        choices=PLAN_MODES,
+        default="thresholds",
+        help="care plans of every worker phase but 'plans': absolute bounds (thresholds) or "
+        "the condition templates, with a seeded history (default thresholds)",
+    )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=DEFAULT_DAYS,
+        metavar="D",
+        help=f"days of seeded history per device for templates plans ({DEFAULT_DAYS})",
+    )
     parser.add_argument(
         "--phases",
         default="",

@@ -107,16 +107,25 @@ class Verification:
 
 
 async def verify_table(
-    db: Db, table: Literal["readings", "bench_naive_readings"], first: int, published: int
+    db: Db,
+    table: Literal["readings", "bench_naive_readings"],
+    first: int,
+    published: int,
+    live_since: datetime | None = None,
 ) -> Verification:
-    """Check ``table`` (readings or the naive table) against ``first .. first+published-1``."""
+    """Check ``table`` (readings or the naive table) against ``first .. first+published-1``.
+
+    With ``live_since`` only rows measured from then on count (a seeded history is older).
+    """
     row = (
         await db.fetch(
             f"SELECT count(*) AS n, count(DISTINCT message_id) AS ids, "
             f"count(DISTINCT message_id) FILTER (WHERE message_id::bigint >= $1 "
-            f"AND message_id::bigint < $2) AS wanted FROM {table}",
+            f"AND message_id::bigint < $2) AS wanted FROM {table}"
+            + (" WHERE measured_at >= $3" if live_since else ""),
             first,
             first + published,
+            *((live_since,) if live_since else ()),
         )
     )[0]
     return Verification(
@@ -151,7 +160,10 @@ class ServiceWorkers:
     """``homemonitor run --no-http`` in ``n`` processes of their own, as in production.
 
     Each runs under :mod:`homemonitor_bench.probe`, which records its collections and
-    event-loop lag for the latency phase and changes nothing else.
+    event-loop lag for the latency phase and changes nothing else. With ``live_since`` the
+    readings table holds a seeded history (:mod:`homemonitor_bench.history`) measured
+    before it: only readings measured from then on are the bench's, counted, checked and
+    removed between steps (the history stays).
     """
 
     def __init__(
@@ -165,8 +177,11 @@ class ServiceWorkers:
         shared_group: str | None = None,
         extra_env: dict[str, str] | None = None,
         pythonpath: str | None = None,
+        live_since: datetime | None = None,
+        label: str | None = None,
     ) -> None:
-        self.label = f"worker x{n}" + (" (shared subscription)" if shared_group else "")
+        self.label = label or (f"worker x{n}" + (" (shared subscription)" if shared_group else ""))
+        self.live_since = live_since
         self.db = db
         self.broker = broker
         self.workdir = workdir
@@ -247,13 +262,32 @@ class ServiceWorkers:
 
     async def processed(self) -> int:
         self.check_alive()
-        return int(await self.db.fetchval("SELECT count(*) FROM readings"))
+        if self.live_since is None:
+            return int(await self.db.fetchval("SELECT count(*) FROM readings"))
+        return int(
+            await self.db.fetchval(
+                "SELECT count(*) FROM readings WHERE measured_at >= $1", self.live_since
+            )
+        )
 
     async def verify(self, first: int, published: int) -> Verification:
-        return await verify_table(self.db, "readings", first, published)
+        return await verify_table(self.db, "readings", first, published, self.live_since)
 
     async def reset(self) -> None:
-        await self.db.execute("TRUNCATE readings, alert_events, alerts, quarantine")
+        if self.live_since is None:
+            await self.db.execute("TRUNCATE readings, alert_events, alerts, quarantine")
+            return
+        await self.db.execute("TRUNCATE alert_events, alerts, quarantine")
+        await self.db.execute("DELETE FROM readings WHERE measured_at >= $1", self.live_since)
+        await self.db.execute("VACUUM readings")  # no dead rows left for the next step
+
+    async def alerts_opened(self) -> int:
+        """Episodes opened (or re-opened) since the last reset."""
+        return int(
+            await self.db.fetchval(
+                "SELECT count(*) FROM alert_events WHERE kind IN ('opened', 'reopened')"
+            )
+        )
 
     async def quarantined(self) -> int:
         return int(await self.db.fetchval("SELECT count(*) FROM quarantine"))

@@ -53,7 +53,8 @@ async def latency(
     assert published.sent_at is not None
     rows = await bench.db.fetch(
         "SELECT message_id::bigint AS seq, extract(epoch FROM stored_at)::float8 AS t, "
-        "extract(epoch FROM received_at)::float8 AS r, xmin::text::bigint AS tx FROM readings"
+        "extract(epoch FROM received_at)::float8 AS r, xmin::text::bigint AS tx FROM readings "
+        "WHERE message_id IS NOT NULL"  # not a seeded history
     )
     seq = np.fromiter((r["seq"] for r in rows), np.int64, len(rows))
     stored = np.fromiter((r["t"] for r in rows), np.float64, len(rows))
@@ -75,7 +76,10 @@ async def latency(
     worst = np.zeros(int(second.max()) + 1 if len(second) else 0)
     np.maximum.at(worst, second, (stored - sent) * 1000)
     to_alert = _percentiles((a_t[inside] - a_sent) * 1000)
-    breaching = sum(breaches(s) for s in range(published.first, published.first + published.count))
+    n = bench.devices
+    breaching = sum(
+        breaches(s, n) for s in range(published.first, published.first + published.count)
+    )
 
     def summary(p: dict[str, float]) -> str:
         return " ".join(f"{k} {p.get(k, float('nan')):6.1f}" for k in ("p50", "p95", "p99"))

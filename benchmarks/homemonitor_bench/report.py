@@ -16,8 +16,12 @@ def _best(result: dict[str, Any], key: str) -> float | None:
     return float(found["best"]["rate"])
 
 
+#: Issue 10: templates plans sustain at least this share of thresholds plans (one worker).
+TEMPLATES_SHARE = 0.85
+
+
 def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, passed) for each target of issue 4; None when not measured."""
+    """(target, measured, passed) for each target of issues 4 and 10; None when not measured."""
     out: list[tuple[str, str, bool | None]] = []
     one, bare, naive, two = (_best(result, k) for k in ("worker", "bare", "naive", "two_workers"))
     if one and bare:
@@ -35,6 +39,14 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((label, f"{p99:.0f} ms", p99 <= limit and lat["kept_up"]))
     if one and two:
         out.append(("two workers >= 1.3x one", f"{two / one:.2f}x", two >= 1.3 * one))
+    plain, templated = _best(result, "worker_thresholds"), _best(result, "worker_templates")
+    if "worker_thresholds" in result.get("searches", {}) and plain:
+        label = f"templates plans >= {TEMPLATES_SHARE:.0%} of thresholds"
+        if templated:
+            share = templated / plain
+            out.append((label, f"{share:.0%}", share >= TEMPLATES_SHARE))
+        elif "worker_templates" in result["searches"]:
+            out.append((label, "none sustained", False))
     o = result.get("outage")
     if o:
         v, rss = o["verification"], o["worker_rss_mb"]
@@ -56,6 +68,8 @@ _CONSUMERS = {
     "naive": "(b) naive: auto ack, INSERT each",
     "worker": "one worker",
     "two_workers": "two workers, shared subscription",
+    "worker_thresholds": "one worker, thresholds plans",
+    "worker_templates": "one worker, templates plans",
 }
 
 
@@ -79,6 +93,14 @@ def _render_header(result: dict[str, Any]) -> list[str]:
             f" ms CPU)"
             + (f", also every {reg['cache_max_age_s']:g} s" if reg["cache_max_age_s"] else "")
         )
+        lines.append(f"plans:    {result.get('plans', 'thresholds')} (every phase but 'plans')")
+    h = result.get("history")
+    if h:
+        lines.append(
+            f"history:  {h['rows']} readings seeded for templates plans: {h['days']} days, "
+            f"{h['readings_per_device_day']:.2f} readings per device a day, "
+            f"{h['rows'] / max(1, reg['patients'] if reg else 1):.0f} per patient"
+        )
     return lines
 
 
@@ -100,6 +122,8 @@ def _render_throughput(result: dict[str, Any]) -> list[str]:
             continue
         c = best["cpu_us"]
         bound = "  (load generator's limit)" if found["limit"] == "load generator" else ""
+        if best.get("alerts_opened") is not None and key.startswith("worker_"):
+            bound += f"  {best['alerts_opened']} alerts"
         lines.append(
             f"{name:<40} {best['rate']:>9.0f} {peak:>7.0f} {'|':<21}{c['consumer']:>9.0f} "
             f"{c['postgres']:>9.0f} {c['mosquitto']:>7.0f} {c['loadgen']:>8.0f} "
@@ -116,6 +140,12 @@ def _render_throughput(result: dict[str, Any]) -> list[str]:
     ]
     if ratios:
         lines.append(f"  one worker sustains {' and '.join(ratios)}")
+    plain, templated = _best(result, "worker_thresholds"), _best(result, "worker_templates")
+    if plain and templated:
+        lines.append(
+            f"  templates plans: {templated / plain:.0%} of thresholds plans, same run "
+            f"(alerts: opened in the sustained step)"
+        )
     return lines
 
 
@@ -188,7 +218,7 @@ def render(result: dict[str, Any]) -> str:
     lines += _render_outage(result)
     checks = targets(result)
     if checks:
-        lines += ["", "targets (issue 4)"]
+        lines += ["", "targets (issues 4 and 10)"]
         for label, measured, ok in checks:
             verdict = "n/a " if ok is None else ("PASS" if ok else "MISS")
             lines.append(f"  {verdict}  {label:<48} {measured}")

@@ -16,7 +16,8 @@ from homemonitor import registry
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.registry import RegistryCache
 from homemonitor.storage import database
-from homemonitor_bench.clinic import build_clinic
+from homemonitor_bench import history
+from homemonitor_bench.clinic import PlanMode, build_clinic
 from homemonitor_bench.consumers import (
     NAIVE_TABLE,
     ChildConsumer,
@@ -52,7 +53,7 @@ class Plan:
 #: Latency runs last 60 s: long enough to include full garbage collections and periodic work.
 FULL = Plan(7.0, 7, (60.0, 60.0), 8.0, (5.0, 60.0, 15.0), patients=10_000)
 QUICK = Plan(2.0, 3, (3.0, 2.0), 2.0, (1.5, 5.0, 3.0), patients=2_000)
-PHASES = ("bare", "intake", "naive", "worker", "latency", "profile", "scale", "outage")
+PHASES = ("bare", "intake", "naive", "worker", "latency", "profile", "plans", "scale", "outage")
 
 
 def _mosquitto_version(binary: str) -> str:
@@ -64,14 +65,16 @@ def _mosquitto_version(binary: str) -> str:
     return "unknown"
 
 
-async def prepare_database(db: Db, patients: int, seed: int) -> dict[str, Any]:
+async def prepare_database(
+    db: Db, patients: int, seed: int, plans: PlanMode = "thresholds"
+) -> dict[str, Any]:
     """Migrate, apply the clinic's registry (timed) and create the naive table."""
     conn = await db.conn()
     for setting, value in POSTGRES_LOGGING.items():  # what stalls are matched to
         await conn.execute(f"ALTER SYSTEM SET {setting} = {value}")
     await conn.execute("SELECT pg_reload_conf()")
     await database.migrate(conn)
-    clinic = build_clinic(patients, seed)
+    clinic = build_clinic(patients, seed, plans)
     t0 = time.perf_counter()
     parsed = registry.parse(clinic.registry)
     t1 = time.perf_counter()
@@ -82,6 +85,7 @@ async def prepare_database(db: Db, patients: int, seed: int) -> dict[str, Any]:
     t3, cpu = time.perf_counter(), time.process_time()
     await cache.load(conn)  # what a worker does at start and when the registry changes
     return {
+        "plans": plans,
         "patients": summary.patients,
         "devices": summary.devices,
         "care_plans": summary.plans_added,
@@ -93,6 +97,24 @@ async def prepare_database(db: Db, patients: int, seed: int) -> dict[str, Any]:
     }
 
 
+async def switch_plans(db: Db, patients: int, seed: int, plans: PlanMode, version: int) -> float:
+    """Store ``version`` of every patient's plan in the form ``plans``; seconds it took.
+
+    A worker started afterwards loads the new plans (the bench starts one per form).
+    """
+    t0 = time.perf_counter()
+    clinic = build_clinic(patients, seed, plans, version)
+    await registry.apply(await db.conn(), registry.parse(clinic.registry))
+    return time.perf_counter() - t0
+
+
+async def seed_history(db: Db, patients: int, seed: int, base_ms: int, days: int) -> dict[str, Any]:
+    """The clinic's stored past (:mod:`homemonitor_bench.history`), as the result records it."""
+    devices = build_clinic(patients, seed).devices
+    seeded = await history.seed(await db.conn(), devices, base_ms, days)
+    return dataclasses.asdict(seeded)
+
+
 async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every phase of ``args.phases`` in order; the result the report and the JSON hold."""
     plan = QUICK if args.quick else FULL
@@ -100,9 +122,11 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     phases = set(args.phases.split(",")) if args.phases else set(PHASES)
     extra_env = dict(kv.split("=", 1) for kv in args.worker_env)
     base_ms = int((datetime.now(UTC) - timedelta(hours=2)).timestamp()) * 1000
+    plans: PlanMode = args.plans
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": bool(args.quick),
+        "plans": plans,
         "machine": machine(),
         "worker_env": extra_env,
         "worker_pythonpath": args.worker_pythonpath,
@@ -130,14 +154,34 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["postgres"] = str(await db.fetchval("SHOW server_version"))
             result["postgres_fsync"] = not args.no_fsync
             result["mosquitto"] = _mosquitto_version(mq.binary)
-            result["registry"] = await prepare_database(db, patients, args.seed)
+            result["registry"] = await prepare_database(db, patients, args.seed, plans)
             r = result["registry"]
             print(
                 f"registry: {r['patients']} patients, {r['devices']} devices, "
-                f"{r['care_plans']} care plans (parse {r['parse_s']:.1f} s, "
+                f"{r['care_plans']} care plans, {plans} (parse {r['parse_s']:.1f} s, "
                 f"apply {r['apply_s']:.1f} s)",
                 flush=True,
             )
+            live_since: datetime | None = None  # set while a seeded history is stored
+
+            async def with_history() -> bool:
+                """Seed the history unless it is there; whether this call seeded it."""
+                nonlocal live_since
+                if live_since is not None:
+                    return False
+                h = await seed_history(db, patients, args.seed, base_ms, args.history_days)
+                result["history"] = h
+                live_since = datetime.fromtimestamp(base_ms / 1000, UTC)
+                print(
+                    f"history: {h['rows']} readings seeded, {h['days']} days of "
+                    f"{h['readings_per_device_day']:.2f} readings per device a day "
+                    f"({h['seconds']:.1f} s)",
+                    flush=True,
+                )
+                return True
+
+            if plans == "templates":
+                await with_history()
             load = LoadGenerator(LoadConfig(mq.host, mq.port, patients, args.seed, base_ms))
             await load.start()
             meter = CpuMeter(load.pid, pid_with_argument(str(mq.directory)), pg._postmaster_pid())
@@ -147,6 +191,7 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 load=load,
                 meter=meter,
                 base_ms=base_ms,
+                devices=r["devices"],
                 workdir=workdir,
                 postgres_log=pg.log_path,
             )
@@ -187,7 +232,9 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await searched("naive", naive, 500)
                 await retire(naive)
 
-            def workers(n: int, name: str, group: str | None = None) -> ServiceWorkers:
+            def workers(
+                n: int, name: str, group: str | None = None, label: str | None = None
+            ) -> ServiceWorkers:
                 return ServiceWorkers(
                     n,
                     db,
@@ -197,6 +244,8 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     shared_group=group,
                     extra_env=extra_env,
                     pythonpath=args.worker_pythonpath,
+                    live_since=live_since,
+                    label=label,
                 )
 
             one_sustained = 0.0
@@ -224,6 +273,27 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     )
                 result["worker_quarantined"] = await one.quarantined()
                 await retire(one)
+            if "plans" in phases:
+                seeded_here = await with_history()
+                version, modes = 1, {}
+                start = max(1000.0, float(round(one_sustained * 0.8 / 50) * 50))
+                for mode in ("thresholds", "templates"):
+                    version += 1
+                    switched = await switch_plans(db, patients, args.seed, mode, version)
+                    w = workers(1, f"plans-{mode}", label=f"one worker, {mode} plans")
+                    found = await searched(f"worker_{mode}", w, start)
+                    modes[mode] = {
+                        "switch_s": switched,
+                        "quarantined": await w.quarantined(),
+                    }
+                    await retire(w)
+                    start = 1000.0  # as the worker phase: a far slower mode drains for minutes
+                result["plans_phase"] = modes
+                version += 1
+                await switch_plans(db, patients, args.seed, plans, version)  # as before
+                if seeded_here:
+                    await db.execute("TRUNCATE readings")
+                    live_since = None
             if "scale" in phases:
                 two = workers(2, "shared", group="bench")
                 start = float(round(max(one_sustained, 1000) * 1.2 / 50) * 50)
@@ -251,6 +321,15 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return result
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Smoke:
+    """What the brief run stored and opened."""
+
+    verification: Verification
+    alerts_opened: int
+    history_rows: int
+
+
 async def smoke(
     dsn: str,
     broker: PrivateMosquitto,
@@ -259,14 +338,29 @@ async def smoke(
     patients: int = 20,
     readings: int = 1500,
     rate: float = 1000.0,
-) -> Verification:
-    """The harness end to end, briefly: registry, worker process, load generator, check."""
+    plans: PlanMode = "thresholds",
+) -> Smoke:
+    """The harness end to end, briefly: registry, worker process, load generator, check.
+
+    With ``plans`` ``templates`` the registry references the condition templates and the
+    clinic's history is seeded first, as in the bench's ``plans`` phase.
+    """
     db = Db(dsn)
     base_ms = int((datetime.now(UTC) - timedelta(hours=2)).timestamp()) * 1000
     load = LoadGenerator(LoadConfig(broker.host, broker.port, patients, 7, base_ms))
-    worker = ServiceWorkers(1, db, broker, workdir, name="smoke")
+    live_since = None
+    seeded = 0
+    if plans == "templates":
+        live_since = datetime.fromtimestamp(base_ms / 1000, UTC)
+    worker = ServiceWorkers(1, db, broker, workdir, name="smoke", live_since=live_since)
     try:
-        await registry.apply(await db.conn(), registry.parse(build_clinic(patients).registry))
+        clinic = build_clinic(patients, plans=plans)
+        await registry.apply(await db.conn(), registry.parse(clinic.registry))
+        if plans == "templates":
+            info = await history.seed(
+                await db.conn(), clinic.devices, base_ms, history.DEFAULT_DAYS
+            )
+            seeded = info.rows
         await worker.start()
         await load.start()
         meter = CpuMeter(load.pid, None, None)
@@ -276,12 +370,13 @@ async def smoke(
             load=load,
             meter=meter,
             base_ms=base_ms,
+            devices=len(clinic.devices),
             workdir=workdir,
             quiet=True,
         )
         await bench.until_consuming(worker)
         step, _ = await bench.step(worker, rate, readings / rate, quiet=True)
-        return step.verification
+        return Smoke(step.verification, await worker.alerts_opened(), seeded)
     finally:
         await worker.stop()
         load.close()

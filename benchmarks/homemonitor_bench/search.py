@@ -30,6 +30,7 @@ class Step:
     cpu_us: dict[str, float]  # CPU microseconds per reading, by process
     consumer_cpu_share: float  # consumer CPU / wall time while publishing and draining
     peak_rss_mb: float  # consumer's peak resident memory during the step
+    alerts_opened: int | None = None  # episodes the step opened (workers only)
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +52,7 @@ class Bench:
         load: LoadGenerator,
         meter: CpuMeter,
         base_ms: int,
+        devices: int,
         workdir: Path,
         postgres_log: Path | None = None,
         quiet: bool = False,
@@ -60,6 +62,7 @@ class Bench:
         self.load = load
         self.meter = meter
         self.base_ms = base_ms
+        self.devices = devices  # the clinic's: reading seq comes from device seq % devices
         self.workdir = workdir
         self.postgres_log = postgres_log
         self.quiet = quiet
@@ -137,6 +140,8 @@ class Bench:
         n = max(1, verification.stored)
         cpu_us = {k: (cpu1[k] - cpu0[k]) / n * 1e6 for k in cpu0}
         peak = sum(peak_rss_mb(pid) for pid in pids)
+        opened = getattr(consumer, "alerts_opened", None)
+        alerts = await opened() if opened is not None else None
         problems = []
         if published.achieved < 0.95 * rate:
             problems.append(f"publisher held only {published.achieved:.0f}/s")
@@ -163,6 +168,7 @@ class Bench:
             cpu_us=cpu_us,
             consumer_cpu_share=(cpu1["consumer"] - cpu0["consumer"]) / (wall1 - wall0),
             peak_rss_mb=peak,
+            alerts_opened=alerts,
         )
         if not quiet:
             self.say(
@@ -170,7 +176,9 @@ class Bench:
                 f"{'ok  ' if result.ok else 'FAIL'} stored {consumer_rate:7.0f}/s, "
                 f"lag {lag:>6}, drained in {result.drain_s:5.2f}s, "
                 f"{cpu_us['consumer']:5.0f} us/reading, lost {verification.lost}, "
-                f"dup {verification.duplicated}" + ("" if result.ok else f"  [{result.why}]")
+                f"dup {verification.duplicated}"
+                + ("" if alerts is None else f", {alerts} alerts")
+                + ("" if result.ok else f"  [{result.why}]")
             )
         _ = t0
         return result, published

@@ -23,9 +23,16 @@ _RELOAD = re.compile(
     r"^(?:RegistryCache\.(?:load|refresh)|Worker\._(?:reload|refresh)_registry) \(|"
     r"^_build \((?:homemonitor/)?registry/cache\.py"
 )
+#: The rules engine's history query is a fetch (asyncpg: database) and the Python that turns
+#: its rows into the engine's readings (``_history`` itself: its own stage).
 _STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("decode + validate", r"^(?:Worker\._prepare(?:_now)?|prepare|RegistryCache\.resolve) \("),
-    ("rule evaluation", r"^open_or_update \(|careplan\.py|numpy/"),
+    ("history rows -> readings", r"^_history(?:\.<locals>\.\S+)? \((?:homemonitor/)?alerts/"),
+    (
+        "rule evaluation",
+        r"^open_or_update \(|careplan\.py|numpy/|(?:homemonitor/)?rules/|"
+        r"(?:homemonitor/)?alerts/(?:episodes|rows)\.py",
+    ),
     (
         "database write",
         r"asyncpg/|transaction\.py|_read_ready__data_received|_SelectorSocketTransport\.write|"
@@ -43,6 +50,7 @@ _STAGES = tuple((stage, re.compile(pattern)) for stage, pattern in _STAGE_PATTER
 STAGE_ORDER = (
     "MQTT client + intake",
     "decode + validate",
+    "history rows -> readings",
     "rule evaluation",
     "database write",
     "metrics, logging",
