@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from homemonitor.rules.episodes import Change, EpisodeState
@@ -70,6 +70,7 @@ def _readings(raw: list[tuple[int, str, float]]) -> list[StoredReading]:
 
 
 @settings(max_examples=60, deadline=None)
+@example(raw=[(1, "bp", 1.0), (1, "bp", 0.5)], cuts=[])  # a retake that opened, redelivered
 @given(
     st.lists(_reading, min_size=1, max_size=14),
     st.lists(st.integers(min_value=0, max_value=14), max_size=5),

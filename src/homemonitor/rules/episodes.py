@@ -354,7 +354,9 @@ def _step(
         )
         return after, [_change("withdrawn", rule, state, after, at, a=a)]
 
-    # open, or cleared (latched) and not yet resolved
+    # open, or cleared and not yet resolved
+    if same_point:  # this point was applied already (a redelivery): nothing new
+        return state, []
     if a.level:
         level = a.level if current else min(a.level, state.level)
         count = state.count + (0 if same_point else 1)
