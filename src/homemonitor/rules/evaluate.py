@@ -26,7 +26,6 @@ alone: a plan of only those never builds a series.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -66,7 +65,7 @@ def _uses(rule: RuleSpec, r: StoredReading) -> bool:
 class _Newest:
     """The newest measured time, per rule, of a stored reading that is not a point."""
 
-    def __init__(self, history: History, points: set[tuple[str, str, datetime]]) -> None:
+    def __init__(self, history: History, points: Sequence[StoredReading]) -> None:
         self._history, self._points = history, points
         self._cache: dict[tuple[tuple[Quantity, ...], bool], float] = {}
 
@@ -75,40 +74,29 @@ class _Newest:
         key = (rule.quantities, include)
         found = self._cache.get(key)
         if found is None:
-            found = -math.inf
-            for r in reversed(self._history.readings):
-                if r.key in self._points or (r.quality and not include):
-                    continue
-                if any(q in r.values for q in rule.quantities):
-                    found = r.measured_at.timestamp()
-                    break
-            self._cache[key] = found
+            found = self._cache[key] = self._history.newest(
+                rule.quantities, questionable=include, besides=self._points
+            )
         return found
 
 
 #: Per rule of a plan: the rule, the quantity of a plain threshold (else None), and whether
 #: it excludes questionable readings. Plans are immutable, so this is computed once each.
 _Compiled = list[tuple[RuleSpec, Quantity | None, bool]]
-_COMPILED: dict[int, tuple[Plan, _Compiled]] = {}
-_COMPILED_MAX = 4096
 
 
 def _compile(plan: Plan) -> _Compiled:
-    found = _COMPILED.get(id(plan))
-    if found is not None and found[0] is plan:
-        return found[1]
-    compiled: _Compiled = [
-        (
-            rule,
-            rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
-            rule.questionable == "exclude",
-        )
-        for rule in plan.rules
-    ]
-    if len(_COMPILED) >= _COMPILED_MAX:
-        _COMPILED.clear()
-    _COMPILED[id(plan)] = (plan, compiled)
-    return compiled
+    found: _Compiled | None = plan.derived.get("evaluate")
+    if found is None:
+        found = plan.derived["evaluate"] = [
+            (
+                rule,
+                rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
+                rule.questionable == "exclude",
+            )
+            for rule in plan.rules
+        ]
+    return found
 
 
 def _run_points(
@@ -143,7 +131,7 @@ def _run_points(
             if ts is None:
                 ts = at.timestamp()
             if newest is None:
-                newest = _Newest(history, {p.key for p in unique})
+                newest = _Newest(history, unique)
             if newest.of(rule) > ts:
                 continue
             state = live.get(rule.id, IDLE)
@@ -172,9 +160,10 @@ def evaluate(
 ) -> Outcome:
     """Run ``plan`` at each new reading of ``points``, threading the episode ``states``.
 
-    ``history`` holds the patient's stored readings of the window (at least
-    ``plan.lookback()`` before the oldest point, and everything newer), including the
-    ``points`` themselves (they are added when missing). ``states`` maps rule ids to
+    ``history`` holds the patient's stored readings of the window (per quantity at
+    least the lookback of every rule a point runs that reads it, before that point, and
+    everything newer; ``plan.lookback()`` before the oldest point is always enough),
+    including the ``points`` themselves (they are added when missing). ``states`` maps rule ids to
     their stored state; a missing rule is idle. ``points`` need no order; a point that
     is a duplicate of another is evaluated once. ``now`` is the worker's clock.
     """
