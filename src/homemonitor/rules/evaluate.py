@@ -56,33 +56,43 @@ def _order(r: StoredReading) -> tuple[datetime, str, str]:
     return (r.measured_at, r.device_id, r.metric.value)
 
 
-def _uses(rule: RuleSpec, r: StoredReading) -> bool:
-    if r.quality and rule.questionable == "exclude":
-        return False
-    return any(q in r.values for q in rule.quantities)
-
-
-class _Newest:
-    """The newest measured time, per rule, of a stored reading that is not a point."""
+class _Newer:
+    """Whether a stored reading that is not a point is newer than a point, for a rule."""
 
     def __init__(self, history: History, points: Sequence[StoredReading]) -> None:
         self._history, self._points = history, points
-        self._cache: dict[tuple[tuple[Quantity, ...], bool], float] = {}
 
-    def of(self, rule: RuleSpec) -> float:
-        include = rule.questionable == "include"
-        key = (rule.quantities, include)
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = self._history.newest(
-                rule.quantities, questionable=include, besides=self._points
+    def than(
+        self, at: datetime, ts: float, quantities: tuple[Quantity, ...], *, include: bool
+    ) -> bool:
+        """A reading of ``quantities`` measured after ``at`` (``ts``) that is not a point.
+
+        Per quantity: more readings after ``at`` in its series than points after ``at``
+        carrying it (every point is in the history). A series at the cap may have lost
+        some: then the readings themselves are asked.
+        """
+        h = self._history
+        for q in quantities:
+            s = h.series(q, questionable=include)
+            newer = len(s) - s.end(ts)
+            if not newer:
+                continue
+            if len(s) >= h.cap:
+                return h.newest(quantities, questionable=include, besides=self._points) > ts
+            points = sum(
+                1
+                for p in self._points
+                if p.measured_at > at and q in p.values and (include or not p.quality)
             )
-        return found
+            if newer > points:
+                return True
+        return False
 
 
-#: Per rule of a plan: the rule, the quantity of a plain threshold (else None), and whether
-#: it excludes questionable readings. Plans are immutable, so this is computed once each.
-_Compiled = list[tuple[RuleSpec, Quantity | None, bool]]
+#: Per rule of a plan: the rule, the quantity of a plain threshold (else None), whether it
+#: excludes questionable readings, and the quantities it reads. Plans are immutable, so
+#: this is computed once each.
+_Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...]]]
 
 
 def _compile(plan: Plan) -> _Compiled:
@@ -93,6 +103,7 @@ def _compile(plan: Plan) -> _Compiled:
                 rule,
                 rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
                 rule.questionable == "exclude",
+                rule.quantities,
             )
             for rule in plan.rules
         ]
@@ -110,11 +121,11 @@ def _run_points(
 ) -> None:
     """Every point of ``unique`` (sorted, distinct) through every rule, updating ``live``."""
     compiled = _compile(plan)
-    newest: _Newest | None = None
+    newer: _Newer | None = None
     current_after: datetime | None = None
     for at, group in instants(unique):
         ts: float | None = None
-        for rule, plain, exclude in compiled:
+        for rule, plain, exclude, quantities in compiled:
             value = 0.0
             if plain is not None:
                 used = [r for r in group if plain in r.values and not (exclude and r.quality)]
@@ -125,14 +136,18 @@ def _run_points(
                     out.assessed += 1  # idle and no breach: nothing can change
                     continue
             else:
-                used = [r for r in group if _uses(rule, r)]
+                used = [
+                    r
+                    for r in group
+                    if not (exclude and r.quality) and any(q in r.values for q in quantities)
+                ]
                 if not used:
                     continue
             if ts is None:
                 ts = at.timestamp()
-            if newest is None:
-                newest = _Newest(history, unique)
-            if newest.of(rule) > ts:
+            if newer is None:
+                newer = _Newer(history, unique)
+            if newer.than(at, ts, quantities, include=not exclude):
                 continue
             state = live.get(rule.id, IDLE)
             if state.evaluated_at is not None and at < state.evaluated_at:

@@ -80,11 +80,11 @@ class Series:
 
     def end(self, at: float) -> int:
         """How many readings were measured at or before ``at`` (POSIX seconds)."""
-        return int(np.searchsorted(self.t, at, side="right"))
+        return int(self.t.searchsorted(at, side="right"))
 
     def start(self, at: float) -> int:
         """The index of the first reading measured at or after ``at``."""
-        return int(np.searchsorted(self.t, at, side="left"))
+        return int(self.t.searchsorted(at, side="left"))
 
     def until(self, end: int) -> Series:
         """The first ``end`` readings (views, no copy)."""
@@ -302,6 +302,11 @@ class History:
 
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def cap(self) -> int:
+        """The most readings a series of this history holds (the newest)."""
+        return self._cap
 
     def _rows(self, reading: StoredReading) -> Iterator[int]:
         """The rows with ``reading``'s natural key (one at most)."""
