@@ -33,7 +33,7 @@ from homemonitor.contract.readings import Quantity
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading, instants
-from homemonitor.rules.kinds import assess_at, assess_reading, quick_level
+from homemonitor.rules.kinds import assess_at, assess_reading, quick_level, reaches
 from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
 
@@ -90,9 +90,10 @@ class _Newer:
 
 
 #: Per rule of a plan: the rule, the quantity of a plain threshold (else None), whether it
-#: excludes questionable readings, and the quantities it reads. Plans are immutable, so
+#: excludes questionable readings, the quantities it reads, and whether it is a threshold
+#: with persistence or a clear condition over several readings. Plans are immutable, so
 #: this is computed once each.
-_Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...]]]
+_Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...], bool]]
 
 
 def _compile(plan: Plan) -> _Compiled:
@@ -104,6 +105,7 @@ def _compile(plan: Plan) -> _Compiled:
                 rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
                 rule.questionable == "exclude",
                 rule.quantities,
+                isinstance(rule, ThresholdRule) and not rule.simple,
             )
             for rule in plan.rules
         ]
@@ -125,7 +127,7 @@ def _run_points(
     current_after: datetime | None = None
     for at, group in instants(unique):
         ts: float | None = None
-        for rule, plain, exclude, quantities in compiled:
+        for rule, plain, exclude, quantities, persistent in compiled:
             value = 0.0
             if plain is not None:
                 used = [r for r in group if plain in r.values and not (exclude and r.quality)]
@@ -154,6 +156,9 @@ def _run_points(
                 continue
             if plain is not None:
                 assessment = assess_reading(rule, plan, value, at)  # type: ignore[arg-type]
+            elif persistent and rule.id not in live and not reaches(rule, plan, history, ts):  # type: ignore[arg-type]
+                out.assessed += 1  # idle and its reading reaches no bound: level 0, no change
+                continue
             else:
                 assessment = assess_at(rule, plan, history, at, ts)
             out.assessed += 1

@@ -391,29 +391,15 @@ class History:
         if self._base is not None:
             s = self._base.series(quantity, questionable=questionable)
             return s.until(s.end(self._at))
-        if not questionable:
-            everything = self.series(quantity, questionable=True)
-            if not everything.questionable.any():
-                return everything
-            keep = ~everything.questionable
-            return Series(
-                everything.t[keep],
-                everything.value[keep],
-                everything.device[keep],
-                everything.questionable[keep],
-                everything.clock[keep],
-                everything.devices,
-            )
         cols = self._columns()
         v = cols.values.get(quantity)
         if v is None:
             return _EMPTY
-        rows = np.flatnonzero(~np.isnan(v[: self._n]))
+        rows = np.flatnonzero(~np.isnan(v[: self._n]))[-self._cap :]
         if not len(rows):
             return _EMPTY
-        rows = rows[-self._cap :]
         device = cols.device[rows]
-        if not (device != device[0]).any():
+        if len(cols.devices) == 1 or not (device != device[0]).any():
             codes = np.zeros(len(rows), np.int32)
             devices: tuple[str, ...] = (cols.devices[device[0]],)
         else:  # codes in the order each device first appears, as a reading-by-reading pass
@@ -423,14 +409,11 @@ class History:
             rank[order] = np.arange(len(found), dtype=np.int32)
             codes = rank[inverse]
             devices = tuple(cols.devices[found[k]] for k in order.tolist())
-        return Series(
-            cols.t[rows],
-            v[rows],
-            codes,
-            cols.questionable[rows],
-            cols.clock[rows],
-            devices,
-        )
+        flagged = cols.questionable[rows]
+        if not questionable and flagged.any():  # the newest cap readings, less the flagged
+            keep = ~flagged
+            rows, codes, flagged = rows[keep], codes[keep], flagged[keep]
+        return Series(cols.t[rows], v[rows], codes, flagged, cols.clock[rows], devices)
 
 
 def instants(

@@ -212,6 +212,21 @@ def quick_level(rule: ThresholdRule, plan: Plan, value: float) -> int:
     return NONE
 
 
+def reaches(rule: ThresholdRule, plan: Plan, history: History, ts: float) -> bool:
+    """Whether the reading a threshold judges at ``ts`` (POSIX s) reaches one of its bounds.
+
+    When it does not, :func:`assess` says level 0 whatever the persistence (persistence
+    only ever lowers the level): an idle rule needs no assessment. The same comparison as
+    :func:`assess`.
+    """
+    s = history.series(rule.quantity, questionable=rule.questionable == "include")
+    i = s.end(ts)
+    if i == 0:
+        return False
+    b = _Bounds.of(rule, plan)
+    return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
+
+
 def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
     """A plain threshold (``rule.simple``: 1 of 1, no ``for_hours``, one clear reading) on
     the one reading it needs: the engine's fast path, the same answer as :func:`assess`.
