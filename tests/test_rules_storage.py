@@ -217,10 +217,9 @@ def _columns(s: Series) -> tuple[object, ...]:
     return (
         s.t.tolist(),
         s.value.tolist(),
-        s.device.tolist(),
+        [s.devices[d] for d in s.device.tolist()],
         s.questionable.tolist(),
         s.clock.tolist(),
-        s.devices,
     )
 
 

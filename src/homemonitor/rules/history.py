@@ -64,8 +64,8 @@ class Series:
 
     ``t`` is measured_at in POSIX seconds (ascending; ties ordered by device and metric),
     ``value`` the value in the quantity's canonical unit, ``device`` an index into
-    ``devices``, ``questionable`` whether the reading had quality flags, ``clock`` whether
-    it had clock flags.
+    ``devices`` (the history's devices: equal codes, one device), ``questionable``
+    whether the reading had quality flags, ``clock`` whether it had clock flags.
     """
 
     t: FloatArray
@@ -398,22 +398,12 @@ class History:
         rows = np.flatnonzero(~np.isnan(v[: self._n]))[-self._cap :]
         if not len(rows):
             return _EMPTY
-        device = cols.device[rows]
-        if len(cols.devices) == 1 or not (device != device[0]).any():
-            codes = np.zeros(len(rows), np.int32)
-            devices: tuple[str, ...] = (cols.devices[device[0]],)
-        else:  # codes in the order each device first appears, as a reading-by-reading pass
-            found, first, inverse = np.unique(device, return_index=True, return_inverse=True)
-            order = np.argsort(first)
-            rank = np.empty(len(found), np.int32)
-            rank[order] = np.arange(len(found), dtype=np.int32)
-            codes = rank[inverse]
-            devices = tuple(cols.devices[found[k]] for k in order.tolist())
+        codes = cols.device[rows]
         flagged = cols.questionable[rows]
         if not questionable and flagged.any():  # the newest cap readings, less the flagged
             keep = ~flagged
             rows, codes, flagged = rows[keep], codes[keep], flagged[keep]
-        return Series(cols.t[rows], v[rows], codes, flagged, cols.clock[rows], devices)
+        return Series(cols.t[rows], v[rows], codes, flagged, cols.clock[rows], cols.devices)
 
 
 def instants(

@@ -471,7 +471,8 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     j0 = s.start(ctx.ts - span)
     if j0 >= i:
         return ctx.unknown("no reading in the window")
-    if len(s.devices) == 1:  # one device: its readings are the window, run-in first
+    window = s.device[j0:i]
+    if len(s.devices) == 1 or not (window != window[-1]).any():  # one device: all of it
         first = j0
         run_in_start = float(s.t[j0])
         k = min(s.start(run_in_start + rule.run_in_days * _DAY), i)
