@@ -101,16 +101,20 @@ def _packed(values: Sequence[float], dtype: str) -> bytes:
 def _row(patient_id: str, readings: Sequence[StoredReading]) -> tuple[Any, ...]:
     """The history query's row of one patient (None when there is no reading)."""
     if not readings:
-        return (patient_id, *[None] * (5 + len(QUANTITIES)))
+        return (patient_id, *[None] * 10)
     nan = float("nan")
+    devices = sorted({r.device_id for r in readings})
     return (
         patient_id,
         _packed([micros(r.measured_at) for r in readings], ">i8"),
-        [r.device_id for r in readings],
+        _packed([devices.index(r.device_id) for r in readings], ">i2"),
+        devices,
         _packed([METRICS.index(r.metric) for r in readings], ">i2"),
-        *[_packed([r.values.get(q, nan) for r in readings], ">f8") for q in QUANTITIES],
-        [",".join(sorted(r.quality)) for r in readings],
-        [",".join(sorted(r.flags)) for r in readings],
+        _packed([r.values.get(q, nan) for r in readings for q in QUANTITIES], ">f8"),
+        _packed([bool(r.quality) for r in readings], "?"),
+        _packed([bool(r.flags) for r in readings], "?"),
+        [",".join(sorted(r.quality)) for r in readings if r.quality] or None,
+        [",".join(sorted(r.flags)) for r in readings if r.flags] or None,
     )
 
 

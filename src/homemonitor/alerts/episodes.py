@@ -70,32 +70,40 @@ UNION ALL
 """
 
 _METRIC_NAMES = [m.value for m in Metric]
-_VALUES = ", ".join(f"string_agg(float8send(coalesce(r.{q.value}, 'NaN')), '')" for q in QUANTITIES)
+_VALUES = " || ".join(f"float8send(coalesce(r.{q.value}, 'NaN'))" for q in QUANTITIES)
 _SINCE = ", ".join(f"${i}::timestamptz[]" for i in range(2, 2 + len(Metric)))
 _METRIC_SINCE = " ".join(f"WHEN '{m}' THEN p.{m}" for m in _METRIC_NAMES)
 _CAP, _CODES = 2 + len(Metric), 3 + len(Metric)
 #: Per patient, with a since per metric (NULL: not needed): each metric's readings
 #: measured at or after its since (the newest HISTORY_ROWS in all), as ONE row of columns.
-#: Numbers come as the binary of their type, concatenated (``float8send``: no Python
-#: object per value): measured_at in microseconds since the epoch (int8), the metric as
-#: its index in :data:`homemonitor.rules.history.METRICS` (int2), values as float8 with
-#: NaN where a reading has no such value; device ids, quality and flags as text arrays.
+#: Numbers come as the binary of their type, concatenated (``int8send``...: no Python
+#: object per value): measured_at in microseconds since the epoch (int8), the device as
+#: an index into the row's distinct device ids (int2), the metric as its index in
+#: :data:`homemonitor.rules.history.METRICS` (int2), its values as float8 in the order of
+#: QUANTITIES (row after row; NaN where a reading has no such value), whether it has
+#: quality and clock flags (bool); and those flags' names, only of the readings with them.
 _HISTORY = f"""
 SELECT p.patient_id, h.*
 FROM unnest($1::text[], {_SINCE}) AS p(patient_id, {", ".join(_METRIC_NAMES)})
 CROSS JOIN LATERAL (
     SELECT string_agg(int8send((extract(epoch FROM r.measured_at) * 1000000)::int8), ''),
-        array_agg(r.device_id),
+        string_agg(int2send(r.device_code::int2), ''),
+        array_agg(DISTINCT r.device_id COLLATE "C" ORDER BY r.device_id COLLATE "C"),
         string_agg(int2send((array_position(${_CODES}::text[], r.metric) - 1)::int2), ''),
-        {_VALUES},
-        array_agg(array_to_string(r.quality, ',')), array_agg(array_to_string(r.flags, ','))
+        string_agg({_VALUES}, ''),
+        string_agg(boolsend(r.quality <> '{{}}'), ''), string_agg(boolsend(r.flags <> '{{}}'), ''),
+        array_agg(array_to_string(r.quality, ',')) FILTER (WHERE r.quality <> '{{}}'),
+        array_agg(array_to_string(r.flags, ',')) FILTER (WHERE r.flags <> '{{}}')
     FROM (
-        SELECT * FROM readings r
-        WHERE r.patient_id = p.patient_id
-          AND r.measured_at >= LEAST({", ".join(f"p.{m}" for m in _METRIC_NAMES)})
-          AND r.measured_at >= CASE r.metric {_METRIC_SINCE} END
-        ORDER BY r.measured_at DESC
-        LIMIT ${_CAP}
+        SELECT r.*, dense_rank() OVER (ORDER BY r.device_id COLLATE "C") - 1 AS device_code
+        FROM (
+            SELECT * FROM readings r
+            WHERE r.patient_id = p.patient_id
+              AND r.measured_at >= LEAST({", ".join(f"p.{m}" for m in _METRIC_NAMES)})
+              AND r.measured_at >= CASE r.metric {_METRIC_SINCE} END
+            ORDER BY r.measured_at DESC
+            LIMIT ${_CAP}
+        ) AS r
     ) AS r
 ) AS h
 """
@@ -289,15 +297,19 @@ async def _history(
     found: dict[str, History] = {}
     codes = [m.value for m in METRICS]
     for r in await conn.fetch(_HISTORY, ids, *since, HISTORY_ROWS, codes):
-        patient_id, us, devices, metrics, *values, quality, flags = r
+        patient_id, us, device, devices, metrics, values, flagged, clocked, quality, flags = r
         if us is not None:  # None: no readings in the windows
+            matrix = np.frombuffer(values, ">f8").reshape(-1, len(QUANTITIES))
             found[patient_id] = History.from_columns(
                 np.frombuffer(us, ">i8"),
+                np.frombuffer(device, ">i2"),
                 devices,
                 np.frombuffer(metrics, ">i2"),
-                {q: np.frombuffer(v, ">f8") for q, v in zip(QUANTITIES, values, strict=True)},
-                quality,
-                flags,
+                matrix,
+                np.frombuffer(flagged, np.bool_),
+                np.frombuffer(clocked, np.bool_),
+                quality or (),
+                flags or (),
                 cap=HISTORY_CAP,
             )
     return found

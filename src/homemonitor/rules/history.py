@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import QUANTITIES, Metric, Quantity
 from homemonitor.rules.plan import HISTORY_CAP
 
 FloatArray = npt.NDArray[np.float64]
@@ -127,6 +127,25 @@ def _order(r: StoredReading) -> tuple[datetime, str, str]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Source:
+    """The input of :meth:`History.from_columns` the readings' flags are made from."""
+
+    order: IntpArray  # input row of each row
+    questionable: BoolArray  # per input row
+    quality: Sequence[str]  # per questionable input row
+    clock: BoolArray
+    flags: Sequence[str]
+
+    def names(self, rows: list[int]) -> tuple[list[frozenset[str]], list[frozenset[str]]]:
+        """The quality and clock flags of ``rows`` (input rows)."""
+        out = []
+        for mask, text in ((self.questionable, self.quality), (self.clock, self.flags)):
+            by_row = dict(zip(np.flatnonzero(mask).tolist(), text, strict=True))
+            out.append([frozenset(by_row[r].split(",")) if r in by_row else _NONE for r in rows])
+        return out[0], out[1]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Columns:
     """Every reading of a history as parallel arrays, in measured order, one per key.
 
@@ -141,9 +160,8 @@ class _Columns:
     values: dict[Quantity, FloatArray]
     questionable: BoolArray
     clock: BoolArray
-    #: Of a history built from columns: the rows' order in the input, and its quality and
-    #: flags names joined by commas, to make :attr:`History.readings` from.
-    source: tuple[IntpArray, Sequence[str], Sequence[str]] | None = None
+    #: Of a history built from columns: what :attr:`History.readings` are made from.
+    source: _Source | None = None
 
     @classmethod
     def of(cls, readings: Sequence[StoredReading]) -> _Columns:
@@ -176,30 +194,36 @@ class _Columns:
     def readings(self, end: int) -> tuple[StoredReading, ...]:
         """The first ``end`` rows as readings (a history built from columns, on demand)."""
         assert self.source is not None  # built from readings, a history has them
-        order, quality, flags = self.source
-        rows = order[:end].tolist()
+        quality, flags = self.source.names(self.source.order[:end].tolist())
         values = [(q, v[:end].tolist()) for q, v in self.values.items()]
-        out = []
-        for i, (us, device, metric, row) in enumerate(
-            zip(
-                self.us[:end].tolist(),
-                self.device[:end].tolist(),
-                self.metric[:end].tolist(),
-                rows,
-                strict=True,
+        return tuple(
+            StoredReading(
+                _EPOCH + timedelta(microseconds=us),
+                self.devices[device],
+                METRICS[metric],
+                {q: x[i] for q, x in values if x[i] == x[i]},  # NaN: not carried
+                quality[i],
+                flags[i],
             )
-        ):
-            out.append(
-                StoredReading(
-                    _EPOCH + timedelta(microseconds=us),
-                    self.devices[device],
-                    _METRICS[metric],
-                    {q: x[i] for q, x in values if x[i] == x[i]},  # NaN: not carried
-                    frozenset(quality[row].split(",")) if quality[row] else _NONE,
-                    frozenset(flags[row].split(",")) if flags[row] else _NONE,
+            for i, (us, device, metric) in enumerate(
+                zip(
+                    self.us[:end].tolist(),
+                    self.device[:end].tolist(),
+                    self.metric[:end].tolist(),
+                    strict=True,
                 )
             )
-        return tuple(out)
+        )
+
+
+def _quantities(
+    values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64], order: IntpArray
+) -> dict[Quantity, FloatArray]:
+    """Each quantity's values in the rows' ``order`` (from a matrix: column views)."""
+    if isinstance(values, np.ndarray):
+        rows = np.asarray(values, np.float64)[order]
+        return {q: rows[:, k] for k, q in enumerate(QUANTITIES)}
+    return {q: np.asarray(v, np.float64)[order] for q, v in values.items()}
 
 
 class History:
@@ -232,54 +256,61 @@ class History:
     def from_columns(  # noqa: PLR0917 -- one column each, as the query returns them
         cls,
         us: npt.ArrayLike,
+        device: npt.ArrayLike,
         devices: Sequence[str],
-        metrics: npt.ArrayLike,
-        values: Mapping[Quantity, npt.ArrayLike],
-        quality: Sequence[str],
-        flags: Sequence[str],
+        metric: npt.ArrayLike,
+        values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64],
+        questionable: npt.ArrayLike,
+        clock: npt.ArrayLike,
+        quality: Sequence[str] = (),
+        flags: Sequence[str] = (),
         *,
         cap: int = HISTORY_CAP,
     ) -> History:
         """A history from parallel columns, one entry per stored reading, in any order.
 
-        ``us``: measured_at in microseconds since the epoch (:func:`micros`); ``metrics``:
-        each reading's metric as its index in :data:`METRICS`; ``values[q]`` NaN where a
-        reading does not carry ``q``; ``quality``/``flags`` the names joined by commas (""
-        for none). Readings with one natural key collapse (the last one counts), as in
-        the constructor. No object per reading is made unless :attr:`readings` is asked.
+        ``us``: measured_at in microseconds since the epoch (:func:`micros`); ``device``:
+        an index into ``devices`` (distinct, any order); ``metric``: an index into
+        :data:`METRICS`; ``values[q]``: NaN where a reading does not carry ``q`` (or a
+        matrix, a row per reading and a column per quantity of ``QUANTITIES``);
+        ``questionable``/``clock``: whether it has quality/clock flags, and
+        ``quality``/``flags`` those flags' names joined by commas, one per reading that
+        has them, in order. Readings with one natural key collapse (the last one counts),
+        as in the constructor. No object per reading is made unless :attr:`readings` is
+        asked.
         """
         h = cls.__new__(cls)
         h._readings, h._keys, h._cap, h._base, h._at, h._cache = None, None, cap, None, math.inf, {}
-        n = len(devices)
-        if not n:
+        t_us = np.asarray(us, np.int64)
+        if not len(t_us):
             h._cols, h._n = _Columns.of(()), 0
             h._readings = ()
             return h
-        names = sorted(set(devices))  # codes in the devices' order: the measured order's tie-break
-        if len(names) == 1:
-            device = np.zeros(n, np.int32)
-        else:
-            code = {name: i for i, name in enumerate(names)}
-            device = np.fromiter(map(code.__getitem__, devices), np.int32, n)
-        metric = np.asarray(metrics, np.int8)
-        t_us = np.asarray(us, np.int64)
-        order = np.lexsort((metric, device, t_us))  # stable: of equal keys, the last counts
-        t_us, device, metric = t_us[order], device[order], metric[order]
+        codes = np.asarray(device, np.int32)
+        names = sorted(devices)  # codes in the devices' order: the measured order's tie-break
+        if names != list(devices):
+            rank = np.array([names.index(name) for name in devices], np.int32)
+            codes = rank[codes]
+        metrics = np.asarray(metric, np.int8)
+        order = np.lexsort((metrics, codes, t_us))  # stable: of equal keys, the last counts
+        t_us, codes, metrics = t_us[order], codes[order], metrics[order]
         same = t_us[1:] == t_us[:-1]
         if same.any():
-            same &= (device[1:] == device[:-1]) & (metric[1:] == metric[:-1])
+            same &= (codes[1:] == codes[:-1]) & (metrics[1:] == metrics[:-1])
             keep = np.append(~same, True)
-            order, t_us, device, metric = order[keep], t_us[keep], device[keep], metric[keep]
+            order, t_us, codes, metrics = order[keep], t_us[keep], codes[keep], metrics[keep]
+        flagged = np.asarray(questionable, np.bool_)
+        clocked = np.asarray(clock, np.bool_)
         h._cols = _Columns(
             t_us,
             t_us / 1e6,
-            device,
+            codes,
             tuple(names),
-            metric,
-            {q: np.asarray(v, np.float64)[order] for q, v in values.items()},
-            np.fromiter(map(bool, quality), np.bool_, n)[order],
-            np.fromiter(map(bool, flags), np.bool_, n)[order],
-            (order, quality, flags),
+            metrics,
+            _quantities(values, order),
+            flagged[order],
+            clocked[order],
+            _Source(order, flagged, quality, clocked, flags),
         )
         h._n = len(t_us)
         return h
