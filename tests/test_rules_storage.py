@@ -17,12 +17,13 @@ from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivatePostgres
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.registry.cache import PatientPlan
-from homemonitor.rules.history import History, Series, StoredReading
+from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.plan import CarePlanSpec, resolve
 from homemonitor.rules.templates import TEMPLATES
 from homemonitor.storage import database
 from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY
+from tests.unit.rulekit import series_columns
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -213,16 +214,6 @@ def _stored(
     return StoredReading(at, device, metric, values, quality, flags)
 
 
-def _columns(s: Series) -> tuple[object, ...]:
-    return (
-        s.t.tolist(),
-        s.value.tolist(),
-        [s.devices[d] for d in s.device.tolist()],
-        s.questionable.tolist(),
-        s.clock.tolist(),
-    )
-
-
 async def test_the_history_query_returns_what_the_points_rules_read_as_history_would_hold_it(
     db: asyncpg.Connection,
 ) -> None:
@@ -317,5 +308,5 @@ async def test_the_history_query_returns_what_the_points_rules_read_as_history_w
         for questionable in (False, True):
             want = expected.series(q, questionable=questionable)
             got = history.series(q, questionable=questionable)
-            assert _columns(want) == _columns(got)
+            assert series_columns(want) == series_columns(got)
     assert weight_point in history and lone not in history

@@ -12,18 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homemonitor.contract.readings import QUANTITIES, Metric
-from homemonitor.rules.history import METRICS, History, Series, StoredReading, micros
-from tests.unit.rulekit import HR, O2, S, W, at, bp, oximeter, weight
-
-
-def _columns(s: Series) -> tuple[object, ...]:
-    return (
-        s.t.tolist(),
-        s.value.tolist(),
-        [s.devices[d] for d in s.device.tolist()],
-        s.questionable.tolist(),
-        s.clock.tolist(),
-    )
+from homemonitor.rules.history import METRICS, History, StoredReading, micros
+from tests.unit.rulekit import HR, O2, S, W, at, bp, oximeter, series_columns, weight
 
 
 def _from_columns(readings: list[StoredReading], *, cap: int, matrix: bool = False) -> History:
@@ -101,7 +91,7 @@ def test_a_history_from_columns_holds_what_one_from_readings_holds(
     assert (len(expected), expected.readings) == (len(actual), actual.readings)
     for q in QUANTITIES:
         for questionable in (False, True):
-            assert _columns(expected.series(q, questionable=questionable)) == _columns(
+            assert series_columns(expected.series(q, questionable=questionable)) == series_columns(
                 actual.series(q, questionable=questionable)
             )
     for r in readings:
