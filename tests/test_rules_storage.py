@@ -16,9 +16,14 @@ from homemonitor.alerts import episodes
 from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivatePostgres
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
+from homemonitor.registry.cache import PatientPlan
+from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.plan import CarePlanSpec, resolve
+from homemonitor.rules.templates import TEMPLATES
 from homemonitor.storage import database
 from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY
+from tests.unit.rulekit import series_columns
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -196,3 +201,112 @@ async def test_a_retake_withdraws_a_pending_breach_and_no_retake_opens_it_on_tim
         (second, "pending", "rule"),
         (second, "opened", "scheduler"),
     ] == [tuple(e) for e in events]
+
+
+def _stored(
+    device: str,
+    metric: Metric,
+    at: datetime,
+    values: dict[Quantity, float],
+    quality: frozenset[str] = frozenset(),
+    flags: frozenset[str] = frozenset(),
+) -> StoredReading:
+    return StoredReading(at, device, metric, values, quality, flags)
+
+
+async def test_the_history_query_returns_what_the_points_rules_read_as_history_would_hold_it(
+    db: asyncpg.Connection,
+) -> None:
+    """Per metric only the windows the points' rules read; ties, flags and devices intact."""
+    plan = resolve(
+        CarePlanSpec(template="heart_failure", personal={"dry_weight": 80.0}), 1, TEMPLATES
+    )
+    now = NOW.replace(microsecond=123_456)
+    day = timedelta(days=1)
+    bp_values = {Quantity.SYSTOLIC: 121.5, Quantity.DIASTOLIC: 79.0, Quantity.HEART_RATE: 66.0}
+    stored = [
+        *[
+            _stored(
+                "scale-a" if d > 10 else "scale-b",
+                Metric.BODY_WEIGHT,
+                now - d * day,
+                {Quantity.BODY_WEIGHT: 80.0 + d / 10},
+            )
+            for d in range(30)
+        ],
+        *[
+            _stored(
+                "cuff-1",
+                Metric.BLOOD_PRESSURE,
+                now - d * day - timedelta(hours=1),
+                bp_values,
+                frozenset({"cuff_loose", "body_movement"}) if d == 3 else frozenset(),
+            )
+            for d in range(30)
+        ],
+        _stored(
+            "oxi-1",
+            Metric.SPO2,
+            now - 2 * day,
+            {Quantity.SPO2: 95.0, Quantity.HEART_RATE: 70.0},
+            flags=frozenset({"clock_stale"}),
+        ),
+        _stored("oxi-0", Metric.SPO2, now - 2 * day, {Quantity.SPO2: 96.0}),  # a tie
+        _stored("oxi-1", Metric.SPO2, now - 25 * day, {Quantity.SPO2: 97.0}),
+        _stored(
+            "cuff-1",
+            Metric.BLOOD_PRESSURE,
+            now + timedelta(hours=2),  # newer than the points
+            {Quantity.SYSTOLIC: 118.0, Quantity.DIASTOLIC: 77.0},
+        ),
+    ]
+    await db.executemany(
+        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, "
+        "systolic, diastolic, heart_rate, body_weight, spo2, quality, flags, source) "
+        "VALUES ($1, $2, $3, 'p-1', $3, $4, $5, $6, $7, $8, $9, $10, 'test')",
+        [
+            (
+                r.device_id,
+                r.metric.value,
+                r.measured_at,
+                *[
+                    r.values.get(q)
+                    for q in (
+                        Quantity.SYSTOLIC,
+                        Quantity.DIASTOLIC,
+                        Quantity.HEART_RATE,
+                        Quantity.BODY_WEIGHT,
+                        Quantity.SPO2,
+                    )
+                ],
+                sorted(r.quality),
+                sorted(r.flags),
+            )
+            for r in stored
+        ],
+    )
+    weight_point, bp_point = stored[0], stored[30]
+    chosen = [
+        PatientPlan("p-1", "vc-1", 1, plan, plain=False),
+        PatientPlan("p-2", "vc-1", 1, plan, plain=False),
+    ]
+    lone = _stored("scale-z", Metric.BODY_WEIGHT, now, {Quantity.BODY_WEIGHT: 70.0})
+    points = {"p-1": [weight_point, bp_point], "p-2": [lone]}  # p-2's point is not stored
+    found = await episodes._history(db, chosen, points)
+    # The weight rules read 21 days (weight.trend) of weight; the pulse rules 21 days of
+    # every metric carrying a pulse; nothing reads SpO2 beyond what the pulse needs.
+    window = 21 * day
+    expected = History(
+        r
+        for r in stored
+        if r.measured_at
+        >= (weight_point if r.metric is Metric.BODY_WEIGHT else bp_point).measured_at - window
+    )
+    history = found["p-1"]
+    assert (["p-1"], expected.readings) == (list(found), history.readings)
+    for q in Quantity:
+        for questionable in (False, True):
+            want = expected.series(q, questionable=questionable)
+            got = history.series(q, questionable=questionable)
+            assert series_columns(want) == series_columns(got)
+    assert weight_point in history and lone not in history

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.rules.episodes import EpisodeState
 from homemonitor.rules.evaluate import Outcome, evaluate
-from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.history import History, Series, StoredReading
 from homemonitor.rules.plan import Plan, RuleSpec
 
 #: A Monday, 07:00 in Stockholm (CET, UTC+1).
@@ -87,3 +87,14 @@ def one_by_one(
 def kinds_of(outcomes: Iterable[Outcome]) -> list[str]:
     """Every change's kind, in order."""
     return [c.kind for o in outcomes for c in o.changes]
+
+
+def series_columns(s: Series) -> tuple[object, ...]:
+    """A series as plain lists (devices by name), to compare two series with ``==``."""
+    return (
+        s.t.tolist(),
+        s.value.tolist(),
+        [s.devices[d] for d in s.device.tolist()],
+        s.questionable.tolist(),
+        s.clock.tolist(),
+    )

@@ -110,6 +110,16 @@ def test_an_out_of_order_point_is_history_for_the_next() -> None:
     assert [("opened", 79.5)] == [(c.kind, c.facts and c.facts["reference"]) for c in out.changes]
 
 
+def test_an_out_of_order_point_is_history_also_in_a_history_at_its_cap() -> None:
+    """A series holding only the newest readings still tells a late point from a current one."""
+    stored = [weight(at(0), 80.0), weight(at(2), 81.0), weight(at(3), 81.2)]
+    late = weight(at(1), 83.5)
+    batch = [late, weight(at(4), 81.3), weight(at(5), 81.4)]  # the late one and two newer
+    history = History([*stored, *batch], cap=2)
+    out = evaluate(plan(GAIN), history, batch, {}, at(5, hours=1))
+    assert 2 == out.assessed  # the late point is history: only the two newer are assessed
+
+
 def test_points_missing_from_history_are_added() -> None:
     """``evaluate`` adds points the caller's history lacks; a duplicate point is evaluated once."""
     r = weight(at(3), 84.6)

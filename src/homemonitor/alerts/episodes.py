@@ -14,8 +14,9 @@ patients that got new readings:
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Everybody else:
-4. ONE windowed history query for all of them (a LATERAL per patient, from its oldest
-   new reading minus the plan's lookback, newest first, capped),
+4. ONE windowed history query for all of them (a LATERAL per patient: per metric from
+   its oldest new reading minus the lookback of the rules those readings run, newest
+   first, capped, returned as one row of arrays: no Python object per reading),
 5. the engine's pure :func:`~homemonitor.rules.evaluate.evaluate` per patient,
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
@@ -41,24 +42,23 @@ import numpy as np
 
 from homemonitor.alerts import rows
 from homemonitor.alerts.rows import Draft, Stored
-from homemonitor.contract.readings import QUANTITIES, Metric
+from homemonitor.contract.readings import OPTIONAL, QUANTITIES, REQUIRED, Metric, Quantity
 from homemonitor.ingest.pipeline import Candidate
 from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import careplan
 from homemonitor.rules import episodes as engine
 from homemonitor.rules.evaluate import Outcome, evaluate
-from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.plan import HISTORY_CAP
+from homemonitor.rules.history import METRICS, History, StoredReading
+from homemonitor.rules.plan import HISTORY_CAP, Plan
 from homemonitor.storage.database import Conn
 
 #: The advisory-lock class of a patient's episodes (two-key locks: never the migration's).
 LOCK_CLASS = 0x686D6570  # "hmep"
-#: The newest readings per patient the history query returns at most (every quantity).
-HISTORY_ROWS = HISTORY_CAP * len(Metric)
 #: Resolved episodes older than this never hold a rule back (realert.after_hours <= 90 d).
 RESOLVED_HORIZON = timedelta(days=90)
 
-_METRICS = {m.value: m for m in Metric}
+#: The newest readings per patient the history query returns at most (every quantity).
+HISTORY_ROWS = HISTORY_CAP * len(Metric)
 #: A patient's lock key (SQL, ``{}`` the patient id): 32 bits of the server's own hash.
 LOCK_KEY = "hashtext({})"
 _LOCK = f"""
@@ -75,17 +75,48 @@ UNION ALL
  ORDER BY patient_id, rule, resolved_at DESC)
 """
 
-_VALUES = ", ".join(f"h.{q.value}" for q in QUANTITIES)
+_METRIC_NAMES = [m.value for m in Metric]
+_VALUES = " || ".join(f"float8send(coalesce(r.{q.value}, 'NaN'))" for q in QUANTITIES)
+_SINCE = ", ".join(f"${i}::timestamptz[]" for i in range(2, 2 + len(Metric)))
+_METRIC_SINCE = " ".join(f"WHEN '{m}' THEN p.{m}" for m in _METRIC_NAMES)
+_CAP, _CODES = 2 + len(Metric), 3 + len(Metric)
+#: Per patient, with a since per metric (NULL: not needed): each metric's readings
+#: measured at or after its since (the newest HISTORY_ROWS in all), as ONE row of columns.
+#: Numbers come as the binary of their type, concatenated (``int8send``...: no Python
+#: object per value): measured_at in microseconds since the epoch (int8), the device as
+#: an index into the row's distinct device ids (int2), the metric as its index in
+#: :data:`homemonitor.rules.history.METRICS` (int2), its values as float8 in the order of
+#: QUANTITIES (row after row; NaN where a reading has no such value), whether it has
+#: quality and clock flags (bool); and those flags' names, only of the readings with them.
 _HISTORY = f"""
-SELECT p.patient_id, h.device_id, h.metric, h.measured_at, {_VALUES}, h.flags, h.quality
-FROM unnest($1::text[], $2::timestamptz[]) AS p(patient_id, since)
+SELECT p.patient_id, h.*
+FROM unnest($1::text[], {_SINCE}) AS p(patient_id, {", ".join(_METRIC_NAMES)})
 CROSS JOIN LATERAL (
-    SELECT * FROM readings r
-    WHERE r.patient_id = p.patient_id AND r.measured_at >= p.since
-    ORDER BY r.measured_at DESC
-    LIMIT $3
+    SELECT string_agg(int8send((extract(epoch FROM r.measured_at) * 1000000)::int8), ''),
+        string_agg(int2send(r.device_code::int2), ''),
+        array_agg(DISTINCT r.device_id COLLATE "C" ORDER BY r.device_id COLLATE "C"),
+        string_agg(int2send((array_position(${_CODES}::text[], r.metric) - 1)::int2), ''),
+        string_agg({_VALUES}, ''),
+        string_agg(boolsend(r.quality <> '{{}}'), ''), string_agg(boolsend(r.flags <> '{{}}'), ''),
+        array_agg(array_to_string(r.quality, ',')) FILTER (WHERE r.quality <> '{{}}'),
+        array_agg(array_to_string(r.flags, ',')) FILTER (WHERE r.flags <> '{{}}')
+    FROM (
+        SELECT r.*, dense_rank() OVER (ORDER BY r.device_id COLLATE "C") - 1 AS device_code
+        FROM (
+            SELECT * FROM readings r
+            WHERE r.patient_id = p.patient_id
+              AND r.measured_at >= LEAST({", ".join(f"p.{m}" for m in _METRIC_NAMES)})
+              AND r.measured_at >= CASE r.metric {_METRIC_SINCE} END
+            ORDER BY r.measured_at DESC
+            LIMIT ${_CAP}
+        ) AS r
+    ) AS r
 ) AS h
 """
+#: The metrics whose readings carry each quantity.
+_CARRIERS: dict[Quantity, tuple[Metric, ...]] = {
+    q: tuple(m for m in Metric if q in REQUIRED[m] or q in OPTIONAL[m]) for q in Quantity
+}
 
 
 @dataclasses.dataclass(slots=True)
@@ -188,7 +219,7 @@ async def evaluate_batch(
 async def _run(  # noqa: PLR0917 - the one step both entry points share
     conn: Conn,
     chosen: Sequence[PatientPlan],
-    history: dict[str, list[StoredReading]],
+    history: dict[str, History],
     points: dict[str, list[StoredReading]],
     states: dict[str, dict[str, Stored]],
     now: datetime,
@@ -201,7 +232,7 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
     resolved_updates: list[tuple[int, str]] = []
     for plan in chosen:
         stored = states.get(plan.patient_id, {})
-        h = History(history.get(plan.patient_id, ()))
+        h = history.get(plan.patient_id) or History()
         outcome = evaluate(
             plan.plan,
             h,
@@ -216,27 +247,77 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
     await _write(conn, drafts, resolved_updates, tally, actor)
 
 
+def _reads(plan: Plan, carried: frozenset[Quantity]) -> dict[Metric, timedelta]:
+    """How far before a point carrying ``carried`` each metric's readings are needed.
+
+    A point is assessed by the rules that read one of its quantities; each of those reads
+    every metric that carries one of its quantities, its lookback back. Per plan and set
+    of quantities, computed once.
+    """
+    cache: dict[frozenset[Quantity], dict[Metric, timedelta]]
+    cache = plan.derived.setdefault("history_windows", {})
+    found = cache.get(carried)
+    if found is None:
+        found = {}
+        for rule in plan.rules:
+            if carried.isdisjoint(rule.quantities):
+                continue
+            lookback = timedelta(hours=rule.lookback_hours())
+            for q in rule.quantities:
+                for m in _CARRIERS[q]:
+                    found[m] = max(found.get(m, lookback), lookback)
+        cache[carried] = found
+    return found
+
+
+def _windows(plan: Plan, points: Sequence[StoredReading]) -> dict[Metric, datetime]:
+    """From when the worker needs each metric's readings to evaluate ``points``.
+
+    What the rules assessed at the points read (:func:`_reads`), and the points' own
+    metrics from the oldest point on, so the points (stored in this transaction) are in
+    the history. Everything newer is fetched too: the engine needs to see what is newer
+    than an out-of-order point.
+    """
+    since: dict[Metric, datetime] = {}
+    for p in points:
+        for m, lookback in _reads(plan, frozenset(p.values)).items():
+            t = p.measured_at - lookback
+            if m not in since or t < since[m]:
+                since[m] = t
+        if p.metric not in since or p.measured_at < since[p.metric]:
+            since[p.metric] = p.measured_at
+    return since
+
+
 async def _history(
     conn: Conn, chosen: Sequence[PatientPlan], points: dict[str, list[StoredReading]]
-) -> dict[str, list[StoredReading]]:
-    """The stored readings each chosen patient's plan needs, by patient (ONE query)."""
+) -> dict[str, History]:
+    """The stored readings each chosen patient's plan needs, by patient (ONE query).
+
+    Per patient and metric only as far back as the rules its points run read
+    (:func:`_windows`): a weight reading does not fetch a week of blood pressure.
+    """
     ids = [p.patient_id for p in chosen]
-    since = [min(r.measured_at for r in points[p.patient_id]) - p.plan.lookback() for p in chosen]
-    found: dict[str, list[StoredReading]] = defaultdict(list)
-    metrics = _METRICS
-    none: frozenset[str] = frozenset()
-    for r in await conn.fetch(_HISTORY, ids, since, HISTORY_ROWS):
-        patient_id, device_id, metric, measured_at, *values, flags, quality = r
-        found[patient_id].append(
-            StoredReading(
-                measured_at,
-                device_id,
-                metrics[metric],
-                {q: v for q, v in zip(QUANTITIES, values, strict=True) if v is not None},
-                frozenset(quality) if quality else none,
-                frozenset(flags) if flags else none,
+    windows = [_windows(p.plan, points[p.patient_id]) for p in chosen]
+    since = [[w.get(m) for w in windows] for m in Metric]
+    found: dict[str, History] = {}
+    codes = [m.value for m in METRICS]
+    for r in await conn.fetch(_HISTORY, ids, *since, HISTORY_ROWS, codes):
+        patient_id, us, device, devices, metrics, values, flagged, clocked, quality, flags = r
+        if us is not None:  # None: no readings in the windows
+            matrix = np.frombuffer(values, ">f8").reshape(-1, len(QUANTITIES))
+            found[patient_id] = History.from_columns(
+                np.frombuffer(us, ">i8"),
+                np.frombuffer(device, ">i2"),
+                devices,
+                np.frombuffer(metrics, ">i2"),
+                matrix,
+                np.frombuffer(flagged, np.bool_),
+                np.frombuffer(clocked, np.bool_),
+                quality or (),
+                flags or (),
+                cap=HISTORY_CAP,
             )
-        )
     return found
 
 

@@ -26,7 +26,6 @@ alone: a plan of only those never builds a series.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -34,7 +33,7 @@ from homemonitor.contract.readings import Quantity
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading, instants
-from homemonitor.rules.kinds import assess_at, assess_reading, quick_level
+from homemonitor.rules.kinds import assess_at, assess_reading, quick_level, reaches
 from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
 
@@ -57,58 +56,60 @@ def _order(r: StoredReading) -> tuple[datetime, str, str]:
     return (r.measured_at, r.device_id, r.metric.value)
 
 
-def _uses(rule: RuleSpec, r: StoredReading) -> bool:
-    if r.quality and rule.questionable == "exclude":
-        return False
-    return any(q in r.values for q in rule.quantities)
+class _Newer:
+    """Whether a stored reading that is not a point is newer than a point, for a rule."""
 
-
-class _Newest:
-    """The newest measured time, per rule, of a stored reading that is not a point."""
-
-    def __init__(self, history: History, points: set[tuple[str, str, datetime]]) -> None:
+    def __init__(self, history: History, points: Sequence[StoredReading]) -> None:
         self._history, self._points = history, points
-        self._cache: dict[tuple[tuple[Quantity, ...], bool], float] = {}
 
-    def of(self, rule: RuleSpec) -> float:
-        include = rule.questionable == "include"
-        key = (rule.quantities, include)
-        found = self._cache.get(key)
-        if found is None:
-            found = -math.inf
-            for r in reversed(self._history.readings):
-                if r.key in self._points or (r.quality and not include):
-                    continue
-                if any(q in r.values for q in rule.quantities):
-                    found = r.measured_at.timestamp()
-                    break
-            self._cache[key] = found
-        return found
+    def than(
+        self, at: datetime, ts: float, quantities: tuple[Quantity, ...], *, include: bool
+    ) -> bool:
+        """A reading of ``quantities`` measured after ``at`` (``ts``) that is not a point.
+
+        Per quantity: more readings after ``at`` in its series than points after ``at``
+        carrying it (every point is in the history). A series at the cap may have lost
+        some: then the readings themselves are asked.
+        """
+        h = self._history
+        for q in quantities:
+            s = h.series(q, questionable=include)
+            newer = len(s) - s.end(ts)
+            if not newer:
+                continue
+            if len(s) >= h.cap:
+                return h.newest(quantities, questionable=include, besides=self._points) > ts
+            points = sum(
+                1
+                for p in self._points
+                if p.measured_at > at and q in p.values and (include or not p.quality)
+            )
+            if newer > points:
+                return True
+        return False
 
 
-#: Per rule of a plan: the rule, the quantity of a plain threshold (else None), and whether
-#: it excludes questionable readings. Plans are immutable, so this is computed once each.
-_Compiled = list[tuple[RuleSpec, Quantity | None, bool]]
-_COMPILED: dict[int, tuple[Plan, _Compiled]] = {}
-_COMPILED_MAX = 4096
+#: Per rule of a plan: the rule, the quantity of a plain threshold (else None), whether it
+#: excludes questionable readings, the quantities it reads, and whether it is a threshold
+#: with persistence or a clear condition over several readings. Plans are immutable, so
+#: this is computed once each.
+_Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...], bool]]
 
 
 def _compile(plan: Plan) -> _Compiled:
-    found = _COMPILED.get(id(plan))
-    if found is not None and found[0] is plan:
-        return found[1]
-    compiled: _Compiled = [
-        (
-            rule,
-            rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
-            rule.questionable == "exclude",
-        )
-        for rule in plan.rules
-    ]
-    if len(_COMPILED) >= _COMPILED_MAX:
-        _COMPILED.clear()
-    _COMPILED[id(plan)] = (plan, compiled)
-    return compiled
+    found: _Compiled | None = plan.derived.get("evaluate")
+    if found is None:
+        found = plan.derived["evaluate"] = [
+            (
+                rule,
+                rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
+                rule.questionable == "exclude",
+                rule.quantities,
+                isinstance(rule, ThresholdRule) and not rule.simple,
+            )
+            for rule in plan.rules
+        ]
+    return found
 
 
 def _run_points(
@@ -122,11 +123,11 @@ def _run_points(
 ) -> None:
     """Every point of ``unique`` (sorted, distinct) through every rule, updating ``live``."""
     compiled = _compile(plan)
-    newest: _Newest | None = None
+    newer: _Newer | None = None
     current_after: datetime | None = None
     for at, group in instants(unique):
         ts: float | None = None
-        for rule, plain, exclude in compiled:
+        for rule, plain, exclude, quantities, persistent in compiled:
             value = 0.0
             if plain is not None:
                 used = [r for r in group if plain in r.values and not (exclude and r.quality)]
@@ -137,20 +138,27 @@ def _run_points(
                     out.assessed += 1  # idle and no breach: nothing can change
                     continue
             else:
-                used = [r for r in group if _uses(rule, r)]
+                used = [
+                    r
+                    for r in group
+                    if not (exclude and r.quality) and any(q in r.values for q in quantities)
+                ]
                 if not used:
                     continue
             if ts is None:
                 ts = at.timestamp()
-            if newest is None:
-                newest = _Newest(history, {p.key for p in unique})
-            if newest.of(rule) > ts:
+            if newer is None:
+                newer = _Newer(history, unique)
+            if newer.than(at, ts, quantities, include=not exclude):
                 continue
             state = live.get(rule.id, IDLE)
             if state.evaluated_at is not None and at < state.evaluated_at:
                 continue
             if plain is not None:
                 assessment = assess_reading(rule, plan, value, at)  # type: ignore[arg-type]
+            elif persistent and rule.id not in live and not reaches(rule, plan, history, ts):  # type: ignore[arg-type]
+                out.assessed += 1  # idle and its reading reaches no bound: level 0, no change
+                continue
             else:
                 assessment = assess_at(rule, plan, history, at, ts)
             out.assessed += 1
@@ -172,9 +180,10 @@ def evaluate(
 ) -> Outcome:
     """Run ``plan`` at each new reading of ``points``, threading the episode ``states``.
 
-    ``history`` holds the patient's stored readings of the window (at least
-    ``plan.lookback()`` before the oldest point, and everything newer), including the
-    ``points`` themselves (they are added when missing). ``states`` maps rule ids to
+    ``history`` holds the patient's stored readings of the window (per quantity at
+    least the lookback of every rule a point runs that reads it, before that point, and
+    everything newer; ``plan.lookback()`` before the oldest point is always enough),
+    including the ``points`` themselves (they are added when missing). ``states`` maps rule ids to
     their stored state; a missing rule is idle. ``points`` need no order; a point that
     is a duplicate of another is evaluated once. ``now`` is the worker's clock.
     """

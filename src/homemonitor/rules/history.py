@@ -16,19 +16,22 @@ thresholds never pays for it. Pure: no I/O.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.contract.readings import QUANTITIES, Metric, Quantity
 from homemonitor.rules.plan import HISTORY_CAP
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
+Int64Array = npt.NDArray[np.int64]
+Int8Array = npt.NDArray[np.int8]
+IntpArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -61,8 +64,8 @@ class Series:
 
     ``t`` is measured_at in POSIX seconds (ascending; ties ordered by device and metric),
     ``value`` the value in the quantity's canonical unit, ``device`` an index into
-    ``devices``, ``questionable`` whether the reading had quality flags, ``clock`` whether
-    it had clock flags.
+    ``devices`` (the history's devices: equal codes, one device), ``questionable``
+    whether the reading had quality flags, ``clock`` whether it had clock flags.
     """
 
     t: FloatArray
@@ -77,11 +80,11 @@ class Series:
 
     def end(self, at: float) -> int:
         """How many readings were measured at or before ``at`` (POSIX seconds)."""
-        return int(np.searchsorted(self.t, at, side="right"))
+        return int(self.t.searchsorted(at, side="right"))
 
     def start(self, at: float) -> int:
         """The index of the first reading measured at or after ``at``."""
-        return int(np.searchsorted(self.t, at, side="left"))
+        return int(self.t.searchsorted(at, side="left"))
 
     def until(self, end: int) -> Series:
         """The first ``end`` readings (views, no copy)."""
@@ -105,41 +108,249 @@ _EMPTY = Series(
 )
 
 
-def _measured_at(r: StoredReading) -> datetime:
-    return r.measured_at
+#: Metrics in the order of their names (the tie-break of the measured order): a metric's
+#: index here is its code in :meth:`History.from_columns`.
+METRICS: tuple[Metric, ...] = tuple(sorted(Metric))
+_METRICS = METRICS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NONE: frozenset[str] = frozenset()
+
+
+def micros(at: datetime) -> int:
+    """``at`` in microseconds since the epoch; ``micros(at) / 1e6 == at.timestamp()``."""
+    d = at - _EPOCH
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def _order(r: StoredReading) -> tuple[datetime, str, str]:
     return (r.measured_at, r.device_id, r.metric)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Source:
+    """The input of :meth:`History.from_columns` the readings' flags are made from."""
+
+    order: IntpArray  # input row of each row
+    questionable: BoolArray  # per input row
+    quality: Sequence[str]  # per questionable input row
+    clock: BoolArray
+    flags: Sequence[str]
+
+    def names(self, rows: list[int]) -> tuple[list[frozenset[str]], list[frozenset[str]]]:
+        """The quality and clock flags of ``rows`` (input rows)."""
+        out = []
+        for mask, text in ((self.questionable, self.quality), (self.clock, self.flags)):
+            by_row = dict(zip(np.flatnonzero(mask).tolist(), text, strict=True))
+            out.append([frozenset(by_row[r].split(",")) if r in by_row else _NONE for r in rows])
+        return out[0], out[1]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Columns:
+    """Every reading of a history as parallel arrays, in measured order, one per key.
+
+    ``values[q]`` is NaN where a reading does not carry ``q``.
+    """
+
+    us: Int64Array
+    t: FloatArray
+    device: IntArray  # into devices
+    devices: tuple[str, ...]
+    metric: Int8Array  # into _METRICS
+    values: dict[Quantity, FloatArray]
+    questionable: BoolArray
+    clock: BoolArray
+    #: Of a history built from columns: what :attr:`History.readings` are made from.
+    source: _Source | None = None
+
+    @classmethod
+    def of(cls, readings: Sequence[StoredReading]) -> _Columns:
+        """``readings`` (sorted, distinct) as columns."""
+        n = len(readings)
+        codes: dict[str, int] = {}
+        device = np.fromiter(
+            (codes.setdefault(r.device_id, len(codes)) for r in readings), np.int32, n
+        )
+        metric_code = {m: i for i, m in enumerate(_METRICS)}
+        columns: dict[Quantity, FloatArray] = {}
+        for i, r in enumerate(readings):
+            for q, x in r.values.items():
+                col = columns.get(q)
+                if col is None:
+                    col = columns[q] = np.full(n, np.nan)
+                col[i] = x
+        us = np.fromiter((micros(r.measured_at) for r in readings), np.int64, n)
+        return cls(
+            us,
+            us / 1e6,
+            device,
+            tuple(codes),
+            np.fromiter((metric_code[r.metric] for r in readings), np.int8, n),
+            columns,
+            np.fromiter((bool(r.quality) for r in readings), np.bool_, n),
+            np.fromiter((bool(r.flags) for r in readings), np.bool_, n),
+        )
+
+    def readings(self, end: int) -> tuple[StoredReading, ...]:
+        """The first ``end`` rows as readings (a history built from columns, on demand)."""
+        assert self.source is not None  # built from readings, a history has them
+        quality, flags = self.source.names(self.source.order[:end].tolist())
+        values = [(q, v[:end].tolist()) for q, v in self.values.items()]
+        return tuple(
+            StoredReading(
+                _EPOCH + timedelta(microseconds=us),
+                self.devices[device],
+                METRICS[metric],
+                {q: x[i] for q, x in values if x[i] == x[i]},  # NaN: not carried
+                quality[i],
+                flags[i],
+            )
+            for i, (us, device, metric) in enumerate(
+                zip(
+                    self.us[:end].tolist(),
+                    self.device[:end].tolist(),
+                    self.metric[:end].tolist(),
+                    strict=True,
+                )
+            )
+        )
+
+
+def _quantities(
+    values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64], order: IntpArray
+) -> dict[Quantity, FloatArray]:
+    """Each quantity's values in the rows' ``order`` (from a matrix: column views)."""
+    if isinstance(values, np.ndarray):
+        rows = np.asarray(values, np.float64)[order]
+        return {q: rows[:, k] for k, q in enumerate(QUANTITIES)}
+    return {q: np.asarray(v, np.float64)[order] for q, v in values.items()}
+
+
 class History:
     """A patient's stored readings, in measured order, one per natural key.
 
-    Built from whatever the caller has: the rows of the worker's windowed query together
-    with the batch's new readings (duplicates collapse), or a simulator's readings. At
-    most ``cap`` readings per quantity are kept (the newest). Series are built lazily and
-    cached: ``series(q)`` without questionable readings, ``series(q, questionable=True)``
-    with them.
+    Built from whatever the caller has: readings (the batch's new ones, a simulator's, a
+    backtest's), duplicates collapsing (the last one counts), or the columns of the
+    worker's windowed query (:meth:`from_columns`, no object per reading). At most
+    ``cap`` readings per quantity are kept (the newest). Series are built lazily per
+    quantity and cached: ``series(q)`` without questionable readings,
+    ``series(q, questionable=True)`` with them. :meth:`until` is a view: no copy.
     """
 
-    __slots__ = ("_cache", "_cap", "_keys", "readings")
+    __slots__ = ("_at", "_base", "_cache", "_cap", "_cols", "_keys", "_n", "_readings")
 
     def __init__(self, readings: Iterable[StoredReading] = (), *, cap: int = HISTORY_CAP) -> None:
         unique = {r.key: r for r in readings}
-        self.readings: tuple[StoredReading, ...] = tuple(sorted(unique.values(), key=_order))
+        self._readings: tuple[StoredReading, ...] | None = tuple(
+            sorted(unique.values(), key=_order)
+        )
+        self._n = len(self._readings)
         self._cap = cap
         self._keys: Mapping[tuple[str, str, datetime], object] | None = unique
+        self._cols: _Columns | None = None
+        self._base: History | None = None
+        self._at = math.inf
         self._cache: dict[tuple[Quantity, bool], Series] = {}
 
     @classmethod
-    def _from_sorted(cls, readings: tuple[StoredReading, ...], cap: int) -> History:
+    def from_columns(  # noqa: PLR0917 -- one column each, as the query returns them
+        cls,
+        us: npt.ArrayLike,
+        device: npt.ArrayLike,
+        devices: Sequence[str],
+        metric: npt.ArrayLike,
+        values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64],
+        questionable: npt.ArrayLike,
+        clock: npt.ArrayLike,
+        quality: Sequence[str] = (),
+        flags: Sequence[str] = (),
+        *,
+        cap: int = HISTORY_CAP,
+    ) -> History:
+        """A history from parallel columns, one entry per stored reading, in any order.
+
+        ``us``: measured_at in microseconds since the epoch (:func:`micros`); ``device``:
+        an index into ``devices`` (distinct, any order); ``metric``: an index into
+        :data:`METRICS`; ``values[q]``: NaN where a reading does not carry ``q`` (or a
+        matrix, a row per reading and a column per quantity of ``QUANTITIES``);
+        ``questionable``/``clock``: whether it has quality/clock flags, and
+        ``quality``/``flags`` those flags' names joined by commas, one per reading that
+        has them, in order. Readings with one natural key collapse (the last one counts),
+        as in the constructor. No object per reading is made unless :attr:`readings` is
+        asked.
+        """
         h = cls.__new__(cls)
-        h.readings, h._cap, h._keys, h._cache = readings, cap, None, {}
+        h._readings, h._keys, h._cap, h._base, h._at, h._cache = None, None, cap, None, math.inf, {}
+        t_us = np.asarray(us, np.int64)
+        if not len(t_us):
+            h._cols, h._n = _Columns.of(()), 0
+            h._readings = ()
+            return h
+        codes = np.asarray(device, np.int32)
+        names = sorted(devices)  # codes in the devices' order: the measured order's tie-break
+        if names != list(devices):
+            rank = np.array([names.index(name) for name in devices], np.int32)
+            codes = rank[codes]
+        metrics = np.asarray(metric, np.int8)
+        order = np.lexsort((metrics, codes, t_us))  # stable: of equal keys, the last counts
+        t_us, codes, metrics = t_us[order], codes[order], metrics[order]
+        same = t_us[1:] == t_us[:-1]
+        if same.any():
+            same &= (codes[1:] == codes[:-1]) & (metrics[1:] == metrics[:-1])
+            keep = np.append(~same, True)
+            order, t_us, codes, metrics = order[keep], t_us[keep], codes[keep], metrics[keep]
+        flagged = np.asarray(questionable, np.bool_)
+        clocked = np.asarray(clock, np.bool_)
+        h._cols = _Columns(
+            t_us,
+            t_us / 1e6,
+            codes,
+            tuple(names),
+            metrics,
+            _quantities(values, order),
+            flagged[order],
+            clocked[order],
+            _Source(order, flagged, quality, clocked, flags),
+        )
+        h._n = len(t_us)
         return h
 
+    def _columns(self) -> _Columns:
+        if self._cols is None:
+            assert self._readings is not None  # a history is built from one or the other
+            self._cols = _Columns.of(self._readings)
+        return self._cols
+
+    @property
+    def readings(self) -> tuple[StoredReading, ...]:
+        """The readings in measured order (of a history built from columns: made now)."""
+        if self._readings is None:
+            root = self._base or self
+            if root._readings is None:
+                root._readings = root._columns().readings(root._n)
+            self._readings = root._readings[: self._n]
+        return self._readings
+
     def __len__(self) -> int:
-        return len(self.readings)
+        return self._n
+
+    @property
+    def cap(self) -> int:
+        """The most readings a series of this history holds (the newest)."""
+        return self._cap
+
+    def _rows(self, reading: StoredReading) -> Iterator[int]:
+        """The rows with ``reading``'s natural key (one at most)."""
+        cols = self._columns()
+        at = micros(reading.measured_at)
+        lo = int(np.searchsorted(cols.us[: self._n], at, side="left"))
+        for i in range(lo, self._n):
+            if cols.us[i] != at:
+                break
+            if cols.devices[cols.device[i]] == reading.device_id and (
+                _METRICS[cols.metric[i]] == reading.metric
+            ):
+                yield i
 
     def __contains__(self, reading: object) -> bool:
         """Whether a reading with ``reading``'s natural key is in this history."""
@@ -147,85 +358,83 @@ class History:
             return False
         if self._keys is not None:
             return reading.key in self._keys
-        i = bisect.bisect_left(self.readings, reading.measured_at, key=_measured_at)
-        while i < len(self.readings) and self.readings[i].measured_at == reading.measured_at:
-            if self.readings[i].key == reading.key:
-                return True
-            i += 1
-        return False
+        return next(self._rows(reading), None) is not None
+
+    def newest(
+        self,
+        quantities: Iterable[Quantity],
+        *,
+        questionable: bool,
+        besides: Iterable[StoredReading] = (),
+    ) -> float:
+        """The newest measured time (POSIX s) of a reading carrying one of ``quantities``.
+
+        Readings with quality flags count only when ``questionable`` is true; readings
+        with the natural key of one of ``besides`` never do. -inf when none is left.
+        """
+        cols = self._columns()
+        carries: BoolArray | None = None
+        for q in quantities:
+            v = cols.values.get(q)
+            if v is not None:
+                has = ~np.isnan(v[: self._n])
+                carries = has if carries is None else carries | has
+        if carries is None:
+            return -math.inf
+        if not questionable:
+            carries &= ~cols.questionable[: self._n]
+        skip = {i for r in besides for i in self._rows(r)}
+        for i in np.flatnonzero(carries)[::-1].tolist():
+            if i not in skip:
+                return float(cols.t[i])
+        return -math.inf
 
     def with_readings(self, new: Iterable[StoredReading]) -> History:
         """This history with ``new`` readings added (duplicates of stored ones collapse)."""
         return History((*self.readings, *new), cap=self._cap)
 
     def until(self, at: datetime) -> History:
-        """The readings measured at or before ``at``: what was stored by then in a replay."""
-        end = len(self.readings)
-        while end and self.readings[end - 1].measured_at > at:
-            end -= 1
-        view = History._from_sorted(self.readings[:end], self._cap)
-        for (q, questionable), s in self._cache.items():
-            view._cache[(q, questionable)] = s.until(s.end(at.timestamp()))
+        """The readings measured at or before ``at``: what was stored by then in a replay.
+
+        A view (no copy): its series are this history's, cut at ``at``.
+        """
+        cols = self._columns()
+        view = History.__new__(History)
+        view._cols, view._cap, view._keys, view._cache = cols, self._cap, None, {}
+        view._n = int(np.searchsorted(cols.us[: self._n], micros(at), side="right"))
+        view._readings = None
+        view._base, view._at = self._base or self, min(at.timestamp(), self._at)
         return view
 
     def series(self, quantity: Quantity, *, questionable: bool = False) -> Series:
         """``quantity``'s readings in measured order.
 
         Readings with quality flags are left out unless ``questionable`` is true (a rule
-        with ``questionable: include``). The first call builds every quantity's series in
-        one pass over the readings.
+        with ``questionable: include``).
         """
-        found = self._cache.get((quantity, questionable))
+        key = (quantity, questionable)
+        found = self._cache.get(key)
         if found is None:
-            self._build()
-            found = self._cache.get((quantity, questionable), _EMPTY)
+            found = self._cache[key] = self._series(quantity, questionable=questionable)
         return found
 
-    def _build(self) -> None:
-        columns: dict[Quantity, tuple[list[float], list[float], list[str], list[bool], list[bool]]]
-        columns = {}
-        for r in self.readings:
-            ts = r.measured_at.timestamp()
-            questionable, clocked = bool(r.quality), bool(r.flags)
-            for q, x in r.values.items():
-                col = columns.get(q)
-                if col is None:
-                    col = columns[q] = ([], [], [], [], [])
-                col[0].append(ts)
-                col[1].append(x)
-                col[2].append(r.device_id)
-                col[3].append(questionable)
-                col[4].append(clocked)
-        cap = self._cap
-        for q, (times, values, devs, flagged, clock_flagged) in columns.items():
-            t, v, dev = times[-cap:], values[-cap:], devs[-cap:]
-            quality, clock = flagged[-cap:], clock_flagged[-cap:]
-            codes: dict[str, int] = {}
-            device = np.array([codes.setdefault(d, len(codes)) for d in dev], np.int32)
-            everything = Series(
-                np.array(t, np.float64),
-                np.array(v, np.float64),
-                device,
-                np.array(quality, np.bool_),
-                np.array(clock, np.bool_),
-                tuple(codes),
-            )
-            self._cache[(q, True)] = everything
-            if any(quality):
-                keep = ~everything.questionable
-                self._cache[(q, False)] = Series(
-                    everything.t[keep],
-                    everything.value[keep],
-                    everything.device[keep],
-                    everything.questionable[keep],
-                    everything.clock[keep],
-                    everything.devices,
-                )
-            else:
-                self._cache[(q, False)] = everything
-        for q in Quantity:
-            self._cache.setdefault((q, True), _EMPTY)
-            self._cache.setdefault((q, False), _EMPTY)
+    def _series(self, quantity: Quantity, *, questionable: bool) -> Series:
+        if self._base is not None:
+            s = self._base.series(quantity, questionable=questionable)
+            return s.until(s.end(self._at))
+        cols = self._columns()
+        v = cols.values.get(quantity)
+        if v is None:
+            return _EMPTY
+        rows = np.flatnonzero(~np.isnan(v[: self._n]))[-self._cap :]
+        if not len(rows):
+            return _EMPTY
+        codes = cols.device[rows]
+        flagged = cols.questionable[rows]
+        if not questionable and flagged.any():  # the newest cap readings, less the flagged
+            keep = ~flagged
+            rows, codes, flagged = rows[keep], codes[keep], flagged[keep]
+        return Series(cols.t[rows], v[rows], codes, flagged, cols.clock[rows], cols.devices)
 
 
 def instants(

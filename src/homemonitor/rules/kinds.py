@@ -10,6 +10,7 @@ holds, the value it judged and the facts it used. The episode state machine
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -152,6 +153,7 @@ def _levels(value: float, warning: float | None, urgent: float | None) -> int:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Bounds:
+    rule: ThresholdRule
     sign: float
     warning: float | None  # absolute, in the quantity's unit
     urgent: float | None
@@ -161,6 +163,15 @@ class _Bounds:
 
     @classmethod
     def of(cls, rule: ThresholdRule, plan: Plan) -> _Bounds:
+        """``rule``'s bounds in ``plan`` (computed once per plan and rule)."""
+        cache: dict[str, _Bounds] = plan.derived.setdefault("bounds", {})
+        found = cache.get(rule.id)
+        if found is None or found.rule is not rule:
+            found = cache[rule.id] = cls._of(rule, plan)
+        return found
+
+    @classmethod
+    def _of(cls, rule: ThresholdRule, plan: Plan) -> _Bounds:
         sign = 1.0 if rule.direction == "high" else -1.0
         base = plan.personal[rule.relative_to] if rule.relative_to is not None else 0.0
         warning = None if rule.warning is None else base + rule.warning
@@ -169,7 +180,7 @@ class _Bounds:
         ou = None if urgent is None else sign * urgent
         clear = ow if ow is not None else ou
         assert clear is not None  # the model requires warning or urgent
-        return cls(sign, warning, urgent, ow, ou, clear)
+        return cls(rule, sign, warning, urgent, ow, ou, clear)
 
 
 def _threshold_facts(rule: ThresholdRule, plan: Plan, b: _Bounds) -> dict[str, Fact]:
@@ -199,6 +210,21 @@ def quick_level(rule: ThresholdRule, plan: Plan, value: float) -> int:
     if warning is not None and x >= (warning if rule.direction == "high" else -warning) - EPS:
         return WARNING
     return NONE
+
+
+def reaches(rule: ThresholdRule, plan: Plan, history: History, ts: float) -> bool:
+    """Whether the reading a threshold judges at ``ts`` (POSIX s) reaches one of its bounds.
+
+    When it does not, :func:`assess` says level 0 whatever the persistence (persistence
+    only ever lowers the level): an idle rule needs no assessment. The same comparison as
+    :func:`assess`.
+    """
+    s = history.series(rule.quantity, questionable=rule.questionable == "include")
+    i = s.end(ts)
+    if i == 0:
+        return False
+    b = _Bounds.of(rule, plan)
+    return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
 
 
 def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
@@ -266,12 +292,9 @@ def _threshold(ctx: _Ctx, rule: ThresholdRule) -> Assessment:
     # the clear condition: the last clear_readings readings inside the bound by the margin
     m = rule.clear_readings
     j = max(i - m, s.start(ctx.ts - PERSISTENCE_HOURS * 3600))
-    inside = b.clear - b.sign * s.value[j:i]
-    cleared = (
-        len(inside) >= m
-        and bool(np.all(inside > EPS))
-        and bool(np.all(inside >= rule.clear_margin - EPS))
-    )
+    inside = [b.clear - b.sign * x for x in s.value[j:i].tolist()]  # a few readings
+    margin = rule.clear_margin - EPS
+    cleared = len(inside) >= m and all(x > EPS and x >= margin for x in inside)
     facts["bound"] = b.warning if b.warning is not None else b.urgent
     facts.update(clear_margin=rule.clear_margin, clear_readings=m)
     return ctx.result(NONE, cleared, value, measure, facts)
@@ -321,7 +344,19 @@ def _change(ctx: _Ctx, rule: ChangeRule) -> Assessment:
 
 
 def _local_day(ts: float) -> date:
-    return datetime.fromtimestamp(ts, LOCAL_ZONE).date()
+    """The local date at ``ts``: the same through each UTC hour (zone changes fall on one)."""
+    return _hour_day(int(ts // 3600))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hour_day(hour: int) -> date:
+    return datetime.fromtimestamp(hour * 3600, LOCAL_ZONE).date()
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _day_start(day: date) -> float:
+    """POSIX seconds of local midnight starting ``day``."""
+    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_ZONE).timestamp()
 
 
 def _sessions(t: FloatArray, v: FloatArray, minutes: float) -> list[tuple[float, float, int]]:
@@ -342,7 +377,7 @@ def _sessions(t: FloatArray, v: FloatArray, minutes: float) -> list[tuple[float,
 def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
     today = _local_day(ctx.ts)
     first = today - timedelta(days=rule.days - 1)
-    window_start = datetime(first.year, first.month, first.day, tzinfo=LOCAL_ZONE).timestamp()
+    window_start = _day_start(first)
     per_quantity: dict[Quantity, list[tuple[date, float, int]]] = {}
     for q in rule.bounds:
         s = ctx.series(q)
@@ -404,6 +439,29 @@ def _own_device(s: Series, j0: int, i: int) -> npt.NDArray[np.intp]:
     return j0 + np.nonzero(devices == devices[-1])[0]
 
 
+def _mean_sd(x: FloatArray) -> tuple[float, float]:
+    """``np.mean(x)`` and ``np.std(x, ddof=1)``, the same operations without their wrappers."""
+    n = len(x)
+    mean = float(np.add.reduce(x)) / n
+    d = x - mean
+    d *= d
+    return mean, math.sqrt(float(np.add.reduce(d)) / (n - 1))
+
+
+#: The EWMA's weights of n monitored readings, by (lambda, n): the same few again and again.
+_WEIGHTS: dict[tuple[float, int], FloatArray] = {}
+
+
+def _weights(lam: float, n: int) -> FloatArray:
+    found = _WEIGHTS.get((lam, n))
+    if found is None:
+        found = lam * (1 - lam) ** np.arange(n - 1, -1, -1, dtype=np.float64)
+        found.flags.writeable = False
+        if len(_WEIGHTS) < 4096:
+            _WEIGHTS[lam, n] = found
+    return found
+
+
 def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     s = ctx.series(rule.quantity)
     i = s.end(ctx.ts)
@@ -413,26 +471,33 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     j0 = s.start(ctx.ts - span)
     if j0 >= i:
         return ctx.unknown("no reading in the window")
-    own = _own_device(s, j0, i)
-    run_in_start = float(s.t[own[0]])  # the device's first reading in the window
-    run_in_end = run_in_start + rule.run_in_days * _DAY
-    in_run_in = s.t[own] < run_in_end
-    run_in = s.value[own[in_run_in]]
-    monitored = s.value[own[~in_run_in]]
+    window = s.device[j0:i]
+    if len(s.devices) == 1 or not (window != window[-1]).any():  # one device: all of it
+        first = j0
+        run_in_start = float(s.t[j0])
+        k = min(s.start(run_in_start + rule.run_in_days * _DAY), i)
+        run_in, monitored = s.value[j0:k], s.value[k:i]
+    else:
+        own = _own_device(s, j0, i)
+        first = int(own[0])
+        run_in_start = float(s.t[first])  # the device's first reading in the window
+        run_in_end = run_in_start + rule.run_in_days * _DAY
+        in_run_in = s.t[own] < run_in_end
+        run_in = s.value[own[in_run_in]]
+        monitored = s.value[own[~in_run_in]]
     facts: dict[str, Fact] = {
         "quantity": rule.quantity.value,
         "method": "ewma",
         "run_in_n": len(run_in),
         "n": len(monitored),
         "run_in_from": _iso(run_in_start),
-        "device_changed": bool(own[0] > j0),
+        "device_changed": first > j0,
     }
     if len(run_in) < rule.min_run_in_readings or not len(monitored):
         return ctx.unknown("baseline not armed", facts, float(s.value[i - 1]))
-    mu, sd = float(np.mean(run_in)), float(np.std(run_in, ddof=1))
+    mu, sd = _mean_sd(run_in)
     lam, n = rule.weight, len(monitored)
-    weights = lam * (1 - lam) ** np.arange(n - 1, -1, -1, dtype=np.float64)
-    z = (1 - lam) ** n * mu + float(weights @ monitored)
+    z = (1 - lam) ** n * mu + float(_weights(lam, n) @ monitored)
     sigma_z = sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
     sign = 1.0 if rule.direction == "high" else -1.0
     deviation = sign * (z - mu)

@@ -355,6 +355,11 @@ class Plan:
     personal: Mapping[str, float]
     current_hours: float = 24.0
     template: str | None = None
+    #: What the engine and the worker derive from the rules, computed once per plan (a
+    #: cache, by its users' keys; never part of the plan's value).
+    derived: dict[str, Any] = dataclasses.field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def rule(self, rule_id: str) -> RuleSpec | None:
         """The rule named ``rule_id``, or None."""
