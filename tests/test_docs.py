@@ -18,7 +18,12 @@ PAGES = [
 ]
 #: Paths a reader makes by following the documentation (deploy/README.md, "First start");
 #: gitignored, so never in a clone.
-MADE_BY_THE_READER = ("deploy/mosquitto/passwd", "deploy/mosquitto/certs/", "deploy/secrets/")
+MADE_BY_THE_READER = (
+    "deploy/mosquitto/passwd",
+    "deploy/mosquitto/certs/",
+    "deploy/secrets/",
+    "bench-results/",  # make bench writes it
+)
 
 _FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
