@@ -167,9 +167,7 @@ class ChangeRule(RuleBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChangeRule:
-        _levels_present(self.warning, self.urgent)
-        if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
-            raise ValueError("urgent must be at or above warning")
+        _levels_rising(self.warning, self.urgent)
         return self
 
     @property
@@ -191,9 +189,7 @@ class AverageBound(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AverageBound:
-        _levels_present(self.warning, self.urgent)
-        if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
-            raise ValueError("urgent must be at or above warning")
+        _levels_rising(self.warning, self.urgent)
         return self
 
 
@@ -264,9 +260,7 @@ class BaselineRule(RuleBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> BaselineRule:
-        _levels_present(self.warning, self.urgent)
-        if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
-            raise ValueError("urgent must be at or above warning")
+        _levels_rising(self.warning, self.urgent)
         if self.method == "macd" and self.short_days >= self.long_days:
             raise ValueError("short_days must be below long_days")
         return self
@@ -304,9 +298,7 @@ class ScoreRule(RuleBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreRule:
-        _levels_present(self.warning, self.urgent)
-        if self.warning is not None and self.urgent is not None and self.urgent < self.warning:
-            raise ValueError("urgent must be at or above warning")
+        _levels_rising(self.warning, self.urgent)
         return self
 
     @property
@@ -328,6 +320,13 @@ RuleSpec: TypeAlias = Annotated[
 def _levels_present(warning: float | None, urgent: float | None) -> None:
     if warning is None and urgent is None:
         raise ValueError("set warning, urgent or both")
+
+
+def _levels_rising(warning: float | None, urgent: float | None) -> None:
+    """At least one level, and urgent at or above warning (every kind but a low threshold)."""
+    _levels_present(warning, urgent)
+    if warning is not None and urgent is not None and urgent < warning:
+        raise ValueError("urgent must be at or above warning")
 
 
 class CarePlanSpec(BaseModel):
