@@ -163,6 +163,17 @@ def bp(device: str, systolic: float, diastolic: float, at: datetime, **extra: ob
     return json.dumps({"v": 1, "reading": reading}).encode()
 
 
+def weight(device: str, kg: float, at: datetime) -> bytes:
+    """A native message of one body-weight reading of ``device`` measured at ``at``."""
+    reading = {
+        "device_id": device,
+        "metric": "body_weight",
+        "value": kg,
+        "measured_at": at.isoformat(),
+    }
+    return json.dumps({"v": 1, "reading": reading}).encode()
+
+
 async def wait_until(
     probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], within: float = 20.0
 ) -> T:

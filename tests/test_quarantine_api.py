@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from tests.conftest import (
     publisher,
     settings_for,
     wait_until,
+    weight,
 )
 from tests.test_api import ServiceInThread, _document
 
@@ -44,13 +44,7 @@ def _with_ops() -> dict[str, Any]:
 
 
 def _weight(device: str, kg: float, minutes: int) -> bytes:
-    reading = {
-        "device_id": device,
-        "metric": "body_weight",
-        "value": kg,
-        "measured_at": (MEASURED + timedelta(minutes=minutes)).isoformat(),
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
+    return weight(device, kg, MEASURED + timedelta(minutes=minutes))
 
 
 async def _quarantine_two(broker: PrivateMosquitto, db: asyncpg.Connection) -> tuple[int, int]:

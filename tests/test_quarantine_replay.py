@@ -11,20 +11,14 @@ import asyncpg
 from homemonitor import registry
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.conftest import REGISTRY, RunningService, publisher, wait_until
+from tests.conftest import REGISTRY, RunningService, publisher, wait_until, weight
 from tests.test_cli import run
 
 MEASURED = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 def _weight(device: str, kg: float, minutes: int) -> bytes:
-    reading = {
-        "device_id": device,
-        "metric": "body_weight",
-        "value": kg,
-        "measured_at": (MEASURED + timedelta(minutes=minutes)).isoformat(),
-    }
-    return json.dumps({"v": 1, "reading": reading}).encode()
+    return weight(device, kg, MEASURED + timedelta(minutes=minutes))
 
 
 async def test_a_reading_quarantined_before_its_binding_is_stored_once_by_replay(
