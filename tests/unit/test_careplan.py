@@ -13,14 +13,12 @@ from homemonitor.contract.readings import QUANTITIES, Quantity
 from homemonitor.rules.careplan import (
     RULES,
     Bounds,
-    Direction,
     Levels,
     PlanRow,
     PlanTable,
     Thresholds,
     evaluate,
     values_matrix,
-    worse,
 )
 
 S, D, MAP, HR, W, O2 = (
@@ -194,26 +192,6 @@ def test_rules_are_every_quantity_in_both_directions() -> None:
     """There is one rule per quantity and direction, named quantity.direction."""
     expected = [f"{q.value}.{d}" for q in QUANTITIES for d in ("high", "low")]
     assert expected == [rule.name for rule in RULES]
-
-
-WORSE: list[tuple[str, Direction, float, float, float]] = [
-    ("high-later-is-worse", "high", 165.0, 185.0, 185.0),
-    ("high-earlier-is-worse", "high", 185.0, 165.0, 185.0),
-    ("high-equal", "high", 170.0, 170.0, 170.0),
-    ("low-later-is-worse", "low", 90.0, 85.0, 85.0),
-    ("low-earlier-is-worse", "low", 85.0, 90.0, 85.0),
-    ("low-equal", "low", 88.0, 88.0, 88.0),
-]
-
-
-@pytest.mark.parametrize(
-    ("direction", "a", "b", "expected"), [r[1:] for r in WORSE], ids=[r[0] for r in WORSE]
-)
-def test_worse_is_the_more_abnormal_value(
-    direction: Direction, a: float, b: float, expected: float
-) -> None:
-    """For a high rule the larger value is worse, for a low rule the smaller."""
-    assert expected == worse(direction, a, b)
 
 
 VALID_BOUNDS = [

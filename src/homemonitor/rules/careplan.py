@@ -145,8 +145,3 @@ def values_matrix(readings_values: list[Mapping[Quantity, float]]) -> npt.NDArra
     return np.array(
         [[v.get(q, nan) for q in QUANTITIES] for v in readings_values], dtype=np.float64
     ).reshape(len(readings_values), len(QUANTITIES))
-
-
-def worse(direction: Direction, a: float, b: float) -> float:
-    """The more abnormal of two values for a rule of ``direction``."""
-    return max(a, b) if direction == "high" else min(a, b)
