@@ -407,7 +407,7 @@ def _rearming(
             return dataclasses.replace(state, cleared_at=None, evaluated_at=at), []
         return state, []
     since = state.cleared_at or at
-    if at - since >= timedelta(hours=rule.resolve_after_hours) - _TICK:
+    if _clear_long_enough(rule, since, at):
         return dataclasses.replace(state, rearmed=True, cleared_at=None, evaluated_at=at), []
     if state.cleared_at is None:
         return dataclasses.replace(state, cleared_at=at, evaluated_at=at), []
@@ -426,12 +426,17 @@ def _auto_resolve(
     assert state.cleared_at is not None
     if latches(rule, state.peak):
         return state, []
-    if at - state.cleared_at < timedelta(hours=rule.resolve_after_hours) - _TICK:
+    if not _clear_long_enough(rule, state.cleared_at, at):
         return state, []
     return IDLE, [_change("auto_resolved", rule, state, IDLE, at, a=a, clock=clock)]
 
 
 _TICK = timedelta(microseconds=1)
+
+
+def _clear_long_enough(rule: RuleSpec, since: datetime, at: datetime) -> bool:
+    """Whether a clear spell that began at ``since`` lasts ``resolve_after_hours`` by ``at``."""
+    return at - since >= timedelta(hours=rule.resolve_after_hours) - _TICK
 
 
 def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState, list[Change]]:
