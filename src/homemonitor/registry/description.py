@@ -264,8 +264,6 @@ def _routing_problems(reg: RegistryIn) -> list[str]:
         steps = [*t.escalation.urgent, *t.escalation.warning]
         if t.out_of_hours is None and any(s.to == "out_of_hours" for s in steps):
             problems.append(f"care team {t.id}: escalation to out_of_hours, but it has none")
-        if t.out_of_hours is not None and t.working_hours is None:
-            problems.append(f"care team {t.id}: out_of_hours without working_hours (never used)")
     return problems
 
 
