@@ -24,6 +24,7 @@ from homemonitor.api.auth import issue_token
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.errors import RegistryError
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.metrics import Metrics
 from homemonitor.registry import RegistryCache
@@ -357,3 +358,23 @@ async def test_every_action_is_in_the_alerts_history_with_who_and_when(
         ("cl-a1", "view_alert_events", "allowed"),
         ("cl-b1", "view_alert_events", "denied"),
     ] == [tuple(r) for r in log]
+
+
+def test_the_registry_refuses_routing_that_cannot_work() -> None:
+    """An unknown on-call team, steps to an absent route, unquoted times: named problems."""
+    described = _described()
+    described["care_teams"][0]["out_of_hours"] = "jour-nowhere"
+    described["care_teams"][1]["escalation"] = {
+        "urgent": [{"after_minutes": 5, "to": "out_of_hours"}]
+    }
+    with pytest.raises(RegistryError) as refused:
+        registry.parse(described)
+    unquoted = _described()
+    unquoted["care_teams"][0]["working_hours"]["start"] = 480  # YAML's reading of 08:00
+    with pytest.raises(RegistryError) as wrong_time:
+        registry.parse(unquoted)
+    assert [
+        "care team vc-a: out_of_hours 'jour-nowhere' is not described",
+        "care team vc-b: escalation to out_of_hours, but it has none",
+    ] == [line.strip() for line in str(refused.value).splitlines()[1:]]
+    assert "care_teams.0.working_hours.start" in str(wrong_time.value)
