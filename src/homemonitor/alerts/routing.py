@@ -270,14 +270,13 @@ async def on_write(conn: Conn, drafts: Sequence[Draft], now: datetime) -> None:
     before their events are written: the "to" goes into each opened event's details, a
     snooze ended by urgency becomes an event of the batch.
     """
-    opened = [d for d in drafts if any(k in ("opened", "reopened") for k, _ in d.events)]
-    worse = [
-        d
-        for d in drafts
-        if d not in opened
-        and d.status == "open"
-        and any(k == "severity_changed" and _worse(x) for k, x in d.events)
-    ]
+    opened: list[Draft] = []
+    worse: list[Draft] = []
+    for d in drafts:
+        if any(k in ("opened", "reopened") for k, _ in d.events):
+            opened.append(d)
+        elif d.status == "open" and any(k == "severity_changed" and _worse(x) for k, x in d.events):
+            worse.append(d)
     if not opened and not worse:
         return
     routing = await load(conn, [d.patient_id for d in (*opened, *worse)])
