@@ -123,8 +123,8 @@ async def test_example_registry_applies_and_reapplying_changes_nothing(dsn: str)
         after = await _registry_snapshot(conn)
     finally:
         await conn.close()
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 6, 6, 12) == first
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 0, 6, 12) == second
+    assert registry.ApplySummary(2, 4, 6, 11, 10, 6, 6, 12) == first
+    assert registry.ApplySummary(2, 4, 6, 11, 10, 0, 6, 12) == second
     assert [] == registry.unpaired_devices(reg)
     assert before == after
     assert {"heart_failure", "hypertension", "copd"} == {p.condition for p in reg.patients}

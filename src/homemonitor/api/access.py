@@ -78,6 +78,16 @@ async def log_denied(
     )
 
 
+def visible(team: str) -> str:
+    """The SQL condition of the alerts a care team sees (``team``: its parameter, ``$1``).
+
+    Its own alerts, and those routed or escalated to it as the out-of-hours route of
+    another team (``routed_to``, :mod:`homemonitor.alerts.routing`): the on-call team
+    keeps seeing what it was given, to the alert's end and after (it may have acted).
+    """
+    return f"(care_team_id = {team} OR routed_to = {team})"
+
+
 async def team_alert(
     conn: Conn,
     metrics: Metrics,
@@ -87,15 +97,19 @@ async def team_alert(
     *,
     to_change: bool = False,
 ) -> asyncpg.Record:
-    """The alert, access-logged as ``action``, if it is the clinician's team's.
+    """The alert, access-logged as ``action``, if the clinician's team sees it (:func:`visible`).
 
     ``to_change`` takes the patient's episode lock (the worker does not evaluate the
     patient meanwhile), then the row's (two clinicians acting at once: one wins), and
     refuses an alert that has ended with 409 before anything is logged or counted:
     nothing changed.
     """
-    row = await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1", alert_id)
-    if row is None or row["care_team_id"] != who.care_team_id:
+    row = await conn.fetchrow(
+        f"SELECT {ALERT_COLUMNS}, {visible('$2')} AS visible FROM alerts WHERE id = $1",
+        alert_id,
+        who.care_team_id,
+    )
+    if row is None or not row["visible"]:
         patient = None if row is None else row["patient_id"]
         raise NotVisibleError(who, action, "alert", str(alert_id), patient)
     if to_change:
