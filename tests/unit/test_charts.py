@@ -75,7 +75,7 @@ def test_bounds_are_lines_with_labels_and_readings_beyond_them_are_named() -> No
     """Each bound is a labelled line; the table says which reading reached which level."""
     bounds = [Bound(160, "warning", "high"), Bound(180, "urgent", "high")]
     figure = chart(
-        daily({d: v for d, v in enumerate([150, 165, 185, 160, 120, 121, 122.5])}), bounds=bounds
+        daily(dict(enumerate([150, 165, 185, 160, 120, 121, 122.5]))), bounds=bounds
     )
     lines = [ln for ln in figure.iter(f"{SVG}line") if ln.get("class") == "bound"]
     assert 2 == len(lines)
