@@ -191,7 +191,8 @@ class Metrics:
             "homemonitor_api_denied_total",
             "API requests refused: 'unauthenticated' (401, not access-logged), "
             "'not_visible' (an id outside the clinician's care team or none; access-logged) "
-            "or 'role' (403: an ops route asked by another role; not access-logged).",
+            "'role' (403: an ops route asked by another role; not access-logged) or 'csrf' "
+            "(403: a change sent with the web session cookie but not its CSRF token).",
             ["reason"],
             registry=r,
         )

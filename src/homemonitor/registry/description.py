@@ -21,8 +21,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
-from homemonitor.fields import Ident, PlainText
-from homemonitor.registry import plans
+from homemonitor.fields import HsaId, Ident, PlainText
+from homemonitor.registry import hsa, plans
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
@@ -35,6 +35,8 @@ class ClinicianIn(BaseModel):
     id: Ident
     name: PlainText = Field(min_length=1)
     role: PlainText = "clinician"
+    #: The HSA id single sign-on names this clinician by (homemonitor.api.auth).
+    hsa_id: HsaId | None = None
 
 
 class CareTeamIn(BaseModel):
@@ -220,6 +222,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
             "name = EXCLUDED.name, role = EXCLUDED.role",
             clinicians,
         )
+        await hsa.store(conn, [(c.id, c.hsa_id) for t in reg.care_teams for c in t.clinicians])
         await conn.executemany(
             "INSERT INTO devices (id, kind, model) VALUES ($1, $2, $3) "
             "ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model",
