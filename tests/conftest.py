@@ -444,5 +444,7 @@ async def web_client(dsn: str, **web: Any) -> AsyncIterator[tuple[httpx.AsyncCli
 async def sign_in(http: httpx.AsyncClient, conn: asyncpg.Connection, clinician: str) -> str:
     """Give ``http`` a web session of ``clinician`` (a row, as a sign-in makes); its CSRF token."""
     secret, csrf = await open_session(conn, clinician, "demo")
-    http.cookies.set(SESSION_COOKIE, secret, domain="testserver")
+    http.cookies.set(
+        SESSION_COOKIE, secret
+    )  # no domain: cookiejar reads "testserver" as "testserver.local"
     return csrf

@@ -40,7 +40,15 @@ async def test_patient_page_charts_devices_plan_and_its_access_log(
     clinic: asyncpg.Connection, dsn: str
 ) -> None:
     """The patient's charts with bounds, devices and plan; logged; another team: 404, denied."""
-    await reading(clinic, "cuff-1", "p-1", "blood_pressure", NOW - timedelta(days=2), systolic=165, diastolic=90)
+    await reading(
+        clinic,
+        "cuff-1",
+        "p-1",
+        "blood_pressure",
+        NOW - timedelta(days=2),
+        systolic=165,
+        diastolic=90,
+    )
     async with web_client(dsn) as (http, _):
         await sign_in(http, clinic, "cl-a1")
         page = await http.get("/patients/p-1")
@@ -71,14 +79,18 @@ async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
     """Preview shows what the change would have raised (nothing saved); save makes version 2."""
     for day in range(1, 6):
         await reading(
-            clinic, "cuff-1", "p-1", "blood_pressure", NOW - timedelta(days=day), systolic=150, diastolic=85
+            clinic,
+            "cuff-1",
+            "p-1",
+            "blood_pressure",
+            NOW - timedelta(days=day),
+            systolic=150,
+            diastolic=85,
         )
     proposed = "thresholds:\n  systolic:\n    high: {warning: 145, urgent: 180}\n"
     async with web_client(dsn) as (http, _):
         csrf = await sign_in(http, clinic, "cl-a1")
-        no_token = await http.post(
-            "/patients/p-1/care-plan/preview", data={"spec_text": proposed}
-        )
+        no_token = await http.post("/patients/p-1/care-plan/preview", data={"spec_text": proposed})
         preview = await http.post(
             "/patients/p-1/care-plan/preview", data={"spec_text": proposed, "csrf": csrf}
         )
@@ -114,10 +126,11 @@ async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
     assert 409 == stale.status_code
     assert "Version 2 är sparad." in after.text
     row = await clinic.fetchrow(
-        "SELECT changed_by, reason, plan -> 'thresholds' -> 'systolic' -> 'high' ->> 'warning' AS w "
+        "SELECT changed_by, reason, "
+        "plan -> 'thresholds' -> 'systolic' -> 'high' ->> 'warning' AS w "
         "FROM care_plans WHERE patient_id = 'p-1' AND version = 2"
     )
-    assert ("cl-a1", "lägre gräns", "145") == tuple(row)
+    assert ("cl-a1", "lägre gräns", "145.0") == tuple(row)
     actions = [r[2] for r in await log_rows(clinic) if r[3] == "allowed"]
     assert "rules_backtest" in actions and "change_care_plan" in actions
     # The preview's figures: five readings at 150, all above the proposed 145, none now.
@@ -165,7 +178,15 @@ async def test_my_patients_lists_the_team_with_last_readings_and_logs_each(
     clinic: asyncpg.Connection, dsn: str
 ) -> None:
     """Only the team's patients, the last reading per metric; each listed patient logged."""
-    await reading(clinic, "cuff-1", "p-1", "blood_pressure", NOW - timedelta(hours=2), systolic=142, diastolic=88)
+    await reading(
+        clinic,
+        "cuff-1",
+        "p-1",
+        "blood_pressure",
+        NOW - timedelta(hours=2),
+        systolic=142,
+        diastolic=88,
+    )
     await reading(clinic, "oxi-2", "p-2", "spo2", NOW, gateway="gw-2", spo2=95)
     await alert(clinic, "p-3", "vc-a", "systolic.high", NOW, severity="urgent")
     async with web_client(dsn) as (http, _):
@@ -176,9 +197,10 @@ async def test_my_patients_lists_the_team_with_last_readings_and_logs_each(
     assert "/patients/p-1" in page.text and "/patients/p-3" in page.text
     assert "p-2" not in page.text
     assert "1 brådskande" in page.text
+    assert page.text.index("/patients/p-3") < page.text.index("/patients/p-1")  # urgent first
     assert [
-        ("cl-a1", "p-1", "list_patients", "allowed"),
         ("cl-a1", "p-3", "list_patients", "allowed"),
+        ("cl-a1", "p-1", "list_patients", "allowed"),
     ] == await log_rows(clinic)
 
 
@@ -219,8 +241,10 @@ async def test_access_review_is_for_reviewers_logged_exported_and_checked(
     assert exported.headers["content-type"].startswith("text/csv")
     parsed = list(csv.DictReader(io.StringIO(exported.text)))
     assert [
-        ("rv-1", "review_access_log", "allowed"),  # the reviewer's own look, just before
+        ("rv-1", "review_access_log", "allowed"),  # the reviewer's own looks: this view,
+        ("rv-1", "review_access_log", "allowed"),  # and the landing's denied attempts
         ("cl-a1", "view_patient", "allowed"),
+        ("cl-b1", "review_access_log", "denied"),  # an attempt at p-1's log is one at p-1
         ("cl-b1", "view_patient", "denied"),
     ] == [(r["clinician_id"], r["action"], r["outcome"]) for r in parsed]
     assert 303 == drawn.status_code and 200 == check.status_code
@@ -239,12 +263,17 @@ async def test_follow_up_page_shows_the_teams_figures_without_patient_reads(
 ) -> None:
     """The follow-up's charts in Swedish; aggregates only, so nothing is access-logged."""
     await alert(
-        clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1), seen_after=timedelta(minutes=12)
+        clinic,
+        "p-1",
+        "vc-a",
+        "systolic.high",
+        NOW - timedelta(hours=1),
+        seen_after=timedelta(minutes=12),
     )
     async with web_client(dsn) as (http, _):
         await sign_in(http, clinic, "cl-a1")
         page = await http.get("/follow-up?weeks=4")
-        http.cookies.set("hm_lang", "en", domain="testserver")
+        http.cookies.set("hm_lang", "en")
         english = await http.get("/follow-up?weeks=4")
     assert 200 == page.status_code
     for title in (

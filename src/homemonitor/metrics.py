@@ -52,6 +52,10 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_care_plan_versions": "read",
     "change_care_plan": "write",
     "rules_backtest": "read",
+    "view_patient": "read",  # the web app's Patient page
+    "list_patients": "read",  # My patients: each listed patient's latest readings
+    "review_access_log": "read",  # the access-log review names the patients it shows
+    "export_access_log": "read",  # and its CSV export
 }
 
 

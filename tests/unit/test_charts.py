@@ -74,9 +74,7 @@ def test_missing_days_are_drawn_described_and_listed() -> None:
 def test_bounds_are_lines_with_labels_and_readings_beyond_them_are_named() -> None:
     """Each bound is a labelled line; the table says which reading reached which level."""
     bounds = [Bound(160, "warning", "high"), Bound(180, "urgent", "high")]
-    figure = chart(
-        daily(dict(enumerate([150, 165, 185, 160, 120, 121, 122.5]))), bounds=bounds
-    )
+    figure = chart(daily(dict(enumerate([150, 165, 185, 160, 120, 121, 122.5]))), bounds=bounds)
     lines = [ln for ln in figure.iter(f"{SVG}line") if ln.get("class") == "bound"]
     assert 2 == len(lines)
     labels = {t.text for t in figure.iter(f"{SVG}text")}

@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from html import escape
 from typing import Literal
-from zoneinfo import ZoneInfo
+
+from homemonitor.web.base import TZ as LOCAL_ZONE
+from homemonitor.web.base import local
 
 __all__ = [
     "LOCAL_ZONE",
@@ -40,8 +42,6 @@ __all__ = [
     "number",
     "time_series",
 ]
-
-LOCAL_ZONE = ZoneInfo("Europe/Stockholm")
 
 Translate = Callable[[str], str]
 Level = Literal["warning", "urgent"]
@@ -160,11 +160,6 @@ def number(x: float, lang: str) -> str:
     if text == "-0":
         text = "0"
     return text.replace(".", ",") if lang == "sv" else text
-
-
-def local(at: datetime) -> str:
-    """``at`` in Europe/Stockholm, to the minute: ``2026-12-02 14:05``."""
-    return at.astimezone(LOCAL_ZONE).strftime("%Y-%m-%d %H:%M")
 
 
 def _days(start: datetime, end: datetime) -> Iterator[date]:

@@ -160,9 +160,7 @@ async def _page(
         "active": alert["status"] in transitions.ACTIONABLE,
         "error": error,
     }
-    return render(
-        request, "pages/alert.html", context, who=who, status_code=422 if error else 200
-    )
+    return render(request, "pages/alert.html", context, who=who, status_code=422 if error else 200)
 
 
 def _plan(versions: list[plans.Version], version: int) -> Plan | None:
@@ -192,6 +190,7 @@ async def acknowledge_alert(svc: Svc, who: WebMe, alert_id: AlertId) -> Response
 async def resolve_alert(
     request: Request,
     svc: Svc,
+    *,
     who: WebMe,
     alert_id: AlertId,
     note: Annotated[str, Form(max_length=2000)] = "",

@@ -95,14 +95,14 @@ async def follow_up_page(
             for s in shares
         ]
 
-    common = {"t": t, "lang": lang}
     charts = [
         bars(
             [Bar(week(w), (w.per_patient,)) for w in figures.weeks],
             series=[t("follow.alerts")],
             title=t("follow.per_patient"),
             chart_id="per-patient",
-            **common,
+            t=t,
+            lang=lang,
         ),
         bars(
             [Bar(week(w), (w.ack_median_minutes, w.ack_p90_minutes)) for w in figures.weeks],
@@ -110,7 +110,8 @@ async def follow_up_page(
             title=t("follow.ack"),
             chart_id="ack",
             unit="min",
-            **common,
+            t=t,
+            lang=lang,
         ),
         bars(
             share_rows(figures.by_rule, template=False),
@@ -118,7 +119,8 @@ async def follow_up_page(
             title=t("follow.actionable_rule"),
             chart_id="actionable-rule",
             percent=True,
-            **common,
+            t=t,
+            lang=lang,
         ),
         bars(
             share_rows(figures.by_template, template=True),
@@ -126,7 +128,8 @@ async def follow_up_page(
             title=t("follow.actionable_template"),
             chart_id="actionable-template",
             percent=True,
-            **common,
+            t=t,
+            lang=lang,
         ),
         bars(
             [Bar(week(w), (w.adherence,)) for w in figures.weeks],
@@ -134,9 +137,8 @@ async def follow_up_page(
             title=t("follow.adherence"),
             chart_id="adherence",
             percent=True,
-            **common,
+            t=t,
+            lang=lang,
         ),
     ]
-    return render(
-        request, "pages/follow_up.html", {"figures": charts, "weeks": weeks}, who=who
-    )
+    return render(request, "pages/follow_up.html", {"figures": charts, "weeks": weeks}, who=who)

@@ -11,10 +11,9 @@ goes into a URL.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
-
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
@@ -67,7 +66,10 @@ i18n.add(
             "patient.versions": "Versioner",
             "patient.edit": "Ändra vårdplanen",
             "patient.spec": "Vårdplan (YAML)",
-            "patient.spec_help": "Samma format som registret: template, personal, overrides, disabled, rules, thresholds.",
+            "patient.spec_help": (
+                "Samma format som registret: template, personal, overrides, disabled, "
+                "rules, thresholds."
+            ),
             "patient.reason": "Varför ändras planen?",
             "patient.preview": "Förhandsgranska mot de senaste 90 dagarna",
             "patient.save": "Spara som ny version",
@@ -107,7 +109,9 @@ i18n.add(
             "patient.versions": "Versions",
             "patient.edit": "Change the care plan",
             "patient.spec": "Care plan (YAML)",
-            "patient.spec_help": "The registry's format: template, personal, overrides, disabled, rules, thresholds.",
+            "patient.spec_help": (
+                "The registry's format: template, personal, overrides, disabled, rules, thresholds."
+            ),
             "patient.reason": "Why does the plan change?",
             "patient.preview": "Preview against the last 90 days",
             "patient.save": "Save as a new version",
@@ -218,11 +222,14 @@ async def _page(
 async def patient_page(
     request: Request,
     svc: Svc,
+    *,
     who: WebMe,
     patient_id: PatientId,
-    days: Annotated[Literal[14, 30, 90], Query()] = 14,
+    days: Annotated[int, Query(description="14, 30 or 90")] = 14,
     saved: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
+    if days not in PERIODS:
+        raise HTTPException(422, "days is 14, 30 or 90")
     return await _page(request, svc, who, patient_id, days, form={"saved": saved})
 
 
@@ -236,6 +243,7 @@ def _problem(response: JSONResponse) -> str:
 async def preview_plan(
     request: Request,
     svc: Svc,
+    *,
     who: WebMe,
     patient_id: PatientId,
     spec_text: Annotated[str, Form(max_length=20_000)],
@@ -263,6 +271,7 @@ async def preview_plan(
 async def save_plan(
     request: Request,
     svc: Svc,
+    *,
     who: WebMe,
     patient_id: PatientId,
     spec_text: Annotated[str, Form(max_length=20_000)],
@@ -290,7 +299,4 @@ async def save_plan(
     if isinstance(saved, JSONResponse):
         form["error"] = t("patient.invalid", problem=_problem(saved))
         return await _page(request, svc, who, patient_id, 14, form=form, status_code=422)
-    return RedirectResponse(
-        f"/patients/{patient_id}?saved={saved.version}#plan", status_code=303
-    )
-
+    return RedirectResponse(f"/patients/{patient_id}?saved={saved.version}#plan", status_code=303)

@@ -36,7 +36,9 @@ i18n.add(
     {
         "sv": {
             "review.title": "Granskning av åtkomstloggen",
-            "review.intro": "Vem har läst vad och när, och nekade försök. Din granskning loggas också.",
+            "review.intro": (
+                "Vem har läst vad och när, och nekade försök. Din granskning loggas också."
+            ),
             "review.patient": "Patient",
             "review.clinician": "Vårdpersonal",
             "review.from": "Från och med",
@@ -78,7 +80,9 @@ i18n.add(
         },
         "en": {
             "review.title": "Access-log review",
-            "review.intro": "Who read what and when, and the denied attempts. Your review is logged too.",
+            "review.intro": (
+                "Who read what and when, and the denied attempts. Your review is logged too."
+            ),
             "review.patient": "Patient",
             "review.clinician": "Clinician",
             "review.from": "From",
@@ -149,7 +153,9 @@ def period(start: date | None, end: date | None) -> tuple[datetime, datetime, da
     return begin, datetime.combine(last + timedelta(days=1), time(), LOCAL_ZONE), first, last
 
 
-async def _logged(svc: Svc, who: Clinician, entries: list[review.Entry], action: str, asked: str | None) -> None:
+async def _logged(
+    svc: Svc, who: Clinician, entries: list[review.Entry], action: str, asked: str | None
+) -> None:
     async with svc.pool.acquire() as conn, conn.transaction():
         await log_access(
             conn, svc.metrics, who, review.patients_of(entries), action, requested_id=asked
@@ -160,6 +166,7 @@ async def _logged(svc: Svc, who: Clinician, entries: list[review.Entry], action:
 async def review_page(
     request: Request,
     svc: Svc,
+    *,
     who: Reviewer,
     start: Annotated[date | None, Query(alias="from")] = None,
     end: Annotated[date | None, Query(alias="to")] = None,
@@ -186,6 +193,7 @@ async def review_page(
 async def review_subject(
     request: Request,
     svc: Svc,
+    *,
     who: Reviewer,
     kind: Literal["patient", "clinician"],
     id: Id,  # noqa: A002 - the form field's name
@@ -216,6 +224,7 @@ async def review_subject(
 async def export(
     svc: Svc,
     who: Reviewer,
+    *,
     kind: Literal["patient", "clinician"],
     id: Id,  # noqa: A002
     start: Annotated[date | None, Query(alias="from")] = None,
@@ -233,7 +242,10 @@ async def export(
     return Response(
         review.to_csv(entries),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
     )
 
 
@@ -241,6 +253,7 @@ async def export(
 async def new_check(
     svc: Svc,
     who: Reviewer,
+    *,
     scope: Annotated[review.Scope, Form()],
     subject_id: Annotated[str, Form(max_length=128)] = "",
     start: Annotated[date | None, Form(alias="from")] = None,
@@ -260,9 +273,7 @@ async def new_check(
 
 
 @router.get("/access-review/checks/{check_id}")
-async def check_page(
-    request: Request, svc: Svc, who: Reviewer, check_id: int
-) -> Response:
+async def check_page(request: Request, svc: Svc, who: Reviewer, check_id: int) -> Response:
     async with svc.pool.acquire() as conn:
         found = await review.check(conn, check_id)
     if found is None:
@@ -276,6 +287,7 @@ async def check_page(
 async def close_check(
     svc: Svc,
     who: Reviewer,
+    *,
     check_id: int,
     checked: Annotated[str, Form(min_length=1, max_length=2000)],
     outcome: Annotated[review.Outcome, Form()],
