@@ -27,6 +27,8 @@ import httpx
 import pytest
 
 from homemonitor import registry
+from homemonitor.api import build_app
+from homemonitor.api.auth import SESSION_COOKIE, WebConfig, open_session
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
@@ -430,3 +432,32 @@ async def pools(dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
     yield a, b
     await a.close()
     await b.close()
+
+
+# --- webauth: the web app signed in, over ASGI against the test's database -------------
+
+
+@contextlib.asynccontextmanager
+async def web_client(dsn: str, **web: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The app (``build_app``) over a pool on ``dsn``, an HTTPS client to it, and the app.
+
+    ``web``: :class:`~homemonitor.api.auth.WebConfig` fields (e.g. ``demo_login=True``).
+    HTTPS because the session cookie is Secure: httpx sends it over https only.
+    """
+    pool = await database.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        app = build_app(pool, Metrics(), Health(), web=WebConfig(**web))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            yield http, app
+    finally:
+        await pool.close()
+
+
+async def sign_in(http: httpx.AsyncClient, conn: asyncpg.Connection, clinician: str) -> str:
+    """Give ``http`` a web session of ``clinician`` (a row, as a sign-in makes); its CSRF token."""
+    secret, csrf = await open_session(conn, clinician, "demo")
+    http.cookies.set(
+        SESSION_COOKIE, secret
+    )  # no domain: cookiejar reads "testserver" as "testserver.local"
+    return csrf

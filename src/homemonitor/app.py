@@ -17,6 +17,7 @@ import uvicorn
 from homemonitor import jobs, logs
 from homemonitor.alerts import transitions
 from homemonitor.api import build_app
+from homemonitor.api.auth import WebConfig
 from homemonitor.errors import ConfigurationError
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.ingest.worker import Worker
@@ -221,6 +222,7 @@ async def serve(
                         read_pool=read_pool,
                         clock=ClockPolicy.from_settings(settings),
                         max_payload_bytes=settings.max_payload_bytes,
+                        web=WebConfig.from_settings(settings),
                     ),
                     host=settings.http_host,
                     port=settings.http_port,

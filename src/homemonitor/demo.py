@@ -191,6 +191,7 @@ async def run_demo(
                     "mqtt_host": mq.host,
                     "mqtt_port": mq.port,
                     "http_port": port,
+                    "web_demo_login": True,  # no identity provider here: say so, and let anyone in
                 }
             )
             scenarios: dict[str, int] = {}
@@ -220,6 +221,10 @@ async def run_demo(
                     "            too short a replay to arm, so silent here:\n"
                     + "\n".join(f"              {rules}" for rules in unarmed),
                 )
+            _say(
+                console,
+                f"  web app:  http://localhost:{port}/   (demo-only login: pick a clinician)",
+            )
             _say(console, f"  API:      http://127.0.0.1:{port}/docs   (metrics: /metrics, /ready)")
             _say(
                 console,

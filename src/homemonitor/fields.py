@@ -53,3 +53,8 @@ PlainText = Annotated[
 
 #: A registry id, by :data:`ID_PATTERN`.
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+
+#: An HSA id (Inera's catalogue of people in Swedish health care): the country code, the
+#: organisation number of who issued it, a dash and a serial, e.g. ``SE2321000016-1003``.
+#: Single sign-on finds a clinician by it (docs/web.md).
+HsaId = Annotated[str, Field(pattern=r"^SE[0-9]{10}-[0-9A-Za-z]{1,31}$")]

@@ -56,6 +56,10 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_care_plan_versions": "read",
     "change_care_plan": "write",
     "rules_backtest": "read",
+    "view_patient": "read",  # the web app's Patient page
+    "list_patients": "read",  # My patients: each listed patient's latest readings
+    "review_access_log": "read",  # the access-log review names the patients it shows
+    "export_access_log": "read",  # and its CSV export
 }
 
 
@@ -195,7 +199,8 @@ class Metrics:
             "homemonitor_api_denied_total",
             "API requests refused: 'unauthenticated' (401, not access-logged), "
             "'not_visible' (an id outside the clinician's care team or none; access-logged) "
-            "or 'role' (403: an ops route asked by another role; not access-logged).",
+            "'role' (403: an ops route asked by another role; not access-logged) or 'csrf' "
+            "(403: a change sent with the web session cookie but not its CSRF token).",
             ["reason"],
             registry=r,
         )

@@ -323,6 +323,40 @@ class Settings(BaseSettings):
             "docs/fhir.md before you set a national system."
         ),
     )
+    web_demo_login: bool = Field(
+        default=False,
+        description=(
+            "Offer the demo-only login on /login (choose any clinician, no identity check). "
+            "'homemonitor demo' sets it; ignored when HOMEMONITOR_OIDC_ISSUER is set."
+        ),
+    )
+    web_idle_minutes: float = Field(
+        default=30.0, gt=0, description="A web session ends after this long without use."
+    )
+    web_session_hours: float = Field(
+        default=12.0, gt=0, description="A web session ends this long after sign-in, used or not."
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description=(
+            "The region's OpenID provider (its issuer URL; /.well-known/openid-configuration "
+            "is read from it). Turns single sign-on on; see docs/web.md."
+        ),
+    )
+    oidc_client_id: str | None = Field(default=None, description="This service's client id there.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="Its client secret (best from a file: HOMEMONITOR_OIDC_CLIENT_SECRET_FILE).",
+    )
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        description="The callback registered with the provider: https://<this host>/auth/callback.",
+    )
+    oidc_hsa_claim: str = Field(
+        default="hsa_id",
+        description="The ID token claim holding the HSA id that names the clinician.",
+    )
+    oidc_scope: str = Field(default="openid", description="The scopes asked for at sign-in.")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     shutdown_grace_s: float = Field(default=10.0, description="Drain time after SIGTERM.")
@@ -408,6 +442,20 @@ class Settings(BaseSettings):
             read = _with_password(self.database_read_url, password, "DATABASE_READ_URL")
             self.database_read_url = read
         self.database_password = None  # it lives in the URLs now, and only there
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Self:
+        if self.oidc_issuer is None:
+            return self
+        missing = [
+            f"HOMEMONITOR_{name.upper()}"
+            for name in ("oidc_client_id", "oidc_redirect_url")
+            if not getattr(self, name)
+        ]
+        if missing:
+            msg = f"HOMEMONITOR_OIDC_ISSUER is set but {' and '.join(missing)} not"
+            raise ValueError(msg)
         return self
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from starlette.routing import Match, Route
 from homemonitor import __version__
 from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine
 from homemonitor.api.access import NotVisibleError, not_visible
+from homemonitor.api.auth import WebConfig
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
@@ -61,13 +62,17 @@ def build_app(
     read_pool: asyncpg.Pool | None = None,
     clock: ClockPolicy | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    web: WebConfig | None = None,
 ) -> FastAPI:
     """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime.
 
     ``fhir_patient_system`` is the identifier system FHIR out names patients in
     (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``); ``clock`` and ``max_payload_bytes`` are what a
     quarantine replay validates with, as the worker does (defaults: the settings' defaults).
+    ``web``: how people sign in to the web app (default: nobody can; the API still works).
     """
+    from homemonitor import web as web_app  # noqa: PLC0415 - its pages import this package
+
     # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
     # docs of a first look (or of a clinic's network) work without internet.
     app = FastAPIOffline(
@@ -90,6 +95,7 @@ def build_app(
         read_pool=read_pool,
         clock=clock if clock is not None else ClockPolicy(),
         max_payload_bytes=max_payload_bytes,
+        web=web if web is not None else WebConfig(),
     )
     for router in (
         ops.router,
@@ -101,6 +107,7 @@ def build_app(
         quarantine.router,
     ):
         app.include_router(router)
+    web_app.mount(app)  # last: it looks at which alert routes the app has
     return app
 
 

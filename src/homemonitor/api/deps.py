@@ -6,13 +6,15 @@ only the ``ops`` role may use), so nothing here exists before an app is built.
 """
 
 import dataclasses
+import hmac
 from typing import TYPE_CHECKING, Annotated, cast
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from homemonitor.api.auth import Clinician, authenticate
+from homemonitor.api import auth
+from homemonitor.api.auth import Clinician, WebConfig, authenticate
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
@@ -47,6 +49,8 @@ class Services:
     #: (``HOMEMONITOR_CLOCK_*``, ``HOMEMONITOR_RETENTION``, ``HOMEMONITOR_MAX_PAYLOAD_BYTES``).
     clock: ClockPolicy = dataclasses.field(default_factory=ClockPolicy)
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: How people sign in to the web app (single sign-on, the demo login, session times).
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
     @property
     def reads(self) -> asyncpg.Pool:
@@ -66,22 +70,51 @@ def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
+#: Methods that change nothing: a browser's session cookie needs no CSRF token for them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+#: The header the web app's background refreshes carry: not the person's activity, so
+#: they do not hold an idle session open (:func:`homemonitor.api.auth.session`).
+BACKGROUND_HEADER = "X-HM-Background"
+
+
 async def clinician(
+    request: Request,
     svc: Svc,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Clinician:
-    """The clinician the bearer token belongs to, or 401 (counted, not access-logged)."""
-    if creds is None:
-        svc.metrics.api_denied.labels("unauthenticated").inc()
-        raise HTTPException(
-            401, "send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
-        )
+    """The clinician the bearer token or the web session cookie belongs to, or 401.
+
+    A request authenticated by the cookie that changes anything must carry the session's
+    CSRF token in ``X-CSRF-Token`` (403 otherwise): another site can make a browser send
+    the cookie, not read the token. Refusals are counted, not access-logged.
+    """
+    if creds is not None:
+        async with svc.pool.acquire() as conn:
+            who = await authenticate(conn, creds.credentials)
+        if who is None:
+            raise _unauthenticated(svc, "unknown, expired or revoked token")
+        return who
+    secret = request.cookies.get(auth.SESSION_COOKIE)
+    if secret is None:
+        raise _unauthenticated(svc, "send 'Authorization: Bearer <token>'")
+    touch = BACKGROUND_HEADER.lower() not in request.headers
     async with svc.pool.acquire() as conn:
-        who = await authenticate(conn, creds.credentials)
-    if who is None:
-        svc.metrics.api_denied.labels("unauthenticated").inc()
-        raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
-    return who
+        found = await auth.session(conn, secret, svc.web, touch=touch)
+    if found is None:
+        raise _unauthenticated(svc, "the web session has ended; sign in again")
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get("X-CSRF-Token", ""), found.csrf
+    ):
+        svc.metrics.api_denied.labels("csrf").inc()
+        raise HTTPException(403, "a request with the session cookie needs its X-CSRF-Token")
+    request.state.web_session = found
+    return found.clinician
+
+
+def _unauthenticated(svc: Services, detail: str) -> HTTPException:
+    svc.metrics.api_denied.labels("unauthenticated").inc()
+    return HTTPException(401, detail, {"WWW-Authenticate": "Bearer"})
 
 
 Me = Annotated[Clinician, Depends(clinician)]

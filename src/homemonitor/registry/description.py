@@ -22,8 +22,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
-from homemonitor.fields import Ident, PlainText
-from homemonitor.registry import plans
+from homemonitor.fields import HsaId, Ident, PlainText
+from homemonitor.registry import hsa, plans
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
@@ -43,6 +43,8 @@ class ClinicianIn(BaseModel):
     role: PlainText = "clinician"
     #: Where notifications addressed to this clinician are emailed (none: not emailed).
     email: str | None = Field(default=None, max_length=254, pattern=_EMAIL)
+    #: The HSA id single sign-on names this clinician by (homemonitor.api.auth).
+    hsa_id: HsaId | None = None
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -327,6 +329,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
             "name = EXCLUDED.name, role = EXCLUDED.role, email = EXCLUDED.email",
             clinicians,
         )
+        await hsa.store(conn, [(c.id, c.hsa_id) for t in reg.care_teams for c in t.clinicians])
         await conn.executemany(
             "INSERT INTO devices (id, kind, model) VALUES ($1, $2, $3) "
             "ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, model = EXCLUDED.model",

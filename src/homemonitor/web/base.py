@@ -1,0 +1,103 @@
+"""The web app's machinery: templates, :func:`render`, the time filters, :func:`mount`.
+
+Import it as :mod:`homemonitor.web` (which re-exports all of it and holds ``PAGES``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.routing import Route
+
+from homemonitor.api.auth import Clinician
+from homemonitor.web import i18n
+from homemonitor.web.session import (
+    LOGIN_CSRF_COOKIE,
+    LoginRequiredError,
+    login_csrf,
+    login_url,
+    set_cookie,
+)
+
+#: Clinicians read times in Swedish time, whatever the server's zone.
+TZ = ZoneInfo("Europe/Stockholm")
+_HERE = Path(__file__).parent
+
+
+def local(value: datetime | None) -> str:
+    """A time as a clinician reads it: ``2026-12-02 14:05`` in Europe/Stockholm.
+
+    >>> from datetime import UTC
+    >>> local(datetime(2026, 12, 2, 13, 5, tzinfo=UTC)), local(datetime(2026, 7, 1, 12, tzinfo=UTC))
+    ('2026-12-02 14:05', '2026-07-01 14:00')
+    """
+    return "" if value is None else value.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def localdate(value: datetime | None) -> str:
+    """The date in Europe/Stockholm: ``2026-12-02``."""
+    return "" if value is None else value.astimezone(TZ).strftime("%Y-%m-%d")
+
+
+def iso(value: datetime | None) -> str:
+    """For ``<time datetime="...">``: the instant, with its offset."""
+    return "" if value is None else value.astimezone(TZ).isoformat(timespec="seconds")
+
+
+templates = Jinja2Templates(directory=_HERE / "templates")
+templates.env.filters.update(local=local, localdate=localdate, iso=iso)
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    who: Clinician | None,
+    status_code: int = 200,
+) -> Response:
+    """The template ``name`` with ``t``, ``lang``, ``csrf_token`` and ``who`` added.
+
+    ``csrf_token`` is the session's; before sign-in, the login forms' own (its cookie is
+    set on this response if the browser has none).
+    """
+    lang = i18n.language(request)
+    session = getattr(request.state, "web_session", None)
+    csrf = session.csrf if session is not None else login_csrf(request)
+    extra = {"t": i18n.translator(lang), "lang": lang, "csrf_token": csrf, "who": who}
+    response = templates.TemplateResponse(request, name, context | extra, status_code=status_code)
+    response.headers["Cache-Control"] = "no-store"  # patient data stays out of caches
+    new = getattr(request.state, "new_login_csrf", None)
+    if session is None and new is not None:
+        set_cookie(response, LOGIN_CSRF_COOKIE, new)
+    return response
+
+
+async def _to_login(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequiredError)
+    return RedirectResponse(login_url(exc.next_path), status_code=303)
+
+
+def mount(app: FastAPI, pages: list[APIRouter]) -> None:
+    """Include ``pages`` and ``/static``, and note which alert actions exist.
+
+    The Inbox offers assign, snooze and comment only if the app has their API routes
+    (``app.state.alert_actions``), checked once here, after every API router is in.
+    """
+    for router in pages:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    app.add_exception_handler(LoginRequiredError, _to_login)
+    paths = {r.path for r in app.router.routes if isinstance(r, Route)}
+    app.state.alert_actions = frozenset(
+        action
+        for action in ("acknowledge", "resolve", "assign", "snooze", "comment")
+        if f"/api/v1/alerts/{{alert_id}}/{action}" in paths
+    )

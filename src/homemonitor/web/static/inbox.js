@@ -1,0 +1,60 @@
+// The Inbox: actions through the API, and its rows refreshed live.
+"use strict";
+(function () {
+  const box = document.getElementById("inbox");
+  if (!box) return;
+  const fill = (template, value) => template.replace("%s", value);
+  const ids = () => new Set([...box.querySelectorAll("[data-alert-id]")].map((el) => el.dataset.alertId));
+  let refreshing = null;
+
+  async function refresh(fromEvent) {
+    if (refreshing) return refreshing;
+    refreshing = (async () => {
+      const before = ids();
+      const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
+      const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
+      const html = await hm.background(box.dataset.rows);
+      box.innerHTML = html;
+      for (const key of open) {
+        const [action, alert] = key.split(":");
+        const form = box.querySelector(`form[data-action="${action}"][data-alert="${alert}"]`);
+        if (form && form.closest("details")) form.closest("details").open = true;
+      }
+      if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+      const fresh = [...ids()].filter((id) => !before.has(id));
+      for (const id of fresh) {
+        const row = document.getElementById("alert-" + id);
+        row.classList.add("fresh");
+        const title = row.querySelector("h3").textContent.trim();
+        hm.announce(fill(box.dataset.textNew, title));
+      }
+    })().finally(() => { refreshing = null; });
+    return refreshing;
+  }
+
+  box.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form[data-action]");
+    if (!form) return;
+    event.preventDefault();
+    const action = form.dataset.action;
+    const body = {};
+    for (const [key, value] of new FormData(form)) body[key] = form.elements[key].type === "number" ? Number(value) : value;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await hm.post(`/api/v1/alerts/${form.dataset.alert}/${action}`, body);
+      hm.announce(fill(box.dataset.textDone, button.textContent.trim()));
+      await refresh(false);
+      const main = document.getElementById("main");
+      if (!box.contains(document.activeElement)) main.focus();
+    } catch (err) {
+      button.disabled = false;
+      hm.announce(fill(box.dataset.textFailed, err.message));
+    }
+  });
+
+  const mode = document.getElementById("live-mode");
+  hm.live(box.dataset.stream, () => { refresh(true).catch(() => {}); }, {
+    onMode: (m) => { mode.textContent = m === "live" ? mode.dataset.live : mode.dataset.poll; },
+  });
+})();
