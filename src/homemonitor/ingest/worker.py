@@ -30,16 +30,17 @@ import collections
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
 import asyncpg
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
+from paho.mqtt.reasoncodes import ReasonCode
 
 from homemonitor import logs
-from homemonitor.contract.protocol import SUBSCRIPTION
+from homemonitor.contract.protocol import SUBSCRIPTION, partition_subscription, unpartitioned
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
 from homemonitor.ingest import pipeline, transport
@@ -102,6 +103,7 @@ class Worker:
         self.cache = cache or RegistryCache()
         self.clock = ClockPolicy.from_settings(settings)
         self._client: aiomqtt.Client | None = None
+        self._intake: transport.Intake[Inbound] | None = None
         self._generation = 0
         self._inflight = 0
         self.totals = CommitResult()
@@ -143,34 +145,77 @@ class Worker:
 
     # -- MQTT side -------------------------------------------------------------------
 
-    def _subscription(self) -> str:
+    def _subscriptions(self) -> list[str]:
+        """What this worker subscribes to: all readings, its shared group's, or its partitions'."""
+        owned = self.settings.owned_partitions
+        if owned:
+            return [partition_subscription(p) for p in owned]
         group = self.settings.mqtt_shared_group
-        return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
+        return [f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION]
+
+    def _not_ours(self) -> list[str]:
+        """Subscriptions the session may hold from an earlier configuration, and must drop.
+
+        A persistent session keeps its subscriptions: a worker that gave a partition away
+        (or moved from all readings to partitions) would otherwise go on receiving it.
+        """
+        count, owned = self.settings.mqtt_partition_count, self.settings.owned_partitions
+        if count is None:
+            return []
+        return [SUBSCRIPTION] + [partition_subscription(p) for p in range(count) if p not in owned]
+
+    def _make(self) -> transport.Make[Inbound]:
+        """How the intake turns a PUBLISH into an :class:`Inbound` of this connection.
+
+        A partition's topic becomes the topic the gateway published to: the gateway's
+        identity and the format are read from it, as from every other.
+        """
+        generation = self._generation
+        inbound = functools.partial(Inbound, generation=generation)
+        if not self.settings.owned_partitions:
+            return inbound
+
+        def make(topic: str, *rest: Any) -> Inbound:
+            return inbound(unpartitioned(topic), *rest)
+
+        return make
 
     async def _consume(self, stop: asyncio.Event, batches: asyncio.Queue[Batch]) -> None:
+        """Keep a session on one broker address; when one fails, try the next.
+
+        Every address of ``HOMEMONITOR_MQTT_HOST`` is tried in turn, without waiting
+        between them; the backoff applies once all have failed. A connection that was up
+        and is lost is tried again on the same address first (a restart of that broker),
+        and on the next once that fails (a node that is gone).
+        """
         backoff = Backoff(0.5, 30)
+        addresses = self.settings.mqtt_addresses
+        at = failed_in_a_row = 0
         while not stop.is_set():
+            address = addresses[at]
             try:
-                client = transport.client(self.settings)
+                client = transport.client(self.settings, address)
                 self._generation += 1  # before connecting: the session may deliver at once
-                intake = transport.Intake(
-                    client, functools.partial(Inbound, generation=self._generation)
-                )
+                intake = transport.Intake(client, self._make(), limit=self.settings.max_inflight)
                 async with client:
-                    self._client = client
+                    self._client, self._intake = client, intake
                     await self._subscribe(client)
-                    self._broker_state(connected=True)
+                    self._broker_state(connected=True, address=address)
                     backoff.reset()
+                    failed_in_a_row = 0
                     await self._collect(client, intake, stop, batches)
                     await self._drain(batches)
             except (aiomqtt.MqttError, SubscriptionRefusedError) as exc:
-                delay = backoff.next()
-                self._broker_state(connected=False, why=exc, retry_in=delay)
+                failed_in_a_row += 1
+                at = (at + 1) % len(addresses)
+                # the next address at once, unless every one has just failed
+                delay = backoff.next() if failed_in_a_row >= len(addresses) else 0.0
+                self._broker_state(connected=False, why=exc, retry_in=delay, address=address)
                 if await sleep_unless(stop, delay):
                     break
             finally:
                 self._broker_state(connected=False)
-                self._client = None
+                self._client = self._intake = None
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Subscribe at QoS 1; a refused or downgraded subscription is an error.
@@ -178,12 +223,16 @@ class Worker:
         Only a QoS 1 subscription makes the broker keep and redeliver what the worker has
         not acknowledged; a worker without one must not look healthy.
         """
-        topic = self._subscription()
-        granted = (await client.subscribe(topic, qos=1))[0]
-        code = granted if isinstance(granted, int) else granted.value
-        if code != 1:
-            reason = "QoS 0" if isinstance(granted, int) else granted.getName()
-            raise SubscriptionRefusedError(topic, code, reason)
+        dropped = self._not_ours()
+        if dropped:
+            await client.unsubscribe(dropped)
+        topics = self._subscriptions()
+        answer: Sequence[int | ReasonCode] = await client.subscribe([(t, 1) for t in topics])
+        for topic, granted in zip(topics, answer, strict=True):
+            code = granted if isinstance(granted, int) else granted.value
+            if code != 1:
+                reason = "QoS 0" if isinstance(granted, int) else granted.getName()
+                raise SubscriptionRefusedError(topic, code, reason)
 
     def _explain(self, exc: BaseException) -> str:
         """Why the broker link failed, naming the setting to change when it is one."""
@@ -197,10 +246,15 @@ class Worker:
                 if isinstance(exc, transport.ClosedBeforeConnackError)
                 else f"refused ({exc.rc})"
             )
+            nats = (
+                " (NATS's MQTT gateway speaks only 3.1.1: for it set HOMEMONITOR_MQTT_BROKER=nats)"
+                if protocol == "5"
+                else ""
+            )
             return (
                 f"the broker {what} the MQTT {protocol} CONNECT: a broker that does not "
                 f"speak MQTT {protocol} does this; if it speaks only {other}, set "
-                f"HOMEMONITOR_MQTT_PROTOCOL={other} (or, if the port expects TLS, set "
+                f"HOMEMONITOR_MQTT_PROTOCOL={other}{nats} (or, if the port expects TLS, set "
                 "HOMEMONITOR_MQTT_TLS_CA)"
             )
         return str(exc)
@@ -556,13 +610,14 @@ class Worker:
 
     def _acknowledge(self, batch: Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""
-        client = self._client
-        if client is not None:
+        client, intake = self._client, self._intake
+        if client is not None and intake is not None:
             current = [m for m in batch.messages if m.generation == self._generation]
             transport.ack_all(client, [m.mid for m in current if m.qos == 1])
             for m in current:
                 if m.qos == 2:  # only a misbehaving broker sends QoS 2 to a QoS 1 subscription
                     transport.ack(client, m.mid, 2)
+            intake.settle(sum(1 for m in current if m.qos))
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 
@@ -611,15 +666,22 @@ class Worker:
         self.metrics.database_up.set(1 if ok else 0)
 
     def _broker_state(
-        self, *, connected: bool, why: BaseException | None = None, retry_in: float = 0.0
+        self,
+        *,
+        connected: bool,
+        why: BaseException | None = None,
+        retry_in: float = 0.0,
+        address: tuple[str, int] | None = None,
     ) -> None:
+        broker = {} if address is None else {"broker": f"{address[0]}:{address[1]}"}
         if connected != self.health.broker_connected:
-            log.info("broker connected" if connected else "broker disconnected")
+            log.info("broker connected" if connected else "broker disconnected", **broker)
         if why is not None:
             log.warning(
                 "broker unusable; retrying",
                 reason=self._explain(why),
                 retry_in_s=round(retry_in, 1),
+                **broker,
             )
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1 if connected else 0)
