@@ -59,7 +59,7 @@ def _find_binary(name: str, *search: str) -> str:
     raise ServiceStartError(name, f"binary not found on PATH; install it ({hint})")
 
 
-class _PrivateBroker:
+class PrivateBroker:
     """What the private brokers share: a process on 127.0.0.1 to stop, kill and restart."""
 
     kind = ""
@@ -101,7 +101,7 @@ class _PrivateBroker:
         self.stop()
 
 
-class PrivateMosquitto(_PrivateBroker):
+class PrivateMosquitto(PrivateBroker):
     """A Mosquitto broker of our own: persistence on, limits set so nothing is dropped.
 
     Mosquitto's defaults lose data for a lagging persistent session (``max_queued_messages
@@ -154,7 +154,7 @@ class PrivateMosquitto(_PrivateBroker):
         _wait_for_port(self.port, self._proc, "mosquitto", self.log_path)
 
 
-class PrivateNats(_PrivateBroker):
+class PrivateNats(PrivateBroker):
     """A NATS Server of our own with JetStream and its MQTT 3.1.1 gateway, on free ports.
 
     The MQTT gateway acknowledges a QoS 1 PUBLISH once the message is in JetStream's file
