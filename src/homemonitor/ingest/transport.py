@@ -59,12 +59,15 @@ T = TypeVar("T")
 Make = Callable[[str, bytes, datetime, float, int, int, bool], T]
 
 
-def client(settings: Settings, address: tuple[str, int] | None = None) -> aiomqtt.Client:
+def client(
+    settings: Settings, address: tuple[str, int] | None = None, *, clean: bool = False
+) -> aiomqtt.Client:
     """The worker's client for a broker of ``settings``: a persistent session, manual PUBACKs.
 
     ``address`` is one of ``settings.mqtt_addresses`` (the first when None). Connecting and
     subscribing give up after ``mqtt_connect_timeout_s``, so that the worker can move on to
-    the next address of a cluster in seconds. Connect it with ``async with``.
+    the next address of a cluster in seconds. Connect it with ``async with``. ``clean``:
+    a clean start instead, and no session kept after it (:func:`end_session`).
     """
     s = settings
     host, port = address or s.mqtt_addresses[0]
@@ -72,7 +75,7 @@ def client(settings: Settings, address: tuple[str, int] | None = None) -> aiomqt
     properties = None
     if v5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-        properties.SessionExpiryInterval = s.mqtt_session_expiry
+        properties.SessionExpiryInterval = 0 if clean else s.mqtt_session_expiry
         properties.ReceiveMaximum = s.max_inflight
     tls = None
     if s.mqtt_tls_ca:
@@ -84,8 +87,8 @@ def client(settings: Settings, address: tuple[str, int] | None = None) -> aiomqt
         username=s.mqtt_username,
         password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-        clean_session=None if v5 else False,
-        clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
+        clean_session=None if v5 else clean,
+        clean_start=clean if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
         properties=properties,
         keepalive=30,
         tls_params=tls,
@@ -94,6 +97,16 @@ def client(settings: Settings, address: tuple[str, int] | None = None) -> aiomqt
     enable_manual_ack(built)
     fail_fast_before_connack(built)
     return built
+
+
+async def end_session(settings: Settings, address: tuple[str, int]) -> None:
+    """Make the broker discard the persistent session of ``settings.mqtt_client_id``.
+
+    A connection with a clean start (MQTT 5: and no session expiry; 3.1.1: clean
+    session) replaces the stored session, and nothing is kept after it disconnects.
+    """
+    async with client(settings, address, clean=True):
+        pass
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:

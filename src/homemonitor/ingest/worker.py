@@ -32,7 +32,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiomqtt
 import asyncpg
@@ -107,6 +107,7 @@ class Worker:
         self._generation = 0
         self._inflight = 0
         self.totals = CommitResult()
+        self._leaving: float | None = None  # leave(): seconds of quiet that mean "all taken"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,6 +128,36 @@ class Worker:
             quarantined=self.totals.quarantined,
             alerts_opened=self.totals.opened.total(),
         )
+
+    async def leave(self, stop: asyncio.Event, idle_s: float = 2.0) -> bool:
+        """End this worker's broker session for good, storing what it still holds first.
+
+        For scaling down: a departed replica's persistent session keeps its share of the
+        readings (Mosquitto hands shared-subscription messages to every member session,
+        connected or not) until it expires. Run with the departed replica's client id,
+        after it has stopped: this connects as it, unsubscribes (the broker assigns it
+        nothing new), stores and acknowledges everything the session delivers until
+        ``idle_s`` pass without a message, and then ends the session. True when the
+        session was ended; False when stopped first or when messages were left
+        uncommitted (the database is down): then the session is kept, run it again.
+        """
+        self._leaving = idle_s
+        await self.run(stop)
+        if self._inflight or not self.health.database_ok:
+            log.warning("messages left unacknowledged; the session is kept", held=self._inflight)
+            return False
+        backoff = Backoff(0.5, 5)
+        for address in self.settings.mqtt_addresses * 3:
+            try:
+                await transport.end_session(self.settings, address)
+            except aiomqtt.MqttError as exc:
+                self._broker_state(connected=False, why=exc, address=address)
+                if await sleep_unless(stop, backoff.next()):
+                    return False
+                continue
+            log.info("broker session ended", client_id=self.settings.mqtt_client_id)
+            return True
+        return False
 
     async def _load_registry_until_ready(self, stop: asyncio.Event) -> None:
         backoff = Backoff(0.2, 10)
@@ -199,7 +230,10 @@ class Worker:
                 intake = transport.Intake(client, self._make(), limit=self.settings.max_inflight)
                 async with client:
                     self._client, self._intake = client, intake
-                    await self._subscribe(client)
+                    if self._leaving is None:
+                        await self._subscribe(client)
+                    else:  # the broker assigns nothing new; the session delivers what it has
+                        await client.unsubscribe(self._subscriptions() + self._not_ours())
                     self._broker_state(connected=True, address=address)
                     backoff.reset()
                     failed_in_a_row = 0
@@ -284,7 +318,11 @@ class Worker:
         limit = self.settings.batch_max
         try:
             while True:
-                await intake.wait(gone, stopping)
+                if self._leaving is None:
+                    await intake.wait(gone, stopping)
+                elif not await self._more_to_take(intake, gone, stopping, batches):
+                    stop.set()  # leaving, and the session has delivered everything
+                    return
                 if gone.done() and not stopping.done():
                     raise _lost(gone)
                 if not len(intake):
@@ -306,6 +344,27 @@ class Worker:
                     return
         finally:
             stopping.cancel()
+
+    async def _more_to_take(
+        self,
+        intake: transport.Intake[Inbound],
+        gone: asyncio.Future[None],
+        stopping: asyncio.Future[Literal[True]],
+        batches: asyncio.Queue[Batch],
+    ) -> bool:
+        """Leaving: wait for a message; False once all is committed and none came for a while."""
+        assert self._leaving is not None
+        while True:
+            quiet = asyncio.ensure_future(asyncio.sleep(self._leaving))
+            try:
+                await intake.wait(gone, stopping, quiet)
+            finally:
+                quiet.cancel()
+            if len(intake) or gone.done() or stopping.done():
+                return True
+            if not self._inflight:  # nothing arrived, and everything taken is acknowledged
+                await batches.join()
+                return False
 
     async def _hand_over(
         self,
