@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 import aiomqtt
 import asyncpg
 import pytest
+import yaml
 
 from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
 from homemonitor.embedded import PrivateNats, _wait_for_port, free_port, start_all
@@ -418,3 +420,31 @@ async def test_deploy_config_runs_and_enforces_gateway_permissions(
     async with _client(deploy_nats, "plain", "homemonitor.worker", "w-secret") as unpartitioned:
         granted = await unpartitioned.subscribe(SUBSCRIPTION, qos=1)
         assert [0x80] == [g if isinstance(g, int) else g.value for g in granted]
+
+
+def test_compose_nats_profile_fits_deploy_nats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compose worker on NATS is a valid configuration that matches deploy/nats/."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    nats, worker = compose["nats"], compose["homemonitor-nats"]
+    assert ["nats"] == nats["profiles"] == worker["profiles"]
+    version = re.fullmatch(r"nats:(\d+)\.(\d+)\.\d+-alpine", nats["image"])
+    assert version is not None
+    assert (int(version[1]), int(version[2])) >= (2, 10)  # sync_interval: always
+    conf = (ROOT / "deploy" / "nats" / "nats-server.conf").read_text()
+    partitions = re.findall(r"partition\((\d+),1\)", PARTITIONS_CONF.read_text())
+    max_ack_pending = int(re.findall(r"^\s*max_ack_pending: (\d+)", conf, re.MULTILINE)[0])
+    env = worker["environment"]
+    for key, value in env.items():
+        if not key.endswith("_FILE"):
+            monkeypatch.setenv(key, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)))
+    settings = Settings(_env_file=None)
+    assert ("nats", "3.1.1", None) == (
+        settings.mqtt_broker,
+        settings.mqtt_protocol,
+        settings.mqtt_shared_group,
+    )
+    assert {str(settings.mqtt_partition_count)} == set(partitions)
+    assert tuple(range(settings.mqtt_partition_count or 0)) == settings.owned_partitions
+    assert settings.max_inflight == 2 * max_ack_pending  # a # subscription: two consumers
+    assert f"{env['HOMEMONITOR_MQTT_TLS_CA']}:ro" in [v.split(":", 1)[1] for v in worker["volumes"]]
+    assert "include ./users.conf" in conf and "include ./partitions.conf" in conf
