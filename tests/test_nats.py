@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -199,6 +200,23 @@ async def test_partitions_split_the_load_between_workers_on_nats(
         await asyncio.sleep(0.5)
         assert 1.0 == moved.metric("homemonitor_readings_stored_total")  # gw-1's only
         await moved.stop()
+
+
+async def test_mqtt5_worker_pointed_at_nats_is_told_what_to_set(
+    db: asyncpg.Connection, dsn: str, nats: PrivateNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS refuses an MQTT 5 CONNECT: the log names HOMEMONITOR_MQTT_BROKER=nats."""
+    worker = RunningService(settings_for(dsn, nats, mqtt_broker="mosquitto"), http=False)
+    with caplog.at_level(logging.WARNING, logger="homemonitor.ingest.worker"):
+        await worker.start(ready=False)
+
+        async def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "CONNECT" in r.getMessage()]
+
+        lines = await wait_until(warnings, bool, 10)
+        await worker.stop()
+    assert "for it set HOMEMONITOR_MQTT_BROKER=nats" in lines[0]
+    assert not worker.health.broker_connected
 
 
 def test_partitions_are_checked_at_start() -> None:
