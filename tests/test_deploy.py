@@ -714,7 +714,8 @@ def test_compose_wires_the_stack() -> None:
         "prometheus",
         "alertmanager",
         "grafana",
-    } == set(services)
+    } == {n for n, s in services.items() if "profiles" not in s}
+    assert {"nats", "homemonitor-nats"} == {n for n, s in services.items() if "profiles" in s}
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg16", db["image"])
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", mq["image"])
     assert "." == hm["build"]
@@ -733,12 +734,14 @@ def test_compose_wires_the_stack() -> None:
     assert {
         "timescaledb-data",
         "mosquitto-data",
+        "nats-data",
         "prometheus-data",
         "alertmanager-data",
         "grafana-data",
     } == set(_compose()["volumes"])
     scrape = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
-    assert [{"names": ["homemonitor"], "type": "A", "port": 8080, "refresh_interval": "30s"}] == (
+    names = ["homemonitor", "homemonitor-nats"]
+    assert [{"names": names, "type": "A", "port": 8080, "refresh_interval": "30s"}] == (
         scrape["dns_sd_configs"]
     )
 
