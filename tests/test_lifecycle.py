@@ -542,3 +542,91 @@ async def test_a_snoozed_warning_that_becomes_urgent_is_no_longer_snoozed(
         ("escalated", "out_of_hours"),
     ] == [(e["kind"], (e["details"].get("to") or {}).get("level")) for e in after_the_hour]
     assert {"urgent"} == {e["details"]["severity"] for e in after_the_hour[4:]}
+
+
+async def test_the_on_call_nurse_reads_the_patient_of_a_routed_alert_while_it_is_active(
+    db: asyncpg.Connection, api: httpx.AsyncClient
+) -> None:
+    """Routed out of hours to jour-ost: its nurse reads p-1's trend, readings and plan
+    (each access-logged), not p-3 of the same team, may not change p-1's plan, and reads
+    nothing of p-1 once the alert is resolved; every refusal is logged as denied."""
+    cache = await _cache(db, _described())
+    night = _local("2026-06-03T02:00")
+    await commit(db, _systolic(185, night), cache.plans, night)
+    alert = await db.fetchval("SELECT id FROM alerts WHERE routed_to = 'jour-ost'")
+    j1, a1 = await _token(db, "cl-j1"), await _token(db, "cl-a1")
+    base = "/api/v1/patients"
+    plan_change = {"spec": {"thresholds": {}}, "reason": "natt"}
+    while_active = [
+        await api.get(f"{base}/p-1/trend?days=365", headers=j1),
+        await api.get(f"{base}/p-1/readings?days=365", headers=j1),
+        await api.get(f"{base}/p-1/care-plan", headers=j1),
+        await api.get(f"{base}/p-3/trend", headers=j1),
+        await api.post(f"{base}/p-1/care-plan", json=plan_change, headers=j1),
+    ]
+    resolved = await api.post(
+        f"/api/v1/alerts/{alert}/resolve", json={"note": "Ringt, mår bra."}, headers=a1
+    )
+    after = await api.get(f"{base}/p-1/trend", headers=j1)
+    still_the_alert = await api.get(f"/api/v1/alerts/{alert}/events", headers=j1)
+    log = await db.fetch(
+        "SELECT patient_id, action, outcome FROM access_log WHERE clinician_id = 'cl-j1' "
+        "ORDER BY id"
+    )
+    assert [200, 200, 200, 404, 404] == [r.status_code for r in while_active]
+    assert [185.0] == [r["systolic"] for r in while_active[1].json()]
+    assert while_active[0].json() and {"blood_pressure"} == {
+        p["metric"] for p in while_active[0].json()
+    }
+    assert 1 == while_active[2].json()["version"]
+    assert {"detail": "no such patient"} == while_active[3].json() == while_active[4].json()
+    assert (200, 404, 200) == (
+        resolved.status_code,
+        after.status_code,
+        still_the_alert.status_code,
+    )
+    assert [
+        ("p-1", "view_trend", "allowed"),
+        ("p-1", "view_readings", "allowed"),
+        ("p-1", "view_care_plan", "allowed"),
+        ("p-3", "view_trend", "denied"),
+        ("p-1", "change_care_plan", "denied"),
+        ("p-1", "view_trend", "denied"),
+        ("p-1", "view_alert_events", "allowed"),
+    ] == [tuple(r) for r in log]
+
+
+async def test_an_action_on_another_teams_alert_is_refused_as_unknown_and_logged_denied(
+    db: asyncpg.Connection, api: httpx.AsyncClient
+) -> None:
+    """cl-b1 acknowledging, snoozing or resolving vc-a's alert: 404 as for no alert, the
+    alert unchanged, each attempt a denied row. A 409 on an alert the clinician sees is a
+    refused change, not a denied access: it shows no patient data and logs nothing."""
+    cache = await _cache(db, _described(working_hours=False))
+    now = datetime.now(UTC)
+    await commit(db, _systolic(185, now), cache.plans, now)
+    alert = await db.fetchval("SELECT id FROM alerts")
+    b1, a1 = await _token(db, "cl-b1"), await _token(db, "cl-a1")
+    base = f"/api/v1/alerts/{alert}"
+    foreign = [
+        await api.post(f"{base}/acknowledge", headers=b1),
+        await api.post(f"{base}/snooze", json={"minutes": 30, "reason": "x"}, headers=b1),
+        await api.post(f"{base}/resolve", json={"note": "x"}, headers=b1),
+        await api.post(f"/api/v1/alerts/{alert + 1000}/acknowledge", headers=b1),
+    ]
+    refused = await api.post(f"{base}/snooze", json={"minutes": 30, "reason": "x"}, headers=a1)
+    log = await db.fetch(
+        "SELECT clinician_id, patient_id, action, requested_id, outcome FROM access_log ORDER BY id"
+    )
+    assert [404] * 4 == [r.status_code for r in foreign]
+    assert {"detail": "no such alert"} == foreign[0].json() == foreign[3].json()
+    assert 409 == refused.status_code
+    assert ("open", None) == tuple(
+        await db.fetchrow("SELECT status, snoozed_until FROM alerts WHERE id = $1", alert)
+    )
+    assert [
+        ("cl-b1", "p-1", "acknowledge_alert", str(alert), "denied"),
+        ("cl-b1", "p-1", "snooze_alert", str(alert), "denied"),
+        ("cl-b1", "p-1", "resolve_alert", str(alert), "denied"),
+        ("cl-b1", None, "acknowledge_alert", str(alert + 1000), "denied"),
+    ] == [tuple(r) for r in log]

@@ -16,10 +16,11 @@ never shifted by working hours (an urgent alert does not wait for Monday); the r
 follows the clock instead.
 
 :func:`on_write` is the worker's hook (:func:`homemonitor.alerts.episodes._write`): for a
-batch that opened alerts (or made one worse) it reads the teams' routing in ONE query,
-assigns each new alert to the care contact, writes the "to" of its opened event, and
-schedules the first escalation step in the same transaction. A batch that opened nothing
-costs nothing.
+batch that opened alerts (or made one worse) it takes the teams' routing from the
+registry cache (loaded with the plans, reloaded with the registry; a patient the copy
+lacks: ONE query), assigns each new alert to the care contact, writes the "to" of its
+opened event, and schedules the first escalation step in the same transaction. A batch
+that opened nothing costs nothing.
 """
 
 from __future__ import annotations
