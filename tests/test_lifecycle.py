@@ -7,6 +7,7 @@ the scheduler's ManualClock, so each deadline is checked to the second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -378,3 +379,254 @@ def test_the_registry_refuses_routing_that_cannot_work() -> None:
         "care team vc-b: escalation to out_of_hours, but it has none",
     ] == [line.strip() for line in str(refused.value).splitlines()[1:]]
     assert "care_teams.0.working_hours.start" in str(wrong_time.value)
+
+
+@contextlib.asynccontextmanager
+async def _worker(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, described: dict[str, Any]
+) -> AsyncIterator[RunningService]:
+    """The service (worker, API) on the test's broker and database, ``described`` applied."""
+    await _cache(db, described)
+    service = RunningService(settings_for(dsn, broker))
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def _publish(broker: PrivateMosquitto, systolic: float, at: datetime) -> None:
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-1"), bp("cuff-1", systolic, 90, at), qos=1)
+
+
+async def _due(db: asyncpg.Connection, alert_id: int, chain: int, step: int) -> datetime:
+    """When that escalation step is due (it must have been scheduled)."""
+    due: datetime | None = await db.fetchval(
+        "SELECT due_at FROM scheduled_jobs WHERE key = $1",
+        f"alert:{alert_id}:chain:{chain}:step:{step}",
+    )
+    assert due is not None, f"step {step} of chain {chain} was not scheduled"
+    return due
+
+
+async def _history(http: httpx.AsyncClient, alert_id: int, headers: dict[str, str]) -> list[Any]:
+    """The alert's history as a clinician reads it (the API's events endpoint)."""
+    answer = await http.get(f"/api/v1/alerts/{alert_id}/events", headers=headers)
+    assert 200 == answer.status_code
+    events: list[Any] = answer.json()
+    return events
+
+
+async def test_a_warning_made_urgent_escalates_on_the_urgent_policy_not_the_warnings(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, pools: Any
+) -> None:
+    """Through the worker: warning (team after 10 min), then urgent a moment later (team
+    after 15, on-call after 30). At 10 min the warning's step addresses nobody; the urgent
+    chain's steps do, at their deadlines from when it became urgent."""
+    described = _described(working_hours=False)
+    described["care_teams"][0]["escalation"] = POLICY | {
+        "warning": [{"after_minutes": 10, "to": "team"}]
+    }
+    start = datetime.now(UTC)
+    async with _worker(db, dsn, broker, described) as service:
+        await _publish(broker, 165, start)
+        alert_id = await wait_until(
+            lambda: db.fetchval("SELECT id FROM alerts"), lambda i: i is not None
+        )
+        warning_step = await _due(db, alert_id, 1, 1)
+        await _publish(broker, 185, start + timedelta(minutes=1))
+        await wait_until(
+            lambda: db.fetchval("SELECT severity FROM alerts WHERE id = $1", alert_id),
+            lambda s: s == "urgent",
+        )
+        urgent_step = await _due(db, alert_id, 2, 1)
+        clock = ManualClock(warning_step)
+        scheduler = _scheduler(pools[0], clock)
+        headers = await _token(db, "cl-a2")
+        async with httpx.AsyncClient(base_url=service.url) as http:
+            ran_at_10 = await scheduler.run_due()
+            at_10 = await _history(http, alert_id, headers)
+            clock.set(urgent_step)
+            await scheduler.run_due()
+            at_15 = await _history(http, alert_id, headers)
+            clock.set(await _due(db, alert_id, 2, 2))
+            await scheduler.run_due()
+            at_30 = await _history(http, alert_id, headers)
+        chains = await db.fetch(
+            "SELECT key, status FROM scheduled_jobs WHERE name = 'alerts.escalate' ORDER BY key"
+        )
+    assert abs(warning_step - start - timedelta(minutes=10)) < timedelta(seconds=30)
+    assert timedelta(minutes=4) < urgent_step - warning_step < timedelta(minutes=6)
+    assert 1 == ran_at_10  # the warning's step ran, and did nothing
+    assert ["opened", "severity_changed"] == [e["kind"] for e in at_10]
+    assert ("warning", "urgent") == (
+        at_10[1]["details"]["previous"],
+        at_10[1]["details"]["severity"],
+    )
+    escalated = [e for e in at_30 if e["kind"] == "escalated"]
+    assert [e["kind"] for e in at_15] == ["opened", "severity_changed", "escalated"]
+    assert [
+        ("scheduler", "team", ["cl-a1", "cl-a2"], "urgent", 2, 1),
+        ("scheduler", "out_of_hours", ["cl-j1"], "urgent", 2, 2),
+    ] == [
+        (
+            e["actor"],
+            e["details"]["to"]["level"],
+            e["details"]["to"]["clinicians"],
+            e["details"]["severity"],
+            e["details"]["chain"],
+            e["details"]["step"],
+        )
+        for e in escalated
+    ]
+    assert [
+        (f"alert:{alert_id}:chain:1:step:1", "done"),  # no step 2: the chain ended there
+        (f"alert:{alert_id}:chain:2:step:1", "done"),
+        (f"alert:{alert_id}:chain:2:step:2", "done"),
+    ] == [tuple(r) for r in chains]
+
+
+async def test_a_snoozed_warning_that_becomes_urgent_is_no_longer_snoozed(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, pools: Any
+) -> None:
+    """Snoozed for an hour, then urgent through the worker: the history says the snooze
+    ended because the alert became urgent (actor rule), the alert is not snoozed, the
+    urgent chain escalates at 15 min, and the hour's end adds nothing."""
+    start = datetime.now(UTC)
+    async with _worker(db, dsn, broker, _described(working_hours=False)) as service:
+        await _publish(broker, 165, start)
+        alert_id = await wait_until(
+            lambda: db.fetchval("SELECT id FROM alerts"), lambda i: i is not None
+        )
+        headers = await _token(db, "cl-a1")
+        async with httpx.AsyncClient(base_url=service.url) as http:
+            snoozed = await http.post(
+                f"/api/v1/alerts/{alert_id}/snooze",
+                json={"minutes": 60, "reason": "ringer efter lunch"},
+                headers=headers,
+            )
+            await _publish(broker, 188, start + timedelta(minutes=1))
+            await wait_until(
+                lambda: db.fetchval("SELECT severity FROM alerts WHERE id = $1", alert_id),
+                lambda s: s == "urgent",
+            )
+            listed = await http.get("/api/v1/alerts", headers=headers)
+            made_urgent = await _history(http, alert_id, headers)
+            clock = ManualClock(await _due(db, alert_id, 2, 1))
+            scheduler = _scheduler(pools[0], clock)
+            await scheduler.run_due()
+            clock.set(datetime.fromisoformat(snoozed.json()["snoozed_until"]))
+            await scheduler.run_due()
+            after_the_hour = await _history(http, alert_id, headers)
+    assert 200 == snoozed.status_code
+    assert [(alert_id, "urgent", None)] == [
+        (a["id"], a["severity"], a["snoozed_until"]) for a in listed.json()
+    ]
+    assert [
+        ("opened", "rule", None),
+        ("snoozed", "clinician", "cl-a1"),
+        ("severity_changed", "rule", None),
+        ("snooze_ended", "rule", None),
+    ] == [(e["kind"], e["actor"], e["clinician_id"]) for e in made_urgent]
+    ended = made_urgent[3]["details"]
+    assert ("urgent", made_urgent[1]["details"]["until"]) == (ended["reason"], ended["until"])
+    # by the hour's end the urgent chain's 30 min step has run too; the snooze's own end
+    # (and the warning chain's step) found nothing to do
+    assert [
+        ("opened", "care_contact"),
+        ("snoozed", None),
+        ("severity_changed", None),
+        ("snooze_ended", None),
+        ("escalated", "team"),
+        ("escalated", "out_of_hours"),
+    ] == [(e["kind"], (e["details"].get("to") or {}).get("level")) for e in after_the_hour]
+    assert {"urgent"} == {e["details"]["severity"] for e in after_the_hour[4:]}
+
+
+async def test_the_on_call_nurse_reads_the_patient_of_a_routed_alert_while_it_is_active(
+    db: asyncpg.Connection, api: httpx.AsyncClient
+) -> None:
+    """Routed out of hours to jour-ost: its nurse reads p-1's trend, readings and plan
+    (each access-logged), not p-3 of the same team, may not change p-1's plan, and reads
+    nothing of p-1 once the alert is resolved; every refusal is logged as denied."""
+    cache = await _cache(db, _described())
+    night = _local("2026-06-03T02:00")
+    await commit(db, _systolic(185, night), cache.plans, night)
+    alert = await db.fetchval("SELECT id FROM alerts WHERE routed_to = 'jour-ost'")
+    j1, a1 = await _token(db, "cl-j1"), await _token(db, "cl-a1")
+    base = "/api/v1/patients"
+    plan_change = {"spec": {"thresholds": {}}, "reason": "natt"}
+    while_active = [
+        await api.get(f"{base}/p-1/trend?days=365", headers=j1),
+        await api.get(f"{base}/p-1/readings?days=365", headers=j1),
+        await api.get(f"{base}/p-1/care-plan", headers=j1),
+        await api.get(f"{base}/p-3/trend", headers=j1),
+        await api.post(f"{base}/p-1/care-plan", json=plan_change, headers=j1),
+    ]
+    resolved = await api.post(
+        f"/api/v1/alerts/{alert}/resolve", json={"note": "Ringt, mår bra."}, headers=a1
+    )
+    after = await api.get(f"{base}/p-1/trend", headers=j1)
+    still_the_alert = await api.get(f"/api/v1/alerts/{alert}/events", headers=j1)
+    log = await db.fetch(
+        "SELECT patient_id, action, outcome FROM access_log WHERE clinician_id = 'cl-j1' "
+        "ORDER BY id"
+    )
+    assert [200, 200, 200, 404, 404] == [r.status_code for r in while_active]
+    assert [185.0] == [r["systolic"] for r in while_active[1].json()]
+    assert while_active[0].json() and {"blood_pressure"} == {
+        p["metric"] for p in while_active[0].json()
+    }
+    assert 1 == while_active[2].json()["version"]
+    assert {"detail": "no such patient"} == while_active[3].json() == while_active[4].json()
+    assert (200, 404, 200) == (
+        resolved.status_code,
+        after.status_code,
+        still_the_alert.status_code,
+    )
+    assert [
+        ("p-1", "view_trend", "allowed"),
+        ("p-1", "view_readings", "allowed"),
+        ("p-1", "view_care_plan", "allowed"),
+        ("p-3", "view_trend", "denied"),
+        ("p-1", "change_care_plan", "denied"),
+        ("p-1", "view_trend", "denied"),
+        ("p-1", "view_alert_events", "allowed"),
+    ] == [tuple(r) for r in log]
+
+
+async def test_an_action_on_another_teams_alert_is_refused_as_unknown_and_logged_denied(
+    db: asyncpg.Connection, api: httpx.AsyncClient
+) -> None:
+    """cl-b1 acknowledging, snoozing or resolving vc-a's alert: 404 as for no alert, the
+    alert unchanged, each attempt a denied row. A 409 on an alert the clinician sees is a
+    refused change, not a denied access: it shows no patient data and logs nothing."""
+    cache = await _cache(db, _described(working_hours=False))
+    now = datetime.now(UTC)
+    await commit(db, _systolic(185, now), cache.plans, now)
+    alert = await db.fetchval("SELECT id FROM alerts")
+    b1, a1 = await _token(db, "cl-b1"), await _token(db, "cl-a1")
+    base = f"/api/v1/alerts/{alert}"
+    foreign = [
+        await api.post(f"{base}/acknowledge", headers=b1),
+        await api.post(f"{base}/snooze", json={"minutes": 30, "reason": "x"}, headers=b1),
+        await api.post(f"{base}/resolve", json={"note": "x"}, headers=b1),
+        await api.post(f"/api/v1/alerts/{alert + 1000}/acknowledge", headers=b1),
+    ]
+    refused = await api.post(f"{base}/snooze", json={"minutes": 30, "reason": "x"}, headers=a1)
+    log = await db.fetch(
+        "SELECT clinician_id, patient_id, action, requested_id, outcome FROM access_log ORDER BY id"
+    )
+    assert [404] * 4 == [r.status_code for r in foreign]
+    assert {"detail": "no such alert"} == foreign[0].json() == foreign[3].json()
+    assert 409 == refused.status_code
+    assert ("open", None) == tuple(
+        await db.fetchrow("SELECT status, snoozed_until FROM alerts WHERE id = $1", alert)
+    )
+    assert [
+        ("cl-b1", "p-1", "acknowledge_alert", str(alert), "denied"),
+        ("cl-b1", "p-1", "snooze_alert", str(alert), "denied"),
+        ("cl-b1", "p-1", "resolve_alert", str(alert), "denied"),
+        ("cl-b1", None, "acknowledge_alert", str(alert + 1000), "denied"),
+    ] == [tuple(r) for r in log]

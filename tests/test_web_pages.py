@@ -287,3 +287,36 @@ async def test_follow_up_page_shows_the_teams_figures_without_patient_reads(
     assert "p-1" not in page.text
     assert "Alerts per patient-week" in english.text
     assert [] == await log_rows(clinic)
+
+
+# --- lifecycle2: another team's id on a page is an HTML page, not the API's JSON -----------
+
+
+async def test_another_teams_alert_or_patient_on_a_page_is_a_not_found_page_logged_denied(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """cl-b1 opening vc-a's alert or patient, or acknowledging the alert from its page:
+    a 404 page in their language (Swedish, or English when asked), no data of it, each
+    attempt a denied row; the API's route still answers JSON."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-b1")
+        swedish = await http.get(f"/alerts/{alert_id}")
+        english = await http.get("/patients/p-1", headers={"Accept-Language": "en"})
+        posted = await http.post(f"/alerts/{alert_id}/acknowledge", data={"csrf": csrf})
+        api = await http.get(f"/api/v1/alerts/{alert_id}")
+    assert (404, 404, 404) == (swedish.status_code, english.status_code, posted.status_code)
+    assert swedish.headers["content-type"].startswith("text/html")
+    assert 'lang="sv"' in swedish.text and f"Det finns inget larm {alert_id}" in swedish.text
+    assert 'lang="en"' in english.text and "There is no patient p-1" in english.text
+    assert "Nurse B1" in swedish.text  # the page of a signed-in user, with the navigation
+    assert "systolic" not in swedish.text.lower()
+    assert "Det finns inget larm" in posted.text
+    assert "no-store" == swedish.headers["cache-control"]
+    assert (404, {"detail": "no such alert"}) == (api.status_code, api.json())
+    assert [
+        ("cl-b1", "p-1", "view_alert", "denied"),
+        ("cl-b1", "p-1", "view_patient", "denied"),
+        ("cl-b1", "p-1", "acknowledge_alert", "denied"),
+        ("cl-b1", "p-1", "view_alert", "denied"),
+    ] == await log_rows(clinic)

@@ -16,10 +16,11 @@ never shifted by working hours (an urgent alert does not wait for Monday); the r
 follows the clock instead.
 
 :func:`on_write` is the worker's hook (:func:`homemonitor.alerts.episodes._write`): for a
-batch that opened alerts (or made one worse) it reads the teams' routing in ONE query,
-assigns each new alert to the care contact, writes the "to" of its opened event, and
-schedules the first escalation step in the same transaction. A batch that opened nothing
-costs nothing.
+batch that opened alerts (or made one worse) it takes the teams' routing from the
+registry cache (loaded with the plans, reloaded with the registry; a patient the copy
+lacks: ONE query), assigns each new alert to the care contact, writes the "to" of its
+opened event, and schedules the first escalation step in the same transaction. A batch
+that opened nothing costs nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from homemonitor.alerts.rows import Draft
 from homemonitor.registry.description import WEEKDAYS, EscalationIn, WorkingHoursIn
 from homemonitor.scheduler import schedule_many
 from homemonitor.storage.database import Conn
+
+if TYPE_CHECKING:  # the registry cache holds a Routing, and rows reads the cache
+    from homemonitor.alerts.rows import Draft
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 Level = Literal["care_contact", "team", "out_of_hours"]
@@ -183,7 +186,7 @@ class Routing:
 _LOAD = """
 WITH home AS (
     SELECT id AS patient_id, care_team_id, care_contact_id FROM patients
-    WHERE id = ANY($1::text[])
+    WHERE $1::text[] IS NULL OR id = ANY($1::text[])
 ), involved AS (
     SELECT care_team_id AS id FROM home
     UNION SELECT t.out_of_hours FROM care_teams t JOIN home h ON h.care_team_id = t.id
@@ -200,11 +203,16 @@ GROUP BY t.id
 """
 
 
-async def load(conn: Conn, patient_ids: Sequence[str]) -> Routing:
-    """The routing of these patients' teams and their out-of-hours teams: ONE query."""
+async def load(conn: Conn, patient_ids: Sequence[str] | None = None) -> Routing:
+    """The routing of these patients' teams and their out-of-hours teams: ONE query.
+
+    ``None``: of every patient (the registry cache's copy, :attr:`Plans.routing
+    <homemonitor.registry.cache.Plans.routing>`).
+    """
     teams: dict[str, Team] = {}
     homes: dict[str, tuple[str, str | None]] = {}
-    for r in await conn.fetch(_LOAD, sorted(set(patient_ids))):
+    ids = None if patient_ids is None else sorted(set(patient_ids))
+    for r in await conn.fetch(_LOAD, ids):
         hours = r["working_hours"]
         teams[r["id"]] = Team(
             r["id"],
@@ -263,12 +271,15 @@ def _worse(details: str) -> bool:
     return _SEVERITY.get(d.get("severity"), 0) > _SEVERITY.get(d.get("previous"), 0)
 
 
-async def on_write(conn: Conn, drafts: Sequence[Draft], now: datetime) -> None:
+async def on_write(
+    conn: Conn, drafts: Sequence[Draft], now: datetime, cached: Routing | None = None
+) -> None:
     """Route the batch's new alerts and start their escalation chains; see the module.
 
     ``drafts`` are the batch's :class:`~homemonitor.alerts.rows.Draft` rows, with ids,
     before their events are written: the "to" goes into each opened event's details, a
-    snooze ended by urgency becomes an event of the batch.
+    snooze ended by urgency becomes an event of the batch. ``cached``: the registry
+    cache's routing (the worker's; reloaded with the registry), else ONE query.
     """
     opened: list[Draft] = []
     worse: list[Draft] = []
@@ -279,7 +290,11 @@ async def on_write(conn: Conn, drafts: Sequence[Draft], now: datetime) -> None:
             worse.append(d)
     if not opened and not worse:
         return
-    routing = await load(conn, [d.patient_id for d in (*opened, *worse)])
+    patients = [d.patient_id for d in (*opened, *worse)]
+    if cached is not None and all(p in cached.homes for p in patients):
+        routing = cached
+    else:
+        routing = await load(conn, patients)
     rows: list[tuple[int | None, str | None, str | None, Level]] = []
     jobs: list[tuple[str, datetime, dict[str, Any]]] = []
     for d in opened:

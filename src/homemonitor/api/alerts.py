@@ -4,7 +4,9 @@ does with it (acknowledge, comment, assign, snooze, resolve: docs/alerts.md).
 Every route is access-logged (:mod:`homemonitor.api.access`); every action is one
 transition of :mod:`homemonitor.alerts.transitions`, with its ``alert_events`` row. A
 transition the alert does not allow answers 409 with the reason, before anything is
-logged or changed.
+logged or changed: a refused change of an alert the clinician sees is not a denied
+access (it shows no patient data), so it writes no access-log row. An alert of another
+team answers 404 and is logged as denied (:func:`homemonitor.api.access.not_visible`).
 """
 
 from collections.abc import Awaitable, Callable
