@@ -39,13 +39,14 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine
+from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine, stream
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
+from homemonitor.notify.feed import AlertFeed
 from homemonitor.runtime import Health
 from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -61,12 +62,16 @@ def build_app(
     read_pool: asyncpg.Pool | None = None,
     clock: ClockPolicy | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    feed: AlertFeed | None = None,
+    stream_heartbeat_s: float = 15.0,
 ) -> FastAPI:
     """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime.
 
     ``fhir_patient_system`` is the identifier system FHIR out names patients in
     (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``); ``clock`` and ``max_payload_bytes`` are what a
     quarantine replay validates with, as the worker does (defaults: the settings' defaults).
+    ``feed`` wakes the live alert streams (the service's, which it runs; without one they
+    look every ``stream_heartbeat_s``).
     """
     # Swagger UI (/docs) and ReDoc (/redoc) from the package's own copies, not a CDN: the
     # docs of a first look (or of a clinic's network) work without internet.
@@ -90,9 +95,12 @@ def build_app(
         read_pool=read_pool,
         clock=clock if clock is not None else ClockPolicy(),
         max_payload_bytes=max_payload_bytes,
+        alert_feed=feed if feed is not None else AlertFeed(pool),
+        stream_heartbeat_s=stream_heartbeat_s,
     )
     for router in (
         ops.router,
+        stream.router,  # before alerts': /alerts/stream is not an alert id
         alerts.router,
         patients.router,
         plans.router,

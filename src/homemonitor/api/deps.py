@@ -16,6 +16,7 @@ from homemonitor.api.auth import Clinician, authenticate
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
+from homemonitor.notify.feed import AlertFeed
 from homemonitor.runtime import Health
 from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -47,6 +48,15 @@ class Services:
     #: (``HOMEMONITOR_CLOCK_*``, ``HOMEMONITOR_RETENTION``, ``HOMEMONITOR_MAX_PAYLOAD_BYTES``).
     clock: ClockPolicy = dataclasses.field(default_factory=ClockPolicy)
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: What wakes the live alert streams (``GET /api/v1/alerts/stream``), and their heartbeat.
+    alert_feed: AlertFeed | None = None
+    stream_heartbeat_s: float = 15.0
+
+    @property
+    def feed(self) -> AlertFeed:
+        """The process's alert feed (``build_app`` always sets one)."""
+        assert self.alert_feed is not None
+        return self.alert_feed
 
     @property
     def reads(self) -> asyncpg.Pool:

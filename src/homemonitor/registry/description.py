@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
 from homemonitor.fields import Ident, PlainText
+from homemonitor.notify import config as notify_config
 from homemonitor.registry import plans
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
@@ -42,6 +43,7 @@ class CareTeamIn(BaseModel):
     id: Ident
     name: PlainText = Field(min_length=1)
     clinicians: list[ClinicianIn] = []
+    notifications: notify_config.NotificationsIn | None = None
 
 
 class DeviceIn(BaseModel):
@@ -266,6 +268,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
         for p in reg.patients:
             if p.care_plan is not None:
                 added += await _add_plan(conn, p.id, p.care_plan)
+        await notify_config.store(conn, [(t.id, t.notifications) for t in reg.care_teams])
         await conn.execute("UPDATE registry_revision SET revision = revision + 1")
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(
