@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from homemonitor_bench.outbox import OUTBOX_SHARE
 from homemonitor_bench.phases import or_nan
 
 
@@ -47,6 +48,14 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((label, f"{share:.0%}", share >= TEMPLATES_SHARE))
         elif "worker_templates" in result["searches"]:
             out.append((label, "none sustained", False))
+    plain, notifying = (
+        _best(result, "worker_without_channels"),
+        _best(result, "worker_with_channels"),
+    )
+    if "worker_with_channels" in result.get("searches", {}) and plain:
+        label = f"with notification channels >= {OUTBOX_SHARE:.0%} of without"
+        share = (notifying or 0.0) / plain
+        out.append((label, f"{share:.0%}", share >= OUTBOX_SHARE))
     o = result.get("outage")
     if o:
         v, rss = o["verification"], o["worker_rss_mb"]
@@ -70,6 +79,8 @@ _CONSUMERS = {
     "two_workers": "two workers, shared subscription",
     "worker_thresholds": "one worker, thresholds plans",
     "worker_templates": "one worker, templates plans",
+    "worker_without_channels": "one worker, no notification channels",
+    "worker_with_channels": "one worker, every team notifying",
 }
 
 

@@ -173,7 +173,7 @@ class Notifier:
         """Update the backlog gauges; the next retry time, at most ``max_idle`` away."""
         async with self.pool.acquire(timeout=10) as conn:
             waiting = await outbox.backlog(conn)
-            due = await outbox.next_due(conn)
+        due = waiting.next_due
         self.metrics.outbox_pending.set(waiting.pending)
         self.metrics.outbox_dead.set(waiting.dead)
         self.metrics.outbox_oldest.set(waiting.oldest_s or 0.0)

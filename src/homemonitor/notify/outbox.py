@@ -77,10 +77,10 @@ _BACKLOG = """
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'dead') AS dead,
        extract(epoch FROM clock_timestamp()
-               - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_s
+               - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_s,
+       min(next_attempt_at) FILTER (WHERE status = 'pending') AS next_due
 FROM outbox WHERE status IN ('pending', 'dead')
 """
-_NEXT_DUE = "SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'"
 
 
 async def claim(conn: Conn, now: datetime, limit: int) -> list[Notification]:
@@ -181,24 +181,20 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Backlog:
-    """What waits: undelivered rows, the oldest one's age (s; None when none), dead letters."""
+    """What waits: undelivered rows, the oldest one's age (s; None when none), dead letters,
+    and the earliest retry time of an undelivered row (None: none waits for one)."""
 
     pending: int
     dead: int
     oldest_s: float | None
+    next_due: datetime | None
 
 
 async def backlog(conn: Conn) -> Backlog:
-    """The outbox's backlog (for the metrics gauges)."""
+    """The outbox's backlog (for the metrics gauges and the notifier's sleep)."""
     r = await conn.fetchrow(_BACKLOG)
     assert r is not None
-    return Backlog(r["pending"], r["dead"], r["oldest_s"])
-
-
-async def next_due(conn: Conn) -> datetime | None:
-    """The earliest retry time of an undelivered row (None: every pending row is due now)."""
-    due: datetime | None = await conn.fetchval(_NEXT_DUE)
-    return due
+    return Backlog(r["pending"], r["dead"], r["oldest_s"], r["next_due"])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
