@@ -301,7 +301,7 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if "outbox" in phases:
                 start = max(1000.0, float(round(one_sustained * 0.8 / 50) * 50))
                 result["outbox_phase"] = await compare_outbox(
-                    db, workdir, searched, retire, workers, start
+                    bench, searched, retire, workers, start, plan.step_seconds
                 )
             if "scale" in phases:
                 two = workers(2, "shared", group="bench")
