@@ -430,9 +430,10 @@ class WebhookReceiver:
     :meth:`stop` and :meth:`start` take it down and bring it back on the same port.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None) -> None:
         import threading  # noqa: PLC0415 - only the notify tests need it
 
+        self.tls = tls  # an ssl.SSLContext: serve HTTPS
         self.port = free_port()
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answer = 200
@@ -444,7 +445,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
 
     def start(self) -> None:
         import http.server  # noqa: PLC0415
@@ -471,6 +472,8 @@ class WebhookReceiver:
             daemon_threads = True
 
         self._server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -495,6 +498,23 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
+def server_tls(directory: Path, cert: Path) -> Any:
+    """A TLS server context with a new self-signed certificate for 127.0.0.1 (in ``cert``)."""
+    import ssl  # noqa: PLC0415
+
+    key = directory / f"{cert.stem}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    return tls
+
+
 class SmtpServer:
     """aiosmtpd on a free port: STARTTLS required before AUTH, one user, messages kept."""
 
@@ -510,21 +530,11 @@ class SmtpServer:
 
     def start(self) -> None:
         import email  # noqa: PLC0415
-        import ssl  # noqa: PLC0415
 
         from aiosmtpd.controller import Controller  # noqa: PLC0415
         from aiosmtpd.smtp import AuthResult  # noqa: PLC0415
 
-        key = self.directory / "smtp-key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-             "-keyout", str(key), "-out", str(self.ca)],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(self.ca, key)
+        tls = server_tls(self.directory, self.ca)
         server = self
 
         class Handler:

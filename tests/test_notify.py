@@ -28,6 +28,8 @@ from homemonitor import registry
 from homemonitor.api.auth import issue_token
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.notify.channels import DeliveryError, Webhook
+from homemonitor.notify.message import Notification
 from homemonitor.scheduler import ManualClock
 from tests.conftest import (
     REGISTRY,
@@ -37,6 +39,7 @@ from tests.conftest import (
     WorkerProcess,
     bp,
     publisher,
+    server_tls,
     settings_for,
     wait_until,
 )
@@ -203,6 +206,48 @@ async def test_an_opened_alert_reaches_the_webhook_signed_and_the_mqtt_topics(
     assert {"v", "type", "id", "sent_at", "texts"} == set(feedback)
     assert (TEXTS, f"{opened['id']}.feedback") == (feedback["texts"], feedback["id"])
     assert 1.0 == svc.metric("homemonitor_notifications_sent_total", {"channel": "webhook"})
+
+
+async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
+    tmp_path: Path,
+) -> None:
+    """The notifier's own HTTP/1.1 client: TLS verified against the CA, 2xx ok, 503 retried."""
+    cert = tmp_path / "hook-cert.pem"
+    receiver = WebhookReceiver(tls=server_tls(tmp_path, cert))
+    receiver.start()
+    try:
+        secret = tmp_path / "secret"
+        secret.write_bytes(SECRET)
+        webhook = Webhook("https://hm.example", timeout_s=5)
+        notification = Notification(
+            outbox_id=1,
+            event_id=7,
+            channel="webhook",
+            attempt=1,
+            config={"url": receiver.url, "secret_file": str(secret)},
+            kind="opened",
+            at=datetime.now(UTC),
+            actor="rule",
+            clinician_id=None,
+            details={},
+            alert=dict.fromkeys(
+                ("id", "patient_id", "care_team_id", "rule", "kind", "severity", "status"), "x"
+            ),
+        )
+        with pytest.raises(DeliveryError) as untrusted:
+            await webhook.send(notification)  # the system's CAs do not know this server
+        assert "SSLCertVerificationError" == untrusted.value.reason
+        webhook.tls.load_verify_locations(cert)  # as a clinic's CA would be installed
+        await webhook.send(notification)
+        receiver.answer = 503
+        with pytest.raises(DeliveryError) as refused:
+            await webhook.send(notification)
+        assert "http_503" == refused.value.reason
+        assert ["7.webhook"] * 2 == receiver.keys()
+        assert _documented_verify()(SECRET, receiver.received[0][0]["Homemonitor-Signature"],
+                                    receiver.received[0][1])  # fmt: skip
+    finally:
+        receiver.stop()
 
 
 async def test_the_outbox_commits_with_the_alert_change_and_never_follows_its_own_events(

@@ -91,12 +91,17 @@ class Webhook:
     """
 
     def __init__(
-        self, public_url: str, timeout_s: float, now: Callable[[], float] = time.time
+        self,
+        public_url: str,
+        timeout_s: float,
+        now: Callable[[], float] = time.time,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.public_url = public_url
         self.timeout_s = timeout_s
         self.now = now
-        self._tls = ssl.create_default_context()
+        #: How receivers are verified: the system's CAs unless given.
+        self.tls = tls or ssl.create_default_context()
         self._secrets: dict[str, tuple[float, bytes]] = {}
 
     def _secret(self, path: str) -> bytes:
@@ -132,7 +137,7 @@ class Webhook:
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The status of the answer to one POST (the URL is the registry's, checked there)."""
         parts = urlsplit(url)
-        tls = self._tls if parts.scheme == "https" else None
+        tls = self.tls if parts.scheme == "https" else None
         host = parts.hostname or ""
         port = parts.port or (443 if tls else 80)
         reader, writer = await asyncio.open_connection(
