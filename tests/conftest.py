@@ -497,3 +497,167 @@ def nats(tmp_path: Path) -> Iterator[PrivateNats]:
     """A private NATS Server with JetStream and its MQTT gateway, on free ports."""
     with private_nats(tmp_path / "nats") as server:
         yield server
+
+
+# --- notify: a webhook receiver and an SMTP server with STARTTLS, both real ------------
+
+
+class WebhookReceiver:
+    """A stdlib HTTP server on a port of its own that records every POST it is sent.
+
+    ``answer`` is the status it replies with; with ``hold`` True each request waits for
+    ``release`` (a receiver slow enough for the sender to die mid-delivery).
+    :meth:`stop` and :meth:`start` take it down and bring it back on the same port.
+    """
+
+    def __init__(self, tls: Any = None) -> None:
+        import threading  # noqa: PLC0415 - only the notify tests need it
+
+        self.tls = tls  # an ssl.SSLContext: serve HTTPS
+        self.port = free_port()
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.answer = 200
+        self.hold = False
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append((dict(self.headers.items()), body))
+                receiver.arrived.set()
+                if receiver.hold:
+                    receiver.release.wait(60)
+                self.send_response(receiver.answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def keys(self) -> list[str]:
+        """The Idempotency-Key of every request received, in arrival order."""
+        return [headers["Idempotency-Key"] for headers, _ in self.received]
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A running webhook receiver; stopped at the end."""
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.release.set()
+    receiver.stop()
+
+
+def server_tls(directory: Path, cert: Path) -> Any:
+    """A TLS server context with a new self-signed certificate for 127.0.0.1 (in ``cert``)."""
+    import ssl  # noqa: PLC0415
+
+    key = directory / f"{cert.stem}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    return tls
+
+
+class SmtpServer:
+    """aiosmtpd on a free port: STARTTLS required before AUTH, one user, messages kept."""
+
+    user = "homemonitor"
+    password = "smtp-secret"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.messages: list[Any] = []  # (envelope, email.message.Message)
+        self.ca = directory / "smtp-cert.pem"
+        self._controller: Any = None
+
+    def start(self) -> None:
+        import email  # noqa: PLC0415
+
+        from aiosmtpd.controller import Controller  # noqa: PLC0415
+        from aiosmtpd.smtp import AuthResult  # noqa: PLC0415
+
+        tls = server_tls(self.directory, self.ca)
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, _: Any, __: Any, envelope: Any) -> str:  # noqa: N802
+                server.messages.append((envelope, email.message_from_bytes(envelope.content)))
+                return "250 OK"
+
+        def authenticate(_: Any, __: Any, ___: Any, mechanism: str, data: Any) -> AuthResult:
+            ok = data.login.decode() == self.user and data.password.decode() == self.password
+            return AuthResult(success=ok, handled=False)
+
+        self._controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=tls,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_required=True,
+            auth_require_tls=True,
+        )
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    def settings(self) -> dict[str, Any]:
+        """The service settings that send mail through this server."""
+        return {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": self.port,
+            "smtp_username": self.user,
+            "smtp_password": self.password,
+            "smtp_tls_ca": str(self.ca),
+            "smtp_from": "alerts@vc-a.example",
+        }
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) with STARTTLS and AUTH, on a free port."""
+    server = SmtpServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -36,7 +36,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from homemonitor import __version__, registry
-from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
+from homemonitor.contract.protocol import SUBSCRIPTION, feedback_topic, readings_topic
 from homemonitor.contract.readings import Reason
 from homemonitor.embedded import free_port
 from homemonitor.ingest import transport
@@ -391,6 +391,24 @@ async def test_broker_accepts_deploy_config_and_enforces_acl(deploy_broker: Depl
                 if message.payload == b"fence":
                     break
     assert [(own, b"own"), (fhir, b"fence")] == received
+
+
+async def test_acl_lets_the_service_tell_a_gateway_and_no_other_gateway_listen(
+    deploy_broker: DeployBroker,
+) -> None:
+    """The service's user publishes feedback; gw-0001 reads its own, never gw-0002's."""
+    b = deploy_broker
+    heard: list[str] = []
+    async with _gateway(b, "gw-0001") as gateway:
+        await gateway.subscribe("homemonitor/v1/gw/+/feedback", qos=1)  # asks for every home
+        async with _worker(b, b.plain_port, "homemonitor-test-notifier") as service:
+            await service.publish(feedback_topic("gw-0002"), b"for another home", qos=1)
+            await service.publish(feedback_topic("gw-0001"), b"for this home", qos=1)
+        async with asyncio.timeout(10):
+            async for message in gateway.messages:
+                heard.append(str(message.topic))
+                break
+    assert [feedback_topic("gw-0001")] == heard
 
 
 async def test_worker_intake_reads_over_tls(deploy_broker: DeployBroker) -> None:

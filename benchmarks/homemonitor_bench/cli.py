@@ -48,6 +48,9 @@ phases (in this order; --phases picks some):
             not run) for 8 s: CPU per reading, split by stage with py-spy samples
   plans     step search: one worker with thresholds plans, then one with the condition
             templates (issue 10), same run, load and seeded history
+  outbox    step search: one worker with no notification channels, then with every
+            care team notifying (webhook to a local receiver, MQTT alert topic, patient
+            feedback; issue 11): the outbox trigger and the notifier's cost
   scale     step search: two workers on an MQTT 5 shared subscription
   outage    PostgreSQL stopped for 60 s under 1 000/s: worker and broker memory,
             time to the first commit and drain rate after the restart, nothing lost
@@ -66,6 +69,7 @@ targets (issue 4):
   publish -> alert opened p99 at most 50 ms at 1 000/s and 200 ms at 5 000/s
   two workers sustain at least 1.3x one
   one worker with templates plans sustains at least 85 % of thresholds plans (issue 10)
+  one worker with every team notifying sustains at least 90 % of none (issue 11)
   outage: nothing lost or duplicated, worker memory flat, backlog drained"""
 
 EPILOG = """\
@@ -79,6 +83,7 @@ examples:
   make bench ARGS=--quick
   make bench ARGS="--quick --phases intake"
   make bench ARGS="--phases plans"
+  make bench ARGS="--phases outbox"
   make bench ARGS="--phases profile --plans templates"
   make bench ARGS="--phases worker --worker-env HOMEMONITOR_BATCH_MAX=1000"
   make bench ARGS="--phases worker --worker-pythonpath ../other-checkout/src\""""

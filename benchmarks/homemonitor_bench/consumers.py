@@ -275,9 +275,9 @@ class ServiceWorkers:
 
     async def reset(self) -> None:
         if self.live_since is None:
-            await self.db.execute("TRUNCATE readings, alert_events, alerts, quarantine")
+            await self.db.execute("TRUNCATE readings, outbox, alert_events, alerts, quarantine")
             return
-        await self.db.execute("TRUNCATE alert_events, alerts, quarantine")
+        await self.db.execute("TRUNCATE outbox, alert_events, alerts, quarantine")
         await self.db.execute("DELETE FROM readings WHERE measured_at >= $1", self.live_since)
         await self.db.execute("VACUUM readings")  # no dead rows left for the next step
 

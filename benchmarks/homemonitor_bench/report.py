@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from homemonitor_bench.outbox import OUTBOX_SHARE
 from homemonitor_bench.phases import or_nan
 
 
@@ -47,6 +48,11 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((label, f"{share:.0%}", share >= TEMPLATES_SHARE))
         elif "worker_templates" in result["searches"]:
             out.append((label, "none sustained", False))
+    interleaved = result.get("outbox_phase", {}).get("interleaved")
+    if interleaved and interleaved["share"] is not None:
+        label = f"with notification channels >= {OUTBOX_SHARE:.0%} of without (CPU/reading)"
+        share = interleaved["share"]
+        out.append((label, f"{share:.0%}", share >= OUTBOX_SHARE))
     o = result.get("outage")
     if o:
         v, rss = o["verification"], o["worker_rss_mb"]
@@ -70,6 +76,8 @@ _CONSUMERS = {
     "two_workers": "two workers, shared subscription",
     "worker_thresholds": "one worker, thresholds plans",
     "worker_templates": "one worker, templates plans",
+    "worker_without_channels": "one worker, no notification channels",
+    "worker_with_channels": "one worker, every team notifying",
 }
 
 

@@ -31,6 +31,7 @@ from homemonitor_bench.consumers import (
     naive_main,
 )
 from homemonitor_bench.meter import CpuMeter, machine, pid_with_argument
+from homemonitor_bench.outbox import compare as compare_outbox
 from homemonitor_bench.phases import latency, outage
 from homemonitor_bench.publisher import LoadConfig, LoadGenerator
 from homemonitor_bench.search import Bench, Search
@@ -53,7 +54,10 @@ class Plan:
 #: Latency runs last 60 s: long enough to include full garbage collections and periodic work.
 FULL = Plan(7.0, 7, (60.0, 60.0), 8.0, (5.0, 60.0, 15.0), patients=10_000)
 QUICK = Plan(2.0, 3, (3.0, 2.0), 2.0, (1.5, 5.0, 3.0), patients=2_000)
-PHASES = ("bare", "intake", "naive", "worker", "latency", "profile", "plans", "scale", "outage")
+PHASES = (
+    *("bare", "intake", "naive", "worker", "latency", "profile", "plans", "outbox", "scale"),
+    "outage",
+)
 
 
 def _mosquitto_version(binary: str) -> str:
@@ -294,6 +298,11 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if seeded_here:
                     await db.execute("TRUNCATE readings")
                     live_since = None
+            if "outbox" in phases:
+                start = max(1000.0, float(round(one_sustained * 0.8 / 50) * 50))
+                result["outbox_phase"] = await compare_outbox(
+                    bench, searched, retire, workers, start, plan.step_seconds
+                )
             if "scale" in phases:
                 two = workers(2, "shared", group="bench")
                 start = float(round(max(one_sustained, 1000) * 1.2 / 50) * 50)

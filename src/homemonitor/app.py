@@ -1,7 +1,8 @@
 """The composition root: settings in, a running service out.
 
-``serve`` opens the pool, migrates, and runs the worker, the scheduler, the HTTP server
-and the health probe in one TaskGroup until ``stop`` is set (SIGTERM/SIGINT in
+``serve`` opens the pool, migrates, and runs the worker, the scheduler, the notifier (and
+the alert feed that wakes it and the live streams), the HTTP server and the health probe
+in one TaskGroup until ``stop`` is set (SIGTERM/SIGINT in
 ``homemonitor run``).
 """
 
@@ -22,6 +23,8 @@ from homemonitor.errors import ConfigurationError
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
+from homemonitor.notify.feed import AlertFeed
+from homemonitor.notify.notifier import Notifier
 from homemonitor.runtime import TRANSIENT_DB_ERRORS, Backoff, Health, sleep_unless
 from homemonitor.scheduler import Clock, Scheduler
 from homemonitor.settings import Settings
@@ -176,8 +179,9 @@ async def serve(
     metrics.inflight_limit.set(settings.max_inflight)
     # min_size=0: creating the pool does not need the database to be up yet.
     # 8: the commit loop, the probe, the API's requests, and the scheduler (a running job
-    # holds its claim's connection; the retention job borrows one more per chunk).
-    pool = await database.create_pool(dsn, min_size=0, max_size=8)
+    # holds its claim's connection; the retention job borrows one more per chunk); +2: the
+    # alert feed's LISTEN and the notifier's claim, each held while they run.
+    pool = await database.create_pool(dsn, min_size=0, max_size=10)
     read_pool = None
     if settings.database_read_url is not None:  # a replica for the API's reads
         read_pool = await database.create_pool(
@@ -198,6 +202,8 @@ async def serve(
         clock=clock,
         grace=settings.shutdown_grace_s,
     )
+    feed = AlertFeed(pool, stop)
+    notifier = Notifier(pool, metrics, settings, feed, clock=clock)
     ran = False
 
     async def pipeline() -> None:
@@ -207,6 +213,8 @@ async def serve(
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(worker.run(stop), name="worker")
                 tg.create_task(scheduler.run(stop), name="scheduler")
+                tg.create_task(feed.run(stop), name="alert-feed")
+                tg.create_task(notifier.run(stop), name="notifier")
                 tg.create_task(_probe(pool, worker, metrics, stop), name="probe")
 
     try:
@@ -223,6 +231,8 @@ async def serve(
                         clock=ClockPolicy.from_settings(settings),
                         max_payload_bytes=settings.max_payload_bytes,
                         web=WebConfig.from_settings(settings),
+                        feed=feed,
+                        stream_heartbeat_s=settings.stream_heartbeat_s,
                     ),
                     host=settings.http_host,
                     port=settings.http_port,

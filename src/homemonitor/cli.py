@@ -517,6 +517,61 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_filter(args: argparse.Namespace) -> Any:
+    from homemonitor.notify import outbox  # noqa: PLC0415
+
+    return outbox.Filter(
+        ids=getattr(args, "ids", None) or (), care_team_id=args.team, channel=args.channel
+    )
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    from homemonitor.notify import outbox  # noqa: PLC0415
+
+    async def main() -> list[dict[str, Any]]:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await outbox.dead_letters(conn, _dead_letter_filter(args), limit=args.limit)
+
+    rows = asyncio.run(main())
+    if args.json:
+        print(_as_json(rows))
+    elif not rows:
+        print("no dead letters match")
+    else:
+        print(f"{len(rows)} dead letters (oldest first; replay them once the cause is fixed):")
+        _print_table(
+            rows,
+            (
+                *("id", "created_at", "care_team_id", "channel", "kind", "alert_id"),
+                *("attempts", "last_error", "last_error_at", "replays"),
+            ),
+        )
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from homemonitor.notify import outbox  # noqa: PLC0415
+
+    which = _dead_letter_filter(args)
+    if not (which.ids or which.care_team_id or which.channel or args.all):
+        msg = "say what to replay: ids, --team, --channel, or --all"
+        raise HomemonitorError(msg)
+
+    async def main() -> int:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await outbox.replay(conn, which, by=f"cli:{getpass.getuser()}")
+
+    n = asyncio.run(main())
+    print(
+        f"{n} dead letters queued again; the notifier delivers them with their old idempotency keys"
+    )
+    return 0
+
+
 def _proposal(args: argparse.Namespace) -> Any:
     """The proposed plan of ``rules backtest``, checked before any patient is read."""
     from homemonitor.registry import plans  # noqa: PLC0415
@@ -720,6 +775,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--pending", action="store_true", help="skip rows a replay already stored"
     )
     q_replay.set_defaults(func=cmd_quarantine_replay)
+
+    notif = sub.add_parser("notifications", help="the notification outbox: dead letters")
+    notif_sub = notif.add_subparsers(dest="notifications_command", required=True, metavar="WHAT")
+    dead = notif_sub.add_parser(
+        "dead-letters",
+        help="notifications given up on after HOMEMONITOR_NOTIFY_MAX_ATTEMPTS: list, replay",
+    )
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True, metavar="ACTION")
+
+    def dead_filter(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--team", metavar="ID", help="only this care team's")
+        p.add_argument(
+            "--channel", choices=["webhook", "email", "mqtt", "feedback"], help="only this channel"
+        )
+        db_option(p)
+
+    d_list = dead_sub.add_parser(
+        "list",
+        help="dead letters, oldest first",
+        description="List the notifications the notifier gave up on: outbox id, team, "
+        "channel, the event's kind, the alert, attempts and the last error (a class or an "
+        "HTTP status). No content: the alert itself is in the API.",
+    )
+    dead_filter(d_list)
+    d_list.add_argument("--limit", type=int, default=100, help="rows to list (100)")
+    d_list.add_argument("--json", action="store_true", help="machine-readable output")
+    d_list.set_defaults(func=cmd_dead_letters_list)
+    d_replay = dead_sub.add_parser(
+        "replay",
+        help="deliver dead letters again, once the cause is fixed",
+        description="Queue the matching dead letters again from their first attempt. The "
+        "running notifier delivers them with the idempotency keys they always had, so a "
+        "receiver that did take one after all can ignore it.",
+        epilog="example: homemonitor notifications dead-letters replay --team vc-norr "
+        "--channel webhook",
+    )
+    d_replay.add_argument("ids", type=int, nargs="*", help="outbox ids (or use the filters)")
+    dead_filter(d_replay)
+    d_replay.add_argument("--all", action="store_true", help="every dead letter")
+    d_replay.set_defaults(func=cmd_dead_letters_replay)
 
     rules = sub.add_parser("rules", help="care-plan rules: backtest a plan change")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")

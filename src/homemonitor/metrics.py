@@ -60,8 +60,12 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "list_patients": "read",  # My patients: each listed patient's latest readings
     "review_access_log": "read",  # the access-log review names the patients it shows
     "export_access_log": "read",  # and its CSV export
+    "alert_stream": "read",  # GET /api/v1/alerts/stream: once per stream opened
 }
 
+
+#: The notification channels (``homemonitor_notifications_*_total{channel}``).
+NOTIFY_CHANNELS = ("webhook", "email", "mqtt", "feedback")
 
 #: The tables the retention job deletes from (``homemonitor_retention_deleted_rows_total``).
 RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs")
@@ -236,11 +240,54 @@ class Metrics:
         )
         for table in RETENTION_TABLES:
             self.retention_deleted.labels(table)
+        self._notification_metrics(r)
         for reason in Reason:  # every series from the start: rate() sees the first one
             self.messages_rejected.labels(reason.value)
             self.readings_rejected.labels(reason.value)
         for action, kind in API_ACTIONS.items():
             self._api_counter(kind).labels(action)
+
+    def _notification_metrics(self, r: CollectorRegistry) -> None:
+        """The notifier's (homemonitor.notify): outcomes per channel, the outbox's backlog."""
+
+        def per_channel(name: str, doc: str) -> Counter:
+            counter = Counter(
+                f"homemonitor_notifications_{name}_total", doc, ["channel"], registry=r
+            )
+            for channel in NOTIFY_CHANNELS:
+                counter.labels(channel)
+            return counter
+
+        self.notifications_sent = per_channel("sent", "Notifications delivered, by channel.")
+        self.notifications_failed = per_channel(
+            "failed", "Delivery attempts that failed (retried or dead-lettered), by channel."
+        )
+        self.notifications_retried = per_channel(
+            "retried", "Failed deliveries scheduled to be tried again, by channel."
+        )
+        self.notifications_dead = per_channel(
+            "dead", "Notifications dead-lettered after the last attempt failed, by channel."
+        )
+        self.notifications_skipped = per_channel(
+            "skipped",
+            "Notifications with nobody to send to (no address, no gateway), by channel.",
+        )
+        self.outbox_pending = Gauge(
+            "homemonitor_outbox_undelivered",
+            "Outbox rows not delivered yet, in the whole database: aggregate with max().",
+            registry=r,
+        )
+        self.outbox_oldest = Gauge(
+            "homemonitor_outbox_oldest_undelivered_seconds",
+            "Age of the oldest undelivered outbox row (0 when none), in the whole database: "
+            "aggregate with max().",
+            registry=r,
+        )
+        self.outbox_dead = Gauge(
+            "homemonitor_outbox_dead_letters",
+            "Dead letters waiting for a replay, in the whole database: aggregate with max().",
+            registry=r,
+        )
 
     def rejected(self, rejection: Rejection) -> None:
         """Count one quarantined message or reading: the one place a rejection is counted.

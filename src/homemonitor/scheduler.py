@@ -457,14 +457,17 @@ class Scheduler:
         return wake_at if upcoming is None else min(wake_at, upcoming)
 
     async def _sleep(self, stop: asyncio.Event, until: datetime) -> None:
-        waits = [
-            asyncio.ensure_future(self.clock.sleep_until(until)),
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(stop.wait()),
-        ]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await first_of(self.clock.sleep_until(until), self._wake.wait(), stop.wait())
         finally:
-            for w in waits:
-                w.cancel()
             self._wake.clear()
+
+
+async def first_of(*waits: Awaitable[object]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the others (a loop's idle sleep)."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futures:
+            f.cancel()

@@ -399,6 +399,45 @@ class Settings(BaseSettings):
         description="The ID token claim holding the HSA id that names the clinician.",
     )
     oidc_scope: str = Field(default="openid", description="The scopes asked for at sign-in.")
+    # Notifications (docs/notifications.md): delivery of the outbox, SMTP, links.
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The API's address as clinicians' systems reach it, for the link in every "
+            "notification (e.g. https://homemonitor.region.se); default http://HOST:PORT."
+        ),
+    )
+    notify_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Deliveries of one notification before it is a dead letter.",
+    )
+    notify_retry_first_s: float = Field(
+        default=10.0, gt=0, description="Wait after a failed delivery, doubled per failure."
+    )
+    notify_retry_cap_s: float = Field(
+        default=3600.0, gt=0, description="The longest wait between two deliveries."
+    )
+    notify_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long one delivery (HTTP, SMTP, MQTT) may take."
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server; email needs it.")
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(
+        default="homemonitor@localhost", description="The From: address of notifications."
+    )
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade with STARTTLS (required unless set false)."
+    )
+    smtp_tls_ca: str | None = Field(
+        default=None, description="CA file to verify the SMTP server by (default: the system's)."
+    )
+    stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Seconds between heartbeats of the live alert stream."
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     shutdown_grace_s: float = Field(default=10.0, description="Drain time after SIGTERM.")

@@ -39,7 +39,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine
+from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine, stream
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.auth import WebConfig
 from homemonitor.api.deps import Services
@@ -47,6 +47,7 @@ from homemonitor.api.fhir_export import ExportJobs
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
+from homemonitor.notify.feed import AlertFeed
 from homemonitor.runtime import Health
 from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -63,6 +64,8 @@ def build_app(
     clock: ClockPolicy | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     web: WebConfig | None = None,
+    feed: AlertFeed | None = None,
+    stream_heartbeat_s: float = 15.0,
 ) -> FastAPI:
     """The ASGI app over open pools (``read_pool``: a replica); the caller owns their lifetime.
 
@@ -70,6 +73,8 @@ def build_app(
     (``HOMEMONITOR_FHIR_PATIENT_SYSTEM``); ``clock`` and ``max_payload_bytes`` are what a
     quarantine replay validates with, as the worker does (defaults: the settings' defaults).
     ``web``: how people sign in to the web app (default: nobody can; the API still works).
+    ``feed`` wakes the live alert streams (the service's, which it runs; without one they
+    look every ``stream_heartbeat_s``).
     """
     from homemonitor import web as web_app  # noqa: PLC0415 - its pages import this package
 
@@ -96,9 +101,12 @@ def build_app(
         clock=clock if clock is not None else ClockPolicy(),
         max_payload_bytes=max_payload_bytes,
         web=web if web is not None else WebConfig(),
+        alert_feed=feed if feed is not None else AlertFeed(pool),
+        stream_heartbeat_s=stream_heartbeat_s,
     )
     for router in (
         ops.router,
+        stream.router,  # before alerts': /alerts/stream is not an alert id
         alerts.router,
         patients.router,
         plans.router,

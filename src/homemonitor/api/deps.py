@@ -18,6 +18,7 @@ from homemonitor.api.auth import Clinician, WebConfig, authenticate
 from homemonitor.fhir_out import DEFAULT_PATIENT_SYSTEM
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
+from homemonitor.notify.feed import AlertFeed
 from homemonitor.runtime import Health
 from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -51,6 +52,15 @@ class Services:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     #: How people sign in to the web app (single sign-on, the demo login, session times).
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    #: What wakes the live alert streams (``GET /api/v1/alerts/stream``), and their heartbeat.
+    alert_feed: AlertFeed | None = None
+    stream_heartbeat_s: float = 15.0
+
+    @property
+    def feed(self) -> AlertFeed:
+        """The process's alert feed (``build_app`` always sets one)."""
+        assert self.alert_feed is not None
+        return self.alert_feed
 
     @property
     def reads(self) -> asyncpg.Pool:

@@ -7,6 +7,11 @@ homemonitor/v1/gw/%u/#``) pins each gateway to its own topics::
     homemonitor/v1/gw/{gateway_id}/readings/fhir   FHIR R4 Observation or Bundle
     homemonitor/v1/gw/{gateway_id}/readings/ble    raw Bluetooth measurements
 
+and the service writes to (never the gateways; ``deploy/mosquitto/acl``)::
+
+    homemonitor/v1/gw/{gateway_id}/feedback        patient feedback, for the gateway to show
+    homemonitor/v1/alerts/{care_team_id}           alert changes, ids only, for other systems
+
 The payload names devices, never patients. ``docs/protocol.md`` is the prose version;
 ``homemonitor payload schema`` prints the JSON Schema generated from these models.
 """
@@ -105,6 +110,24 @@ def unpartitioned(topic: str) -> str:
         return topic
     parts = topic.split("/", 4)  # homemonitor, v1, part, n, the rest
     return f"homemonitor/v1/{parts[4]}" if len(parts) == 5 else topic
+
+
+def feedback_topic(gateway_id: str) -> str:
+    """The topic the service tells a gateway's patient that a reading reached their team.
+
+    >>> feedback_topic("gw-1")
+    'homemonitor/v1/gw/gw-1/feedback'
+    """
+    return f"{TOPIC_PREFIX}/{gateway_id}/feedback"
+
+
+#: Where alert changes are published for other systems, one topic per care team.
+ALERTS_TOPIC_PREFIX = "homemonitor/v1/alerts"
+
+
+def alerts_topic(care_team_id: str) -> str:
+    """The topic of a care team's alert changes (ids only; docs/notifications.md)."""
+    return f"{ALERTS_TOPIC_PREFIX}/{care_team_id}"
 
 
 @functools.lru_cache(maxsize=1 << 16)  # pure, one entry per gateway topic

@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
 from homemonitor.fields import HsaId, Ident, PlainText
+from homemonitor.notify import config as notify_config
 from homemonitor.registry import hsa, plans
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
@@ -118,6 +119,7 @@ class CareTeamIn(BaseModel):
     #: The care team (on-call, mobile team) that takes the alerts while this one is closed.
     out_of_hours: Ident | None = None
     escalation: EscalationIn = EscalationIn()
+    notifications: notify_config.NotificationsIn | None = None
 
 
 class DeviceIn(BaseModel):
@@ -376,6 +378,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
         for p in reg.patients:
             if p.care_plan is not None:
                 added += await _add_plan(conn, p.id, p.care_plan)
+        await notify_config.store(conn, [(t.id, t.notifications) for t in reg.care_teams])
         await conn.execute("UPDATE registry_revision SET revision = revision + 1")
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(

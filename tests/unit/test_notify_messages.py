@@ -1,0 +1,123 @@
+"""What the registry's notifications say, and what each channel is told of an alert."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from homemonitor import registry
+from homemonitor.errors import RegistryError
+from homemonitor.notify import message
+from homemonitor.notify.message import Notification
+
+AT = datetime(2026, 12, 1, 7, 31, 5, tzinfo=UTC)
+
+
+def _team(notifications: Any) -> dict[str, Any]:
+    return {"care_teams": [{"id": "vc-a", "name": "A", "notifications": notifications}]}
+
+
+def test_a_teams_notifications_become_its_channels() -> None:
+    """Webhook, email and MQTT keep their settings; a disabled email is no channel."""
+    reg = registry.parse(
+        _team(
+            {
+                "webhook": {"url": "https://clinic.example/hook", "secret_file": "/run/s"},
+                "email": {"enabled": False},
+                "mqtt": {"alerts": True, "include_values": True},
+                "feedback": {"sv": "Mätningen har tagits emot."},
+            }
+        )
+    )
+    notifications = reg.care_teams[0].notifications
+    assert notifications is not None
+    assert {
+        "webhook": {
+            "url": "https://clinic.example/hook",
+            "secret_file": "/run/s",
+            "include_values": False,
+        },
+        "mqtt": {"include_values": True},
+        "feedback": {"texts": {"sv": "Mätningen har tagits emot."}},
+    } == notifications.channels()
+
+
+@pytest.mark.parametrize(
+    "notifications",
+    [
+        {"webhook": {"url": "not a url", "secret_file": "/run/s"}},
+        {"webhook": {"url": "https://x.example", "secret": "inline secrets are refused"}},
+        {"feedback": {"sv": "x" * 281}},
+        {"feedback": {"svenska": "fel språkkod"}},
+        {"feedback": {}},
+        {"sms": {"enabled": True}},
+    ],
+)
+def test_notifications_the_registry_refuses(notifications: dict[str, Any]) -> None:
+    """A bad URL, an inline secret, a long or unlabelled text, an unknown channel: refused."""
+    with pytest.raises(RegistryError):
+        registry.parse(_team(notifications))
+
+
+def _notification(include_values: bool, **details: Any) -> Notification:
+    return Notification(
+        outbox_id=1,
+        event_id=4711,
+        channel="webhook",
+        attempt=1,
+        config={"include_values": include_values},
+        kind="opened",
+        at=AT,
+        actor="rule",
+        clinician_id=None,
+        details={"severity": "urgent", "value": 191.0, "sentence": "systolic 191", **details},
+        alert={
+            "id": 42,
+            "patient_id": "p-1",
+            "care_team_id": "vc-a",
+            "rule": "systolic.high",
+            "kind": "threshold",
+            "severity": "urgent",
+            "status": "open",
+            "opening_value": 191.0,
+            "worst_value": 191.0,
+            "threshold": 180.0,
+            "sentence": "systolic 191 at or above the urgent bound 180",
+        },
+        recipients=("anna@vc-a.example",),
+    )
+
+
+def test_the_webhook_body_carries_ids_and_a_link_and_values_only_when_asked() -> None:
+    """Without include_values no measured value anywhere; with it, the alert's values."""
+    to = {"level": "team", "clinicians": ["anna"], "team": "vc-a"}
+    plain = message.encode(message.body(_notification(False, to=to), "https://hm.example/"))
+    assert b"191" not in plain and b"180" not in plain
+    body = message.body(_notification(False, to=to), "https://hm.example/")
+    assert (
+        "4711.webhook",
+        "https://hm.example/api/v1/alerts/42",
+        {"severity": "urgent", "to": to},
+    ) == (
+        body["id"],
+        body["alert"]["link"],
+        body["event"]["details"],
+    )
+    full = message.body(_notification(True), "https://hm.example")
+    assert (191.0, 180.0) == (
+        full["alert"]["values"]["opening_value"],
+        full["alert"]["values"]["threshold"],
+    )
+    assert 191.0 == full["event"]["details"]["value"]
+
+
+def test_an_email_subject_names_no_value_and_no_patient() -> None:
+    """The subject: severity, change, alert id; the body: ids and the link."""
+    mail = message.email(_notification(False), "https://hm.example", "hm@vc-a.example")
+    assert "[homemonitor] Urgent alert opened (alert 42)" == mail["Subject"]
+    text = mail.get_content()
+    assert "https://hm.example/api/v1/alerts/42" in text
+    assert "191" not in text
+    assert "191" in message.email(_notification(True), "https://hm.example", "x@y").get_content()
