@@ -353,7 +353,7 @@ class Settings(BaseSettings):
         description="The callback registered with the provider: https://<this host>/auth/callback.",
     )
     oidc_hsa_claim: str = Field(
-        default="hsa_id",
+        default="employeeHsaId",
         description="The ID token claim holding the HSA id that names the clinician.",
     )
     oidc_scope: str = Field(default="openid", description="The scopes asked for at sign-in.")

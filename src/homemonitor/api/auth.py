@@ -52,9 +52,8 @@ class OidcConfig:
     client_secret: str | None
     #: This service's callback, exactly as registered: ``https://<host>/auth/callback``.
     redirect_url: str
-    #: The ID token claim that holds the clinician's HSA id (Inera: ``hsa_id``-like names
-    #: differ per IdP; the default is what the region's IdP is configured to send).
-    hsa_claim: str = "hsa_id"
+    #: The ID token claim that holds the clinician's HSA id (Inera's IdP: employeeHsaId).
+    hsa_claim: str = "employeeHsaId"
     scope: str = "openid"
 
 

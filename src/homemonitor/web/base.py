@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from homemonitor.api.auth import Clinician
 from homemonitor.web import i18n
+from homemonitor.web.oidc import OidcClient
 from homemonitor.web.session import (
     LOGIN_CSRF_COOKIE,
     LoginRequiredError,
@@ -95,6 +96,8 @@ def mount(app: FastAPI, pages: list[APIRouter]) -> None:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.add_exception_handler(LoginRequiredError, _to_login)
+    config = app.state.services.web.oidc
+    app.state.oidc = None if config is None else OidcClient(config)
     paths = {r.path for r in app.router.routes if isinstance(r, Route)}
     app.state.alert_actions = frozenset(
         action
