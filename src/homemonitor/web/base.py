@@ -14,7 +14,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.routing import Route
 
 from homemonitor.api.auth import Clinician
 from homemonitor.web import i18n
@@ -98,7 +97,8 @@ def mount(app: FastAPI, pages: list[APIRouter]) -> None:
     app.add_exception_handler(LoginRequiredError, _to_login)
     config = app.state.services.web.oidc
     app.state.oidc = None if config is None else OidcClient(config)
-    paths = {r.path for r in app.router.routes if isinstance(r, Route)}
+    # The OpenAPI document's paths: FastAPI keeps included routers as routers, not routes.
+    paths = app.openapi()["paths"]
     app.state.alert_actions = frozenset(
         action
         for action in ("acknowledge", "resolve", "assign", "snooze", "comment")

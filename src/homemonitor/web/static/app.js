@@ -39,11 +39,12 @@
     return response.text();
   }
 
-  // Live updates: onEvent(data) for each message of the Server-Sent Events stream at url;
+  // Live updates: onEvent(data) for each event of the Server-Sent Events stream at url
+  // (unnamed ones and those named in options.events; the alert stream's are "alert");
   // when there is no stream (or it keeps failing), onEvent(null) every pollSeconds.
   // Returns {mode} ("live" or "poll"), updated as it changes; onMode(mode) is told too.
   function live(url, onEvent, options) {
-    const opts = Object.assign({ pollSeconds: 15, onMode: () => {} }, options || {});
+    const opts = Object.assign({ pollSeconds: 15, events: ["alert"], onMode: () => {} }, options || {});
     const state = { mode: "poll" };
     let timer = null;
     const setMode = (mode) => { if (state.mode !== mode) { state.mode = mode; opts.onMode(mode); } };
@@ -62,11 +63,13 @@
       setMode("live");
       onEvent(null); // whatever changed while we were not listening
     };
-    source.onmessage = (e) => {
+    const deliver = (e) => {
       let data = null;
       try { data = JSON.parse(e.data); } catch (err) { data = { raw: e.data }; }
       onEvent(data);
     };
+    source.onmessage = deliver;
+    for (const name of opts.events) source.addEventListener(name, deliver);
     source.onerror = () => {
       // A stream that never opened (404, 401) will not: poll instead. One that was open
       // reconnects by itself (with Last-Event-ID); poll meanwhile.

@@ -38,7 +38,12 @@
     event.preventDefault();
     const action = form.dataset.action;
     const body = {};
-    for (const [key, value] of new FormData(form)) body[key] = form.elements[key].type === "number" ? Number(value) : value;
+    for (const [key, value] of new FormData(form)) {
+      const field = form.querySelector(`[name="${key}"]`);
+      if (field.type === "number") body[key] = Number(value);
+      else if (field.dataset.type === "bool") body[key] = value === "true";
+      else body[key] = value;
+    }
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
