@@ -336,6 +336,11 @@ class Settings(BaseSettings):
     web_session_hours: float = Field(
         default=12.0, gt=0, description="A web session ends this long after sign-in, used or not."
     )
+    web_poll_seconds: float = Field(
+        default=15.0,
+        ge=0.5,
+        description="How often the Inbox refreshes when the live alert stream is not there.",
+    )
     oidc_issuer: str | None = Field(
         default=None,
         description=(

@@ -66,6 +66,8 @@ class WebConfig:
     demo_login: bool = False
     idle: timedelta = timedelta(minutes=30)
     max_age: timedelta = timedelta(hours=12)
+    #: How often the Inbox refreshes when there is no live stream.
+    poll_seconds: float = 15.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
@@ -87,6 +89,7 @@ class WebConfig:
             demo_login=settings.web_demo_login,
             idle=timedelta(minutes=settings.web_idle_minutes),
             max_age=timedelta(hours=settings.web_session_hours),
+            poll_seconds=settings.web_poll_seconds,
         )
 
     @property

@@ -69,7 +69,8 @@ async def items(svc: Svc, who: Clinician) -> list[Item]:
 
 def _context(request: Request, rows: list[Item]) -> dict[str, Any]:
     actions: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
-    return {"items": rows, "actions": actions}
+    poll = request.app.state.services.web.poll_seconds
+    return {"items": rows, "actions": actions, "poll_seconds": poll}
 
 
 @router.get("/")
@@ -100,8 +101,7 @@ i18n.add(
             "inbox.opened": "Öppnat",
             "inbox.actions": "Åtgärder",
             "inbox.live_on": "Uppdateras direkt.",
-            "inbox.live_poll": "Uppdateras var 15:e sekund.",
-            "inbox.updated": "Inkorgen uppdaterad: {count} aktiva larm.",
+            "inbox.live_poll": "Uppdateras var {seconds}:e sekund.",
             "inbox.new": "Nytt larm: {text}",
             "severity.urgent": "Brådskande",
             "severity.warning": "Varning",
@@ -141,8 +141,7 @@ i18n.add(
             "inbox.opened": "Opened",
             "inbox.actions": "Actions",
             "inbox.live_on": "Updates live.",
-            "inbox.live_poll": "Updates every 15 seconds.",
-            "inbox.updated": "Inbox updated: {count} active alerts.",
+            "inbox.live_poll": "Updates every {seconds} seconds.",
             "inbox.new": "New alert: {text}",
             "severity.urgent": "Urgent",
             "severity.warning": "Warning",
