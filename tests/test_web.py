@@ -103,7 +103,8 @@ async def test_inbox_mine_first_then_urgent_and_every_view_access_logged(
     assert "Mina (2)" in mine and "Teamets övriga (2)" in team
     assert order == [int(i) for i in re.findall(r'data-alert-id="(\d+)"', rows.text)]
     assert "<html" not in rows.text  # the fragment alone
-    assert "Cache-Control" in page.headers and page.headers["Cache-Control"] == "no-store"
+    assert "no-store" == page.headers["Cache-Control"]
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     logged = await clinic.fetch(
         "SELECT clinician_id, patient_id, action FROM access_log ORDER BY id"
     )

@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from homemonitor import registry
 from homemonitor.api.auth import OidcConfig
+from homemonitor.errors import RegistryError
 from homemonitor.web.oidc import OidcClient, SignInError
 from tests.conftest import (
     REGISTRY,
@@ -193,3 +194,23 @@ async def test_a_session_ends_at_its_age_however_busy(clinic: asyncpg.Connection
         await clinic.execute("UPDATE web_sessions SET created_at = now() - interval '13 hours'")
         page = await http.get("/")
     assert 303 == page.status_code
+
+
+async def test_hsa_ids_come_from_the_registry_once_each(db: asyncpg.Connection) -> None:
+    described = json.loads(json.dumps(REGISTRY))
+    a1, b1 = (
+        described["care_teams"][0]["clinicians"][0],
+        described["care_teams"][1]["clinicians"][0],
+    )
+    a1["hsa_id"] = "SE2321000016-1001"
+    await registry.apply(db, registry.parse(described))
+    a1["hsa_id"], b1["hsa_id"] = None, "SE2321000016-1001"  # the id moves to another clinician
+    await registry.apply(db, registry.parse(described))
+    moved = dict(await db.fetch("SELECT id, hsa_id FROM clinicians WHERE hsa_id IS NOT NULL"))
+    a1["hsa_id"] = "SE2321000016-1001"
+    with pytest.raises(RegistryError, match="more than one clinician"):
+        await registry.apply(db, registry.parse(described))
+    a1["hsa_id"] = "anna@region"
+    with pytest.raises(RegistryError, match="hsa_id"):
+        registry.parse(described)
+    assert {"cl-b1": "SE2321000016-1001"} == moved

@@ -11,7 +11,7 @@ from playwright.async_api import Page, expect
 
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import Shot
+from tests.browser.conftest import HAS_STREAM, Shot
 from tests.conftest import RunningService, bp, publisher
 
 
@@ -39,6 +39,8 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await sign_in(page, web_service, "anna")
     await expect(page.get_by_text("Inloggad som Nurse A1")).to_be_visible()
     await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
+    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
+    await expect(page.locator("#live-mode")).to_have_text(mode)
 
     async with publisher(broker) as gw:  # p-1's cuff: systolic 190 is over urgent 180
         await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
@@ -61,6 +63,10 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
     await expect(page.locator("#announce")).to_contain_text("Klart")
     await shot(page, "resolved")
+
+    await page.get_by_role("button", name="Logga ut").click()  # here, then at the provider
+    await page.get_by_role("button", name=re.compile("Yes, sign me out", re.I)).click()
+    await expect(page.get_by_text("Du är utloggad.")).to_be_visible()
 
     row = await db.fetchrow(
         "SELECT status, acknowledged_by, resolved_by, resolution_note FROM alerts WHERE id = $1",
