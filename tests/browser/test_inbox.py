@@ -55,6 +55,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await alert.get_by_role("button", name="Kvittera").click()
     await expect(alert.locator(".status")).to_have_text("Kvitterat")
     await expect(alert.get_by_role("button", name="Kvittera")).to_have_count(0)
+    await expect(alert.get_by_role("link", name=f"Larm {alert_id} för patient p-1")).to_be_focused()
 
     await alert.get_by_text("Avsluta", exact=True).click()  # the <details> summary
     await alert.get_by_label("Anteckning").fill("Ringde patienten; dosen justerad.")

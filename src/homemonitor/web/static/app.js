@@ -29,10 +29,17 @@
 
   // GET something as a background refresh: it does not count as the person's activity,
   // so an open tab still reaches the idle timeout.
+  // Once the page is being left (a link, the logout form), a refresh that finds the
+  // session gone must not send the browser to /login instead of where it was going.
+  let leaving = false;
+  window.addEventListener("beforeunload", () => { leaving = true; });
+  window.addEventListener("pageshow", () => { leaving = false; });
+
   async function background(url) {
+    if (leaving) throw new HttpError(0, "leaving");
     const response = await fetch(url, { credentials: "same-origin", headers: { "X-HM-Background": "1" } });
     if (response.redirected && new URL(response.url).pathname === "/login") {
-      window.location.assign(response.url);
+      if (!leaving) window.location.assign(response.url);
       throw new HttpError(401, "signed out");
     }
     if (!response.ok) throw new HttpError(response.status);

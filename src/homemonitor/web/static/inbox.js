@@ -69,8 +69,12 @@
       await hm.post(`/api/v1/alerts/${form.dataset.alert}/${action}`, body);
       hm.announce(fill(box.dataset.textDone, button.textContent.trim()));
       await refresh(false);
-      const main = document.getElementById("main");
-      if (!box.contains(document.activeElement)) main.focus();
+      // The button may be gone (an acknowledged alert has none): keep the keyboard user
+      // at the alert, or at the list if the alert left it.
+      if (!box.contains(document.activeElement)) {
+        const title = document.getElementById(`alert-${form.dataset.alert}-link`);
+        (title || document.getElementById("main")).focus();
+      }
     } catch (err) {
       button.disabled = false;
       hm.announce(fill(box.dataset.textFailed, err.message));
