@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from homemonitor import registry
 from homemonitor.api.auth import OidcConfig
+from homemonitor.embedded import free_port
 from homemonitor.errors import RegistryError
 from homemonitor.web.oidc import OidcClient, SignInError
 from tests.conftest import (
@@ -214,3 +215,14 @@ async def test_hsa_ids_come_from_the_registry_once_each(db: asyncpg.Connection) 
     with pytest.raises(RegistryError, match="hsa_id"):
         registry.parse(described)
     assert {"cl-b1": "SE2321000016-1001"} == moved
+
+
+async def test_a_provider_that_does_not_answer_is_a_message_not_an_error(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    down = OidcConfig(f"http://127.0.0.1:{free_port()}", "hm", None, "https://testserver/cb")
+    async with web_client(dsn, oidc=down) as (http, _):
+        start = await http.get("/login/sso")
+        page = await http.get(start.headers["location"])
+    assert (303, "/login?error=failed") == (start.status_code, start.headers["location"])
+    assert "Inloggningen misslyckades. Försök igen." in page.text
