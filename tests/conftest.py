@@ -34,7 +34,14 @@ from homemonitor.api import build_app
 from homemonitor.api.auth import SESSION_COOKIE, OidcConfig, WebConfig, open_session
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
-from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
+from homemonitor.embedded import (
+    PrivateBroker,
+    PrivateMosquitto,
+    PrivateNats,
+    PrivatePostgres,
+    free_port,
+)
+from homemonitor.errors import ServiceStartError
 from homemonitor.ingest.worker import Worker
 from homemonitor.metrics import Metrics
 from homemonitor.runtime import Health
@@ -245,17 +252,23 @@ def own_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    """A private Mosquitto (persistence on) on a free port."""
-    mq = PrivateMosquitto(tmp_path / "mq")
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A private Mosquitto (persistence on) on a free port; NATS too under :data:`BOTH_BROKERS`."""
+    kind = getattr(request, "param", "mosquitto")
+    mq = (
+        PrivateMosquitto(tmp_path / "mq")
+        if kind == "mosquitto"
+        else private_nats(tmp_path / "nats")
+    )
     with mq:
         yield mq
 
 
-def settings_for(dsn: str, broker: PrivateMosquitto, **extra: Any) -> Settings:
+def settings_for(dsn: str, broker: PrivateBroker, **extra: Any) -> Settings:
     """Service settings pointing at a test's broker and database."""
     values: dict[str, Any] = {
         "database_url": dsn,
+        "mqtt_broker": broker.kind,
         "mqtt_host": broker.host,
         "mqtt_port": broker.port,
         "mqtt_client_id": f"hm-test-{next(_counter)}",
@@ -320,7 +333,7 @@ class RunningService:
 
 @pytest.fixture
 async def service(
-    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+    db: asyncpg.Connection, dsn: str, broker: PrivateBroker
 ) -> AsyncIterator[RunningService]:
     """The whole service (worker, API, metrics) on the test's broker and database."""
     svc = RunningService(settings_for(dsn, broker))
@@ -333,7 +346,7 @@ async def service(
 
 @contextlib.asynccontextmanager
 async def publisher(
-    broker: PrivateMosquitto, client_id: str = "gw-1"
+    broker: PrivateBroker, client_id: str = "gw-1"
 ) -> AsyncIterator[aiomqtt.Client]:
     """A gateway-side client; ``publish(..., qos=1)`` returns after the PUBACK."""
     async with aiomqtt.Client(broker.host, broker.port, identifier=client_id) as client:
@@ -341,7 +354,7 @@ async def publisher(
 
 
 async def publish_numbered(
-    broker: PrivateMosquitto,
+    broker: PrivateBroker,
     published: list[int],
     over: asyncio.Event,
     then: int,
@@ -368,10 +381,11 @@ async def publish_numbered(
 class WorkerProcess:
     """``homemonitor run`` in a process of its own, so it can be SIGKILLed."""
 
-    def __init__(self, dsn: str, broker: PrivateMosquitto, log: Path) -> None:
+    def __init__(self, dsn: str, broker: PrivateBroker, log: Path) -> None:
         self.env = {
             **os.environ,
             "HOMEMONITOR_DATABASE_URL": dsn,
+            "HOMEMONITOR_MQTT_BROKER": broker.kind,
             "HOMEMONITOR_MQTT_HOST": broker.host,
             "HOMEMONITOR_MQTT_PORT": str(broker.port),
             "HOMEMONITOR_MQTT_CLIENT_ID": "hm-kill-test",
@@ -416,12 +430,25 @@ class WorkerProcess:
 
 @pytest.fixture
 def worker_process(
-    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
+    db: asyncpg.Connection, dsn: str, broker: PrivateBroker, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
     w = WorkerProcess(dsn, broker, tmp_path / "worker.log")
     yield w
     if w.proc is not None and w.proc.poll() is None:
         w.kill()
+
+
+# --- lifecycle (issue #11: routing, escalation, clinicians' actions) -------------------------
+
+
+@pytest.fixture
+async def pools(dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
+    """Two pools on the test's database: two processes' worth of connections."""
+    a = await database.create_pool(dsn, min_size=0, max_size=4)
+    b = await database.create_pool(dsn, min_size=0, max_size=4)
+    yield a, b
+    await a.close()
+    await b.close()
 
 
 # --- webauth: the web app signed in, over ASGI against the test's database -------------
@@ -448,8 +475,8 @@ async def sign_in(http: httpx.AsyncClient, conn: asyncpg.Connection, clinician: 
     """Give ``http`` a web session of ``clinician`` (a row, as a sign-in makes); its CSRF token."""
     secret, csrf = await open_session(conn, clinician, "demo")
     http.cookies.set(
-        SESSION_COOKIE, secret, domain="testserver.local"
-    )  # cookiejar: a host without a dot
+        SESSION_COOKIE, secret
+    )  # no domain: cookiejar reads "testserver" as "testserver.local"
     return csrf
 
 
@@ -557,3 +584,25 @@ async def provider_sign_in(
     back = httpx.URL(url)
     assert back.host == "testserver", url
     return await app_http.get(back.raw_path.decode())
+
+
+# -- nats: NATS Server's MQTT gateway on JetStream (issue 13, part 5) ---------------------------
+
+#: Parametrize a test that takes ``broker`` (or ``service``, ``worker_process``) with this to
+#: run it against Mosquitto and, when ``nats-server`` is installed, against NATS too.
+BOTH_BROKERS = pytest.mark.parametrize("broker", ["mosquitto", "nats"], indirect=True)
+
+
+def private_nats(directory: Path, **options: Any) -> PrivateNats:
+    """A :class:`PrivateNats`, or the test skipped when ``nats-server`` is not installed."""
+    try:
+        return PrivateNats(directory, **options)
+    except ServiceStartError as exc:
+        pytest.skip(f"needs nats-server (Debian package nats-server): {exc}")
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    """A private NATS Server with JetStream and its MQTT gateway, on free ports."""
+    with private_nats(tmp_path / "nats") as server:
+        yield server

@@ -5,23 +5,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import PIPE
 
 import asyncpg
 import httpx
 import pytest
 
 from homemonitor.contract.protocol import SUBSCRIPTION, readings_topic
-from homemonitor.embedded import PrivateMosquitto, free_port
-from tests.conftest import RunningService, numbered, publisher, settings_for, wait_until
+from homemonitor.embedded import PrivateBroker, PrivateMosquitto, free_port
+from tests.conftest import (
+    BOTH_BROKERS,
+    RunningService,
+    numbered,
+    publisher,
+    settings_for,
+    wait_until,
+)
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
+@BOTH_BROKERS
 async def test_worker_reconnects_after_broker_crash(
-    service: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+    service: RunningService, broker: PrivateBroker, db: asyncpg.Connection
 ) -> None:
     """Broker SIGKILLed and restarted: /ready goes false, the worker reconnects, readings flow."""
     async with publisher(broker) as gw:
@@ -59,8 +70,52 @@ async def test_shared_subscription_splits_without_duplicates(
     assert all(share > 0 for share in shares)
 
 
+async def test_scaling_down_leaves_no_share_stranded(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, tmp_path: Path
+) -> None:
+    """A replica gone for good: ``homemonitor leave`` stores its session's share, ends it.
+
+    Mosquitto hands shared-subscription messages round robin to every member session,
+    connected or not: while replica a is away, half the readings wait in its session.
+    """
+    a, b = (
+        RunningService(settings_for(dsn, broker, mqtt_shared_group="hm"), http=False)
+        for _ in range(2)
+    )
+    for w in (a, b):
+        await w.start()
+    await a.stop()  # scaled down
+    async with publisher(broker) as gw:
+        for seq in range(200):
+            await gw.publish(readings_topic("gw-2"), numbered(seq, "oxi-2", BASE), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n >= 90)
+    await asyncio.sleep(0.5)
+    assert 100 == await db.fetchval("SELECT count(*) FROM readings")  # a's share is stranded
+    env = {
+        **os.environ,
+        "HOMEMONITOR_DATABASE_URL": dsn,
+        "HOMEMONITOR_MQTT_HOST": broker.host,
+        "HOMEMONITOR_MQTT_PORT": str(broker.port),
+        "HOMEMONITOR_MQTT_SHARED_GROUP": "hm",
+    }
+    leave = [sys.executable, "-m", "homemonitor.cli", "leave", "--idle", "1"]
+    done = await asyncio.create_subprocess_exec(
+        *leave, "--client-id", a.settings.mqtt_client_id, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 0, err.decode()
+    assert "ended: 100 readings stored" in out.decode()
+    assert 200 == await db.fetchval("SELECT count(*) FROM readings")
+    async with publisher(broker) as gw:  # a's session is gone: b gets every reading now
+        for seq in range(200, 300):
+            await gw.publish(readings_topic("gw-2"), numbered(seq, "oxi-2", BASE), qos=1)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == 300)
+    await b.stop()
+
+
+@BOTH_BROKERS
 async def test_worker_speaks_mqtt_311_with_a_persistent_session(
-    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+    db: asyncpg.Connection, dsn: str, broker: PrivateBroker
 ) -> None:
     """HOMEMONITOR_MQTT_PROTOCOL=3.1.1: a clean_session=false session that survives a restart."""
     settings = settings_for(dsn, broker, mqtt_protocol="3.1.1")

@@ -123,8 +123,8 @@ async def test_example_registry_applies_and_reapplying_changes_nothing(dsn: str)
         after = await _registry_snapshot(conn)
     finally:
         await conn.close()
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 6, 6, 12) == first
-    assert registry.ApplySummary(1, 3, 6, 11, 10, 0, 6, 12) == second
+    assert registry.ApplySummary(2, 4, 6, 11, 10, 6, 6, 12) == first
+    assert registry.ApplySummary(2, 4, 6, 11, 10, 0, 6, 12) == second
     assert [] == registry.unpaired_devices(reg)
     assert before == after
     assert {"heart_failure", "hypertension", "copd"} == {p.condition for p in reg.patients}
@@ -714,7 +714,8 @@ def test_compose_wires_the_stack() -> None:
         "prometheus",
         "alertmanager",
         "grafana",
-    } == set(services)
+    } == {n for n, s in services.items() if "profiles" not in s}
+    assert {"nats", "homemonitor-nats"} == {n for n, s in services.items() if "profiles" in s}
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg16", db["image"])
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", mq["image"])
     assert "." == hm["build"]
@@ -733,12 +734,14 @@ def test_compose_wires_the_stack() -> None:
     assert {
         "timescaledb-data",
         "mosquitto-data",
+        "nats-data",
         "prometheus-data",
         "alertmanager-data",
         "grafana-data",
     } == set(_compose()["volumes"])
     scrape = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
-    assert [{"names": ["homemonitor"], "type": "A", "port": 8080, "refresh_interval": "30s"}] == (
+    names = ["homemonitor", "homemonitor-nats"]
+    assert [{"names": names, "type": "A", "port": 8080, "refresh_interval": "30s"}] == (
         scrape["dns_sd_configs"]
     )
 

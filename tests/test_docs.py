@@ -22,6 +22,8 @@ MADE_BY_THE_READER = (
     "deploy/mosquitto/passwd",
     "deploy/mosquitto/certs/",
     "deploy/secrets/",
+    "deploy/nats/users.conf",
+    "deploy/nats/certs/",
     "bench-results/",  # make bench writes it
 )
 

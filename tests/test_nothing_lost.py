@@ -9,8 +9,9 @@ import asyncpg
 import pytest
 
 from homemonitor.contract.protocol import readings_topic
-from homemonitor.embedded import PrivateMosquitto
+from homemonitor.embedded import PrivateBroker
 from tests.conftest import (
+    BOTH_BROKERS,
     RunningService,
     WorkerProcess,
     numbered,
@@ -23,8 +24,9 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 
 @pytest.mark.slow
+@BOTH_BROKERS
 async def test_sigkill_mid_stream_loses_nothing(
-    worker_process: WorkerProcess, broker: PrivateMosquitto, db: asyncpg.Connection
+    worker_process: WorkerProcess, broker: PrivateBroker, db: asyncpg.Connection
 ) -> None:
     """Worker SIGKILLed mid-stream, restarted: every reading the broker PUBACKed is stored once."""
     total = 4000
@@ -58,8 +60,9 @@ async def test_sigkill_mid_stream_loses_nothing(
     assert 0 == worker_process.terminate()
 
 
+@BOTH_BROKERS
 async def test_nothing_is_acknowledged_before_commit(
-    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto
+    db: asyncpg.Connection, dsn: str, broker: PrivateBroker
 ) -> None:
     """A message whose commit is blocked is not acknowledged: a worker that dies gets it back."""
     settings = settings_for(dsn, broker, mqtt_client_id="hm-ack-test", shutdown_grace_s=0.5)

@@ -80,6 +80,37 @@ _TEAMS = (
     ("vc-solna", "Vårdcentral Solna", "solna"),
     ("vc-haninge", "Vårdcentral Haninge", "haninge"),
 )
+_STAFF = (
+    (1, "Distriktssköterska 1", "nurse"),
+    (2, "Distriktssköterska 2", "nurse"),
+    (3, "Läkare 1", "physician"),
+)
+#: Every vårdcentral's hours and escalation (docs/alerts.md): weekdays 08-17, then the
+#: regional on-call team; urgent alerts go to the team after 15 min, on call after 30.
+_ROUTING: dict[str, Any] = {
+    "working_hours": {
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "start": "08:00",
+        "end": "17:00",
+    },
+    "out_of_hours": "jour-stockholm",
+    "escalation": {
+        "urgent": [
+            {"after_minutes": 15, "to": "team"},
+            {"after_minutes": 30, "to": "out_of_hours"},
+        ],
+        "warning": [{"after_minutes": 240, "to": "team"}],
+    },
+}
+#: The regional on-call (jour) team that takes the alerts while the vårdcentraler are closed.
+_ON_CALL: dict[str, Any] = {
+    "id": "jour-stockholm",
+    "name": "Jourcentral Stockholm",
+    "clinicians": [
+        {"id": "cl-jour-1", "name": "Joursjuksköterska 1", "role": "nurse"},
+        {"id": "cl-jour-2", "name": "Jourläkare 1", "role": "physician"},
+    ],
+}
 #: (share of patients, share of those who deteriorate during the run)
 _FORMATS = {PayloadFormat.NATIVE: 0.6, PayloadFormat.FHIR: 0.2, PayloadFormat.BLE: 0.2}
 _MIX = {HEART_FAILURE: (0.40, 0.30), HYPERTENSION: (0.35, 0.25), COPD: (0.25, 0.30)}
@@ -278,13 +309,19 @@ def demo_clinic(
             "id": team_id,
             "name": name,
             "clinicians": [
-                {"id": f"cl-{slug}-1", "name": "Distriktssköterska 1", "role": "nurse"},
-                {"id": f"cl-{slug}-2", "name": "Distriktssköterska 2", "role": "nurse"},
-                {"id": f"cl-{slug}-3", "name": "Läkare 1", "role": "physician"},
+                {
+                    "id": f"cl-{slug}-{n}",
+                    "name": title,
+                    "role": role,
+                    "email": f"cl-{slug}-{n}@{slug}.example.org",
+                }
+                for n, title, role in _STAFF
             ],
+            **_ROUTING,
         }
         for team_id, name, slug in teams
     ]
+    care_teams.append(_ON_CALL)
 
     conditions = _conditions(n_patients, rng)
     deteriorating = _deteriorating(conditions, rng)

@@ -194,6 +194,7 @@ async def serve(
         recurring=jobs.service_jobs(
             settings, metrics, lambda: cache.plans if cache.revision is not None else None
         ),
+        handlers=jobs.service_handlers(),
         clock=clock,
         grace=settings.shutdown_grace_s,
     )

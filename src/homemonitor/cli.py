@@ -78,6 +78,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leave(args: argparse.Namespace) -> int:
+    from homemonitor.app import require  # noqa: PLC0415 - keep 'payload check' light
+    from homemonitor.ingest.worker import Worker  # noqa: PLC0415
+    from homemonitor.metrics import Metrics  # noqa: PLC0415
+    from homemonitor.runtime import Health  # noqa: PLC0415
+    from homemonitor.storage import database  # noqa: PLC0415
+
+    settings = _settings(args)
+    if args.client_id:
+        settings = settings.model_copy(update={"mqtt_client_id": args.client_id})
+    dsn = require(settings)
+    logs.configure(settings.log_format, settings.log_level)
+
+    async def main(stop: asyncio.Event) -> tuple[bool, Worker]:
+        pool = await database.create_pool(dsn, min_size=0, max_size=4)
+        async with pool:
+            worker = Worker(settings, pool, Metrics(), Health())
+            return await worker.leave(stop, args.idle), worker
+
+    result = _run_until_signal(main)
+    assert isinstance(result, tuple)
+    ended, worker = result
+    totals = worker.totals
+    what = "ended" if ended else "KEPT (run again once the database and broker are up)"
+    print(
+        f"session {settings.mqtt_client_id} {what}: {totals.stored} readings stored, "
+        f"{totals.duplicates} duplicates, {totals.quarantined} quarantined"
+    )
+    return 0 if ended else 1
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from homemonitor.storage import database  # noqa: PLC0415
 
@@ -650,6 +681,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-http", action="store_true", help="worker only (no API or /metrics)")
     run.set_defaults(func=cmd_run)
+
+    leave = sub.add_parser(
+        "leave",
+        help="scale down: store what a departed worker's broker session holds, then end it",
+        description="Connect as a worker that is gone for good (its client id), stop its "
+        "subscriptions, store and acknowledge everything its persistent session still "
+        "holds, and end the session, so that the broker keeps no share of the readings for "
+        "it. Run it after the replica has stopped; the same settings as 'run'. Exit 1 if "
+        "messages were left (the session is then kept).",
+        epilog=EPILOG,
+    )
+    leave.add_argument(
+        "--client-id",
+        help="the departed worker's HOMEMONITOR_MQTT_CLIENT_ID (default: the setting)",
+    )
+    leave.add_argument(
+        "--idle",
+        type=float,
+        default=2.0,
+        help="seconds without a message after which the session is taken as empty (2)",
+    )
+    leave.set_defaults(func=cmd_leave)
 
     mig = sub.add_parser("migrate", help="apply database migrations (also done at start)")
     db_option(mig)

@@ -18,10 +18,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from homemonitor.errors import ServiceStartError
 
@@ -54,11 +54,54 @@ def _find_binary(name: str, *search: str) -> str:
         candidates = sorted(Path("/").glob(pattern.lstrip("/")), reverse=True)
         if candidates:
             return str(candidates[0])
-    hint = "apt-get install mosquitto" if name == "mosquitto" else "apt-get install postgresql"
+    package = {"mosquitto": "mosquitto", "nats-server": "nats-server"}.get(name, "postgresql")
+    hint = f"apt-get install {package}"
     raise ServiceStartError(name, f"binary not found on PATH; install it ({hint})")
 
 
-class PrivateMosquitto:
+class PrivateBroker:
+    """What the private brokers share: a process on 127.0.0.1 to stop, kill and restart."""
+
+    kind = ""
+    port: int
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM): the broker saves its persistent state."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=15)
+        self._proc = None
+
+    def kill(self) -> None:
+        """Kill without a chance to save (SIGKILL), as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=15)
+        self._proc = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class PrivateMosquitto(PrivateBroker):
     """A Mosquitto broker of our own: persistence on, limits set so nothing is dropped.
 
     Mosquitto's defaults lose data for a lagging persistent session (``max_queued_messages
@@ -66,16 +109,14 @@ class PrivateMosquitto:
     20``); both are set deliberately here, as in ``deploy/mosquitto/mosquitto.conf``.
     """
 
+    kind = "mosquitto"
+
     def __init__(self, directory: Path, port: int | None = None, *, extra_config: str = "") -> None:
         self.directory = directory
         self.port = port or free_port()
         self.extra_config = extra_config
         self.binary = _find_binary("mosquitto", "/usr/sbin/mosquitto")
         self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
 
     @property
     def log_path(self) -> Path:
@@ -112,32 +153,102 @@ class PrivateMosquitto:
         )
         _wait_for_port(self.port, self._proc, "mosquitto", self.log_path)
 
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM): the broker saves its persistent state."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=15)
-        self._proc = None
 
-    def kill(self) -> None:
-        """Kill without a chance to save (SIGKILL), as a crash would."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=15)
-        self._proc = None
+class PrivateNats(PrivateBroker):
+    """A NATS Server of our own with JetStream and its MQTT 3.1.1 gateway, on free ports.
+
+    The MQTT gateway acknowledges a QoS 1 PUBLISH once the message is in JetStream's file
+    store (``deploy/nats/``). ``ack_wait`` is how long NATS waits for a PUBACK before it
+    redelivers (30 s by default; short here so that tests need not wait). ``extra_config``
+    is added to the generated file (``mappings``, ``authorization``...). Several of them
+    form a cluster with :meth:`cluster`.
+    """
+
+    kind = "nats"
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        ack_wait_s: float = 3.0,
+        max_ack_pending: int = 5000,
+        extra_config: str = "",
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.client_port = free_port()
+        self.cluster_port = free_port()
+        self.ack_wait_s = ack_wait_s
+        self.max_ack_pending = max_ack_pending
+        self.extra_config = extra_config
+        self.routes: list[int] = []
+        self.replicas = 1
+        self.binary = _find_binary("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def cluster(cls, directory: Path, size: int = 3, **options: Any) -> list[PrivateNats]:
+        """``size`` servers routed to each other, JetStream replicating everything ``size`` times.
+
+        Start them together (:func:`start_all`): JetStream waits for a quorum.
+        """
+        nodes = [cls(directory / f"n{i}", **options) for i in range(size)]
+        for node in nodes:
+            node.routes = [other.cluster_port for other in nodes if other is not node]
+            node.replicas = size
+        return nodes
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def host(self) -> str:
+        return "127.0.0.1"
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "nats.log"
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _write_config(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "nats.conf"
+        cluster = ""
+        if self.routes:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+            cluster = (
+                f"cluster {{\n  name: hm\n  listen: 127.0.0.1:{self.cluster_port}\n"
+                f"  routes: [{routes}]\n}}\n"
+            )
+        conf.write_text(
+            f"server_name: hm-{self.port}\n"
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{\n  store_dir: "{self.directory / "js"}"\n}}\n'
+            "mqtt {\n"
+            f"  listen: 127.0.0.1:{self.port}\n"
+            f'  ack_wait: "{self.ack_wait_s:g}s"\n'
+            f"  max_ack_pending: {self.max_ack_pending}\n"
+            f"  stream_replicas: {self.replicas}\n"
+            "}\n"
+            f"{cluster}"
+            f"{self.extra_config}"
+        )
+        return conf
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server; unless ``wait`` is False, wait until its MQTT port accepts."""
+        conf = self._write_config()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+        if wait:
+            _wait_for_port(self.port, self._proc, "nats-server", self.log_path)
+
+
+def start_all(servers: Sequence[PrivateNats]) -> None:
+    """Start every server of a cluster, then wait until each one's MQTT port accepts."""
+    for server in servers:
+        server.start(wait=False)
+    for server in servers:
+        _wait_for_port(server.port, server._proc, "nats-server", server.log_path)
 
 
 class PrivatePostgres:

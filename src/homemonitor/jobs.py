@@ -6,8 +6,13 @@
 - ``retention`` (every :data:`RETENTION_EVERY`): quarantine, access log and finished
   one-off jobs past their retention (:func:`homemonitor.storage.retention.purge`).
 
-Issue #11's escalation and delivery retries are one-off jobs (``scheduler.schedule`` in
-the transaction of the alert change that starts them) with handlers added here.
+One-off jobs (``scheduler.schedule`` in the transaction of the alert change that starts
+them) run by :func:`service_handlers`:
+
+- ``alerts.escalate``: one step of an alert's escalation chain
+  (:func:`homemonitor.alerts.escalation.escalate_step`);
+- ``alerts.snooze_end``: a clinician's snooze ends at its time
+  (:func:`homemonitor.alerts.escalation.end_snooze`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from homemonitor import logs
-from homemonitor.alerts import episodes
+from homemonitor.alerts import episodes, escalation, routing, transitions
 from homemonitor.metrics import Metrics
 from homemonitor.registry.cache import Plans
-from homemonitor.scheduler import JobContext, Recurring
+from homemonitor.scheduler import Handler, JobContext, Recurring
 from homemonitor.settings import Settings
 from homemonitor.storage import retention
 
@@ -77,3 +82,11 @@ def service_jobs(
 ) -> list[Recurring]:
     """Every recurring job of the service."""
     return [due_alerts(plans, metrics), retention_job(settings, metrics)]
+
+
+def service_handlers() -> dict[str, Handler]:
+    """Every one-off job of the service, by name."""
+    return {
+        routing.ESCALATE_JOB: escalation.escalate_step,
+        transitions.SNOOZE_END_JOB: escalation.end_snooze,
+    }

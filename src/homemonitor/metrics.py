@@ -46,12 +46,20 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "fhir_observations": "read",  # GET /fhir/r4/Observation?patient=...
     "fhir_flags": "read",  # GET /fhir/r4/Flag?patient=...
     "fhir_export": "read",  # Bulk Data $export: one row per patient in the files
+    "view_alert_events": "read",
     "acknowledge_alert": "write",
+    "comment_alert": "write",
+    "assign_alert": "write",
+    "snooze_alert": "write",
     "resolve_alert": "write",
     "view_care_plan": "read",
     "view_care_plan_versions": "read",
     "change_care_plan": "write",
     "rules_backtest": "read",
+    "view_patient": "read",  # the web app's Patient page
+    "list_patients": "read",  # My patients: each listed patient's latest readings
+    "review_access_log": "read",  # the access-log review names the patients it shows
+    "export_access_log": "read",  # and its CSV export
 }
 
 

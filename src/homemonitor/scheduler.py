@@ -46,6 +46,7 @@ from homemonitor.storage.database import Conn
 
 __all__ = [
     "Clock",
+    "Handler",
     "JobContext",
     "ManualClock",
     "Recurring",
@@ -53,6 +54,7 @@ __all__ = [
     "Scheduler",
     "SystemClock",
     "schedule",
+    "schedule_many",
 ]
 
 log = logs.get_logger(__name__)
@@ -181,9 +183,9 @@ ON CONFLICT (name, key) DO UPDATE
 """
 _SCHEDULE = """
 INSERT INTO scheduled_jobs (name, key, due_at, payload, max_attempts)
-VALUES ($1, $2, $3, $4::jsonb, $5)
+SELECT $1, j.key, j.due_at, j.payload::jsonb, $5
+FROM unnest($2::text[], $3::timestamptz[], $4::text[]) AS j(key, due_at, payload)
 ON CONFLICT (name, key) DO NOTHING
-RETURNING id
 """
 _CLAIM = """
 SELECT id, name, key, every, due_at, payload::text AS payload, failures, max_attempts
@@ -227,13 +229,37 @@ async def schedule(
     Runs in the caller's transaction, if any. ``key`` makes it idempotent (an alert id
     and a step, say); an empty key is a recurring job's. The payload holds ids, not data.
     """
-    if not key:
+    made = await schedule_many(
+        conn, name, [(key, due_at, payload or {})], max_attempts=max_attempts
+    )
+    return made == 1
+
+
+async def schedule_many(
+    conn: Conn,
+    name: str,
+    jobs: Sequence[tuple[str, datetime, Mapping[str, Any]]],
+    *,
+    max_attempts: int = 10,
+) -> int:
+    """:func:`schedule` for many (key, due_at, payload) at once: one statement; how many new.
+
+    For a write path that must not add a round trip per job (the worker's batch).
+    """
+    if any(not key for key, _, _ in jobs):
         msg = "a one-off job needs a key (the empty key is a recurring job's)"
         raise ValueError(msg)
-    made = await conn.fetchval(
-        _SCHEDULE, name, key, due_at, json.dumps(dict(payload or {})), max_attempts
+    if not jobs:
+        return 0
+    status = await conn.execute(
+        _SCHEDULE,
+        name,
+        [k for k, _, _ in jobs],
+        [d for _, d, _ in jobs],
+        [json.dumps(dict(p)) for _, _, p in jobs],
+        max_attempts,
     )
-    return made is not None
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
 
 
 def describe(exc: BaseException) -> str:

@@ -249,8 +249,32 @@ class Settings(BaseSettings):
             "so any character works (best from a file: HOMEMONITOR_DATABASE_PASSWORD_FILE)."
         ),
     )
-    mqtt_host: str | None = Field(default=None, description="MQTT broker host.")
-    mqtt_port: int = 1883
+    mqtt_broker: Literal["mosquitto", "nats"] = Field(
+        default="mosquitto",
+        description=(
+            "Which broker: 'mosquitto' (or another MQTT 5 broker) or 'nats' (NATS Server's "
+            "MQTT 3.1.1 gateway on JetStream: MQTT 3.1.1, no shared subscriptions; split the "
+            "load with HOMEMONITOR_MQTT_PARTITIONS instead)."
+        ),
+    )
+    mqtt_host: str | None = Field(
+        default=None,
+        description=(
+            "MQTT broker host, or several as host[:port],host[:port] (a NATS cluster's "
+            "nodes): the worker connects to the first that answers and moves on to the next "
+            "when one is down. A host without a port uses HOMEMONITOR_MQTT_PORT."
+        ),
+    )
+    mqtt_port: int = Field(default=1883, ge=1, le=_MAX_PORT)
+    mqtt_connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description=(
+            "Longest wait for one broker to answer a connect (and a subscribe) before the "
+            "worker tries the next address."
+        ),
+    )
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_tls_ca: str | None = Field(default=None, description="CA file; turns TLS on.")
@@ -262,6 +286,24 @@ class Settings(BaseSettings):
     mqtt_shared_group: str | None = Field(
         default=None,
         description="MQTT 5 shared-subscription group; workers in one group split the load.",
+    )
+    mqtt_partition_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "How many partitions the broker splits the readings into (NATS: the "
+            "{{partition(N,1)}} mappings of deploy/nats/nats-server.conf). Set with "
+            "HOMEMONITOR_MQTT_PARTITIONS."
+        ),
+    )
+    mqtt_partitions: str | None = Field(
+        default=None,
+        description=(
+            "The partitions this worker owns, e.g. '0-5' or '0,2,4' (of "
+            "HOMEMONITOR_MQTT_PARTITION_COUNT): how workers on NATS split the load. Every "
+            "partition needs an owner; see deploy/README.md, 'Choosing a broker'."
+        ),
     )
     mqtt_session_expiry: int = Field(
         default=7 * 24 * 3600, description="Seconds the broker keeps the session (MQTT 5)."
@@ -368,6 +410,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: LogLevel = "INFO"
 
+    @field_validator("mqtt_partitions")
+    @classmethod
+    def _partition_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_partitions(value)
+        return value
+
     @field_validator("database_url", "database_read_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: Any) -> Any:
@@ -449,6 +498,78 @@ class Settings(BaseSettings):
         self.database_password = None  # it lives in the URLs now, and only there
         return self
 
+    @field_validator("mqtt_host")
+    @classmethod
+    def _broker_addresses(cls, value: str | None) -> str | None:
+        if value is not None:
+            broker_addresses(value, 1883)  # a clear error at load, not at first connect
+        return value
+
+    @property
+    def mqtt_addresses(self) -> list[tuple[str, int]]:
+        """Every broker address of ``mqtt_host``, in the order the worker tries them."""
+        return [] if self.mqtt_host is None else broker_addresses(self.mqtt_host, self.mqtt_port)
+
+    @property
+    def owned_partitions(self) -> tuple[int, ...]:
+        """The partitions of ``mqtt_partitions``, sorted; empty when the load is not split so."""
+        return () if self.mqtt_partitions is None else parse_partitions(self.mqtt_partitions)
+
+    @model_validator(mode="after")
+    def _fits_the_broker(self) -> Self:
+        """Settings the broker cannot honour are refused at start, saying what to set."""
+        if self.mqtt_broker == "nats":
+            self._fits_nats()
+        self._partitions_fit()
+        return self
+
+    def _fits_nats(self) -> None:
+        if self.mqtt_shared_group:
+            msg = (
+                "HOMEMONITOR_MQTT_SHARED_GROUP cannot be used with HOMEMONITOR_MQTT_BROKER=nats: "
+                "NATS's MQTT gateway speaks MQTT 3.1.1 only and has no shared subscriptions; it "
+                "grants a '$share/...' subscription and then delivers nothing to it while the "
+                "gateways get their PUBACKs. Unset HOMEMONITOR_MQTT_SHARED_GROUP; to split the "
+                "load between workers give each its own HOMEMONITOR_MQTT_PARTITIONS of "
+                "HOMEMONITOR_MQTT_PARTITION_COUNT (deploy/README.md, 'Choosing a broker')"
+            )
+            raise ValueError(msg)
+        if "mqtt_protocol" not in self.model_fields_set:
+            self.mqtt_protocol = "3.1.1"  # all NATS speaks
+        elif self.mqtt_protocol != "3.1.1":
+            msg = (
+                "HOMEMONITOR_MQTT_PROTOCOL=5 with HOMEMONITOR_MQTT_BROKER=nats: NATS's MQTT "
+                "gateway speaks MQTT 3.1.1 only; set HOMEMONITOR_MQTT_PROTOCOL=3.1.1 or leave "
+                "it out"
+            )
+            raise ValueError(msg)
+
+    def _partitions_fit(self) -> None:
+        count, owned = self.mqtt_partition_count, self.mqtt_partitions
+        if (count is None) != (owned is None):
+            msg = (
+                "HOMEMONITOR_MQTT_PARTITIONS and HOMEMONITOR_MQTT_PARTITION_COUNT go together: "
+                "set both (the partitions this worker owns, and how many the broker makes) or "
+                "neither"
+            )
+            raise ValueError(msg)
+        if count is None:
+            return
+        if self.mqtt_broker != "nats":
+            msg = (
+                "HOMEMONITOR_MQTT_PARTITIONS needs HOMEMONITOR_MQTT_BROKER=nats: only NATS's "
+                "subject mappings put readings into partition topics; on Mosquitto workers "
+                "split the load with HOMEMONITOR_MQTT_SHARED_GROUP"
+            )
+            raise ValueError(msg)
+        outside = [p for p in self.owned_partitions if p >= count]
+        if outside:
+            msg = (
+                f"HOMEMONITOR_MQTT_PARTITIONS names partition {outside[0]}, but there are "
+                f"{count} (0 to {count - 1}, HOMEMONITOR_MQTT_PARTITION_COUNT)"
+            )
+            raise ValueError(msg)
+
     @model_validator(mode="after")
     def _oidc_complete(self) -> Self:
         if self.oidc_issuer is None:
@@ -488,3 +609,47 @@ def _with_password(dsn: SecretStr, password: str, name: str) -> SecretStr:
     hosts = url.netloc.rpartition("@")[2]  # one host or several: urlsplit keeps them whole
     netloc = f"{user}:{quote(password, safe='')}@{hosts}"
     return SecretStr(urlunsplit(url._replace(netloc=netloc)))
+
+
+def broker_addresses(text: str, default_port: int) -> list[tuple[str, int]]:
+    """``host[:port],host[:port]...`` taken apart; a host without a port gets ``default_port``.
+
+    >>> broker_addresses("nats-1,nats-2:1884, [::1]:1885", 1883)
+    [('nats-1', 1883), ('nats-2', 1884), ('::1', 1885)]
+    >>> broker_addresses("a,,b", 1883)
+    Traceback (most recent call last):
+    ...
+    ValueError: an empty broker address in 'a,,b': name every host
+    """
+    addresses = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            msg = f"an empty broker address in {text!r}: name every host"
+            raise ValueError(msg)
+        host, port = _host_port(entry, several=True)
+        addresses.append((host.strip("[]"), default_port if port is None else port))
+    return addresses
+
+
+def parse_partitions(text: str) -> tuple[int, ...]:
+    """``'0-2,5'`` as ``(0, 1, 2, 5)``: the partitions a worker owns.
+
+    >>> parse_partitions("4,0-2"), parse_partitions(" 3 ")
+    ((0, 1, 2, 4), (3,))
+    >>> parse_partitions("2-1")
+    Traceback (most recent call last):
+    ...
+    ValueError: partitions '2-1': '2-1' is not a number or a range such as 0-3
+    """
+    owned: set[int] = set()
+    for raw in text.split(","):
+        part = raw.strip()
+        first, dash, last = part.partition("-")
+        if not (first.isdigit() and (not dash or last.isdigit())) or (
+            dash and int(last) < int(first)
+        ):
+            msg = f"partitions {text!r}: {part!r} is not a number or a range such as 0-3"
+            raise ValueError(msg)
+        owned.update(range(int(first), int(last if dash else first) + 1))
+    return tuple(sorted(owned))

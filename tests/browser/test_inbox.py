@@ -53,7 +53,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await shot(page, "inbox")
 
     await alert.get_by_role("button", name="Kvittera").click()
-    await expect(alert.locator(".status")).to_have_text("Kvitterat")
+    await expect(alert.locator(".status")).to_have_text("kvitterat")
     await expect(alert.get_by_role("button", name="Kvittera")).to_have_count(0)
     await expect(alert.get_by_role("link", name=f"Larm {alert_id} för patient p-1")).to_be_focused()
 

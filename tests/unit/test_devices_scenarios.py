@@ -223,7 +223,7 @@ def test_demo_clinic_registry_format() -> None:
     gateways = {g["id"] for g in registry["gateways"]}
     clinicians = {c["id"] for t in registry["care_teams"] for c in t["clinicians"]}
     assert ["care_teams", "devices", "gateways", "patients"] == list(registry)
-    assert 3 == len(registry["care_teams"])
+    assert 4 == len(registry["care_teams"])  # three vårdcentraler and the on-call team
     assert 50 == len(registry["patients"]) == len(gateways) == len(assignments.patients)
     assert all(re.fullmatch(DEVICE_ID_PATTERN, d) for d in devices)
     assert all(re.fullmatch(GATEWAY_ID_PATTERN, g) for g in gateways)

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor.alerts import rows
+from homemonitor.alerts import routing, rows
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.contract.readings import OPTIONAL, QUANTITIES, REQUIRED, Metric, Quantity
 from homemonitor.ingest.pipeline import Candidate
@@ -212,7 +212,9 @@ async def evaluate_batch(
     history = await _history(conn, chosen, points)
     # The query saw this transaction's own inserts: the points are in it (evaluate adds any
     # the cap left out).
-    await _run(conn, chosen, history, points, states, now, tally, actor="rule")
+    await _run(
+        conn, chosen, history, points, states, now, tally, actor="rule", routes=plans.routing
+    )
     return tally
 
 
@@ -226,6 +228,7 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
     tally: Tally,
     *,
     actor: str,
+    routes: routing.Routing | None = None,
 ) -> None:
     """Evaluate each chosen patient and write what changed, in bulk."""
     drafts: list[Draft] = []
@@ -244,7 +247,7 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
         made, resolved = rows.drafts(plan, h, stored, outcome, now)
         drafts += made
         resolved_updates += resolved
-    await _write(conn, drafts, resolved_updates, tally, actor)
+    await _write(conn, drafts, resolved_updates, tally, now=now, actor=actor, routes=routes)
 
 
 def _reads(plan: Plan, carried: frozenset[Quantity]) -> dict[Metric, timedelta]:
@@ -352,9 +355,17 @@ async def _write(
     drafts: list[Draft],
     resolved: list[tuple[int, str]],
     tally: Tally,
+    *,
+    now: datetime,
     actor: str = "rule",
+    routes: routing.Routing | None = None,
 ) -> None:
-    """Updates first (an ended episode leaves the unique index), then inserts, then events."""
+    """Updates first (an ended episode leaves the unique index), then inserts, then events.
+
+    Before the events, new alerts are routed and their escalation started
+    (:func:`homemonitor.alerts.routing.on_write`: nothing when none opened; ``routes``:
+    the registry cache's routing, so no query for it).
+    """
     updates = [d for d in drafts if d.id is not None and d.dirty]
     inserts = [d for d in drafts if d.id is None]
     if updates:
@@ -370,6 +381,7 @@ async def _write(
         await conn.execute(_INSERT, *rows.encode(columns, rows.COLUMNS))
     if resolved:
         await conn.execute(_RESOLVED_STATE, [i for i, _ in resolved], [s for _, s in resolved])
+    await routing.on_write(conn, drafts, now, routes)
     events = [(d.id, kind, details) for d in drafts for kind, details in d.events]
     if events:
         await conn.execute(
@@ -460,7 +472,9 @@ async def run_due(conn: Conn, plans: Plans, now: datetime, *, limit: int = DUE_L
                 made, ended = rows.drafts(plan, empty, stored, outcome, now)
                 drafts += made
                 resolved += ended
-            await _write(conn, drafts, resolved, tally, actor="scheduler")
+            await _write(
+                conn, drafts, resolved, tally, now=now, actor="scheduler", routes=plans.routing
+            )
             if moved:
                 await conn.execute(_RESOLVE_DUE, [i for i, _ in moved], [t for _, t in moved])
         next_at: datetime | None = await conn.fetchval(_NEXT_DUE, now)

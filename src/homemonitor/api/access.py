@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import asyncpg
 from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from homemonitor.alerts import episodes, transitions
 from homemonitor.api.auth import Clinician
@@ -78,6 +78,16 @@ async def log_denied(
     )
 
 
+def visible(team: str) -> str:
+    """The SQL condition of the alerts a care team sees (``team``: its parameter, ``$1``).
+
+    Its own alerts, and those routed or escalated to it as the out-of-hours route of
+    another team (``routed_to``, :mod:`homemonitor.alerts.routing`): the on-call team
+    keeps seeing what it was given, to the alert's end and after (it may have acted).
+    """
+    return f"(care_team_id = {team} OR routed_to = {team})"
+
+
 async def team_alert(
     conn: Conn,
     metrics: Metrics,
@@ -87,15 +97,19 @@ async def team_alert(
     *,
     to_change: bool = False,
 ) -> asyncpg.Record:
-    """The alert, access-logged as ``action``, if it is the clinician's team's.
+    """The alert, access-logged as ``action``, if the clinician's team sees it (:func:`visible`).
 
     ``to_change`` takes the patient's episode lock (the worker does not evaluate the
     patient meanwhile), then the row's (two clinicians acting at once: one wins), and
     refuses an alert that has ended with 409 before anything is logged or counted:
     nothing changed.
     """
-    row = await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1", alert_id)
-    if row is None or row["care_team_id"] != who.care_team_id:
+    row = await conn.fetchrow(
+        f"SELECT {ALERT_COLUMNS}, {visible('$2')} AS visible FROM alerts WHERE id = $1",
+        alert_id,
+        who.care_team_id,
+    )
+    if row is None or not row["visible"]:
         patient = None if row is None else row["patient_id"]
         raise NotVisibleError(who, action, "alert", str(alert_id), patient)
     if to_change:
@@ -112,32 +126,62 @@ async def team_alert(
     return row
 
 
+def visible_patient_sql(team: str, *, on_call: bool) -> str:
+    """The SQL condition of a patient (``patients`` row, alias ``p``) a care team sees.
+
+    Its own patients; with ``on_call``, also a patient with an active alert the team sees
+    (:func:`visible`: routed or escalated to it as another team's out-of-hours route),
+    for as long as that alert is active: the on-call nurse reads the trend, readings and
+    plan to act on it, and reads nothing of the patient once it has ended.
+    """
+    if not on_call:
+        return f"(p.care_team_id = {team})"
+    active = ", ".join(f"'{s}'" for s in transitions.ACTIVE)
+    return (
+        f"(p.care_team_id = {team} OR EXISTS (SELECT 1 FROM alerts "
+        f"WHERE patient_id = p.id AND status IN ({active}) AND {visible(team)}))"
+    )
+
+
 async def team_patient(
     conn: Conn, metrics: Metrics, who: Clinician, patient_id: str, action: str
 ) -> None:
-    """Access-log ``action`` on the patient, if they are the clinician's team's."""
-    await visible_patient(conn, who, patient_id, action)
+    """Access-log ``action`` on the patient, if the clinician's team may read them: its own
+    patient, or one of its on-call alerts (:func:`visible_patient_sql`)."""
+    await visible_patient(conn, who, patient_id, action, on_call=True)
     await log_access(conn, metrics, who, [patient_id], action, requested_id=patient_id)
 
 
 async def visible_patient(
-    conn: Conn, who: Clinician, patient_id: str, action: str, *, lock: bool = False
+    conn: Conn,
+    who: Clinician,
+    patient_id: str,
+    action: str,
+    *,
+    lock: bool = False,
+    on_call: bool = False,
 ) -> None:
     """Raise :class:`NotVisibleError` unless the patient is the clinician's team's.
 
+    ``on_call``: or the team holds an active alert of the patient as an out-of-hours
+    route (reads; changing a plan, or previewing one, stays the patient's own team's).
     Logs nothing when visible: the caller logs once it knows the action went ahead.
     ``lock`` holds the patient's row (``FOR NO KEY UPDATE``) to the end of the transaction.
     """
     suffix = " FOR NO KEY UPDATE" if lock else ""
-    team = await conn.fetchval(
-        f"SELECT care_team_id FROM patients WHERE id = $1{suffix}", patient_id
+    row = await conn.fetchrow(
+        f"SELECT {visible_patient_sql('$2', on_call=on_call)} AS visible "
+        f"FROM patients p WHERE p.id = $1{suffix}",
+        patient_id,
+        who.care_team_id,
     )
-    if team != who.care_team_id:
-        raise NotVisibleError(who, action, "patient", patient_id, patient_id if team else None)
+    if row is None or not row["visible"]:
+        known = patient_id if row is not None else None
+        raise NotVisibleError(who, action, "patient", patient_id, known)
 
 
-async def not_visible(request: Request, exc: NotVisibleError) -> JSONResponse:
-    """The exception handler for :class:`NotVisibleError`: log the denial, answer 404."""
+async def record_denied(request: Request, exc: NotVisibleError) -> None:
+    """Log and count the denial of ``exc``: what every answer to it does first."""
     svc = services(request)
     # Raised inside the request's transaction, which rolled back; the denial is
     # written on its own and committed. If that write fails the client gets a 500,
@@ -145,6 +189,14 @@ async def not_visible(request: Request, exc: NotVisibleError) -> JSONResponse:
     async with svc.pool.acquire() as conn:
         await log_denied(conn, exc.who, exc.patient_id, exc.action, exc.requested_id)
     svc.metrics.api_denied.labels("not_visible").inc()
+
+
+async def not_visible(request: Request, exc: NotVisibleError) -> Response:
+    """The exception handler for :class:`NotVisibleError`: log the denial, answer 404.
+
+    The web app's pages answer with a page of their own (:mod:`homemonitor.web.base`).
+    """
+    await record_denied(request, exc)
     if request.url.path.startswith(FHIR_BASE + "/"):  # a FHIR client reads an OperationOutcome
         body = operation_outcome(str(exc), "not-found")
         return JSONResponse(body, status_code=404, media_type=FHIR_JSON)

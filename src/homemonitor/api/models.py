@@ -72,6 +72,21 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None
+    actionable: bool | None = Field(
+        description="The resolving clinician's answer: did it lead to an action? (None: unsaid)"
+    )
+    assigned_to: str | None = Field(
+        description="Whose it is: the patient's care contact at first, then who it is assigned to."
+    )
+    escalation_level: Literal["care_contact", "team", "out_of_hours"] | None = Field(
+        description="Who was addressed last (docs/alerts.md); None before routing existed."
+    )
+    routed_to: str | None = Field(
+        description="The out-of-hours care team it was routed or escalated to, which sees it."
+    )
+    snoozed_until: datetime | None = Field(
+        description="Escalation waits until then (a clinician's snooze); None: not snoozed."
+    )
 
     @field_validator("opening_explanation", "latest_explanation", mode="before")
     @classmethod
@@ -119,6 +134,63 @@ class TrendPointOut(BaseModel):
 
 class ResolveIn(BaseModel):
     note: PlainText = Field(min_length=1, max_length=2000, description="What was done.")
+    actionable: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Did this alert lead to an action (a call, a visit, a changed dose)?",
+    )
+
+
+class CommentIn(BaseModel):
+    text: PlainText = Field(min_length=1, max_length=2000, description="The note, for the team.")
+
+
+class AssignIn(BaseModel):
+    clinician_id: str = Field(
+        pattern=ID_PATTERN,
+        description="A clinician of the alert's care team (or out-of-hours team).",
+    )
+
+
+class SnoozeIn(BaseModel):
+    minutes: int = Field(ge=1, le=24 * 60, description="How long escalation waits: 24 h at most.")
+    reason: PlainText = Field(min_length=1, max_length=500, description="Why not now.")
+
+
+class AlertEventOut(BaseModel):
+    """One transition of an alert: what, when, and who (a rule, a clinician, the scheduler)."""
+
+    id: int
+    at: datetime
+    kind: Literal[
+        "pending",
+        "withdrawn",
+        "opened",
+        "severity_changed",
+        "updated",
+        "cleared",
+        "reopened",
+        "auto_resolved",
+        "acknowledged",
+        "resolved",
+        "assigned",
+        "notified",
+        "commented",
+        "escalated",
+        "snoozed",
+        "snooze_ended",
+    ]
+    actor: Literal["rule", "clinician", "scheduler"]
+    clinician_id: str | None = Field(description="Who, when the actor is a clinician.")
+    details: dict[str, Any] = Field(
+        description="What the transition says: severity, value, sentence, note, reason, "
+        'until, and "to" (who is addressed: level, clinicians, team) where someone is.'
+    )
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _decode(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value  # a jsonb column
 
 
 class CarePlanOut(BaseModel):
@@ -175,6 +247,7 @@ FHIR_JSON = "application/fhir+json"
 
 # The columns a route selects to fill AlertOut and ReadingOut.
 ALERT_COLUMNS = ", ".join(AlertOut.model_fields)
+EVENT_COLUMNS = ", ".join(AlertEventOut.model_fields)
 READING_COLUMNS = ", ".join(ReadingOut.model_fields)
 
 AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX, examples=[1], description="The alert's id.")]
@@ -200,6 +273,13 @@ RESOLVED: Responses = {
     409: {
         "model": ErrorOut,
         "description": "The alert has ended (resolved, auto-resolved, withdrawn).",
+    }
+}
+REFUSED: Responses = {
+    409: {
+        "model": ErrorOut,
+        "description": "The alert has ended, or does not allow this (an urgent alert cannot "
+        "be snoozed; the assignee is not of its care team).",
     }
 }
 PLAN_CONFLICT: Responses = {

@@ -82,6 +82,31 @@ def readings_topic(gateway_id: str, fmt: PayloadFormat = PayloadFormat.NATIVE) -
     return base if fmt is PayloadFormat.NATIVE else f"{base}/{fmt.value}"
 
 
+#: Where a broker that partitions the readings (NATS subject mappings, deploy/nats/) puts
+#: them: ``homemonitor/v1/part/{n}/gw/{gateway_id}/readings[/fhir|/ble]``. Gateways never
+#: publish there (the broker's permissions forbid it); workers subscribe to their partitions.
+PARTITION_PREFIX = "homemonitor/v1/part"
+
+
+def partition_subscription(partition: int) -> str:
+    """What a worker that owns ``partition`` subscribes to."""
+    return f"{PARTITION_PREFIX}/{partition}/gw/+/readings/#"
+
+
+def unpartitioned(topic: str) -> str:
+    """The topic the gateway published to, for one a partitioning broker delivered.
+
+    >>> unpartitioned("homemonitor/v1/part/3/gw/gw-1/readings/fhir")
+    'homemonitor/v1/gw/gw-1/readings/fhir'
+    >>> unpartitioned("homemonitor/v1/gw/gw-1/readings")
+    'homemonitor/v1/gw/gw-1/readings'
+    """
+    if not topic.startswith(PARTITION_PREFIX + "/"):
+        return topic
+    parts = topic.split("/", 4)  # homemonitor, v1, part, n, the rest
+    return f"homemonitor/v1/{parts[4]}" if len(parts) == 5 else topic
+
+
 @functools.lru_cache(maxsize=1 << 16)  # pure, one entry per gateway topic
 def parse_topic(topic: str) -> Route | None:
     """The route a topic names, or None when it is outside the documented layout."""

@@ -59,38 +59,54 @@ T = TypeVar("T")
 Make = Callable[[str, bytes, datetime, float, int, int, bool], T]
 
 
-def client(settings: Settings) -> aiomqtt.Client:
-    """The worker's client for ``settings``' broker: a persistent session, manual PUBACKs.
+def client(
+    settings: Settings, address: tuple[str, int] | None = None, *, clean: bool = False
+) -> aiomqtt.Client:
+    """The worker's client for a broker of ``settings``: a persistent session, manual PUBACKs.
 
-    Connect it with ``async with``; ``settings.mqtt_host`` must be set.
+    ``address`` is one of ``settings.mqtt_addresses`` (the first when None). Connecting and
+    subscribing give up after ``mqtt_connect_timeout_s``, so that the worker can move on to
+    the next address of a cluster in seconds. Connect it with ``async with``. ``clean``:
+    a clean start instead, and no session kept after it (:func:`end_session`).
     """
     s = settings
-    assert s.mqtt_host is not None
+    host, port = address or s.mqtt_addresses[0]
     v5 = s.mqtt_protocol == "5"
     properties = None
     if v5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-        properties.SessionExpiryInterval = s.mqtt_session_expiry
+        properties.SessionExpiryInterval = 0 if clean else s.mqtt_session_expiry
         properties.ReceiveMaximum = s.max_inflight
     tls = None
     if s.mqtt_tls_ca:
         tls = aiomqtt.TLSParameters(ca_certs=s.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
     built = aiomqtt.Client(
-        s.mqtt_host,
-        s.mqtt_port,
+        host,
+        port,
         identifier=s.mqtt_client_id,
         username=s.mqtt_username,
         password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-        clean_session=None if v5 else False,
-        clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
+        clean_session=None if v5 else clean,
+        clean_start=clean if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # v3: the only value
         properties=properties,
         keepalive=30,
         tls_params=tls,
+        timeout=s.mqtt_connect_timeout_s,
     )
     enable_manual_ack(built)
     fail_fast_before_connack(built)
     return built
+
+
+async def end_session(settings: Settings, address: tuple[str, int]) -> None:
+    """Make the broker discard the persistent session of ``settings.mqtt_client_id``.
+
+    A connection with a clean start (MQTT 5: and no session expiry; 3.1.1: clean
+    session) replaces the stored session, and nothing is kept after it disconnects.
+    """
+    async with client(settings, address, clean=True):
+        pass
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> None:
@@ -133,12 +149,25 @@ class Intake(Generic[T]):
     event loop, once per message; ``received_at`` is the wall clock of the read that
     brought it). Messages paho delivers itself (before this reader is installed on a
     new connection) go the same way, so none can land in aiomqtt's unread queue.
+
+    ``limit`` bounds the QoS 1 messages received and not yet acknowledged (the caller
+    reports its acknowledgements with :meth:`settle`). MQTT 5 lets a client announce it
+    (Receive Maximum); MQTT 3.1.1 has no such thing, and a broker may send more than the
+    worker can hold (NATS: up to twice ``max_ack_pending`` per subscription). Past the
+    limit the intake stops reading the socket: TCP's window then stops the broker, which
+    keeps the rest. It resumes once acknowledgements bring the count back within the
+    limit. Messages are parsed read by read, so at most one read (64 KiB) of messages
+    lands beyond the limit. Paused longer than the keep-alive, the connection is dropped
+    by paho (its PINGRESP is not read); the broker then redelivers what was unacknowledged.
     """
 
-    def __init__(self, client: aiomqtt.Client, make: Make[T]) -> None:
+    def __init__(self, client: aiomqtt.Client, make: Make[T], limit: int | None = None) -> None:
         self._client = client
         self._paho = _paho(client)
         self._make = make
+        self._limit = limit
+        self._unacknowledged = 0  # QoS 1 and 2 messages of this connection not yet settled
+        self._paused: Any = None  # the socket we stopped reading, while paused
         self._v5 = self._paho.protocol == MQTTProtocolVersion.MQTTv5
         self._buffer = b""  # the start of a packet not yet complete
         self._parts: list[bytes] = []  # more of it, joined once it is complete
@@ -159,6 +188,27 @@ class Intake(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 and 2 messages received on this connection and not yet settled."""
+        return self._unacknowledged
+
+    @property
+    def paused(self) -> bool:
+        """Whether the intake has stopped reading because ``limit`` is reached."""
+        return self._paused is not None
+
+    def settle(self, n: int) -> None:
+        """``n`` QoS 1 or 2 messages of this connection were acknowledged: read on if paused."""
+        self._unacknowledged -= n
+        sock = self._paused
+        if sock is None or (self._limit is not None and self._unacknowledged > self._limit):
+            return
+        self._paused = None
+        if self._paho._sock is sock:  # still this connection's socket, not a closed one's
+            self._loop.add_reader(sock.fileno(), self._readable)
+            self._loop.call_soon(self._readable)
 
     def take(self, limit: int) -> list[T]:
         """Up to ``limit`` waiting messages, oldest first."""
@@ -192,9 +242,8 @@ class Intake(Generic[T]):
 
     def _read(self) -> None:
         sock = self._paho._sock
-        if sock is None:
+        if sock is None or self._paused is not None:
             return
-        chunks = self._parts
         got, closed = 0, False
         while got < _PER_WAKEUP:
             try:
@@ -210,19 +259,31 @@ class Intake(Generic[T]):
             if not chunk:
                 closed = True
                 break
-            chunks.append(chunk)
+            self._parts.append(chunk)
             got += len(chunk)
+            self._have += len(chunk)
+            if self._limit is not None:  # parse read by read, to stop at the limit
+                self._take_whole_packets()
+                if self._unacknowledged > self._limit:
+                    self._pause(sock)
+                    break
             if len(chunk) < _CHUNK and not getattr(sock, "pending", lambda: 0)():
                 break
         else:
             self._loop.call_soon(self._readable)  # more is waiting; let others run first
         if got:
             self._paho._last_bytes_received = time.monotonic()  # for paho's keep-alive
-            self._have += got
-            if self._have >= self._packet_bytes:  # a big packet is joined once, not per read
-                self._restart_from(self._packets(b"".join([self._buffer, *chunks])))
+            self._take_whole_packets()
         if closed:
             self._paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+
+    def _take_whole_packets(self) -> None:
+        if self._have >= self._packet_bytes:  # a big packet is joined once, not per read
+            self._restart_from(self._packets(b"".join([self._buffer, *self._parts])))
+
+    def _pause(self, sock: Any) -> None:
+        self._paused = sock
+        self._loop.remove_reader(sock.fileno())
 
     def _restart_from(self, rest: bytes) -> None:
         """Start collecting again from ``rest``, the incomplete packet :meth:`_packets` left."""
@@ -278,6 +339,8 @@ class Intake(Generic[T]):
             msg = f"PUBLISH without a topic or shorter than its header (mid {mid})"
             raise MalformedPublishError(msg)
         dup = bool(header & 0x08)
+        if qos:
+            self._unacknowledged += 1
         self._pending.append(
             self._make(topic, bytes(body[k:]), received_at, received_mono, mid, qos, dup)
         )
@@ -295,6 +358,8 @@ class Intake(Generic[T]):
 
     def _from_paho(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         """A message paho read itself: same way as ours."""
+        if message.qos:
+            self._unacknowledged += 1
         self._pending.append(
             self._make(
                 message._topic.decode(errors="replace"),

@@ -30,16 +30,17 @@ import collections
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiomqtt
 import asyncpg
 from aiomqtt.exceptions import MqttConnectError  # a refused CONNACK; not re-exported
+from paho.mqtt.reasoncodes import ReasonCode
 
 from homemonitor import logs
-from homemonitor.contract.protocol import SUBSCRIPTION
+from homemonitor.contract.protocol import SUBSCRIPTION, partition_subscription, unpartitioned
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
 from homemonitor.ingest import pipeline, transport
@@ -102,9 +103,11 @@ class Worker:
         self.cache = cache or RegistryCache()
         self.clock = ClockPolicy.from_settings(settings)
         self._client: aiomqtt.Client | None = None
+        self._intake: transport.Intake[Inbound] | None = None
         self._generation = 0
         self._inflight = 0
         self.totals = CommitResult()
+        self._leaving: float | None = None  # leave(): seconds of quiet that mean "all taken"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -126,6 +129,36 @@ class Worker:
             alerts_opened=self.totals.opened.total(),
         )
 
+    async def leave(self, stop: asyncio.Event, idle_s: float = 2.0) -> bool:
+        """End this worker's broker session for good, storing what it still holds first.
+
+        For scaling down: a departed replica's persistent session keeps its share of the
+        readings (Mosquitto hands shared-subscription messages to every member session,
+        connected or not) until it expires. Run with the departed replica's client id,
+        after it has stopped: this connects as it, unsubscribes (the broker assigns it
+        nothing new), stores and acknowledges everything the session delivers until
+        ``idle_s`` pass without a message, and then ends the session. True when the
+        session was ended; False when stopped first or when messages were left
+        uncommitted (the database is down): then the session is kept, run it again.
+        """
+        self._leaving = idle_s
+        await self.run(stop)
+        if self._inflight or not self.health.database_ok:
+            log.warning("messages left unacknowledged; the session is kept", held=self._inflight)
+            return False
+        backoff = Backoff(0.5, 5)
+        for address in self.settings.mqtt_addresses * 3:
+            try:
+                await transport.end_session(self.settings, address)
+            except aiomqtt.MqttError as exc:
+                self._broker_state(connected=False, why=exc, address=address)
+                if await sleep_unless(stop, backoff.next()):
+                    return False
+                continue
+            log.info("broker session ended", client_id=self.settings.mqtt_client_id)
+            return True
+        return False
+
     async def _load_registry_until_ready(self, stop: asyncio.Event) -> None:
         backoff = Backoff(0.2, 10)
         while not stop.is_set():
@@ -143,34 +176,80 @@ class Worker:
 
     # -- MQTT side -------------------------------------------------------------------
 
-    def _subscription(self) -> str:
+    def _subscriptions(self) -> list[str]:
+        """What this worker subscribes to: all readings, its shared group's, or its partitions'."""
+        owned = self.settings.owned_partitions
+        if owned:
+            return [partition_subscription(p) for p in owned]
         group = self.settings.mqtt_shared_group
-        return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
+        return [f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION]
+
+    def _not_ours(self) -> list[str]:
+        """Subscriptions the session may hold from an earlier configuration, and must drop.
+
+        A persistent session keeps its subscriptions: a worker that gave a partition away
+        (or moved from all readings to partitions) would otherwise go on receiving it.
+        """
+        count, owned = self.settings.mqtt_partition_count, self.settings.owned_partitions
+        if count is None:
+            return []
+        return [SUBSCRIPTION] + [partition_subscription(p) for p in range(count) if p not in owned]
+
+    def _make(self) -> transport.Make[Inbound]:
+        """How the intake turns a PUBLISH into an :class:`Inbound` of this connection.
+
+        A partition's topic becomes the topic the gateway published to: the gateway's
+        identity and the format are read from it, as from every other.
+        """
+        generation = self._generation
+        inbound = functools.partial(Inbound, generation=generation)
+        if not self.settings.owned_partitions:
+            return inbound
+
+        def make(topic: str, *rest: Any) -> Inbound:
+            return inbound(unpartitioned(topic), *rest)
+
+        return make
 
     async def _consume(self, stop: asyncio.Event, batches: asyncio.Queue[Batch]) -> None:
+        """Keep a session on one broker address; when one fails, try the next.
+
+        Every address of ``HOMEMONITOR_MQTT_HOST`` is tried in turn, without waiting
+        between them; the backoff applies once all have failed. A connection that was up
+        and is lost is tried again on the same address first (a restart of that broker),
+        and on the next once that fails (a node that is gone).
+        """
         backoff = Backoff(0.5, 30)
+        addresses = self.settings.mqtt_addresses
+        at = failed_in_a_row = 0
         while not stop.is_set():
+            address = addresses[at]
             try:
-                client = transport.client(self.settings)
+                client = transport.client(self.settings, address)
                 self._generation += 1  # before connecting: the session may deliver at once
-                intake = transport.Intake(
-                    client, functools.partial(Inbound, generation=self._generation)
-                )
+                intake = transport.Intake(client, self._make(), limit=self.settings.max_inflight)
                 async with client:
-                    self._client = client
-                    await self._subscribe(client)
-                    self._broker_state(connected=True)
+                    self._client, self._intake = client, intake
+                    if self._leaving is None:
+                        await self._subscribe(client)
+                    else:  # the broker assigns nothing new; the session delivers what it has
+                        await client.unsubscribe(self._subscriptions() + self._not_ours())
+                    self._broker_state(connected=True, address=address)
                     backoff.reset()
+                    failed_in_a_row = 0
                     await self._collect(client, intake, stop, batches)
                     await self._drain(batches)
             except (aiomqtt.MqttError, SubscriptionRefusedError) as exc:
-                delay = backoff.next()
-                self._broker_state(connected=False, why=exc, retry_in=delay)
+                failed_in_a_row += 1
+                at = (at + 1) % len(addresses)
+                # the next address at once, unless every one has just failed
+                delay = backoff.next() if failed_in_a_row >= len(addresses) else 0.0
+                self._broker_state(connected=False, why=exc, retry_in=delay, address=address)
                 if await sleep_unless(stop, delay):
                     break
             finally:
                 self._broker_state(connected=False)
-                self._client = None
+                self._client = self._intake = None
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Subscribe at QoS 1; a refused or downgraded subscription is an error.
@@ -178,12 +257,16 @@ class Worker:
         Only a QoS 1 subscription makes the broker keep and redeliver what the worker has
         not acknowledged; a worker without one must not look healthy.
         """
-        topic = self._subscription()
-        granted = (await client.subscribe(topic, qos=1))[0]
-        code = granted if isinstance(granted, int) else granted.value
-        if code != 1:
-            reason = "QoS 0" if isinstance(granted, int) else granted.getName()
-            raise SubscriptionRefusedError(topic, code, reason)
+        dropped = self._not_ours()
+        if dropped:
+            await client.unsubscribe(dropped)
+        topics = self._subscriptions()
+        answer: Sequence[int | ReasonCode] = await client.subscribe([(t, 1) for t in topics])
+        for topic, granted in zip(topics, answer, strict=True):
+            code = granted if isinstance(granted, int) else granted.value
+            if code != 1:
+                reason = "QoS 0" if isinstance(granted, int) else granted.getName()
+                raise SubscriptionRefusedError(topic, code, reason)
 
     def _explain(self, exc: BaseException) -> str:
         """Why the broker link failed, naming the setting to change when it is one."""
@@ -197,10 +280,15 @@ class Worker:
                 if isinstance(exc, transport.ClosedBeforeConnackError)
                 else f"refused ({exc.rc})"
             )
+            nats = (
+                " (NATS's MQTT gateway speaks only 3.1.1: for it set HOMEMONITOR_MQTT_BROKER=nats)"
+                if protocol == "5"
+                else ""
+            )
             return (
                 f"the broker {what} the MQTT {protocol} CONNECT: a broker that does not "
                 f"speak MQTT {protocol} does this; if it speaks only {other}, set "
-                f"HOMEMONITOR_MQTT_PROTOCOL={other} (or, if the port expects TLS, set "
+                f"HOMEMONITOR_MQTT_PROTOCOL={other}{nats} (or, if the port expects TLS, set "
                 "HOMEMONITOR_MQTT_TLS_CA)"
             )
         return str(exc)
@@ -230,7 +318,11 @@ class Worker:
         limit = self.settings.batch_max
         try:
             while True:
-                await intake.wait(gone, stopping)
+                if self._leaving is None:
+                    await intake.wait(gone, stopping)
+                elif not await self._more_to_take(intake, gone, stopping, batches):
+                    stop.set()  # leaving, and the session has delivered everything
+                    return
                 if gone.done() and not stopping.done():
                     raise _lost(gone)
                 if not len(intake):
@@ -252,6 +344,27 @@ class Worker:
                     return
         finally:
             stopping.cancel()
+
+    async def _more_to_take(
+        self,
+        intake: transport.Intake[Inbound],
+        gone: asyncio.Future[None],
+        stopping: asyncio.Future[Literal[True]],
+        batches: asyncio.Queue[Batch],
+    ) -> bool:
+        """Leaving: wait for a message; False once all is committed and none came for a while."""
+        assert self._leaving is not None
+        while True:
+            quiet = asyncio.ensure_future(asyncio.sleep(self._leaving))
+            try:
+                await intake.wait(gone, stopping, quiet)
+            finally:
+                quiet.cancel()
+            if len(intake) or gone.done() or stopping.done():
+                return True
+            if not self._inflight:  # nothing arrived, and everything taken is acknowledged
+                await batches.join()
+                return False
 
     async def _hand_over(
         self,
@@ -556,13 +669,14 @@ class Worker:
 
     def _acknowledge(self, batch: Batch) -> None:
         """PUBACK every message of a committed batch, in arrival order."""
-        client = self._client
-        if client is not None:
+        client, intake = self._client, self._intake
+        if client is not None and intake is not None:
             current = [m for m in batch.messages if m.generation == self._generation]
             transport.ack_all(client, [m.mid for m in current if m.qos == 1])
             for m in current:
                 if m.qos == 2:  # only a misbehaving broker sends QoS 2 to a QoS 1 subscription
                     transport.ack(client, m.mid, 2)
+            intake.settle(sum(1 for m in current if m.qos))
         self._inflight -= len(batch.messages)
         self.metrics.inflight.set(self._inflight)
 
@@ -611,15 +725,22 @@ class Worker:
         self.metrics.database_up.set(1 if ok else 0)
 
     def _broker_state(
-        self, *, connected: bool, why: BaseException | None = None, retry_in: float = 0.0
+        self,
+        *,
+        connected: bool,
+        why: BaseException | None = None,
+        retry_in: float = 0.0,
+        address: tuple[str, int] | None = None,
     ) -> None:
+        broker = {} if address is None else {"broker": f"{address[0]}:{address[1]}"}
         if connected != self.health.broker_connected:
-            log.info("broker connected" if connected else "broker disconnected")
+            log.info("broker connected" if connected else "broker disconnected", **broker)
         if why is not None:
             log.warning(
                 "broker unusable; retrying",
                 reason=self._explain(why),
                 retry_in_s=round(retry_in, 1),
+                **broker,
             )
         self.health.broker_connected = connected
         self.metrics.broker_connected.set(1 if connected else 0)

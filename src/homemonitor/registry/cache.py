@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from homemonitor import logs
 from homemonitor.contract.readings import Quantity, Reason
@@ -32,6 +32,9 @@ from homemonitor.registry.description import RegistryIn
 from homemonitor.rules.careplan import Bounds, Levels, PlanRow, PlanTable
 from homemonitor.rules.plan import Plan, ThresholdRule, resolve
 from homemonitor.storage.database import Conn
+
+if TYPE_CHECKING:  # routing reads the registry's team models, which import this package
+    from homemonitor.alerts.routing import Routing
 
 log = logs.get_logger(__name__)
 
@@ -168,6 +171,10 @@ class Plans:
     def __init__(self, patients: dict[str, PatientPlan], unresolved: frozenset[str]) -> None:
         self.patients = patients
         self.unresolved = unresolved
+        #: The care teams' routing and every patient's team and care contact, as loaded
+        #: with the plans (:meth:`RegistryCache.load`): a batch that opens alerts routes
+        #: them without a query. None: not loaded (the routing hook queries).
+        self.routing: Routing | None = None
         plain = [p for p in patients.values() if p.plain]
         #: Plain plans' bounds, for :func:`homemonitor.rules.careplan.evaluate` over a batch.
         self.screen = PlanTable(
@@ -387,6 +394,9 @@ class RegistryCache:
             if snapshot.plans.unresolved:  # rare: a template changed under a stored plan
                 older = await conn.fetch(_OLDER_PLANS, sorted(snapshot.plans.unresolved))
                 snapshot = dataclasses.replace(snapshot, plans=snapshot.plans.with_older(older))
+            from homemonitor.alerts import routing  # noqa: PLC0415 - see TYPE_CHECKING
+
+            snapshot.plans.routing = await routing.load(conn)
             self._snapshot = snapshot
         finally:
             gc.freeze()  # long-lived until the next load: out of every later full collection

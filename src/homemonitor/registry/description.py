@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from datetime import datetime
+import json
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
@@ -30,13 +31,79 @@ NOTIFY_CHANNEL = "homemonitor_registry"
 _Id = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+#: An address with one @ and a dot in its domain, no spaces or controls (what is a
+#: deliverable address is the mail server's to say).
+_EMAIL = r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
+
+
 class ClinicianIn(BaseModel):
     model_config = _Id
     id: Ident
     name: PlainText = Field(min_length=1)
     role: PlainText = "clinician"
+    #: Where notifications addressed to this clinician are emailed (none: not emailed).
+    email: str | None = Field(default=None, max_length=254, pattern=_EMAIL)
     #: The HSA id single sign-on names this clinician by (homemonitor.api.auth).
     hsa_id: HsaId | None = None
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: "HH:MM", quoted in YAML (unquoted, YAML 1.1 reads 08:00 as the number 480).
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+
+
+class WorkingHoursIn(BaseModel):
+    """When a care team is staffed, in Europe/Stockholm: these days, from ``start`` to ``end``.
+
+    Swedish public holidays (and the team's ``holidays``) are closed whatever the day.
+    """
+
+    model_config = _Id
+    days: list[Weekday] = Field(min_length=1)
+    start: str = Field(pattern=_CLOCK, examples=["08:00"])
+    end: str = Field(pattern=_CLOCK, examples=["17:00"])
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> WorkingHoursIn:
+        if self.end <= self.start:
+            msg = f"end {self.end} is not after start {self.start} (one span per day)"
+            raise ValueError(msg)
+        return self
+
+    def span(self) -> tuple[time, time | None]:
+        """Start and end as times of day; end None is midnight (24:00)."""
+        end = None if self.end == "24:00" else time.fromisoformat(self.end)
+        return time.fromisoformat(self.start), end
+
+
+class EscalationStepIn(BaseModel):
+    """After ``after_minutes`` without acknowledgement, address ``to``."""
+
+    model_config = _Id
+    after_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    to: Literal["team", "out_of_hours"]
+
+
+class EscalationIn(BaseModel):
+    """Per severity, the steps of an alert nobody acknowledges, in increasing minutes."""
+
+    model_config = _Id
+    urgent: list[EscalationStepIn] = []
+    warning: list[EscalationStepIn] = []
+
+    @model_validator(mode="after")
+    def _increasing(self) -> EscalationIn:
+        for severity in ("urgent", "warning"):
+            minutes = [s.after_minutes for s in getattr(self, severity)]
+            if any(b <= a for a, b in itertools.pairwise(minutes)):
+                msg = f"{severity}: after_minutes must increase from step to step"
+                raise ValueError(msg)
+        return self
+
+    def steps(self, severity: str) -> list[EscalationStepIn]:
+        """The steps of ``severity`` (warning or urgent)."""
+        return list(self.urgent if severity == "urgent" else self.warning)
 
 
 class CareTeamIn(BaseModel):
@@ -44,6 +111,13 @@ class CareTeamIn(BaseModel):
     id: Ident
     name: PlainText = Field(min_length=1)
     clinicians: list[ClinicianIn] = []
+    #: None: always staffed (alerts are never routed out of hours).
+    working_hours: WorkingHoursIn | None = None
+    #: Closed days besides the Swedish public holidays (bridge days, a staff day).
+    holidays: list[date] = []
+    #: The care team (on-call, mobile team) that takes the alerts while this one is closed.
+    out_of_hours: Ident | None = None
+    escalation: EscalationIn = EscalationIn()
 
 
 class DeviceIn(BaseModel):
@@ -140,6 +214,7 @@ _Spans: TypeAlias = dict[str, list[tuple[datetime, datetime | None, str]]]
 def _check_references(reg: RegistryIn) -> None:
     problems: list[str] = []
     teams = {t.id: {c.id for c in t.clinicians} for t in reg.care_teams}
+    problems += _routing_problems(reg)
     devices = {d.id for d in reg.devices}
     bound: _Spans = {}
     paired: _Spans = {}
@@ -178,6 +253,22 @@ def _check_references(reg: RegistryIn) -> None:
         raise RegistryError("registry description is inconsistent:\n  " + "\n  ".join(problems))
 
 
+def _routing_problems(reg: RegistryIn) -> list[str]:
+    """Out-of-hours routes that name no described team (or the team itself), and
+    escalation steps to an out-of-hours route a team does not have."""
+    problems = []
+    described = {t.id for t in reg.care_teams}
+    for t in reg.care_teams:
+        if t.out_of_hours is not None and t.out_of_hours not in described:
+            problems.append(f"care team {t.id}: out_of_hours {t.out_of_hours!r} is not described")
+        if t.out_of_hours == t.id:
+            problems.append(f"care team {t.id}: out_of_hours is the team itself")
+        steps = [*t.escalation.urgent, *t.escalation.warning]
+        if t.out_of_hours is None and any(s.to == "out_of_hours" for s in steps):
+            problems.append(f"care team {t.id}: escalation to out_of_hours, but it has none")
+    return problems
+
+
 def _overlaps(spans: _Spans, verb: str) -> list[str]:
     """A problem for each device held by two owners at the same time."""
     problems = []
@@ -209,17 +300,33 @@ class ApplySummary:
 
 async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
     """Write ``reg`` in one transaction; applying the same file twice changes nothing."""
-    clinicians = [(c.id, t.id, c.name, c.role) for t in reg.care_teams for c in t.clinicians]
+    clinicians = [
+        (c.id, t.id, c.name, c.role, c.email) for t in reg.care_teams for c in t.clinicians
+    ]
     async with conn.transaction():
         await conn.executemany(
-            "INSERT INTO care_teams (id, name) VALUES ($1, $2) "
-            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
-            [(t.id, t.name) for t in reg.care_teams],
+            "INSERT INTO care_teams (id, name, working_hours, holidays, out_of_hours, escalation) "
+            "VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, "
+            "working_hours = EXCLUDED.working_hours, holidays = EXCLUDED.holidays, "
+            "out_of_hours = EXCLUDED.out_of_hours, escalation = EXCLUDED.escalation",
+            [
+                (
+                    t.id,
+                    t.name,
+                    None if t.working_hours is None else t.working_hours.model_dump_json(),
+                    sorted(set(t.holidays)),
+                    t.out_of_hours,
+                    json.dumps(t.escalation.model_dump(exclude_defaults=True)),
+                )
+                for t in reg.care_teams
+            ],
         )
         await conn.executemany(
-            "INSERT INTO clinicians (id, care_team_id, name, role) VALUES ($1, $2, $3, $4) "
+            "INSERT INTO clinicians (id, care_team_id, name, role, email) "
+            "VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (id) DO UPDATE SET care_team_id = EXCLUDED.care_team_id, "
-            "name = EXCLUDED.name, role = EXCLUDED.role",
+            "name = EXCLUDED.name, role = EXCLUDED.role, email = EXCLUDED.email",
             clinicians,
         )
         await hsa.store(conn, [(c.id, c.hsa_id) for t in reg.care_teams for c in t.clinicians])

@@ -23,6 +23,11 @@ from homemonitor.web.base import TZ, local, localdate, render, templates
 from homemonitor.web.base import mount as _mount
 from homemonitor.web.inbox import router as inbox
 from homemonitor.web.login import router as login
+from homemonitor.web.pages.alert import router as alert_page
+from homemonitor.web.pages.follow_up import router as follow_up_page
+from homemonitor.web.pages.patient import router as patient_page
+from homemonitor.web.pages.patients import router as patients_page
+from homemonitor.web.pages.review import router as access_review_page
 
 __all__ = ["PAGES", "TZ", "local", "localdate", "mount", "render", "templates"]
 
@@ -30,6 +35,11 @@ __all__ = ["PAGES", "TZ", "local", "localdate", "mount", "render", "templates"]
 PAGES: list[APIRouter] = [
     login,
     inbox,
+    alert_page,
+    patients_page,
+    patient_page,
+    access_review_page,
+    follow_up_page,
 ]
 
 

@@ -15,7 +15,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.routing import Route
 
+from homemonitor.api.access import NotVisibleError, not_visible, record_denied
 from homemonitor.api.auth import Clinician
 from homemonitor.web import i18n
 from homemonitor.web.oidc import OidcClient
@@ -101,6 +103,38 @@ def _headers(request: Request) -> dict[str, str]:
     }
 
 
+i18n.add(
+    {
+        "sv": {
+            "missing.title": "Hittades inte",
+            "missing.alert": "Det finns inget larm {id} som du kan se.",
+            "missing.patient": "Det finns ingen patient {id} som du kan se.",
+            "missing.other": "Det finns inget sådant som du kan se.",
+            "missing.back": "Till inkorgen",
+        },
+        "en": {
+            "missing.title": "Not found",
+            "missing.alert": "There is no alert {id} that you can see.",
+            "missing.patient": "There is no patient {id} that you can see.",
+            "missing.other": "There is nothing of that kind that you can see.",
+            "missing.back": "To the Inbox",
+        },
+    }
+)
+
+
+async def _not_visible(request: Request, exc: Exception) -> Response:
+    """Another team's (or no) alert or patient: a page route answers with a page in the
+    user's language, the API with its JSON; either way the attempt is logged as denied."""
+    assert isinstance(exc, NotVisibleError)
+    route = request.scope.get("route")
+    if getattr(route, "path", None) not in request.app.state.page_paths:
+        return await not_visible(request, exc)
+    await record_denied(request, exc)
+    context = {"kind": exc.kind, "requested_id": exc.requested_id}
+    return render(request, "not_found.html", context, who=exc.who, status_code=404)
+
+
 async def _to_login(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequiredError)
     return RedirectResponse(login_url(exc.next_path), status_code=303)
@@ -109,13 +143,20 @@ async def _to_login(request: Request, exc: Exception) -> Response:
 def mount(app: FastAPI, pages: list[APIRouter]) -> None:
     """Include ``pages`` and ``/static``, and note which alert actions exist.
 
+    Another team's id on a page answers with the HTML "not found" page
+    (:func:`_not_visible`), still logged as a denied attempt.
+
     The Inbox offers assign, snooze and comment only if the app has their API routes
     (``app.state.alert_actions``), checked once here, after every API router is in.
     """
     for router in pages:
         app.include_router(router)
+    app.state.page_paths = frozenset(
+        r.path for router in pages for r in router.routes if isinstance(r, Route)
+    )
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.add_exception_handler(LoginRequiredError, _to_login)
+    app.add_exception_handler(NotVisibleError, _not_visible)  # replaces the API's: it calls it
     config = app.state.services.web.oidc
     app.state.oidc = None if config is None else OidcClient(config)
     # The OpenAPI document's paths: FastAPI keeps included routers as routers, not routes.

@@ -67,23 +67,32 @@ async def items(svc: Svc, who: Clinician) -> list[Item]:
     return rows
 
 
-def _context(request: Request, rows: list[Item]) -> dict[str, Any]:
+async def _context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]:
     actions: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
-    poll = request.app.state.services.web.poll_seconds
-    return {"items": rows, "actions": actions, "poll_seconds": poll}
+    team: list[Any] = []
+    if "assign" in actions:  # whom an alert can be given to: my team's clinicians
+        async with svc.pool.acquire() as conn:
+            team = await conn.fetch(
+                "SELECT id, name FROM clinicians WHERE care_team_id = $1 ORDER BY name, id",
+                who.care_team_id,
+            )
+    return {
+        "items": await items(svc, who),
+        "actions": actions,
+        "team": team,
+        "poll_seconds": svc.web.poll_seconds,
+    }
 
 
 @router.get("/")
 async def inbox(request: Request, svc: Svc, who: WebMe) -> Response:
-    rows = await items(svc, who)
-    return render(request, "inbox.html", _context(request, rows), who=who)
+    return render(request, "inbox.html", await _context(request, svc, who), who=who)
 
 
 @router.get("/inbox/rows")
 async def inbox_rows(request: Request, svc: Svc, who: WebMe) -> Response:
     """The Inbox's list alone, for the page's live refresh."""
-    rows = await items(svc, who)
-    return render(request, "inbox_rows.html", _context(request, rows), who=who)
+    return render(request, "inbox_rows.html", await _context(request, svc, who), who=who)
 
 
 i18n.add(
@@ -105,15 +114,12 @@ i18n.add(
             "inbox.new": "Nytt larm: {text}",
             "severity.urgent": "Brådskande",
             "severity.warning": "Varning",
-            "status.open": "Öppet",
-            "status.acknowledged": "Kvitterat",
-            "status.cleared": "Återgått",
             "action.acknowledge": "Kvittera",
             "action.resolve": "Avsluta",
             "action.resolve_note": "Anteckning",
             "action.resolve_submit": "Avsluta med anteckning",
             "action.assign": "Tilldela",
-            "action.assign_to": "Tilldela till (id)",
+            "action.assign_to": "Tilldela till",
             "action.snooze": "Snooza",
             "action.snooze_minutes": "Minuter",
             "action.snooze_reason": "Orsak",
@@ -145,15 +151,12 @@ i18n.add(
             "inbox.new": "New alert: {text}",
             "severity.urgent": "Urgent",
             "severity.warning": "Warning",
-            "status.open": "Open",
-            "status.acknowledged": "Acknowledged",
-            "status.cleared": "Cleared",
             "action.acknowledge": "Acknowledge",
             "action.resolve": "Resolve",
             "action.resolve_note": "Note",
             "action.resolve_submit": "Resolve with note",
             "action.assign": "Assign",
-            "action.assign_to": "Assign to (id)",
+            "action.assign_to": "Assign to",
             "action.snooze": "Snooze",
             "action.snooze_minutes": "Minutes",
             "action.snooze_reason": "Reason",

@@ -15,7 +15,7 @@
       const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
       const html = await hm.background(box.dataset.rows);
       // What the person was typing or choosing survives the refresh (fields by their id).
-      const typed = [...box.querySelectorAll("input[id], textarea[id]")].map((el) => [el.id, el.value]);
+      const typed = [...box.querySelectorAll("input[id], textarea[id], select[id]")].map((el) => [el.id, el.value]);
       const checked = [...box.querySelectorAll("input[type=radio]:checked")].map((el) => [el.name, el.value, el.closest("form").dataset.alert]);
       const caret = focused && document.getElementById(focused) && "selectionStart" in document.getElementById(focused)
         ? document.getElementById(focused).selectionStart : null;

@@ -1,0 +1,322 @@
+"""The clinicians' pages over HTTP against real PostgreSQL: what a user sees, and the
+access-log rows each page writes (Patient, plan edit, Alert, My patients, review, follow-up)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from homemonitor import registry
+from tests.conftest import REGISTRY, sign_in, web_client
+from tests.test_web_queries import alert, reading
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def clinic(db: asyncpg.Connection) -> asyncpg.Connection:
+    """The test registry with a reviewer (role ``reviewer``) in vc-a."""
+    described = json.loads(json.dumps(REGISTRY))
+    described["care_teams"][0]["clinicians"].append(
+        {"id": "rv-1", "name": "Granskare R", "role": "reviewer"}
+    )
+    await registry.apply(db, registry.parse(described))
+    return db
+
+
+async def log_rows(db: asyncpg.Connection) -> list[tuple[object, ...]]:
+    rows = await db.fetch(
+        "SELECT clinician_id, patient_id, action, outcome FROM access_log ORDER BY id"
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_patient_page_charts_devices_plan_and_its_access_log(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """The patient's charts with bounds, devices and plan; logged; another team: 404, denied."""
+    await reading(
+        clinic,
+        "cuff-1",
+        "p-1",
+        "blood_pressure",
+        NOW - timedelta(days=2),
+        systolic=165,
+        diastolic=90,
+    )
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        page = await http.get("/patients/p-1")
+        month = await http.get("/patients/p-1?days=30")
+        await sign_in(http, clinic, "cl-b1")
+        foreign = await http.get("/patients/p-1")
+    assert 200 == page.status_code
+    text = page.text
+    assert "Systoliskt blodtryck" in text
+    assert "varning 160 mmHg" in text and "brådskande 180 mmHg" in text
+    assert "165 mmHg" in text and "varning" in text  # the table names the level
+    assert "Dagar utan mätning" in text  # 13 of 14 days without a reading
+    assert "cuff-1" in text and "gw-1" in text
+    assert "Version 1" in text and "initial" in text
+    assert 'aria-current="page">30 dagar' in month.text
+    assert "no-store" == page.headers["cache-control"]
+    assert 404 == foreign.status_code
+    assert [
+        ("cl-a1", "p-1", "view_patient", "allowed"),
+        ("cl-a1", "p-1", "view_patient", "allowed"),
+        ("cl-b1", "p-1", "view_patient", "denied"),
+    ] == await log_rows(clinic)
+
+
+async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Preview shows what the change would have raised (nothing saved); save makes version 2."""
+    for day in range(1, 6):
+        await reading(
+            clinic,
+            "cuff-1",
+            "p-1",
+            "blood_pressure",
+            NOW - timedelta(days=day),
+            systolic=150,
+            diastolic=85,
+        )
+    proposed = "thresholds:\n  systolic:\n    high: {warning: 145, urgent: 180}\n"
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-a1")
+        no_token = await http.post("/patients/p-1/care-plan/preview", data={"spec_text": proposed})
+        preview = await http.post(
+            "/patients/p-1/care-plan/preview", data={"spec_text": proposed, "csrf": csrf}
+        )
+        versions_after_preview = await clinic.fetchval(
+            "SELECT count(*) FROM care_plans WHERE patient_id = 'p-1'"
+        )
+        no_reason = await http.post(
+            "/patients/p-1/care-plan", data={"spec_text": proposed, "csrf": csrf, "based_on": "1"}
+        )
+        invalid = await http.post(
+            "/patients/p-1/care-plan",
+            data={"spec_text": "template: nosuch\n", "reason": "x", "csrf": csrf},
+        )
+        saved = await http.post(
+            "/patients/p-1/care-plan",
+            data={"spec_text": proposed, "reason": "lägre gräns", "csrf": csrf, "based_on": "1"},
+        )
+        stale = await http.post(
+            "/patients/p-1/care-plan",
+            data={"spec_text": proposed, "reason": "igen", "csrf": csrf, "based_on": "1"},
+        )
+        after = await http.get(saved.headers["location"])
+    assert 403 == no_token.status_code
+    assert 200 == preview.status_code
+    assert "Vad ändringen hade gett de senaste 90 dagarna" in preview.text
+    assert 1 == versions_after_preview
+    assert (422, "Skriv varför planen ändras.") == (
+        no_reason.status_code,
+        "Skriv varför planen ändras." if "Skriv varför planen ändras." in no_reason.text else "",
+    )
+    assert 422 == invalid.status_code and "nosuch" in invalid.text
+    assert (303, "/patients/p-1?saved=2#plan") == (saved.status_code, saved.headers["location"])
+    assert 409 == stale.status_code
+    assert "Version 2 är sparad." in after.text
+    row = await clinic.fetchrow(
+        "SELECT changed_by, reason, "
+        "plan -> 'thresholds' -> 'systolic' -> 'high' ->> 'warning' AS w "
+        "FROM care_plans WHERE patient_id = 'p-1' AND version = 2"
+    )
+    assert ("cl-a1", "lägre gräns", "145.0") == tuple(row)
+    actions = [r[2] for r in await log_rows(clinic) if r[3] == "allowed"]
+    assert "rules_backtest" in actions and "change_care_plan" in actions
+    # The preview's figures: five readings at 150, all above the proposed 145, none now.
+    assert preview.text.count("<code>systolic.high</code>") >= 1
+
+
+async def test_alert_page_explains_charts_and_resolves_with_the_actionable_answer(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Sentence, chart with the rule's window, history; resolve asks "actionable?" and keeps it."""
+    await reading(clinic, "cuff-1", "p-1", "blood_pressure", NOW, systolic=170, diastolic=90)
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW)
+    await clinic.execute(
+        "UPDATE alerts SET opening_explanation = jsonb_set(opening_explanation, '{sentence}', "
+        "'\"systolic 170 mmHg, at or above the warning bound 160; plan v1\"') WHERE id = $1",
+        alert_id,
+    )
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-a1")
+        page = await http.get(f"/alerts/{alert_id}")
+        unanswered = await http.post(
+            f"/alerts/{alert_id}/resolve", data={"note": "ringt", "csrf": csrf}
+        )
+        resolved = await http.post(
+            f"/alerts/{alert_id}/resolve",
+            data={"note": "ringt patienten", "actionable": "yes", "csrf": csrf},
+        )
+        after = await http.get(f"/alerts/{alert_id}")
+    assert 200 == page.status_code
+    assert "systolic 170 mmHg, at or above the warning bound 160; plan v1" in page.text
+    assert 'class="window"' in page.text and "Regelns fönster" in page.text
+    assert "Var larmet åtgärdbart?" in page.text
+    assert 422 == unanswered.status_code
+    assert 303 == resolved.status_code
+    assert "Larmet är avslutat." in after.text and "resolved" in after.text
+    row = await clinic.fetchrow(
+        "SELECT status, actionable, resolution_note FROM alerts WHERE id = $1", alert_id
+    )
+    assert ("resolved", True, "ringt patienten") == tuple(row)
+    actions = [r[2] for r in await log_rows(clinic)]
+    assert ["view_alert", "view_alert", "resolve_alert", "view_alert"] == actions
+
+
+async def test_my_patients_lists_the_team_with_last_readings_and_logs_each(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Only the team's patients, the last reading per metric; each listed patient logged."""
+    await reading(
+        clinic,
+        "cuff-1",
+        "p-1",
+        "blood_pressure",
+        NOW - timedelta(hours=2),
+        systolic=142,
+        diastolic=88,
+    )
+    await reading(clinic, "oxi-2", "p-2", "spo2", NOW, gateway="gw-2", spo2=95)
+    await alert(clinic, "p-3", "vc-a", "systolic.high", NOW, severity="urgent")
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        page = await http.get("/patients")
+    assert 200 == page.status_code
+    assert "142/88 mmHg" in page.text
+    assert "/patients/p-1" in page.text and "/patients/p-3" in page.text
+    assert "p-2" not in page.text
+    assert "1 brådskande" in page.text
+    assert page.text.index("/patients/p-3") < page.text.index("/patients/p-1")  # urgent first
+    assert [
+        ("cl-a1", "p-3", "list_patients", "allowed"),
+        ("cl-a1", "p-1", "list_patients", "allowed"),
+    ] == await log_rows(clinic)
+
+
+async def test_access_review_is_for_reviewers_logged_exported_and_checked(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """403 (logged) for a clinician; a reviewer sees reads and attempts, exports CSV, checks."""
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-b1")
+        await http.get("/patients/p-1")  # another team's patient: a denied attempt
+        refused = await http.get("/access-review/patient?id=p-1")
+        await sign_in(http, clinic, "cl-a1")
+        await http.get("/patients/p-1")
+        csrf = await sign_in(http, clinic, "rv-1")
+        landing = await http.get("/access-review")
+        of_patient = await http.get("/access-review/patient?id=p-1")
+        exported = await http.get("/access-review/patient/export.csv?id=p-1")
+        drawn = await http.post(
+            "/access-review/checks",
+            data={"scope": "patient", "subject_id": "p-1", "csrf": csrf},
+        )
+        check_url = drawn.headers["location"]
+        check = await http.get(check_url)
+        closed = await http.post(
+            check_url,
+            data={"checked": "vårdrelation i journalen", "outcome": "follow_up", "csrf": csrf},
+        )
+        again = await http.post(
+            check_url, data={"checked": "igen", "outcome": "no_remarks", "csrf": csrf}
+        )
+        done = await http.get(check_url)
+    assert 403 == refused.status_code
+    assert 200 == landing.status_code and "Nekade försök" in landing.text
+    assert "Nurse B1" in landing.text
+    assert 200 == of_patient.status_code
+    assert "Åtkomst till patient p-1" in of_patient.text
+    assert "nekad" in of_patient.text and "tillåten" in of_patient.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    parsed = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [
+        ("rv-1", "review_access_log", "allowed"),  # the reviewer's own looks: this view,
+        ("rv-1", "review_access_log", "allowed"),  # and the landing's denied attempts
+        ("cl-a1", "view_patient", "allowed"),
+        ("cl-b1", "review_access_log", "denied"),  # an attempt at p-1's log is one at p-1
+        ("cl-b1", "view_patient", "denied"),
+    ] == [(r["clinician_id"], r["action"], r["outcome"]) for r in parsed]
+    assert 303 == drawn.status_code and 200 == check.status_code
+    assert "En patients logg" in check.text
+    assert (303, 409) == (closed.status_code, again.status_code)
+    assert "Följs upp" in done.text and "vårdrelation i journalen" in done.text
+    log = await log_rows(clinic)
+    assert ("cl-b1", None, "review_access_log", "denied") in log
+    reviewer = [r for r in log if r[0] == "rv-1"]
+    assert ("rv-1", "p-1", "review_access_log", "allowed") in reviewer
+    assert ("rv-1", "p-1", "export_access_log", "allowed") in reviewer
+
+
+async def test_follow_up_page_shows_the_teams_figures_without_patient_reads(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """The follow-up's charts in Swedish; aggregates only, so nothing is access-logged."""
+    await alert(
+        clinic,
+        "p-1",
+        "vc-a",
+        "systolic.high",
+        NOW - timedelta(hours=1),
+        seen_after=timedelta(minutes=12),
+    )
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        page = await http.get("/follow-up?weeks=4")
+        http.cookies.set("hm_lang", "en")
+        english = await http.get("/follow-up?weeks=4")
+    assert 200 == page.status_code
+    for title in (
+        "Larm per patientvecka",
+        "Tid till kvittering (minuter)",
+        "Andel åtgärdbara larm per regel",
+        "Följsamhet: andel dagar med mätning",
+    ):
+        assert title in page.text
+    assert "12 min" in page.text  # the week's median time to acknowledge
+    assert "p-1" not in page.text
+    assert "Alerts per patient-week" in english.text
+    assert [] == await log_rows(clinic)
+
+
+# --- lifecycle2: another team's id on a page is an HTML page, not the API's JSON -----------
+
+
+async def test_another_teams_alert_or_patient_on_a_page_is_a_not_found_page_logged_denied(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """cl-b1 opening vc-a's alert or patient, or acknowledging the alert from its page:
+    a 404 page in their language (Swedish, or English when asked), no data of it, each
+    attempt a denied row; the API's route still answers JSON."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-b1")
+        swedish = await http.get(f"/alerts/{alert_id}")
+        english = await http.get("/patients/p-1", headers={"Accept-Language": "en"})
+        posted = await http.post(f"/alerts/{alert_id}/acknowledge", data={"csrf": csrf})
+        api = await http.get(f"/api/v1/alerts/{alert_id}")
+    assert (404, 404, 404) == (swedish.status_code, english.status_code, posted.status_code)
+    assert swedish.headers["content-type"].startswith("text/html")
+    assert 'lang="sv"' in swedish.text and f"Det finns inget larm {alert_id}" in swedish.text
+    assert 'lang="en"' in english.text and "There is no patient p-1" in english.text
+    assert "Nurse B1" in swedish.text  # the page of a signed-in user, with the navigation
+    assert "systolic" not in swedish.text.lower()
+    assert "Det finns inget larm" in posted.text
+    assert "no-store" == swedish.headers["cache-control"]
+    assert (404, {"detail": "no such alert"}) == (api.status_code, api.json())
+    assert [
+        ("cl-b1", "p-1", "view_alert", "denied"),
+        ("cl-b1", "p-1", "view_patient", "denied"),
+        ("cl-b1", "p-1", "acknowledge_alert", "denied"),
+        ("cl-b1", "p-1", "view_alert", "denied"),
+    ] == await log_rows(clinic)
