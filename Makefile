@@ -57,12 +57,20 @@ system-deps:  ## install mosquitto and PostgreSQL binaries if missing (Debian/Ub
 	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 	  echo "installing postgresql"; $(call apt,postgresql postgresql-contrib); fi
 
-test-deps:  ## install promtool and amtool if missing: the alert-rule and routing tests need them
+test-deps:  ## install what the service tests need if missing: promtool, amtool, the test OpenID provider, Chromium
 	@if command -v promtool >/dev/null 2>&1; then :; else \
 	  echo "installing prometheus (for promtool)"; $(call apt,--no-install-recommends prometheus); fi
 	@if command -v amtool >/dev/null 2>&1; then :; else \
 	  echo "installing prometheus-alertmanager (for amtool)"; \
 	  $(call apt,--no-install-recommends prometheus-alertmanager); fi
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then :; else \
+	  echo "installing nodejs and npm (the test OpenID provider runs on Node)"; $(call apt,nodejs npm); fi
+	@if [ tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ]; then :; else \
+	  echo "installing the test OpenID provider (npm ci in tests/oidc)"; \
+	  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error; fi
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  echo "installing chromium and chromium-driver (the browser tests)"; \
+	  $(call apt,--no-install-recommends chromium chromium-driver); fi
 
 define apt
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

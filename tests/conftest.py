@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +31,7 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.api import build_app
-from homemonitor.api.auth import SESSION_COOKIE, WebConfig, open_session
+from homemonitor.api.auth import SESSION_COOKIE, OidcConfig, WebConfig, open_session
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import (
@@ -475,6 +478,112 @@ async def sign_in(http: httpx.AsyncClient, conn: asyncpg.Connection, clinician: 
         SESSION_COOKIE, secret
     )  # no domain: cookiejar reads "testserver" as "testserver.local"
     return csrf
+
+
+#: The directory of the test OpenID provider (``npm ci`` there: make test-deps).
+OIDC_DIR = Path(__file__).parent / "oidc"
+
+#: The provider's accounts: login (any password) → the claims it releases.
+OIDC_ACCOUNTS: dict[str, dict[str, str]] = {
+    "anna": {"employeeHsaId": "SE2321000016-1001"},  # cl-a1 in tests that give her that HSA id
+    "stranger": {"employeeHsaId": "SE2321000016-9999"},  # a clinician nobody registered
+    "nohsa": {},  # an account without an HSA id
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OidcProvider:
+    """A running ``oidc-provider`` (tests/oidc/provider.mjs) and this service's client there."""
+
+    issuer: str
+    redirect_uri: str
+    client_id: str = "homemonitor"
+    client_secret: str = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+    def config(self) -> OidcConfig:
+        return OidcConfig(self.issuer, self.client_id, self.client_secret, self.redirect_uri)
+
+
+@contextlib.contextmanager
+def running_oidc_provider(tmp: Path, redirect_uri: str) -> Iterator[OidcProvider]:
+    """Start the certified provider with Node for a client whose callback is ``redirect_uri``."""
+    if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail(f"the test OpenID provider is not installed: run 'npm ci' in {OIDC_DIR}")
+    port = free_port()
+    site = redirect_uri.rsplit("/auth/callback", 1)[0]
+    provider = OidcProvider(f"http://localhost:{port}", redirect_uri)
+    config = tmp / f"oidc-{port}.json"
+    config.write_text(
+        json.dumps(
+            {
+                "port": port,
+                "client_id": provider.client_id,
+                "client_secret": provider.client_secret,
+                "redirect_uri": redirect_uri,
+                "post_logout_redirect_uri": site + "/login?error=ended",
+                "accounts": OIDC_ACCOUNTS,
+            }
+        )
+    )
+    log = (tmp / f"oidc-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        ["node", str(OIDC_DIR / "provider.mjs"), str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=OIDC_DIR,
+    )
+    try:
+        deadline = 20.0
+        while b"listening" not in (tmp / f"oidc-{port}.log").read_bytes():
+            if proc.poll() is not None or deadline <= 0:
+                text = (tmp / f"oidc-{port}.log").read_text(errors="replace")
+                pytest.fail(f"the test OpenID provider did not start:\n{text}")
+            deadline -= 0.05
+            time.sleep(0.05)
+        yield provider
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """The provider, for an app at https://testserver (the ASGI tests' client)."""
+    with running_oidc_provider(
+        tmp_path_factory.mktemp("oidc"), "https://testserver/auth/callback"
+    ) as provider:
+        yield provider
+
+
+async def provider_sign_in(
+    app_http: httpx.AsyncClient, provider: OidcProvider, login: str, next_path: str = "/"
+) -> httpx.Response:
+    """Sign in through the provider as ``login`` (its own sign-in and consent pages, as a
+    browser would fill them); the app's answer to the callback."""
+    start = await app_http.get("/login/sso", params={"next": next_path})
+    assert start.status_code == 303, start.text
+    async with httpx.AsyncClient() as browser:  # the browser's side at the provider
+        url = start.headers["location"]
+        while url.startswith(provider.issuer):
+            page = await browser.get(url)
+            if page.status_code in (302, 303):
+                url = httpx.URL(url).join(page.headers["location"]).__str__()
+                continue
+            assert page.status_code == 200, page.text
+            action = re.search(r'action="([^"]+)"', page.text)
+            assert action is not None, page.text
+            prompt = re.search(r'name="prompt" value="([^"]+)"', page.text)
+            assert prompt is not None, page.text
+            form = {"prompt": prompt.group(1)}
+            if prompt.group(1) == "login":
+                form |= {"login": login, "password": "any"}
+            answer = await browser.post(httpx.URL(url).join(action.group(1)), data=form)
+            assert answer.status_code in (302, 303), answer.text
+            url = str(httpx.URL(url).join(answer.headers["location"]))
+    back = httpx.URL(url)
+    assert back.host == "testserver", url
+    return await app_http.get(back.raw_path.decode())
 
 
 # -- nats: NATS Server's MQTT gateway on JetStream (issue 13, part 5) ---------------------------

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,12 +160,71 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         pool = await _pool(args)
         async with pool, pool.acquire() as conn:
             try:
-                return await auth.issue_token(conn, args.clinician, args.label)
+                return await auth.issue_token(
+                    conn, args.clinician, args.label, expires_in=args.expires_in
+                )
             except LookupError as exc:
                 raise HomemonitorError(str(exc)) from exc
 
     print(asyncio.run(main()))
     return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """One line per token: id, clinician, state, created, expires, label (never the token)."""
+    from homemonitor.api import auth  # noqa: PLC0415
+
+    async def main() -> list[auth.TokenInfo]:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await auth.list_tokens(conn, args.clinician)
+
+    now = datetime.now(UTC)
+    print("id\tclinician\tstate\tcreated\texpires\tlabel")
+    for t in asyncio.run(main()):
+        state = (
+            "revoked"
+            if t.revoked_at is not None
+            else "expired"
+            if t.expires_at is not None and t.expires_at <= now
+            else "active"
+        )
+        expires = "never" if t.expires_at is None else _minute(t.expires_at)
+        print(f"{t.id}\t{t.clinician_id}\t{state}\t{_minute(t.created_at)}\t{expires}\t{t.label}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from homemonitor.api import auth  # noqa: PLC0415
+
+    async def main() -> bool:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await auth.revoke_token(conn, args.id)
+
+    if not asyncio.run(main()):
+        msg = f"no active token with id {args.id} (see 'homemonitor token list')"
+        raise HomemonitorError(msg)
+    print(f"revoked token {args.id}")
+    return 0
+
+
+def _minute(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _expires_in(text: str) -> timedelta:
+    """A --expires-in option: a count and a unit, ``30m``, ``12h``, ``90d`` or ``2w``.
+
+    >>> _expires_in("90d"), _expires_in("12h")
+    (datetime.timedelta(days=90), datetime.timedelta(seconds=43200))
+    """
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    count, unit = text[:-1], text[-1:]
+    if unit not in units or not count.isdigit() or not 0 < int(count) <= 100_000:
+        msg = f"{text!r} is not a duration such as 30m, 12h, 90d or 2w"
+        raise argparse.ArgumentTypeError(msg)
+    return timedelta(**{units[unit]: int(count)})
 
 
 def _judge_with_registry(
@@ -722,8 +781,24 @@ def build_parser() -> argparse.ArgumentParser:
     issue = tok_sub.add_parser("issue", help="create an API token for a clinician (shown once)")
     issue.add_argument("clinician", help="clinician id from the registry")
     issue.add_argument("--label", default="", help="what the token is for")
+    issue.add_argument(
+        "--expires-in",
+        type=_expires_in,
+        metavar="DURATION",
+        help="it stops working after this long: 30m, 12h, 90d, 2w (default: until revoked)",
+    )
     db_option(issue)
     issue.set_defaults(func=cmd_token_issue)
+    listing = tok_sub.add_parser(
+        "list", help="every token: id, clinician, active/expired/revoked (never the token)"
+    )
+    listing.add_argument("--clinician", help="only this clinician's")
+    db_option(listing)
+    listing.set_defaults(func=cmd_token_list)
+    revoke = tok_sub.add_parser("revoke", help="stop a token working, by its id (token list)")
+    revoke.add_argument("id", type=int, help="the token's id")
+    db_option(revoke)
+    revoke.set_defaults(func=cmd_token_revoke)
 
     qua = sub.add_parser("quarantine", help="list, inspect and replay quarantined messages")
     qua_sub = qua.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")

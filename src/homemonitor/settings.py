@@ -378,6 +378,11 @@ class Settings(BaseSettings):
     web_session_hours: float = Field(
         default=12.0, gt=0, description="A web session ends this long after sign-in, used or not."
     )
+    web_poll_seconds: float = Field(
+        default=15.0,
+        ge=0.5,
+        description="How often the Inbox refreshes when the live alert stream is not there.",
+    )
     oidc_issuer: str | None = Field(
         default=None,
         description=(
@@ -395,7 +400,7 @@ class Settings(BaseSettings):
         description="The callback registered with the provider: https://<this host>/auth/callback.",
     )
     oidc_hsa_claim: str = Field(
-        default="hsa_id",
+        default="employeeHsaId",
         description="The ID token claim holding the HSA id that names the clinician.",
     )
     oidc_scope: str = Field(default="openid", description="The scopes asked for at sign-in.")

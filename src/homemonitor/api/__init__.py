@@ -1,11 +1,12 @@
 """The HTTP API: clinicians' alerts and trends, and the ops endpoints.
 
-Clinicians authenticate with a bearer token and see only their own care team's
-patients. Every response that carries patient data first writes an ``access_log`` row
-per patient (who, which patient, what, when, ``allowed``); if that write fails, the data
-is not returned. An alert or patient of another care team answers exactly as an unknown
-id does (404, same body), so the answer does not tell which ids exist elsewhere, and the
-attempt is logged as ``denied`` with the id that was asked for.
+Clinicians authenticate with a bearer token (machine clients) or the web app's session
+cookie (with its CSRF token for a change; :mod:`homemonitor.web`, docs/web.md) and see only
+their own care team's patients. Every response that carries patient data first writes an
+``access_log`` row per patient (who, which patient, what, when, ``allowed``); if that write
+fails, the data is not returned. An alert or patient of another care team answers exactly
+as an unknown id does (404, same body), so the answer does not tell which ids exist
+elsewhere, and the attempt is logged as ``denied`` with the id that was asked for.
 
 With a replica (``HOMEMONITOR_DATABASE_READ_URL``) the data of patient reads and alert
 lists comes from it, after the access-log row is committed on the primary; tokens,

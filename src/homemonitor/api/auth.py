@@ -52,9 +52,8 @@ class OidcConfig:
     client_secret: str | None
     #: This service's callback, exactly as registered: ``https://<host>/auth/callback``.
     redirect_url: str
-    #: The ID token claim that holds the clinician's HSA id (Inera: ``hsa_id``-like names
-    #: differ per IdP; the default is what the region's IdP is configured to send).
-    hsa_claim: str = "hsa_id"
+    #: The ID token claim that holds the clinician's HSA id (Inera's IdP: employeeHsaId).
+    hsa_claim: str = "employeeHsaId"
     scope: str = "openid"
 
 
@@ -67,6 +66,8 @@ class WebConfig:
     demo_login: bool = False
     idle: timedelta = timedelta(minutes=30)
     max_age: timedelta = timedelta(hours=12)
+    #: How often the Inbox refreshes when there is no live stream.
+    poll_seconds: float = 15.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebConfig:
@@ -88,6 +89,7 @@ class WebConfig:
             demo_login=settings.web_demo_login,
             idle=timedelta(minutes=settings.web_idle_minutes),
             max_age=timedelta(hours=settings.web_session_hours),
+            poll_seconds=settings.web_poll_seconds,
         )
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Request
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from homemonitor.api.access import NotVisibleError, not_visible, record_denied
 from homemonitor.api.auth import Clinician
 from homemonitor.web import i18n
+from homemonitor.web.oidc import OidcClient
 from homemonitor.web.session import (
     LOGIN_CSRF_COOKIE,
     LoginRequiredError,
@@ -74,11 +76,31 @@ def render(
     csrf = session.csrf if session is not None else login_csrf(request)
     extra = {"t": i18n.translator(lang), "lang": lang, "csrf_token": csrf, "who": who}
     response = templates.TemplateResponse(request, name, context | extra, status_code=status_code)
-    response.headers["Cache-Control"] = "no-store"  # patient data stays out of caches
+    response.headers.update(_headers(request))
     new = getattr(request.state, "new_login_csrf", None)
     if session is None and new is not None:
         set_cookie(response, LOGIN_CSRF_COOKIE, new)
     return response
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """What every page is sent with: no caching (patient data), no framing, no inline
+    script, forms only to us and the identity provider (logout redirects there), and no
+    Referer with our paths to anyone else."""
+    forms = "'self'"
+    oidc = getattr(request.app.state, "oidc", None)
+    if oidc is not None:
+        issuer = urlsplit(oidc.config.issuer)
+        forms += f" {issuer.scheme}://{issuer.netloc}"
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+            f"frame-ancestors 'none'; form-action {forms}"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
 
 
 i18n.add(
@@ -135,7 +157,10 @@ def mount(app: FastAPI, pages: list[APIRouter]) -> None:
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.add_exception_handler(LoginRequiredError, _to_login)
     app.add_exception_handler(NotVisibleError, _not_visible)  # replaces the API's: it calls it
-    paths = {r.path for r in app.router.routes if isinstance(r, Route)}
+    config = app.state.services.web.oidc
+    app.state.oidc = None if config is None else OidcClient(config)
+    # The OpenAPI document's paths: FastAPI keeps included routers as routers, not routes.
+    paths = app.openapi()["paths"]
     app.state.alert_actions = frozenset(
         action
         for action in ("acknowledge", "resolve", "assign", "snooze", "comment")

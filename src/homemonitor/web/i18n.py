@@ -27,10 +27,17 @@ def add(messages: dict[str, dict[str, str]]) -> None:
     >>> add({"sv": {"doc.hello": "Hej {name}"}, "en": {"doc.hello": "Hello {name}"}})
     >>> translator("en")("doc.hello", name="Anna")
     'Hello Anna'
+
+    A key another module already gave another text is refused: two pages would show one
+    word two ways, whichever module was imported last winning.
     """
     for lang, texts in messages.items():
         if lang not in _MESSAGES:
             msg = f"unknown language {lang!r}; the web app speaks {', '.join(LANGUAGES)}"
+            raise ValueError(msg)
+        clash = sorted(k for k, v in texts.items() if _MESSAGES[lang].get(k, v) != v)
+        if clash:
+            msg = f"texts already given otherwise ({lang}): {', '.join(clash)}"
             raise ValueError(msg)
         _MESSAGES[lang].update(texts)
 

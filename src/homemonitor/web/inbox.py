@@ -67,22 +67,32 @@ async def items(svc: Svc, who: Clinician) -> list[Item]:
     return rows
 
 
-def _context(request: Request, rows: list[Item]) -> dict[str, Any]:
+async def _context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]:
     actions: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
-    return {"items": rows, "actions": actions}
+    team: list[Any] = []
+    if "assign" in actions:  # whom an alert can be given to: my team's clinicians
+        async with svc.pool.acquire() as conn:
+            team = await conn.fetch(
+                "SELECT id, name FROM clinicians WHERE care_team_id = $1 ORDER BY name, id",
+                who.care_team_id,
+            )
+    return {
+        "items": await items(svc, who),
+        "actions": actions,
+        "team": team,
+        "poll_seconds": svc.web.poll_seconds,
+    }
 
 
 @router.get("/")
 async def inbox(request: Request, svc: Svc, who: WebMe) -> Response:
-    rows = await items(svc, who)
-    return render(request, "inbox.html", _context(request, rows), who=who)
+    return render(request, "inbox.html", await _context(request, svc, who), who=who)
 
 
 @router.get("/inbox/rows")
 async def inbox_rows(request: Request, svc: Svc, who: WebMe) -> Response:
     """The Inbox's list alone, for the page's live refresh."""
-    rows = await items(svc, who)
-    return render(request, "inbox_rows.html", _context(request, rows), who=who)
+    return render(request, "inbox_rows.html", await _context(request, svc, who), who=who)
 
 
 i18n.add(
@@ -100,26 +110,26 @@ i18n.add(
             "inbox.opened": "Öppnat",
             "inbox.actions": "Åtgärder",
             "inbox.live_on": "Uppdateras direkt.",
-            "inbox.live_poll": "Uppdateras var 15:e sekund.",
-            "inbox.updated": "Inkorgen uppdaterad: {count} aktiva larm.",
+            "inbox.live_poll": "Uppdateras var {seconds}:e sekund.",
             "inbox.new": "Nytt larm: {text}",
             "severity.urgent": "Brådskande",
             "severity.warning": "Varning",
-            "status.open": "Öppet",
-            "status.acknowledged": "Kvitterat",
-            "status.cleared": "Återgått",
             "action.acknowledge": "Kvittera",
             "action.resolve": "Avsluta",
             "action.resolve_note": "Anteckning",
             "action.resolve_submit": "Avsluta med anteckning",
             "action.assign": "Tilldela",
-            "action.assign_to": "Tilldela till (id)",
+            "action.assign_to": "Tilldela till",
             "action.snooze": "Snooza",
             "action.snooze_minutes": "Minuter",
             "action.snooze_reason": "Orsak",
             "action.comment": "Kommentera",
             "action.comment_text": "Kommentar",
-            "action.cancel": "Avbryt",
+            "action.actionable": "Ledde larmet till en åtgärd?",
+            "action.yes": "Ja",
+            "action.no": "Nej",
+            "inbox.assigned": "tilldelat {who}",
+            "inbox.snoozed": "snoozat till {until}",
             "action.done": "Klart: {what}.",
             "action.failed": "Det gick inte: {why}",
             "alert.label": "Larm {id} för patient {patient}",
@@ -137,26 +147,26 @@ i18n.add(
             "inbox.opened": "Opened",
             "inbox.actions": "Actions",
             "inbox.live_on": "Updates live.",
-            "inbox.live_poll": "Updates every 15 seconds.",
-            "inbox.updated": "Inbox updated: {count} active alerts.",
+            "inbox.live_poll": "Updates every {seconds} seconds.",
             "inbox.new": "New alert: {text}",
             "severity.urgent": "Urgent",
             "severity.warning": "Warning",
-            "status.open": "Open",
-            "status.acknowledged": "Acknowledged",
-            "status.cleared": "Cleared",
             "action.acknowledge": "Acknowledge",
             "action.resolve": "Resolve",
             "action.resolve_note": "Note",
             "action.resolve_submit": "Resolve with note",
             "action.assign": "Assign",
-            "action.assign_to": "Assign to (id)",
+            "action.assign_to": "Assign to",
             "action.snooze": "Snooze",
             "action.snooze_minutes": "Minutes",
             "action.snooze_reason": "Reason",
             "action.comment": "Comment",
             "action.comment_text": "Comment",
-            "action.cancel": "Cancel",
+            "action.actionable": "Did this alert lead to an action?",
+            "action.yes": "Yes",
+            "action.no": "No",
+            "inbox.assigned": "assigned to {who}",
+            "inbox.snoozed": "snoozed until {until}",
             "action.done": "Done: {what}.",
             "action.failed": "That did not work: {why}",
             "alert.label": "Alert {id} for patient {patient}",

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from homemonitor import logs
 from homemonitor.api import auth
 from homemonitor.api.deps import Svc
 from homemonitor.web.base import render
 from homemonitor.web.i18n import LANG_COOKIE, LANGUAGES
+from homemonitor.web.oidc import OidcClient, SignInError
 from homemonitor.web.session import (
     check_login_csrf,
     current_session,
@@ -27,6 +30,7 @@ from homemonitor.web.session import (
 )
 
 router = APIRouter(include_in_schema=False)
+log = logs.get_logger(__name__)
 
 #: Where to go after: ``?next=<path>`` (checked by :func:`safe_next`).
 Next = Annotated[str, Query(alias="next")]
@@ -59,6 +63,56 @@ async def login_page(
     return render(request, "login.html", context, who=None)
 
 
+@router.get("/login/sso")
+async def sso_start(request: Request, svc: Svc, next_path: Next = "/") -> Response:
+    """Send the browser to the region's identity provider (state, nonce, PKCE)."""
+    client = _oidc(request)
+    try:
+        async with svc.pool.acquire() as conn:
+            started = await client.start(conn, safe_next(next_path))
+    except SignInError as exc:
+        log.warning("sso_unavailable", reason=str(exc))
+        return RedirectResponse("/login?error=failed", status_code=303)
+    return RedirectResponse(started.url, status_code=303)
+
+
+@router.get("/auth/callback")
+async def sso_callback(
+    request: Request,
+    svc: Svc,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+) -> Response:
+    """The provider's answer: exchange the code, check the ID token, start the session."""
+    client = _oidc(request)
+    if error is not None or code is None or state is None:
+        log.warning("sso_refused", error=(error or "no code")[:64])
+        return RedirectResponse("/login?error=failed", status_code=303)
+    async with svc.pool.acquire() as conn:
+        try:
+            identity, next_path = await client.finish(conn, code, state)
+        except SignInError as exc:
+            log.warning("sso_failed", reason=str(exc))
+            return RedirectResponse("/login?error=failed", status_code=303)
+        clinician = await auth.clinician_by_hsa_id(conn, identity.hsa_id)
+        if clinician is None:
+            # Nobody of ours: counted and logged (without the HSA id, a person's identifier).
+            svc.metrics.api_denied.labels("unauthenticated").inc()
+            log.warning("sso_unknown_person")
+            return RedirectResponse("/login?error=unknown_person", status_code=303)
+        secret, _ = await auth.open_session(conn, clinician, "oidc", id_token=identity.id_token)
+    log.info("sso_signed_in", clinician=clinician)
+    return signed_in(next_path, secret)
+
+
+def _oidc(request: Request) -> OidcClient:
+    client: OidcClient | None = getattr(request.app.state, "oidc", None)
+    if client is None:
+        raise HTTPException(404, "Not Found")
+    return client
+
+
 @router.post("/login/demo")
 async def demo_login(
     request: Request,
@@ -79,6 +133,12 @@ async def demo_login(
     return signed_in(safe_next(next_path), secret)
 
 
+def _site(client: OidcClient) -> str:
+    """This service's origin, from the registered callback URL."""
+    url = urlsplit(client.config.redirect_url)
+    return f"{url.scheme}://{url.netloc}"
+
+
 def signed_in(next_path: str, secret: str) -> Response:
     """The redirect after a sign-in, setting the session cookie."""
     response = RedirectResponse(next_path, status_code=303)
@@ -91,12 +151,17 @@ async def logout(request: Request, svc: Svc, csrf: Annotated[str, Form()]) -> Re
     """End the session (CSRF-checked: another site must not sign a clinician out)."""
     found = await current_session(request, svc)
     secret = request.cookies.get(auth.SESSION_COOKIE)
+    to = "/login?error=ended"
     if found is not None and secret is not None:
         if not hmac.compare_digest(csrf, found.csrf):
             raise HTTPException(403, "the form's CSRF token is missing or wrong")
         async with svc.pool.acquire() as conn:
-            await auth.end_session(conn, secret)
-    response = RedirectResponse("/login?error=ended", status_code=303)
+            id_token = await auth.end_session(conn, secret)
+        client: OidcClient | None = getattr(request.app.state, "oidc", None)
+        if client is not None and found.via == "oidc":  # sign out at the provider too
+            after = _site(client) + "/login?error=ended"
+            to = await client.logout_url(id_token, after) or to
+    response = RedirectResponse(to, status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/", secure=True, httponly=True)
     return response
 

@@ -29,21 +29,29 @@
 
   // GET something as a background refresh: it does not count as the person's activity,
   // so an open tab still reaches the idle timeout.
+  // Once the page is being left (a link, the logout form), a refresh that finds the
+  // session gone must not send the browser to /login instead of where it was going.
+  let leaving = false;
+  window.addEventListener("beforeunload", () => { leaving = true; });
+  window.addEventListener("pageshow", () => { leaving = false; });
+
   async function background(url) {
+    if (leaving) throw new HttpError(0, "leaving");
     const response = await fetch(url, { credentials: "same-origin", headers: { "X-HM-Background": "1" } });
     if (response.redirected && new URL(response.url).pathname === "/login") {
-      window.location.assign(response.url);
+      if (!leaving) window.location.assign(response.url);
       throw new HttpError(401, "signed out");
     }
     if (!response.ok) throw new HttpError(response.status);
     return response.text();
   }
 
-  // Live updates: onEvent(data) for each message of the Server-Sent Events stream at url;
+  // Live updates: onEvent(data) for each event of the Server-Sent Events stream at url
+  // (unnamed ones and those named in options.events; the alert stream's are "alert");
   // when there is no stream (or it keeps failing), onEvent(null) every pollSeconds.
   // Returns {mode} ("live" or "poll"), updated as it changes; onMode(mode) is told too.
   function live(url, onEvent, options) {
-    const opts = Object.assign({ pollSeconds: 15, onMode: () => {} }, options || {});
+    const opts = Object.assign({ pollSeconds: 15, events: ["alert"], onMode: () => {} }, options || {});
     const state = { mode: "poll" };
     let timer = null;
     const setMode = (mode) => { if (state.mode !== mode) { state.mode = mode; opts.onMode(mode); } };
@@ -62,11 +70,13 @@
       setMode("live");
       onEvent(null); // whatever changed while we were not listening
     };
-    source.onmessage = (e) => {
+    const deliver = (e) => {
       let data = null;
       try { data = JSON.parse(e.data); } catch (err) { data = { raw: e.data }; }
       onEvent(data);
     };
+    source.onmessage = deliver;
+    for (const name of opts.events) source.addEventListener(name, deliver);
     source.onerror = () => {
       // A stream that never opened (404, 401) will not: poll instead. One that was open
       // reconnects by itself (with Last-Event-ID); poll meanwhile.

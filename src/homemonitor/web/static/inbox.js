@@ -14,13 +14,32 @@
       const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
       const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
       const html = await hm.background(box.dataset.rows);
+      // What the person was typing or choosing survives the refresh (fields by their id).
+      const typed = [...box.querySelectorAll("input[id], textarea[id], select[id]")].map((el) => [el.id, el.value]);
+      const checked = [...box.querySelectorAll("input[type=radio]:checked")].map((el) => [el.name, el.value, el.closest("form").dataset.alert]);
+      const caret = focused && document.getElementById(focused) && "selectionStart" in document.getElementById(focused)
+        ? document.getElementById(focused).selectionStart : null;
       box.innerHTML = html;
+      for (const [id, value] of typed) {
+        const el = document.getElementById(id);
+        if (el && el.type !== "radio") el.value = value;
+      }
+      for (const [name, value, alert] of checked) {
+        const el = box.querySelector(`form[data-alert="${alert}"] input[name="${name}"][value="${value}"]`);
+        if (el) el.checked = true;
+      }
       for (const key of open) {
         const [action, alert] = key.split(":");
         const form = box.querySelector(`form[data-action="${action}"][data-alert="${alert}"]`);
         if (form && form.closest("details")) form.closest("details").open = true;
       }
-      if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+      if (focused && document.getElementById(focused)) {
+        const el = document.getElementById(focused);
+        el.focus();
+        if (caret !== null && typeof el.setSelectionRange === "function") {
+          try { el.setSelectionRange(caret, caret); } catch (e) { /* not a text field */ }
+        }
+      }
       const fresh = [...ids()].filter((id) => !before.has(id));
       for (const id of fresh) {
         const row = document.getElementById("alert-" + id);
@@ -38,15 +57,24 @@
     event.preventDefault();
     const action = form.dataset.action;
     const body = {};
-    for (const [key, value] of new FormData(form)) body[key] = form.elements[key].type === "number" ? Number(value) : value;
+    for (const [key, value] of new FormData(form)) {
+      const field = form.querySelector(`[name="${key}"]`);
+      if (field.type === "number") body[key] = Number(value);
+      else if (field.dataset.type === "bool") body[key] = value === "true";
+      else body[key] = value;
+    }
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
       await hm.post(`/api/v1/alerts/${form.dataset.alert}/${action}`, body);
       hm.announce(fill(box.dataset.textDone, button.textContent.trim()));
       await refresh(false);
-      const main = document.getElementById("main");
-      if (!box.contains(document.activeElement)) main.focus();
+      // The button may be gone (an acknowledged alert has none): keep the keyboard user
+      // at the alert, or at the list if the alert left it.
+      if (!box.contains(document.activeElement)) {
+        const title = document.getElementById(`alert-${form.dataset.alert}-link`);
+        (title || document.getElementById("main")).focus();
+      }
     } catch (err) {
       button.disabled = false;
       hm.announce(fill(box.dataset.textFailed, err.message));
@@ -55,6 +83,7 @@
 
   const mode = document.getElementById("live-mode");
   hm.live(box.dataset.stream, () => { refresh(true).catch(() => {}); }, {
+    pollSeconds: Number(box.dataset.pollSeconds) || 15,
     onMode: (m) => { mode.textContent = m === "live" ? mode.dataset.live : mode.dataset.poll; },
   });
 })();

@@ -1,0 +1,78 @@
+"""A clinician's morning in Chromium: sign in through the region's provider, watch an alert
+arrive when a reading breaches, acknowledge it, resolve it with a note."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import asyncpg
+from playwright.async_api import Page, expect
+
+from homemonitor.contract.protocol import readings_topic
+from homemonitor.embedded import PrivateMosquitto
+from tests.browser.conftest import HAS_STREAM, Shot
+from tests.conftest import RunningService, bp, publisher
+
+
+async def sign_in(page: Page, service: RunningService, login: str) -> None:
+    """Through the provider's own pages, as a person would."""
+    await page.goto(service.url.replace("127.0.0.1", "localhost") + "/")
+    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    await page.get_by_role("link", name="Logga in med e-tjänstekort (SITHS)").click()
+    await page.locator('input[name="login"]').fill(login)
+    await page.locator('input[name="password"]').fill("any")
+    await page.get_by_role("button", name="Sign-in").click()
+    await page.get_by_role("button", name="Continue").click()
+    await expect(page.get_by_role("heading", name="Inkorg", level=1)).to_be_visible()
+
+
+async def test_an_alert_arrives_is_acknowledged_and_resolved(
+    page: Page,
+    web_service: RunningService,
+    broker: PrivateMosquitto,
+    db: asyncpg.Connection,
+    shot: Shot,
+) -> None:
+    await page.goto(web_service.url.replace("127.0.0.1", "localhost") + "/login")
+    await shot(page, "login")
+    await sign_in(page, web_service, "anna")
+    await expect(page.get_by_text("Inloggad som Nurse A1")).to_be_visible()
+    await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
+    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
+    await expect(page.locator("#live-mode")).to_have_text(mode)
+
+    async with publisher(broker) as gw:  # p-1's cuff: systolic 190 is over urgent 180
+        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
+    alert = page.locator("li.alert")
+    await expect(alert).to_have_count(1, timeout=15_000)  # no reload: the page refreshed
+    alert_id = int(await alert.get_attribute("data-alert-id") or 0)
+    await expect(alert.get_by_text("Brådskande")).to_be_visible()
+    await expect(page.locator("#announce")).to_contain_text(f"Nytt larm: Larm {alert_id}")
+    await expect(page.get_by_role("heading", name="Mina (1)")).to_be_visible()
+    await shot(page, "inbox")
+
+    await alert.get_by_role("button", name="Kvittera").click()
+    await expect(alert.locator(".status")).to_have_text("kvitterat")
+    await expect(alert.get_by_role("button", name="Kvittera")).to_have_count(0)
+    await expect(alert.get_by_role("link", name=f"Larm {alert_id} för patient p-1")).to_be_focused()
+
+    await alert.get_by_text("Avsluta", exact=True).click()  # the <details> summary
+    await alert.get_by_label("Anteckning").fill("Ringde patienten; dosen justerad.")
+    await shot(page, "resolving")
+    await alert.get_by_role("button", name="Avsluta med anteckning").click()
+    await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
+    await expect(page.locator("#announce")).to_contain_text("Klart")
+    await shot(page, "resolved")
+
+    await page.get_by_role("button", name="Logga ut").click()  # here, then at the provider
+    await page.get_by_role("button", name=re.compile("Yes, sign me out", re.I)).click()
+    await expect(page.get_by_text("Du är utloggad.")).to_be_visible()
+
+    row = await db.fetchrow(
+        "SELECT status, acknowledged_by, resolved_by, resolution_note FROM alerts WHERE id = $1",
+        alert_id,
+    )
+    assert ("resolved", "cl-a1", "cl-a1", "Ringde patienten; dosen justerad.") == tuple(row)
+    actions = await db.fetch("SELECT DISTINCT action FROM access_log WHERE clinician_id = 'cl-a1'")
+    assert {"list_alerts", "acknowledge_alert", "resolve_alert"} <= {r["action"] for r in actions}
