@@ -3,6 +3,9 @@
 - ``alerts.due`` (every :data:`DUE_EVERY`, and at the earliest deadline it knows of): the
   rules engine's time-driven work, :func:`homemonitor.alerts.episodes.run_due` on the
   scheduler's clock, in the job's own transaction, so each change is written once.
+- ``alerts.silence`` (every :data:`SILENCE_EVERY`, and at the earliest deadline it knows
+  of): missing-data alerts, :func:`homemonitor.alerts.silence.check` on the scheduler's
+  clock, in the job's own transaction.
 - ``retention`` (every :data:`RETENTION_EVERY`): quarantine, access log and finished
   one-off jobs past their retention (:func:`homemonitor.storage.retention.purge`).
 
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from homemonitor import logs
-from homemonitor.alerts import episodes
+from homemonitor.alerts import episodes, silence
 from homemonitor.metrics import Metrics
 from homemonitor.registry.cache import Plans
 from homemonitor.scheduler import JobContext, Recurring
@@ -29,6 +32,8 @@ log = logs.get_logger(__name__)
 #: at most this long past its due time); it also runs at the earliest deadline it saw.
 DUE_EVERY = timedelta(seconds=10)
 RETENTION_EVERY = timedelta(hours=1)
+#: How often the silence job looks at least; it also runs at the next deadline it saw.
+SILENCE_EVERY = timedelta(minutes=15)
 #: While the registry is not loaded yet, the due job looks again this soon.
 _NOT_READY_AGAIN = timedelta(seconds=1)
 
@@ -54,6 +59,23 @@ def due_alerts(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring
     return Recurring("alerts.due", DUE_EVERY, run)
 
 
+def silence_job(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
+    """The ``alerts.silence`` job: missing-data alerts due on the scheduler's clock."""
+
+    async def run(ctx: JobContext) -> datetime | None:
+        current = plans()
+        if current is None:  # the worker has not loaded the registry yet
+            return ctx.now + _NOT_READY_AGAIN
+        done = await silence.check(ctx.conn, current, ctx.now)
+        for severity, n in done.tally.opened.items():
+            metrics.alerts_opened.labels(severity).inc(n)
+        if done.tally.opened:
+            log.info("missing-data alerts opened", opened=done.tally.opened.total())
+        return ctx.now if done.more else done.next_at
+
+    return Recurring("alerts.silence", SILENCE_EVERY, run)
+
+
 def retention_job(settings: Settings, metrics: Metrics) -> Recurring:
     """The ``retention`` job, with the settings' retention of each table."""
     periods = {
@@ -76,4 +98,8 @@ def service_jobs(
     settings: Settings, metrics: Metrics, plans: Callable[[], Plans | None]
 ) -> list[Recurring]:
     """Every recurring job of the service."""
-    return [due_alerts(plans, metrics), retention_job(settings, metrics)]
+    return [
+        due_alerts(plans, metrics),
+        silence_job(plans, metrics),
+        retention_job(settings, metrics),
+    ]

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor.alerts import rows
+from homemonitor.alerts import rows, silence
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.contract.readings import OPTIONAL, QUANTITIES, REQUIRED, Metric, Quantity
 from homemonitor.ingest.pipeline import Candidate
@@ -194,6 +194,9 @@ async def evaluate_batch(
     if not locked:
         await lock_patients(conn, patients)
     states = await load_states(conn, patients, now)
+    silent = silence.split(states)  # missing-data episodes: a new reading ends a silence
+    if silent:
+        await _write(conn, silence.closing(silent, points, now), [], tally)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []
     for patient_id in patients:
@@ -385,6 +388,11 @@ async def _write(
                 tally.opened[d.opened_severity or d.severity] += 1
             elif kind != "pending":
                 tally.updated += 1
+
+
+async def write(conn: Conn, drafts: list[Draft], tally: Tally, *, actor: str) -> None:
+    """Write episodes moved outside the engine (missing data) as a batch writes its own."""
+    await _write(conn, drafts, [], tally, actor)
 
 
 #: Patients with time-driven work due: a pending breach past ``due_at``, or a cleared

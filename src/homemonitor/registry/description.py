@@ -22,7 +22,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
 from homemonitor.fields import Ident, PlainText
-from homemonitor.registry import plans
+from homemonitor.registry import pauses, plans
+from homemonitor.registry.pauses import PauseIn
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
@@ -96,6 +97,7 @@ class PatientIn(BaseModel):
     condition: PlainText = ""
     devices: list[BindingIn] = []
     care_plan: CarePlanIn | None = None
+    pauses: list[PauseIn] = []  # planned absences and admissions (registry/pauses.py)
 
 
 class RegistryIn(BaseModel):
@@ -266,6 +268,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
         for p in reg.patients:
             if p.care_plan is not None:
                 added += await _add_plan(conn, p.id, p.care_plan)
+        await pauses.store_registry(conn, [(p.id, p.pauses) for p in reg.patients])
         await conn.execute("UPDATE registry_revision SET revision = revision + 1")
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(
