@@ -52,6 +52,9 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "view_care_plan_versions": "read",
     "change_care_plan": "write",
     "rules_backtest": "read",
+    "view_pauses": "read",  # a patient's planned absences and admissions
+    "add_pause": "write",
+    "delete_pause": "write",
 }
 
 

@@ -80,28 +80,24 @@ SELECT i, last_at, received_at, gateway_id FROM last WHERE deadline <= $4
 UNION ALL
 SELECT NULL, min(deadline), NULL, NULL FROM last WHERE deadline > $4
 """
-#: For the late rows only: the pause under way at ``$8`` (its end; infinity when open),
-#: the end of the last pause before ``$8``, the gateway's recorded last contact, and how
-#: many readings of the metric the run-in before the last one holds (counted up to the
-#: number that makes it regular).
+#: For the late rows only: the pause under way at ``$7`` (its end; infinity when open),
+#: the end of the last pause before ``$7``, the gateway's recorded last contact, and how
+#: many readings of the metric the run-in up to the last one holds.
 _LATE = """
 SELECT c.i, p.paused_until, p.resumed_at, g.last_seen_at, n.readings
-FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::float8[],
-            $7::int[]) AS c(i, patient_id, metric, last_at, gateway_id, run_in_h, needed)
+FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::float8[])
+     AS c(i, patient_id, metric, last_at, gateway_id, run_in_h)
 LEFT JOIN gateways g ON g.id = c.gateway_id
 CROSS JOIN LATERAL (
-    SELECT max(coalesce(upper(pp.during), 'infinity')) FILTER (WHERE pp.during @> $8)
+    SELECT max(coalesce(upper(pp.during), 'infinity')) FILTER (WHERE pp.during @> $7::timestamptz)
                AS paused_until,
-           max(upper(pp.during)) FILTER (WHERE upper(pp.during) <= $8) AS resumed_at
+           max(upper(pp.during)) FILTER (WHERE upper(pp.during) <= $7) AS resumed_at
     FROM patient_pauses pp WHERE pp.patient_id = c.patient_id
 ) AS p
 CROSS JOIN LATERAL (
-    SELECT count(*) AS readings FROM (
-        SELECT 1 FROM readings r
-        WHERE r.patient_id = c.patient_id AND r.metric = c.metric AND r.measured_at <= c.last_at
-          AND r.measured_at > c.last_at - make_interval(secs => c.run_in_h * 3600)
-        LIMIT c.needed
-    ) AS run_in
+    SELECT count(*) AS readings FROM readings r
+    WHERE r.patient_id = c.patient_id AND r.metric = c.metric AND r.measured_at <= c.last_at
+      AND r.measured_at > c.last_at - make_interval(secs => c.run_in_h * 3600)
 ) AS n
 """
 _ALERTED = """
@@ -127,7 +123,7 @@ class Silence:
     silent_from: datetime  # last_at, or the end of a pause after it
     gateway_id: str | None
     contact_at: datetime | None  # the gateway's last contact, as far as it is known
-    readings: int  # in the run-in before last_at (up to min_readings)
+    readings: int  # in the run-in up to last_at
 
     @property
     def regular(self) -> bool:
@@ -186,7 +182,6 @@ async def _assess(
             [r["last_at"] for _, r in found],
             [r["gateway_id"] for _, r in found],
             [w.expected.run_in_days * 24 for w, _ in found],
-            [w.expected.min_readings() for w, _ in found],
             now,
         )
     }

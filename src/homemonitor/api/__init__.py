@@ -39,7 +39,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine
+from homemonitor.api import alerts, backtest, fhir, ops, patients, pauses, plans, quarantine
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.deps import Services
 from homemonitor.api.fhir_export import ExportJobs
@@ -99,6 +99,7 @@ def build_app(
         backtest.router,
         fhir.router,
         quarantine.router,
+        pauses.router,
     ):
         app.include_router(router)
     return app
