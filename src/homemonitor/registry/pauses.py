@@ -18,21 +18,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from homemonitor.storage.database import Conn
 
 Reason = Literal["absence", "admission", "other"]
 
 
+def _text_or_time(value: object) -> object:
+    """A time as text (or as YAML's own timestamp): never a number read as seconds."""
+    if not isinstance(value, str | datetime):
+        msg = "a time is written as ISO 8601 text with a UTC offset"
+        raise ValueError(msg)  # pydantic reports a ValueError as a validation error
+    return value
+
+
+#: An aware time from text, as the contract writes times.
+Time = Annotated[AwareDatetime, BeforeValidator(_text_or_time)]
+
+
 class PauseIn(BaseModel):
     """A pause as the registry file and the API take it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    starts: AwareDatetime = Field(alias="from")
-    until: AwareDatetime | None = None
+    starts: Time = Field(alias="from")
+    until: Time | None = None
     reason: Reason
 
     @model_validator(mode="after")
