@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -19,21 +18,11 @@ from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.metrics import Metrics
 from homemonitor.scheduler import JobContext, ManualClock, Recurring, Retry, Scheduler, schedule
 from homemonitor.settings import Settings
-from homemonitor.storage import database, retention
+from homemonitor.storage import retention
 from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY, RunningService, settings_for, wait_until
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pools(dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
-    """Two pools on the test's database: two processes' worth of connections."""
-    a = await database.create_pool(dsn, min_size=0, max_size=4)
-    b = await database.create_pool(dsn, min_size=0, max_size=4)
-    yield a, b
-    await a.close()
-    await b.close()
 
 
 class Runs:

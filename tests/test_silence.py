@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from homemonitor import jobs, registry
 from homemonitor.alerts import silence
@@ -28,7 +26,6 @@ from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.metrics import Metrics
 from homemonitor.registry import RegistryCache
 from homemonitor.scheduler import ManualClock, Scheduler
-from homemonitor.storage import database
 from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY, RunningService, publisher, settings_for, wait_until
 
@@ -86,14 +83,14 @@ async def daily_weights(
         await weigh(db, cache, last - n * DAY)
 
 
-@pytest.fixture
-async def pools(dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
-    """Two pools on the test's database: two processes' worth of connections."""
-    a = await database.create_pool(dsn, min_size=0, max_size=4)
-    b = await database.create_pool(dsn, min_size=0, max_size=4)
-    yield a, b
-    await a.close()
-    await b.close()
+async def weighed_then_silent(db: asyncpg.Connection) -> tuple[RegistryCache, datetime]:
+    """p-1 weighed daily for two weeks to T0, then not; 4 days later, its home's gateway
+    still sends (p-3). Returns the registry and that time, past the tolerance."""
+    cache = await applied(db, described())
+    await daily_weights(db, cache, T0)
+    at = T0 + 4 * DAY
+    await p3_measures(db, cache, at)
+    return cache, at
 
 
 async def scheduler(pool: asyncpg.Pool, cache: RegistryCache, clock: ManualClock) -> Scheduler:
@@ -200,10 +197,7 @@ async def test_two_processes_checking_at_once_raise_one_alert(
     db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
 ) -> None:
     """Two schedulers, and two checks on two pools side by side: one alert."""
-    cache = await applied(db, described())
-    await daily_weights(db, cache, T0)
-    at = T0 + 4 * DAY
-    await p3_measures(db, cache, at)
+    cache, at = await weighed_then_silent(db)
     clock = ManualClock(at)
     a, b = await scheduler(pools[0], cache, clock), await scheduler(pools[1], cache, clock)
     await asyncio.gather(a.run_due(), b.run_due())
@@ -220,10 +214,7 @@ async def test_a_reading_after_the_alert_resolves_it_and_the_clock_starts_again(
     db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
 ) -> None:
     """The patient weighs again: auto-resolved as resumed; silent again: a new alert later."""
-    cache = await applied(db, described())
-    await daily_weights(db, cache, T0)
-    raised = T0 + 4 * DAY
-    await p3_measures(db, cache, raised)
+    cache, raised = await weighed_then_silent(db)
     clock = ManualClock(raised)
     jobs_a = await scheduler(pools[0], cache, clock)
     await jobs_a.run_due()

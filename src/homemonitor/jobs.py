@@ -15,7 +15,7 @@ the transaction of the alert change that starts them) with handlers added here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from homemonitor import logs
@@ -25,6 +25,7 @@ from homemonitor.registry.cache import Plans
 from homemonitor.scheduler import JobContext, Recurring
 from homemonitor.settings import Settings
 from homemonitor.storage import retention
+from homemonitor.storage.database import Conn
 
 log = logs.get_logger(__name__)
 
@@ -38,42 +39,47 @@ SILENCE_EVERY = timedelta(minutes=15)
 _NOT_READY_AGAIN = timedelta(seconds=1)
 
 
-def due_alerts(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
-    """The ``alerts.due`` job; ``plans`` gives the worker's current care plans (None: not yet)."""
+#: A time-driven step of the alerts: its changes by the clock's ``now``, in ``conn``'s
+#: transaction (:func:`homemonitor.alerts.episodes.run_due`, :func:`~.silence.check`).
+_Step = Callable[[Conn, Plans, datetime], Awaitable[episodes.Due]]
+
+
+def _alerts_job(
+    name: str,
+    every: timedelta,
+    step: _Step,
+    plans: Callable[[], Plans | None],
+    metrics: Metrics,
+) -> Recurring:
+    """A job running ``step`` with the worker's current plans (``plans``; None: not yet)."""
 
     async def run(ctx: JobContext) -> datetime | None:
         current = plans()
         if current is None:  # the worker has not loaded the registry yet
             return ctx.now + _NOT_READY_AGAIN
-        done = await episodes.run_due(ctx.conn, current, ctx.now)
+        done = await step(ctx.conn, current, ctx.now)
         for severity, n in done.tally.opened.items():
             metrics.alerts_opened.labels(severity).inc(n)
         if done.tally.opened or done.tally.updated:
             log.info(
                 "time-driven alert changes",
+                job=name,
                 opened=done.tally.opened.total(),
                 updated=done.tally.updated,
             )
         return ctx.now if done.more else done.next_at
 
-    return Recurring("alerts.due", DUE_EVERY, run)
+    return Recurring(name, every, run)
+
+
+def due_alerts(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
+    """The ``alerts.due`` job; ``plans`` gives the worker's current care plans (None: not yet)."""
+    return _alerts_job("alerts.due", DUE_EVERY, episodes.run_due, plans, metrics)
 
 
 def silence_job(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
     """The ``alerts.silence`` job: missing-data alerts due on the scheduler's clock."""
-
-    async def run(ctx: JobContext) -> datetime | None:
-        current = plans()
-        if current is None:  # the worker has not loaded the registry yet
-            return ctx.now + _NOT_READY_AGAIN
-        done = await silence.check(ctx.conn, current, ctx.now)
-        for severity, n in done.tally.opened.items():
-            metrics.alerts_opened.labels(severity).inc(n)
-        if done.tally.opened:
-            log.info("missing-data alerts opened", opened=done.tally.opened.total())
-        return ctx.now if done.more else done.next_at
-
-    return Recurring("alerts.silence", SILENCE_EVERY, run)
+    return _alerts_job("alerts.silence", SILENCE_EVERY, silence.check, plans, metrics)
 
 
 def retention_job(settings: Settings, metrics: Metrics) -> Recurring:

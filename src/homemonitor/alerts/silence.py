@@ -136,15 +136,6 @@ class Silence:
         return self.contact_at is not None and self.contact_at + tolerance <= now
 
 
-@dataclasses.dataclass(slots=True)
-class Checked:
-    """What one :func:`check` did, and when to look again."""
-
-    tally: episodes.Tally
-    more: bool
-    next_at: datetime | None
-
-
 def _expectations(plans: Plans) -> list[_Expectation]:
     return [_Expectation(p, e) for p in plans.patients.values() for e in p.plan.expected]
 
@@ -211,7 +202,7 @@ async def _assess(
     return silences, next_at
 
 
-async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) -> Checked:
+async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) -> episodes.Due:
     """Open the missing-data alerts due at ``now``; one transaction (see the module)."""
     tally = episodes.Tally()
     async with conn.transaction():
@@ -227,7 +218,7 @@ async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) 
             silences, _ = await _assess(conn, again, now)
             due = await _unalerted(conn, [s for s in silences if s.regular], now)
             await episodes.write(conn, _drafts(due, now), tally, actor="scheduler")
-    return Checked(tally, more=len(patients) >= limit, next_at=next_at)
+    return episodes.Due(tally, more=len(patients) >= limit, next_at=next_at)
 
 
 async def _unalerted(conn: Conn, silences: Sequence[Silence], now: datetime) -> list[Silence]:

@@ -36,15 +36,7 @@ class PauseOut(BaseModel):
 
     @classmethod
     def of(cls, p: pauses.Pause) -> "PauseOut":
-        return cls(
-            id=p.id,
-            starts=p.starts,
-            until=p.until,
-            reason=p.reason,
-            source=p.source,
-            created_by=p.created_by,
-            created_at=p.created_at,
-        )
+        return cls.model_validate(p, from_attributes=True)
 
 
 _PATH = "/api/v1/patients/{patient_id}/pauses"
