@@ -337,3 +337,20 @@ async def test_pauses_through_the_api_are_the_teams_and_access_logged(
         ("cl-a1", "delete_pause", "allowed"),
         ("cl-a1", "view_pauses", "allowed"),
     ] == [tuple(r) for r in log]
+
+
+async def test_a_missing_data_alert_is_listed_and_explained_like_any_other(
+    db: asyncpg.Connection, service: RunningService
+) -> None:
+    """GET /api/v1/alerts shows it: kind missing, its rule, the sentence a nurse reads."""
+    cache, at = await weighed_then_silent(db)
+    await silence.check(db, cache.plans, at)
+    own = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
+    async with httpx.AsyncClient() as http:
+        listed = await http.get(f"{service.url}/api/v1/alerts", headers=own)
+    assert 200 == listed.status_code
+    assert [("missing.body_weight", "missing", "warning", None, 72.0)] == [
+        (a["rule"], a["kind"], a["severity"], a["quantity"], a["threshold"]) for a in listed.json()
+    ]
+    sentence = listed.json()[0]["opening_explanation"]["sentence"]
+    assert sentence.startswith("No weight reading for 96 h since the last reading")

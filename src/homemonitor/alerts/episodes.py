@@ -11,6 +11,8 @@ patients that got new readings:
    clinician changes an alert).
 2. ONE query for those patients' episode states: the active episode per rule and the last
    one a clinician resolved (:func:`load_states`).
+   Missing-data episodes among them (:mod:`homemonitor.alerts.silence`) are taken out:
+   a new reading that ends a silence auto-resolves its episode here, at no extra query.
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Everybody else:

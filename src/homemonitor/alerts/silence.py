@@ -46,9 +46,13 @@ from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import GATEWAY_SILENT, Expected, is_silence_rule
 from homemonitor.storage.database import Conn
 
-#: A reading older than this is never looked for: a metric silent this long was alerted
-#: (or never measured regularly), and the walk down a patient's index stays short.
-HORIZON = timedelta(days=90)
+#: How far back the latest reading is looked for (before now, or before a pause that ended
+#: since): a metric silent longer was alerted (the longest tolerance is 21 days) or never
+#: measured regularly. It keeps the walk down a patient's index short, and, under
+#: TimescaleDB, out of chunks compressed after 30 days (whose segments are by device and
+#: metric, not patient: each (patient, metric) looked for there decompresses the chunk's
+#: segments of that metric).
+HORIZON = timedelta(days=28)
 #: Patients one :func:`check` opens alerts for at most (more: the job runs again at once).
 LIMIT = 1000
 
@@ -60,7 +64,8 @@ _NOUN = {
 }
 
 #: The latest reading per (patient, metric) of ``$1``/``$2`` (tolerance ``$3`` hours) no
-#: later than ``$4``, within :data:`HORIZON` (``$5``): the rows whose tolerance has run out
+#: later than ``$4``, within :data:`HORIZON` (``$5``) of it or of the start of a pause that
+#: ended within the horizon (a long admission): the rows whose tolerance has run out
 #: (``i`` their position in the arrays), and one row (``i`` NULL) with the earliest
 #: deadline still to come. ``last`` is used twice, so it is computed once.
 _LATEST = """
@@ -70,9 +75,13 @@ WITH last AS (
     FROM unnest($1::text[], $2::text[], $3::float8[]) WITH ORDINALITY
          AS e(patient_id, metric, tolerate_h, i)
     CROSS JOIN LATERAL (
+        SELECT least($4, min(lower(pp.during))) - $5::interval AS since FROM patient_pauses pp
+        WHERE pp.patient_id = e.patient_id AND coalesce(upper(pp.during), 'infinity') > $4 - $5
+    ) AS h
+    CROSS JOIN LATERAL (
         SELECT r.measured_at, r.received_at, r.gateway_id FROM readings r
         WHERE r.patient_id = e.patient_id AND r.metric = e.metric
-          AND r.measured_at <= $4 AND r.measured_at > $4 - $5::interval
+          AND r.measured_at <= $4 AND r.measured_at > h.since
         ORDER BY r.measured_at DESC LIMIT 1
     ) AS l
 )

@@ -345,7 +345,8 @@ class Expected(BaseModel):
     metric: Metric
     #: The schedule: one reading this often (24: daily; 84: twice a week).
     every_hours: float = Field(gt=0, le=24 * 14)
-    tolerate_hours: float = Field(gt=0, le=24 * 30)
+    #: At most 21 days: the silence job looks 28 days back (alerts.silence.HORIZON).
+    tolerate_hours: float = Field(gt=0, le=24 * 21)
     run_in_days: float = Field(default=14.0, gt=0, le=90)
     min_share: float = Field(default=0.5, gt=0, le=1)
     severity: Literal["warning", "urgent"] = "warning"
