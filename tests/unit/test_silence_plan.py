@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pydantic import ValidationError
 
 from homemonitor.contract.readings import Metric
 from homemonitor.errors import PlanError
-from homemonitor.rules import templates
+from homemonitor.rules import backtest, templates
+from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import CarePlanSpec, Expected, is_silence_rule, resolve
+
+WEIGHT = {"metric": "body_weight", "every_hours": 24, "tolerate_hours": 72}
 
 
 def _resolved(**spec: object) -> dict[str, Expected]:
@@ -129,3 +134,23 @@ def test_missing_data_rule_ids_are_told_apart_from_engine_rules() -> None:
     assert [True, True, False] == [
         is_silence_rule(r) for r in ("missing.spo2", "gateway.silent", "weight.gain_3d")
     ]
+
+
+def test_a_backtest_shows_the_missing_data_alerts_a_plan_would_have_raised() -> None:
+    """Daily weights with a 5-day gap: the proposed plan's missing.body_weight, 72 h in."""
+    t0 = datetime(2026, 6, 1, 7, tzinfo=UTC)
+    days = [*range(20), *range(25, 30)]
+    readings = [
+        StoredReading(t0 + timedelta(days=d), "scale-1", Metric.BODY_WEIGHT, {}) for d in days
+    ]
+    current = resolve(CarePlanSpec(), 1, templates.TEMPLATES)
+    proposed = resolve(CarePlanSpec.model_validate({"expected": [WEIGHT]}), 2, templates.TEMPLATES)
+    out = backtest.patient(
+        "p-1", readings, current, proposed, since=t0, until=t0 + timedelta(days=30)
+    )
+    gap = t0 + timedelta(days=19)
+    assert [] == out.current.alerts
+    assert [("missing.body_weight", "missing", gap + timedelta(hours=72), "rule")] == [
+        (a.rule, a.kind, a.opened_at, a.resolved_by) for a in out.proposed.alerts
+    ]
+    assert out.proposed.alerts[0].sentence.startswith("No weight reading for 72 h")

@@ -40,8 +40,8 @@ from typing import Any
 
 from homemonitor.alerts import episodes, rows
 from homemonitor.alerts.rows import Draft, Stored
-from homemonitor.contract.readings import Metric
 from homemonitor.registry.cache import PatientPlan, Plans
+from homemonitor.rules import adherence
 from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import GATEWAY_SILENT, Expected, is_silence_rule
 from homemonitor.storage.database import Conn
@@ -55,13 +55,6 @@ from homemonitor.storage.database import Conn
 HORIZON = timedelta(days=28)
 #: Patients one :func:`check` opens alerts for at most (more: the job runs again at once).
 LIMIT = 1000
-
-_NOUN = {
-    Metric.BODY_WEIGHT: "weight",
-    Metric.BLOOD_PRESSURE: "blood pressure",
-    Metric.SPO2: "SpO2",
-    Metric.HEART_RATE: "pulse",
-}
 
 #: The latest reading per (patient, metric) of ``$1``/``$2`` (tolerance ``$3`` hours) no
 #: later than ``$4``, within :data:`HORIZON` (``$5``) of it or of the start of a pause that
@@ -251,10 +244,6 @@ async def _unalerted(conn: Conn, silences: Sequence[Silence], now: datetime) -> 
     return out
 
 
-def _hours(span: timedelta) -> float:
-    return round(span.total_seconds() / 3600, 1)
-
-
 def _explanation(sentence: str, facts: Mapping[str, Any], version: int) -> dict[str, Any]:
     return {"sentence": sentence, "facts": dict(facts), "plan_version": version}
 
@@ -326,17 +315,11 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
             continue
         e = s.expected
         silent = now - s.silent_from
-        noun = _NOUN[e.metric]
-        since = "the end of a pause" if s.silent_from > s.last_at else "the last reading"
-        sentence = (
-            f"No {noun} reading for {_hours(silent):g} h since {since} "
-            f"({s.silent_from:%Y-%m-%d %H:%M} UTC), from a patient who measured it regularly "
-            f"({s.readings} in the {e.run_in_days:g} days before); plan v{s.plan.version} "
-            f"expects one every {e.every_hours:g} h and tolerates {e.tolerate_hours:g} h."
-        )
+        paused = s.silent_from > s.last_at
+        sentence = adherence.sentence(e, s.silent_from, now, s.readings, s.plan.version, paused)
         facts = {
             "metric": e.metric.value,
-            "silent_hours": _hours(silent),
+            "silent_hours": adherence.hours(silent),
             "tolerate_hours": e.tolerate_hours,
             "every_hours": e.every_hours,
             "last_measured_at": s.last_at.isoformat(),
@@ -361,11 +344,11 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
     for group in gateways.values():
         first = min(group, key=lambda s: s.expected.tolerate_hours)
         assert first.contact_at is not None  # gateway_silent needs a contact time
-        metrics = ", ".join(sorted(_NOUN[s.expected.metric] for s in group))
+        metrics = ", ".join(sorted(adherence.NOUN[s.expected.metric] for s in group))
         severity = "urgent" if any(s.expected.severity == "urgent" for s in group) else "warning"
         sentence = (
             f"Nothing received from the patient's home gateway {first.gateway_id} for "
-            f"{_hours(now - first.contact_at):g} h (last contact "
+            f"{adherence.hours(now - first.contact_at):g} h (last contact "
             f"{first.contact_at:%Y-%m-%d %H:%M} UTC): the hub may be off or offline, or "
             f"nobody measured; {metrics} expected; plan v{first.plan.version} tolerates "
             f"{first.expected.tolerate_hours:g} h."
@@ -373,7 +356,7 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
         facts = {
             "gateway_id": first.gateway_id,
             "last_contact_at": first.contact_at.isoformat(),
-            "silent_hours": _hours(now - first.contact_at),
+            "silent_hours": adherence.hours(now - first.contact_at),
             "tolerate_hours": first.expected.tolerate_hours,
             "metrics": ",".join(sorted(s.expected.metric.value for s in group)),
             "last_measured_at": max(s.last_at for s in group).isoformat(),

@@ -52,25 +52,11 @@ class CommitResult:
         self.screened += other.screened
 
 
-#: Each gateway's last contact (``gateways.last_seen_at``, the silence job's; migration
-#: 0015): the batch's latest received_at per gateway (``${0}``, ``${1}``), written when the
-#: stored one is a minute older, and skipped when another batch holds the row: no wait, no
-#: lock order to keep; a CTE of the batch's first statement, so no round trip of its own.
-_SEEN = """
-seen AS (
-    UPDATE gateways AS g SET last_seen_at = s.at
-    FROM (SELECT t.id, t.at FROM unnest(${0}::text[], ${1}::timestamptz[]) AS t(id, at)
-          JOIN gateways AS old ON old.id = t.id
-          WHERE old.last_seen_at IS NULL OR old.last_seen_at < t.at - interval '1 minute'
-          FOR UPDATE OF old SKIP LOCKED) AS s
-    WHERE g.id = s.id
-)"""
-
 # The readings are inserted, then (same statement: one round trip) the episode lock of each
 # patient with a care plan who got a new reading is taken, in one sorted order for every
 # worker (:func:`homemonitor.alerts.episodes.lock_patients` takes the same locks).
 _INSERT_READINGS = f"""
-WITH {_SEEN.format(18, 19)}, stored AS (
+WITH stored AS (
 INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
                       systolic, diastolic, mean_arterial, heart_rate, body_weight, spo2,
                       flags, source, gateway_id, message_id, quality)
@@ -94,8 +80,7 @@ RETURNING device_id, metric, measured_at, patient_id
 SELECT s.device_id, s.metric, s.measured_at FROM stored AS s, locked
 """
 
-_INSERT_QUARANTINE = f"""
-WITH {_SEEN.format(10, 11)}
+_INSERT_QUARANTINE = """
 INSERT INTO quarantine (received_at, topic, gateway_id, reason, detail, item_index, device_id,
                         payload, payload_sha256)
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -168,12 +153,10 @@ async def commit(
             unique.append(c)
     result.duplicates = len(batch.candidates) - len(unique)
     unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
-    contacts = _contacts(batch)
     async with conn.transaction():
         if unique:
             planned = sorted({c.patient_id for c in unique if plans.get(c.patient_id)})
-            inserted = await _insert_readings(conn, unique, planned, contacts)
-            contacts = ([], [])  # recorded
+            inserted = await _insert_readings(conn, unique, planned)
             new = [c for c in unique if _key(c.reading) in inserted]
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
@@ -185,7 +168,7 @@ async def commit(
                 result.opened, result.updated = tally.opened, tally.updated
                 result.evaluated, result.screened = tally.evaluated, tally.screened
         if batch.quarantined:
-            await _quarantine(conn, batch, contacts)
+            await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
         redelivered = [m.digest() for m in batch.messages if m.dup]
         if redelivered:  # stored or quarantined now: its delivery count is done with
@@ -208,21 +191,8 @@ async def commit(
 _WAIT_FOR_STANDBY = "SELECT pg_logical_emit_message(true, 'homemonitor', 'batch')"
 
 
-_Contacts = tuple[list[str], list[datetime]]
-
-
-def _contacts(batch: Batch) -> _Contacts:
-    """Each gateway of the batch's messages with its latest received_at (its last contact)."""
-    latest: dict[str, datetime] = {}
-    for m in batch.messages:
-        gateway = _gateway(m.topic)
-        if gateway is not None and (gateway not in latest or m.received_at > latest[gateway]):
-            latest[gateway] = m.received_at
-    return list(latest), list(latest.values())
-
-
 async def _insert_readings(
-    conn: Conn, rows: Sequence[Candidate], planned: list[str], contacts: _Contacts
+    conn: Conn, rows: Sequence[Candidate], planned: list[str]
 ) -> set[tuple[str, str, datetime]]:
     """Insert ``rows``; return the keys really new. Locks ``planned`` patients' episodes."""
     readings = [c.reading for c in rows]
@@ -241,12 +211,11 @@ async def _insert_readings(
         [r.message_id for r in readings],
         [",".join(sorted(r.quality)) if r.quality else "" for r in readings],
         planned,
-        *contacts,
     )
     return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
 
 
-async def _quarantine(conn: Conn, batch: Batch, contacts: _Contacts) -> None:
+async def _quarantine(conn: Conn, batch: Batch) -> None:
     digests = [m.digest() for m in batch.messages]
     items = batch.quarantined
     msgs = [batch.messages[q.message_index] for q in items]
@@ -261,7 +230,6 @@ async def _quarantine(conn: Conn, batch: Batch, contacts: _Contacts) -> None:
         [q.rejection.device_id for q in items],
         [m.payload for m in msgs],
         [digests[q.message_index] for q in items],
-        *contacts,
     )
 
 

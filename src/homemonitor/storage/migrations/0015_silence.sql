@@ -14,10 +14,10 @@ CREATE INDEX alerts_silence ON alerts (patient_id, rule, opening_measured_at)
     WHERE kind = 'missing';
 
 -- A gateway's last contact: when the service last received a message on its topics,
--- stored or quarantined (the contract has no heartbeat). Written by the worker's batch at
--- most once a minute per gateway (received_at, the service's clock), skipped when another
--- batch holds the row: never a wait. NULL: no message since this migration (the silence
--- job then uses the received_at of the patient's latest reading).
+-- stored or quarantined (the contract has no heartbeat; received_at, the service's clock).
+-- Each worker keeps the latest per gateway in memory and writes them every 30 s, off the
+-- batch path (homemonitor.ingest.contacts). NULL: no message since this migration (the
+-- silence job then uses the received_at of the patient's latest reading).
 ALTER TABLE gateways ADD COLUMN last_seen_at timestamptz;
 
 -- Pauses: planned absences and admissions, during which no missing-data alert is raised;
