@@ -203,6 +203,23 @@ async def test_a_paused_patient_raises_nothing_and_the_silence_restarts_after_th
     assert "since the end of a pause" in json.loads(alert["why"])["sentence"]
 
 
+async def test_an_admission_without_an_end_holds_every_missing_data_alert(
+    db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """Admitted on day 1 with no end recorded: nothing raised, weeks later either."""
+    pause = {"from": (T0 + DAY).isoformat(), "reason": "admission"}
+    cache = await applied(db, described([pause]))
+    await daily_weights(db, cache, T0)
+    clock = ManualClock(T0)
+    jobs_a = await scheduler(pools[0], cache, clock)
+    for at in (T0 + 4 * DAY, T0 + 20 * DAY):
+        clock.set(at)
+        await p3_measures(db, pools[0], cache, at)
+        await jobs_a.run_due()
+    failed = await db.fetchval("SELECT failures FROM scheduled_jobs WHERE name = 'alerts.silence'")
+    assert (0, []) == (failed, await alerts(db))
+
+
 async def test_two_processes_checking_at_once_raise_one_alert(
     db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
 ) -> None:

@@ -82,17 +82,19 @@ SELECT i, last_at, received_at, gateway_id FROM last WHERE deadline <= $4
 UNION ALL
 SELECT NULL, min(deadline), NULL, NULL FROM last WHERE deadline > $4
 """
-#: For the late rows only: the pause under way at ``$7`` (its end; infinity when open),
+#: For the late rows only: whether a pause is under way at ``$7`` (and has no end, or its
+#: latest end),
 #: the end of the last pause before ``$7``, the gateway's recorded last contact, and how
 #: many readings of the metric the run-in up to the last one holds.
 _LATE = """
-SELECT c.i, p.paused_until, p.resumed_at, g.last_seen_at, n.readings
+SELECT c.i, p.paused, p.open_ended, p.paused_until, p.resumed_at, g.last_seen_at, n.readings
 FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::float8[])
      AS c(i, patient_id, metric, last_at, gateway_id, run_in_h)
 LEFT JOIN gateways g ON g.id = c.gateway_id
 CROSS JOIN LATERAL (
-    SELECT max(coalesce(upper(pp.during), 'infinity')) FILTER (WHERE pp.during @> $7::timestamptz)
-               AS paused_until,
+    SELECT coalesce(bool_or(pp.during @> $7::timestamptz), false) AS paused,
+           bool_or(pp.during @> $7 AND upper_inf(pp.during)) AS open_ended,
+           max(upper(pp.during)) FILTER (WHERE pp.during @> $7) AS paused_until,
            max(upper(pp.during)) FILTER (WHERE upper(pp.during) <= $7) AS resumed_at
     FROM patient_pauses pp WHERE pp.patient_id = c.patient_id
 ) AS p
@@ -183,11 +185,10 @@ async def _assess(
         d = details[i]
         tolerance = timedelta(hours=w.expected.tolerate_hours)
         silent_from = max(r["last_at"], d["resumed_at"] or r["last_at"])
-        paused_until: datetime | None = d["paused_until"]
-        if paused_until is not None or silent_from + tolerance > now:
-            later = (paused_until or silent_from) + tolerance
-            if later.year < 9999 and (next_at is None or later < next_at):  # not infinity
-                next_at = later
+        if d["paused"] or silent_from + tolerance > now:
+            if not d["open_ended"]:  # an admission without an end sets no deadline
+                later = (d["paused_until"] or silent_from) + tolerance
+                next_at = later if next_at is None else min(next_at, later)
             continue
         contacts = [t for t in (d["last_seen_at"], r["received_at"]) if t is not None]
         silences.append(
