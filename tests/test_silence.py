@@ -26,6 +26,7 @@ from homemonitor.ingest.contacts import Contacts
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.metrics import Metrics
 from homemonitor.registry import RegistryCache
+from homemonitor.registry import pauses as registry_pauses
 from homemonitor.scheduler import ManualClock, Scheduler
 from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY, RunningService, publisher, settings_for, wait_until
@@ -382,3 +383,26 @@ async def test_a_missing_data_alert_is_listed_and_explained_like_any_other(
     ]
     sentence = listed.json()[0]["opening_explanation"]["sentence"]
     assert sentence.startswith("No weight reading for 96 h since the last reading")
+
+
+async def test_the_registry_file_is_the_truth_for_its_pauses_and_leaves_the_apis_alone(
+    db: asyncpg.Connection,
+) -> None:
+    """Applied twice: unchanged; changed: replaced; a clinician's API pause stays throughout."""
+    first = {"from": "2026-07-01T00:00:00Z", "until": "2026-07-15T00:00:00Z", "reason": "absence"}
+    await registry.apply(db, registry.parse(described([first])))
+    await registry_pauses.add(
+        db, "p-1", registry_pauses.PauseIn.model_validate({**first, "reason": "other"}), "cl-a1"
+    )
+
+    async def listed() -> list[tuple[int, str, str]]:
+        return [(p.id, p.reason, p.source) for p in await registry_pauses.of_patient(db, "p-1")]
+
+    before = await listed()
+    await registry.apply(db, registry.parse(described([first])))
+    again = await listed()
+    await registry.apply(db, registry.parse(described([{**first, "reason": "admission"}])))
+    changed = await listed()
+    assert before == again
+    assert [("other", "api"), ("absence", "registry")] == [(r, s) for _, r, s in before]
+    assert [("admission", "registry"), ("other", "api")] == sorted((r, s) for _, r, s in changed)

@@ -73,17 +73,26 @@ _COLUMNS = (
 
 
 async def store_registry(conn: Conn, patients: Sequence[tuple[str, Sequence[PauseIn]]]) -> int:
-    """Replace the registry pauses of each described patient; the number stored.
+    """Make each described patient's registry pauses the file's; the number (re)written.
 
-    ``patients``: (patient id, its pauses) for every patient the file describes. API
-    pauses stay. The caller's transaction.
+    ``patients``: (patient id, its pauses) for every patient the file describes. A patient
+    whose registry pauses are already the file's is left alone (applying the same file
+    twice changes nothing); API pauses always stay. The caller's transaction.
     """
-    ids = [patient_id for patient_id, _ in patients]
+    wanted = {pid: {(p.starts, p.until, p.reason) for p in pauses} for pid, pauses in patients}
+    stored: dict[str, set[tuple[datetime, datetime | None, str]]] = {pid: set() for pid in wanted}
+    for r in await conn.fetch(
+        "SELECT patient_id, lower(during) AS starts, upper(during) AS until, reason "
+        "FROM patient_pauses WHERE source = 'registry' AND patient_id = ANY($1::text[])",
+        list(wanted),
+    ):
+        stored[r["patient_id"]].add((r["starts"], r["until"], r["reason"]))
+    changed = [pid for pid, spans in wanted.items() if spans != stored[pid]]
     await conn.execute(
         "DELETE FROM patient_pauses WHERE source = 'registry' AND patient_id = ANY($1::text[])",
-        ids,
+        changed,
     )
-    rows = [(pid, p.starts, p.until, p.reason) for pid, pauses in patients for p in pauses]
+    rows = [(pid, *span) for pid in changed for span in sorted(wanted[pid], key=str)]
     await conn.executemany(
         "INSERT INTO patient_pauses (patient_id, during, reason, source) "
         "VALUES ($1, tstzrange($2, $3, '[)'), $4, 'registry')",
