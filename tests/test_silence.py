@@ -406,3 +406,27 @@ async def test_the_registry_file_is_the_truth_for_its_pauses_and_leaves_the_apis
     assert before == again
     assert [("other", "api"), ("absence", "registry")] == [(r, s) for _, r, s in before]
     assert [("admission", "registry"), ("other", "api")] == sorted((r, s) for _, r, s in changed)
+
+
+async def test_a_gateway_back_without_the_patients_readings_turns_into_a_patient_silence(
+    db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """gw-1 silent: gateway.silent; back (p-3 measures) but p-1 not: missing.body_weight."""
+    cache = await applied(db, described())
+    await daily_weights(db, cache, T0)
+    clock = ManualClock(T0 + 4 * DAY)
+    jobs_a = await scheduler(pools[0], cache, clock)
+    await jobs_a.run_due()
+    first = [(r["rule"], r["status"]) for r in await alerts(db)]
+    back = clock.now() + timedelta(hours=1)
+    await p3_measures(db, pools[0], cache, back)
+    clock.set(back)
+    await jobs_a.run_due()
+    ended = json.loads(
+        await db.fetchval("SELECT details::text FROM alert_events WHERE kind = 'auto_resolved'")
+    )
+    assert [("gateway.silent", "open")] == first
+    assert [("gateway.silent", "auto_resolved"), ("missing.body_weight", "open")] == [
+        (r["rule"], r["status"]) for r in await alerts(db)
+    ]
+    assert ("gateway_back", back.isoformat()) == (ended["reason"], ended["last_contact_at"])

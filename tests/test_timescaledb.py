@@ -203,29 +203,31 @@ async def test_quality_column_joins_a_compressed_hypertable(
     assert [["low_perfusion", "poor_signal"]] * 2 == [r["quality"] for r in rows]
 
 
+async def _p1_planned(tsdb: asyncpg.Connection, plan: dict[str, object]) -> registry.RegistryCache:
+    """Migrated, the test registry applied with ``plan`` as p-1's; the worker's cache of it."""
+    await database.migrate(tsdb)
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][0]["care_plan"] = plan
+    await registry.apply(tsdb, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(tsdb)
+    return cache
+
+
 @needs_tsdb
 async def test_a_trend_rule_reads_its_history_across_chunks_compressed_ones_too(
     tsdb: asyncpg.Connection,
 ) -> None:
     """A 10-day change rule: its reference sits in a compressed chunk; one episode, explained."""
-    await database.migrate(tsdb)
-    described = copy.deepcopy(REGISTRY)
-    described["patients"][0]["care_plan"] = {
-        "version": 2,
-        "rules": [
-            {
-                "id": "weight.gain_10d",
-                "kind": "change",
-                "quantity": "body_weight",
-                "direction": "rise",
-                "warning": 2.0,
-                "window_hours": 240,
-            }
-        ],
+    rule = {
+        "id": "weight.gain_10d",
+        "kind": "change",
+        "quantity": "body_weight",
+        "direction": "rise",
+        "warning": 2.0,
+        "window_hours": 240,
     }
-    await registry.apply(tsdb, registry.parse(described))
-    cache = registry.RegistryCache()
-    await cache.load(tsdb)
+    cache = await _p1_planned(tsdb, {"version": 2, "rules": [rule]})
     now = datetime.now(UTC)
     message = Inbound("homemonitor/v1/gw/gw-1/readings", b"{}", now, 0.0)
 
@@ -283,15 +285,8 @@ async def test_a_silence_is_found_on_a_hypertable_with_compressed_chunks(
     """Daily weights over three chunks, the older compressed: one missing-data alert."""
     from homemonitor.alerts import silence  # noqa: PLC0415 - only this test needs it
 
-    await database.migrate(tsdb)
-    described = copy.deepcopy(REGISTRY)
-    described["patients"][0]["care_plan"] = {
-        "version": 2,
-        "expected": [{"metric": "body_weight", "every_hours": 24, "tolerate_hours": 72}],
-    }
-    await registry.apply(tsdb, registry.parse(described))
-    cache = registry.RegistryCache()
-    await cache.load(tsdb)
+    weight = {"metric": "body_weight", "every_hours": 24, "tolerate_hours": 72}
+    cache = await _p1_planned(tsdb, {"version": 2, "expected": [weight]})
     now = datetime.now(UTC)
     last = now - timedelta(days=4)
     for n in range(20, -1, -1):

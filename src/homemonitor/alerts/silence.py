@@ -18,7 +18,9 @@ other (kind ``missing``: the same tables, events, routing and notifications):
   nobody in the home measures anything: without a heartbeat in the contract the two look
   alike). Each silence is alerted once: an episode remembers when its silence began
   (``opening_measured_at``). Under the patients' episode locks, re-checked after taking
-  them, so a reading a batch commits meanwhile is seen.
+  them, so a reading a batch commits meanwhile is seen. A ``gateway.silent`` whose gateway
+  has been heard from since, without this patient's readings, is auto-resolved first
+  (``gateway_back``): the silence, if it lasts, is the patient's.
 - **batch** (:func:`split` and :func:`closing`, from
   :func:`~homemonitor.alerts.episodes.evaluate_batch`, which loads the episode states
   anyway: nothing more to ask the database for a patient with no missing-data episode): a
@@ -103,6 +105,18 @@ CROSS JOIN LATERAL (
     WHERE r.patient_id = c.patient_id AND r.metric = c.metric AND r.measured_at <= c.last_at
       AND r.measured_at > c.last_at - make_interval(secs => c.run_in_h * 3600)
 ) AS n
+"""
+#: Active gateway.silent episodes whose gateway's recorded contact is newer than the one
+#: they were raised on (the partial index ``alerts_silence`` holds missing-data rows only).
+_GATEWAY_BACK = f"""
+SELECT a.id, a.patient_id, g.last_seen_at
+FROM alerts AS a JOIN gateways AS g ON g.id = a.opening_explanation -> 'facts' ->> 'gateway_id'
+WHERE a.kind = 'missing' AND a.rule = '{GATEWAY_SILENT}'
+  AND a.status IN ('open', 'acknowledged', 'cleared') AND g.last_seen_at > a.opening_measured_at
+"""
+_ACTIVE_BY_ID = f"""
+SELECT {rows.STATE_COLUMNS} FROM alerts
+WHERE id = ANY($1::bigint[]) AND status IN ('open', 'acknowledged', 'cleared')
 """
 _ALERTED = """
 SELECT patient_id, rule, opening_measured_at, status IN ('pending', 'open', 'acknowledged',
@@ -209,6 +223,7 @@ async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) 
     """Open the missing-data alerts due at ``now``; one transaction (see the module)."""
     tally = episodes.Tally()
     async with conn.transaction():
+        await _gateways_back(conn, now, tally)
         wanted = _expectations(plans)
         silences, next_at = await _assess(conn, wanted, now)
         due = await _unalerted(conn, [s for s in silences if s.regular], now)
@@ -222,6 +237,26 @@ async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) 
             due = await _unalerted(conn, [s for s in silences if s.regular], now)
             await episodes.write(conn, _drafts(due, now), tally, actor="scheduler")
     return episodes.Due(tally, more=len(patients) >= limit, next_at=next_at)
+
+
+async def _gateways_back(conn: Conn, now: datetime, tally: episodes.Tally) -> None:
+    """End each ``gateway.silent`` whose gateway has been in contact since it was raised.
+
+    The hub is back (readings of another patient of the home, any message) though none of
+    this patient's arrived: the silence, if it lasts, is the patient's, and this same check
+    raises ``missing.<metric>`` for it.
+    """
+    back = await conn.fetch(_GATEWAY_BACK)
+    if not back:
+        return
+    await episodes.lock_patients(conn, [r["patient_id"] for r in back])
+    drafts = []
+    for r in await conn.fetch(_ACTIVE_BY_ID, [r["id"] for r in back]):  # again, locked
+        contact = next(b["last_seen_at"] for b in back if b["id"] == r["id"])
+        sentence = "Silence ended: the gateway is in contact again, the patient's readings not."
+        facts = {"measured_at": None, "last_contact_at": contact.isoformat()}
+        drafts.append(_ended(dict(r), "gateway_back", sentence, facts, now))
+    await episodes.write(conn, drafts, tally, actor="scheduler")
 
 
 async def _unalerted(conn: Conn, silences: Sequence[Silence], now: datetime) -> list[Silence]:
@@ -394,6 +429,26 @@ def split(states: dict[str, dict[str, Stored]]) -> dict[str, dict[str, Stored]]:
     return taken
 
 
+def _ended(
+    active: Mapping[str, Any], reason: str, sentence: str, facts: Mapping[str, Any], now: datetime
+) -> Draft:
+    """An active missing-data episode, auto-resolved for ``reason``."""
+    d = rows.from_row(active)
+    d.status = "auto_resolved"
+    d.resolve_due_at = None
+    d.dirty = True
+    details = {
+        **facts,
+        "severity": d.severity,
+        "reason": reason,
+        "sentence": sentence,
+        "silent_from": active["opening_measured_at"].isoformat(),
+        "decided_at": now.isoformat(),
+    }
+    d.events.append(("auto_resolved", json.dumps(details)))
+    return d
+
+
 def closing(
     silent: Mapping[str, Mapping[str, Stored]],
     points: Mapping[str, Sequence[StoredReading]],
@@ -414,26 +469,13 @@ def closing(
             if not ends:
                 continue
             first = min(ends, key=lambda p: p.measured_at)
-            raised: datetime = stored.active["evaluated_at"]
-            backlog = first.measured_at <= raised
-            d = rows.from_row(stored.active)
-            d.status = "auto_resolved"
-            d.resolve_due_at = None
-            d.dirty = True
+            backlog = first.measured_at <= stored.active["evaluated_at"]
             how = (
                 "readings measured during the silence arrived late (a backlog): it is explained"
                 if backlog
                 else "readings arrived again"
             )
-            details = {
-                "measured_at": first.measured_at.isoformat(),
-                "severity": d.severity,
-                "reason": "backlog" if backlog else "resumed",
-                "sentence": f"Silence ended: {how}.",
-                "readings": len(ends),
-                "silent_from": began.isoformat(),
-                "decided_at": now.isoformat(),
-            }
-            d.events.append(("auto_resolved", json.dumps(details)))
-            out.append(d)
+            facts = {"measured_at": first.measured_at.isoformat(), "readings": len(ends)}
+            reason = "backlog" if backlog else "resumed"
+            out.append(_ended(stored.active, reason, f"Silence ended: {how}.", facts, now))
     return out
