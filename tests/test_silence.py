@@ -126,20 +126,21 @@ async def alerts(db: asyncpg.Connection) -> list[asyncpg.Record]:
 async def test_a_silent_patient_raises_one_missing_data_alert_at_the_plans_time(
     db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
 ) -> None:
-    """Weighed daily, then silent: nothing at 72 h minus a second, one alert at 72 h, no more."""
+    """Weighed daily, then silent: nothing a second before 72 h, one alert at 72 h, no more."""
     cache = await applied(db, described())
     await daily_weights(db, cache, T0)
     clock = ManualClock(T0)
     jobs_a = await scheduler(pools[0], cache, clock)
     deadline = T0 + timedelta(hours=72)
     seen = []
-    for at in (T0, deadline - timedelta(hours=1), deadline - timedelta(seconds=1)):
+    for at in (T0, deadline - timedelta(hours=1), deadline - timedelta(minutes=2)):
         clock.set(at)
         await p3_measures(db, pools[0], cache, at)  # the home's gateway keeps sending
         await jobs_a.run_due()
         seen.append(len(await alerts(db)))
-    clock.set(deadline)
-    await jobs_a.run_due()
+    early = await silence.check(db, cache.plans, deadline - timedelta(seconds=1))
+    clock.set(deadline)  # the job asked to run again at the deadline: it is due now
+    ran = await jobs_a.run_due()
     seen.append(len(await alerts(db)))
     for at in (deadline + timedelta(hours=1), deadline + 3 * DAY):
         clock.set(at)
@@ -147,6 +148,7 @@ async def test_a_silent_patient_raises_one_missing_data_alert_at_the_plans_time(
         await jobs_a.run_due()
         seen.append(len(await alerts(db)))
     assert [0, 0, 0, 1, 1, 1] == seen
+    assert (0, 1) == (early.tally.opened.total(), ran)
     (alert,) = await alerts(db)
     details = json.loads(alert["details"])
     why = json.loads(alert["why"])

@@ -55,6 +55,10 @@ from homemonitor.storage.database import Conn
 #: metric, not patient: each (patient, metric) looked for there decompresses the chunk's
 #: segments of that metric).
 HORIZON = timedelta(days=28)
+#: The soonest a check asks to run again for a deadline (a silence alerts at its deadline,
+#: or within this after it): 10 000 patients' deadlines are seconds apart, and a check over
+#: them all takes about a second (docs/care-plans.md).
+MIN_GAP = timedelta(minutes=1)
 #: Patients one :func:`check` opens alerts for at most (more: the job runs again at once).
 LIMIT = 1000
 
@@ -236,6 +240,8 @@ async def check(conn: Conn, plans: Plans, now: datetime, *, limit: int = LIMIT) 
             silences, _ = await _assess(conn, again, now)
             due = await _unalerted(conn, [s for s in silences if s.regular], now)
             await episodes.write(conn, _drafts(due, now), tally, actor="scheduler")
+    if next_at is not None:
+        next_at = max(next_at, now + MIN_GAP)
     return episodes.Due(tally, more=len(patients) >= limit, next_at=next_at)
 
 
