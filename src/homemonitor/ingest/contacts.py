@@ -76,8 +76,18 @@ class Contacts:
             return 0
         return len(taken)
 
-    async def keep_flushing(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-        """Flush every :data:`FLUSH_EVERY` until ``stop``, then once more."""
+    async def keep_flushing(
+        self, pool: asyncpg.Pool, stop: asyncio.Event, *, last_within: float = 5.0
+    ) -> None:
+        """Flush every :data:`FLUSH_EVERY` until ``stop``, then once more.
+
+        The last flush gets ``last_within`` seconds: a hung database must not hold up the
+        shutdown (cancelling a query needs the server), and what it loses is a few contacts.
+        """
         while not await sleep_unless(stop, FLUSH_EVERY):
             await self.flush(pool)
-        await self.flush(pool)
+        last = asyncio.create_task(self.flush(pool), name="contacts-last-flush")
+        done, _ = await asyncio.wait({last}, timeout=last_within)
+        if not done:
+            last.cancel()
+            log.warning("gateway contacts not written at shutdown (database slow)")
