@@ -81,7 +81,7 @@ async def p3_measures(
     batch = _batch("gw-1", [(reading, "p-3")], at)
     await commit(db, batch, cache.plans, at)
     contacts = Contacts()
-    contacts.note((m.topic, m.received_at) for m in batch.messages)
+    contacts.note([m.topic for m in batch.messages], at)
     assert 1 == await contacts.flush(pool)
 
 

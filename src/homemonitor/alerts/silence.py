@@ -220,6 +220,16 @@ async def _assess(
                 d["readings"],
             )
         )
+    # One contact per patient and gateway: the latest any of its metrics shows.
+    latest: dict[tuple[str, str | None], datetime] = {}
+    for x in silences:
+        key = (x.plan.patient_id, x.gateway_id)
+        if x.contact_at is not None and (key not in latest or x.contact_at > latest[key]):
+            latest[key] = x.contact_at
+    silences = [
+        dataclasses.replace(x, contact_at=latest.get((x.plan.patient_id, x.gateway_id)))
+        for x in silences
+    ]
     return silences, next_at
 
 

@@ -4,9 +4,10 @@ The contract has no heartbeat, so a message (stored or quarantined) is the conta
 service knows. The missing-data job (:mod:`homemonitor.alerts.silence`) tells a silent
 patient from a silent gateway by it (``gateways.last_seen_at``, migration 0015).
 
-Off the batch path: :meth:`Contacts.note` keeps the latest ``received_at`` per gateway of
-each committed batch in memory (a dict, no I/O), and :meth:`Contacts.flush` writes them
-all in one statement, every :data:`FLUSH_EVERY` and at shutdown. Measured in the batch
+Off the batch path: :meth:`Contacts.note` keeps the latest contact per gateway of each
+committed batch in memory (a dict, no I/O; the batch's last arrival for all its gateways),
+and :meth:`Contacts.flush` writes them all in one statement, every :data:`FLUSH_EVERY` and
+at shutdown. Measured in the batch
 transaction instead, one row update per gateway cost the commit about a quarter of its
 time when every message came from another gateway (docs/care-plans.md). A crash loses at
 most one interval of contacts, which the silence job does not need to the second: it
@@ -50,15 +51,14 @@ class Contacts:
     def __init__(self) -> None:
         self._seen: dict[str, datetime] = {}
 
-    def note(self, messages: Iterable[tuple[str, datetime]]) -> None:
-        """Remember each (topic, received_at): its gateway was in contact then."""
+    def note(self, topics: Iterable[str], at: datetime) -> None:
+        """The gateways of ``topics`` were in contact at ``at`` (a committed batch's last
+        arrival: batches are noted in the order they arrived, so a later one wins)."""
         seen = self._seen
-        for topic, at in messages:
+        for topic in set(topics):
             route = parse_topic(topic)  # cached per topic
             if route is not None:
-                known = seen.get(route.gateway_id)
-                if known is None or at > known:
-                    seen[route.gateway_id] = at
+                seen[route.gateway_id] = at
 
     async def flush(self, pool: asyncpg.Pool) -> int:
         """Write what was noted; the number of gateways. Kept for the next try on failure."""

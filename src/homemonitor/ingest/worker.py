@@ -593,7 +593,8 @@ class Worker:
         for sent in batch.sent_at:
             metrics.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
         self.totals.add(result)
-        self.contacts.note((m.topic, m.received_at) for m in batch.messages)
+        if batch.messages:  # in arrival order: the last arrived last
+            self.contacts.note([m.topic for m in batch.messages], batch.messages[-1].received_at)
         if result.opened:
             log.info(
                 "alerts opened",
