@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from homemonitor.api.access import team_patient
 from homemonitor.api.deps import Me, Svc
-from homemonitor.api.models import NO_PATIENT, UNAUTHENTICATED, ErrorOut, PatientId
+from homemonitor.api.models import NO_PATIENT, UNAUTHENTICATED, UNPARSABLE, ErrorOut, PatientId
 from homemonitor.fields import BIGINT_MAX
 from homemonitor.registry import pauses
 from homemonitor.registry.pauses import PauseIn
@@ -58,7 +58,7 @@ async def list_pauses(svc: Svc, who: Me, patient_id: PatientId) -> list[PauseOut
     _PATH,
     status_code=201,
     summary="Add a pause (a planned absence or an admission).",
-    responses=UNAUTHENTICATED | NO_PATIENT,
+    responses=UNAUTHENTICATED | NO_PATIENT | UNPARSABLE,
     response_model_by_alias=True,
 )
 async def add_pause(svc: Svc, who: Me, patient_id: PatientId, body: PauseIn) -> PauseOut:
