@@ -30,6 +30,7 @@ from homemonitor.errors import PlanError
 from homemonitor.registry import plans as stored_plans
 from homemonitor.registry.description import RegistryIn
 from homemonitor.rules.careplan import Bounds, Levels, PlanRow, PlanTable
+from homemonitor.rules.histories import HistoryCache
 from homemonitor.rules.plan import Plan, ThresholdRule, resolve
 from homemonitor.storage.database import Conn
 
@@ -168,6 +169,9 @@ class Plans:
     def __init__(self, patients: dict[str, PatientPlan], unresolved: frozenset[str]) -> None:
         self.patients = patients
         self.unresolved = unresolved
+        #: The worker's cache of these patients' stored readings; new with each registry
+        #: load (a changed plan reads other windows).
+        self.histories = HistoryCache()
         plain = [p for p in patients.values() if p.plain]
         #: Plain plans' bounds, for :func:`homemonitor.rules.careplan.evaluate` over a batch.
         self.screen = PlanTable(
