@@ -61,6 +61,8 @@ class _Newer:
 
     def __init__(self, history: History, points: Sequence[StoredReading]) -> None:
         self._history, self._points = history, points
+        #: The newest measured time of the history: no reading is newer than a point there.
+        self._newest = history.newest_time()
 
     def than(
         self, at: datetime, ts: float, quantities: tuple[Quantity, ...], *, include: bool
@@ -71,6 +73,8 @@ class _Newer:
         carrying it (every point is in the history). A series at the cap may have lost
         some: then the readings themselves are asked.
         """
+        if ts >= self._newest:  # in order, the common case: nothing is newer at all
+            return False
         h = self._history
         for q in quantities:
             s = h.series(q, questionable=include)

@@ -385,6 +385,14 @@ class History:
             return reading.key in self._keys
         return next(self._rows(reading), None) is not None
 
+    def newest_time(self) -> float:
+        """The measured time (POSIX s) of the newest reading, whatever it carries; -inf: none."""
+        if not self._n:
+            return -math.inf
+        if self._cols is None and self._readings is not None:  # no columns to build for it
+            return self._readings[self._n - 1].measured_at.timestamp()
+        return float(self._columns().t[self._n - 1])
+
     def newest(
         self,
         quantities: Iterable[Quantity],
