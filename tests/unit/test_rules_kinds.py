@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.kinds import Assessment, assess, assess_reading, news2_spo2, quick_level
+from homemonitor.rules.kinds import (
+    Assessment,
+    assess,
+    assess_reading,
+    may_breach,
+    news2_spo2,
+    quick_level,
+)
 from homemonitor.rules.plan import (
     AverageBound,
     AverageRule,
@@ -204,6 +213,43 @@ def test_home_blood_pressure_protocol(
     """Sessions averaged first, per local day, first day discarded, at least 4 days left."""
     a = judge(rule, readings)
     assert expected == (a.level, a.cleared)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(110, 150), st.floats(60, 100), st.integers(0, 8 * 24 * 60)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([HOME_BP, HOME_BP.model_copy(update={"discard_first_day": False})]),
+)
+def test_an_average_the_screen_rules_out_never_breaches(
+    values: list[tuple[float, float, int]], rule: AverageRule
+) -> None:
+    """Whenever may_breach says an idle average protocol cannot breach, assess says level 0."""
+    readings = sorted(
+        {at(minutes=m): bp(at(minutes=m), s, d) for s, d, m in values}.values(),
+        key=lambda r: r.measured_at,
+    )
+    history, point = History(readings), readings[-1].measured_at
+    level = assess(rule, plan(rule), history, point).level
+    assert level == 0 or may_breach(rule, plan(rule), history, point.timestamp())
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "readings", "expected"), AVERAGES, ids=[c[0] for c in AVERAGES]
+)
+def test_the_screen_lets_every_breaching_week_through_and_stops_a_quiet_one(
+    case: str, rule: AverageRule, readings: list[StoredReading], expected: tuple[int, bool]
+) -> None:
+    """A week with a reading at a bound may breach; a week below every bound may not."""
+    point = readings[-1].measured_at
+    quiet = [bp(r.measured_at, 120, 75) for r in readings]
+    assert (True, False) == (
+        may_breach(rule, plan(rule), History(readings), point.timestamp()) or not expected[0],
+        may_breach(rule, plan(rule), History(quiet), point.timestamp()),
+    )
 
 
 def test_home_blood_pressure_week_facts_and_sentence() -> None:

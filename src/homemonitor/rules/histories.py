@@ -166,13 +166,13 @@ class Cached:
             row[0, _QUANTITY_COLUMN[q]] = x
         return Cached(
             self.since,
-            np.append(self.us, at),
-            np.append(self.device, np.int32(self.devices.index(r.device_id))),
+            np.concatenate((self.us, np.array((at,), np.int64))),
+            np.concatenate((self.device, np.array((self.devices.index(r.device_id),), np.int32))),
             self.devices,
-            np.append(self.metric, np.int8(_METRIC_CODE[r.metric])),
-            np.concatenate([self.values, row]),
-            np.append(self.questionable, bool(r.quality)),
-            np.append(self.clock, bool(r.flags)),
+            np.concatenate((self.metric, np.array((_METRIC_CODE[r.metric],), np.int8))),
+            np.concatenate((self.values, row)),
+            np.concatenate((self.questionable, np.array((bool(r.quality),)))),
+            np.concatenate((self.clock, np.array((bool(r.flags),)))),
             (*self.quality, ",".join(sorted(r.quality))) if r.quality else self.quality,
             (*self.flags, ",".join(sorted(r.flags))) if r.flags else self.flags,
         )

@@ -212,19 +212,43 @@ def quick_level(rule: ThresholdRule, plan: Plan, value: float) -> int:
     return NONE
 
 
-def reaches(rule: ThresholdRule, plan: Plan, history: History, ts: float) -> bool:
-    """Whether the reading a threshold judges at ``ts`` (POSIX s) reaches one of its bounds.
+#: How far inside its bounds an average's readings must all be for :func:`may_breach` to
+#: rule a breach out: more than the rounding of any mean of them.
+_MEAN_SLACK = 1e-6
 
-    When it does not, :func:`assess` says level 0 whatever the persistence (persistence
-    only ever lowers the level): an idle rule needs no assessment. The same comparison as
-    :func:`assess`.
+
+def screened(rule: RuleSpec) -> bool:
+    """Whether :func:`may_breach` can rule out a breach of ``rule`` without assessing it."""
+    return isinstance(rule, AverageRule) or (isinstance(rule, ThresholdRule) and not rule.simple)
+
+
+def may_breach(rule: RuleSpec, plan: Plan, history: History, ts: float) -> bool:
+    """Whether ``rule`` may reach a level above none at ``ts`` (POSIX s); False only when
+    :func:`assess` would certainly say level 0, so an idle rule needs no assessment.
+
+    A threshold: whether the reading it judges reaches one of its bounds (persistence only
+    ever lowers the level; the same comparison as :func:`assess`). An average protocol:
+    whether any reading of its window reaches the lowest bound of its quantity (a mean is
+    never above its largest reading). Other kinds (see :func:`screened`): always True.
     """
-    s = history.series(rule.quantity, questionable=rule.questionable == "include")
-    i = s.end(ts)
-    if i == 0:
-        return False
-    b = _Bounds.of(rule, plan)
-    return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
+    questionable = rule.questionable == "include"
+    if isinstance(rule, ThresholdRule):
+        s = history.series(rule.quantity, questionable=questionable)
+        i = s.end(ts)
+        if i == 0:
+            return False
+        b = _Bounds.of(rule, plan)
+        return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
+    if not isinstance(rule, AverageRule):
+        return True
+    window_start = _day_start(_local_day(ts) - timedelta(days=rule.days - 1))
+    for q, bound in rule.bounds.items():
+        s = history.series(q, questionable=questionable)
+        j, i = s.start(window_start), s.end(ts)
+        lowest = bound.warning if bound.warning is not None else bound.urgent
+        if i > j and (lowest is None or float(s.value[j:i].max()) >= lowest - _MEAN_SLACK):
+            return True
+    return False
 
 
 def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
