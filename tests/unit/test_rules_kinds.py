@@ -218,9 +218,9 @@ def test_home_blood_pressure_protocol(
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.floats(110, 150), st.floats(60, 100), st.integers(0, 8 * 24 * 60)),
+        st.tuples(st.floats(132, 137.9), st.floats(81, 87.9), st.integers(0, 23)),
         min_size=1,
-        max_size=40,
+        max_size=16,
     ),
     st.sampled_from([HOME_BP, HOME_BP.model_copy(update={"discard_first_day": False})]),
 )
@@ -228,10 +228,12 @@ def test_an_average_the_screen_rules_out_never_breaches(
     values: list[tuple[float, float, int]], rule: AverageRule
 ) -> None:
     """Whenever may_breach says an idle average protocol cannot breach, assess says level 0."""
-    readings = sorted(
-        {at(minutes=m): bp(at(minutes=m), s, d) for s, d, m in values}.values(),
-        key=lambda r: r.measured_at,
-    )
+    readings = [
+        bp(at(day, hours, minute), s, d)
+        for day, (s, d, hours) in enumerate(values[:8])
+        for minute in (0, 1)
+    ] + [bp(at(day, hours + 0.5), s, d) for day, (s, d, hours) in enumerate(values[8:])]
+    readings.sort(key=lambda r: r.measured_at)
     history, point = History(readings), readings[-1].measured_at
     level = assess(rule, plan(rule), history, point).level
     assert level == 0 or may_breach(rule, plan(rule), history, point.timestamp())
@@ -295,6 +297,27 @@ BASELINE = BaselineRule(
     min_deviation=1.0,
 )
 RUN_IN = [80.0, 80.3, 79.8, 80.1, 79.9, 80.2, 80.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(79.7, 80.3), min_size=4, max_size=8),
+    st.lists(st.tuples(st.floats(77, 83), st.booleans()), min_size=0, max_size=8),
+    st.sampled_from(["high", "low"]),
+    st.sampled_from([0.3, 1.0]),
+)
+def test_an_ewma_the_screen_rules_out_never_breaches(
+    run_in: list[float], monitored: list[tuple[float, bool]], direction: str, lam: float
+) -> None:
+    """Whenever may_breach says an idle EWMA cannot breach, assess says level 0."""
+    rule = BASELINE.model_copy(update={"direction": direction, "weight": lam})
+    readings = [weight(at(d), kg) for d, kg in enumerate(run_in)] + [
+        weight(at(8 + d), kg, "scale-2" if swapped else "scale-1")
+        for d, (kg, swapped) in enumerate(monitored)
+    ]
+    history, point = History(readings), readings[-1].measured_at
+    level = assess(rule, plan(rule), history, point).level
+    assert level == 0 or may_breach(rule, plan(rule), history, point.timestamp())
 
 
 def test_baseline_not_armed_during_run_in() -> None:
