@@ -14,9 +14,12 @@ patients that got new readings:
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Everybody else:
-4. ONE windowed history query for all of them (a LATERAL per patient: per metric from
-   its oldest new reading minus the lookback of the rules those readings run, newest
-   first, capped, returned as one row of arrays: no Python object per reading),
+4. ONE history query for all of them (a LATERAL per patient, returned as one row of
+   arrays: no Python object per reading). A patient the worker's history cache
+   (:mod:`homemonitor.rules.histories`) holds is only counted: when the stored readings
+   from the entry's start on are the entry's and the batch's, nothing crosses the wire;
+   anybody else gets every reading from their oldest new one minus the plan's lookback
+   (:func:`_cached_history`; entries are kept once the batch has committed),
 5. the engine's pure :func:`~homemonitor.rules.evaluate.evaluate` per patient,
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
