@@ -17,6 +17,7 @@ from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivatePostgres
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.registry.cache import PatientPlan
+from homemonitor.rules.histories import HistoryCache
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.plan import CarePlanSpec, resolve
 from homemonitor.rules.templates import TEMPLATES
@@ -214,6 +215,35 @@ def _stored(
     return StoredReading(at, device, metric, values, quality, flags)
 
 
+async def _insert(db: asyncpg.Connection, stored: list[StoredReading]) -> None:
+    """Store ``stored`` as p-1's readings, as another writer would."""
+    await db.executemany(
+        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, "
+        "systolic, diastolic, heart_rate, body_weight, spo2, quality, flags, source) "
+        "VALUES ($1, $2, $3, 'p-1', $3, $4, $5, $6, $7, $8, $9, $10, 'test')",
+        [
+            (
+                r.device_id,
+                r.metric.value,
+                r.measured_at,
+                *[
+                    r.values.get(q)
+                    for q in (
+                        Quantity.SYSTOLIC,
+                        Quantity.DIASTOLIC,
+                        Quantity.HEART_RATE,
+                        Quantity.BODY_WEIGHT,
+                        Quantity.SPO2,
+                    )
+                ],
+                sorted(r.quality),
+                sorted(r.flags),
+            )
+            for r in stored
+        ],
+    )
+
+
 async def test_the_history_query_returns_what_the_points_rules_read_as_history_would_hold_it(
     db: asyncpg.Connection,
 ) -> None:
@@ -260,31 +290,7 @@ async def test_the_history_query_returns_what_the_points_rules_read_as_history_w
             {Quantity.SYSTOLIC: 118.0, Quantity.DIASTOLIC: 77.0},
         ),
     ]
-    await db.executemany(
-        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, "
-        "systolic, diastolic, heart_rate, body_weight, spo2, quality, flags, source) "
-        "VALUES ($1, $2, $3, 'p-1', $3, $4, $5, $6, $7, $8, $9, $10, 'test')",
-        [
-            (
-                r.device_id,
-                r.metric.value,
-                r.measured_at,
-                *[
-                    r.values.get(q)
-                    for q in (
-                        Quantity.SYSTOLIC,
-                        Quantity.DIASTOLIC,
-                        Quantity.HEART_RATE,
-                        Quantity.BODY_WEIGHT,
-                        Quantity.SPO2,
-                    )
-                ],
-                sorted(r.quality),
-                sorted(r.flags),
-            )
-            for r in stored
-        ],
-    )
+    await _insert(db, stored)
     weight_point, bp_point = stored[0], stored[30]
     chosen = [
         PatientPlan("p-1", "vc-1", 1, plan, plain=False),
@@ -310,3 +316,75 @@ async def test_the_history_query_returns_what_the_points_rules_read_as_history_w
             got = history.series(q, questionable=questionable)
             assert series_columns(want) == series_columns(got)
     assert weight_point in history and lone not in history
+
+
+async def test_the_history_cache_gives_what_the_database_holds_whoever_stored_it(
+    db: asyncpg.Connection,
+) -> None:
+    """An entry is used only while it holds every stored reading; a stranger's reading is seen."""
+    plan = resolve(
+        CarePlanSpec(template="heart_failure", personal={"dry_weight": 80.0}), 1, TEMPLATES
+    )
+    chosen = [PatientPlan("p-1", "vc-1", 1, plan, plain=False)]
+    day = timedelta(days=1)
+
+    def weight(at: datetime, kg: float, device: str = "scale-1") -> StoredReading:
+        return _stored(device, Metric.BODY_WEIGHT, at, {Quantity.BODY_WEIGHT: kg})
+
+    await _insert(db, [weight(NOW - d * day, 80.0 + d / 10) for d in range(1, 30)])
+    cache = HistoryCache()
+
+    async def batch(point: StoredReading) -> tuple[History, int]:
+        """One batch of ``point`` (stored by this worker): its history, its entry's start."""
+        async with db.transaction():
+            await _insert(db, [point])
+            found, keep = await episodes._cached_history(db, chosen, {"p-1": [point]}, cache)
+        cache.keep(keep)  # committed
+        return found["p-1"], keep["p-1"].since
+
+    async def stored_since(since: int) -> list[tuple[str, str, datetime, float]]:
+        """What the database holds of p-1 from ``since`` (µs) on, in measured order."""
+        start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=since)
+        rows = await db.fetch(
+            "SELECT device_id, metric, measured_at, body_weight FROM readings "
+            "WHERE patient_id = 'p-1' AND measured_at >= $1 "
+            "ORDER BY measured_at, device_id, metric",
+            start,
+        )
+        return [tuple(r) for r in rows]
+
+    def held(h: History) -> list[tuple[str, str, datetime, float]]:
+        return [
+            (r.device_id, r.metric.value, r.measured_at, r.values[Quantity.BODY_WEIGHT])
+            for r in h.readings
+        ]
+
+    first, since = await batch(weight(NOW, 81.0))
+    assert held(first) == await stored_since(since)
+    # this worker's next reading: the entry is used, and holds it. (Stored readings never
+    # change; this one does, only to show where the second batch's history came from.)
+    await db.execute(
+        "UPDATE readings SET body_weight = 1 WHERE patient_id = 'p-1' AND measured_at = $1",
+        NOW - day,
+    )
+    second, again = await batch(weight(NOW + timedelta(hours=1), 81.2))
+    assert since == again
+    assert [w if at != NOW - day else 1.0 for _, _, at, w in held(second)] == [
+        w for _, _, _, w in await stored_since(since)
+    ]
+    assert [*held(first), held(second)[-1]] == held(second)
+    # another worker stored an older reading of another scale: the entry no longer counts
+    await _insert(db, [weight(NOW - timedelta(hours=5), 90.0, "scale-2")])
+    third, reloaded = await batch(weight(NOW + timedelta(hours=2), 81.4))
+    assert held(third) == await stored_since(reloaded)
+    assert weight(NOW - timedelta(hours=5), 90.0, "scale-2") in third
+    # a rolled-back batch leaves no reading in the entry
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            point = weight(NOW + timedelta(hours=3), 99.0)
+            await _insert(db, [point])
+            await episodes._cached_history(db, chosen, {"p-1": [point]}, cache)
+            raise RuntimeError
+    fourth, kept = await batch(weight(NOW + timedelta(hours=4), 81.6))
+    assert (reloaded, held(fourth)) == (kept, await stored_since(kept))
+    assert weight(NOW + timedelta(hours=3), 99.0) not in fourth

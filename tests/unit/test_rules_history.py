@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homemonitor.contract.readings import QUANTITIES, Metric
+from homemonitor.rules.histories import Cached
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
 from tests.unit.rulekit import HR, O2, S, W, at, bp, oximeter, series_columns, weight
 
@@ -132,3 +133,49 @@ def test_micros_is_the_timestamp_in_microseconds() -> None:
     for t in (at(), at(minutes=0.5) + timedelta(microseconds=7), at(days=-20000, minutes=1)):
         assert t.timestamp() == micros(t) / 1e6
     assert Metric.BLOOD_PRESSURE == METRICS[0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(_reading, max_size=25),
+    st.integers(min_value=0, max_value=25),
+    st.integers(min_value=0, max_value=80),
+    st.randoms(),
+)
+def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_return(
+    raw: list[tuple[int, str, str, bool, bool, float]], split: int, start: int, rng: random.Random
+) -> None:
+    """Loaded, then one batch after another (in order, late, new devices), then cut: the same."""
+    readings = list({r.key: r for r in _readings(raw)}.values())
+    loaded, later = readings[:split], readings[split:]
+    rng.shuffle(loaded)
+    entry = Cached.empty(0)
+    if loaded:
+        devices = sorted({r.device_id for r in loaded})
+        entry = Cached.of(
+            0,
+            [micros(r.measured_at) for r in loaded],
+            [devices.index(r.device_id) for r in loaded],
+            devices,
+            [METRICS.index(r.metric) for r in loaded],
+            np.array([[r.values.get(q, math.nan) for q in QUANTITIES] for r in loaded]),
+            [bool(r.quality) for r in loaded],
+            [bool(r.flags) for r in loaded],
+            [",".join(sorted(r.quality)) for r in loaded if r.quality],
+            [",".join(sorted(r.flags)) for r in loaded if r.flags],
+        )
+    if rng.random() < 0.5:
+        rng.shuffle(later)  # late readings too
+    while later:  # batches of one or two readings
+        k = rng.randint(1, 2)
+        entry, later = entry.merged(later[:k]), later[k:]
+    since = micros(at(minutes=start))
+    entry = entry.after(since)
+    expected = History([r for r in readings if micros(r.measured_at) >= since])
+    actual = entry.history()
+    assert (len(expected), expected.readings) == (len(entry), actual.readings)
+    for q in QUANTITIES:
+        for questionable in (False, True):
+            assert series_columns(expected.series(q, questionable=questionable)) == series_columns(
+                actual.series(q, questionable=questionable)
+            )

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.kinds import Assessment, assess, assess_reading, news2_spo2, quick_level
+from homemonitor.rules.kinds import (
+    Assessment,
+    assess,
+    assess_reading,
+    may_breach,
+    news2_spo2,
+    quick_level,
+)
 from homemonitor.rules.plan import (
     AverageBound,
     AverageRule,
@@ -206,6 +215,45 @@ def test_home_blood_pressure_protocol(
     assert expected == (a.level, a.cleared)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(132, 137.9), st.floats(81, 87.9), st.integers(0, 23)),
+        min_size=1,
+        max_size=16,
+    ),
+    st.sampled_from([HOME_BP, HOME_BP.model_copy(update={"discard_first_day": False})]),
+)
+def test_an_average_the_screen_rules_out_never_breaches(
+    values: list[tuple[float, float, int]], rule: AverageRule
+) -> None:
+    """Whenever may_breach says an idle average protocol cannot breach, assess says level 0."""
+    readings = [
+        bp(at(day, hours, minute), s, d)
+        for day, (s, d, hours) in enumerate(values[:8])
+        for minute in (0, 1)
+    ] + [bp(at(day, hours + 0.5), s, d) for day, (s, d, hours) in enumerate(values[8:])]
+    readings.sort(key=lambda r: r.measured_at)
+    history, point = History(readings), readings[-1].measured_at
+    level = assess(rule, plan(rule), history, point).level
+    assert level == 0 or may_breach(rule, plan(rule), history, point.timestamp())
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "readings", "expected"), AVERAGES, ids=[c[0] for c in AVERAGES]
+)
+def test_the_screen_lets_every_breaching_week_through_and_stops_a_quiet_one(
+    case: str, rule: AverageRule, readings: list[StoredReading], expected: tuple[int, bool]
+) -> None:
+    """A week with a reading at a bound may breach; a week below every bound may not."""
+    point = readings[-1].measured_at
+    quiet = [bp(r.measured_at, 120, 75) for r in readings]
+    assert (True, False) == (
+        may_breach(rule, plan(rule), History(readings), point.timestamp()) or not expected[0],
+        may_breach(rule, plan(rule), History(quiet), point.timestamp()),
+    )
+
+
 def test_home_blood_pressure_week_facts_and_sentence() -> None:
     """A week at 138/86 after a first day at 170/105: 6 days, 12 sessions, 24 readings."""
     a = judge(HOME_BP, _bp_week((170, 105), (138, 86)))
@@ -249,6 +297,27 @@ BASELINE = BaselineRule(
     min_deviation=1.0,
 )
 RUN_IN = [80.0, 80.3, 79.8, 80.1, 79.9, 80.2, 80.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(79.7, 80.3), min_size=4, max_size=8),
+    st.lists(st.tuples(st.floats(77, 83), st.booleans()), min_size=0, max_size=8),
+    st.sampled_from(["high", "low"]),
+    st.sampled_from([0.3, 1.0]),
+)
+def test_an_ewma_the_screen_rules_out_never_breaches(
+    run_in: list[float], monitored: list[tuple[float, bool]], direction: str, lam: float
+) -> None:
+    """Whenever may_breach says an idle EWMA cannot breach, assess says level 0."""
+    rule = BASELINE.model_copy(update={"direction": direction, "weight": lam})
+    readings = [weight(at(d), kg) for d, kg in enumerate(run_in)] + [
+        weight(at(8 + d), kg, "scale-2" if swapped else "scale-1")
+        for d, (kg, swapped) in enumerate(monitored)
+    ]
+    history, point = History(readings), readings[-1].measured_at
+    level = assess(rule, plan(rule), history, point).level
+    assert level == 0 or may_breach(rule, plan(rule), history, point.timestamp())
 
 
 def test_baseline_not_armed_during_run_in() -> None:

@@ -16,9 +16,12 @@ patients that got new readings:
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Everybody else:
-4. ONE windowed history query for all of them (a LATERAL per patient: per metric from
-   its oldest new reading minus the lookback of the rules those readings run, newest
-   first, capped, returned as one row of arrays: no Python object per reading),
+4. ONE history query for all of them (a LATERAL per patient, returned as one row of
+   arrays: no Python object per reading). A patient the worker's history cache
+   (:mod:`homemonitor.rules.histories`) holds is only counted: when the stored readings
+   from the entry's start on are the entry's and the batch's, nothing crosses the wire;
+   anybody else gets every reading from their oldest new one minus the plan's lookback
+   (:func:`_cached_history`; entries are kept once the batch has committed),
 5. the engine's pure :func:`~homemonitor.rules.evaluate.evaluate` per patient,
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
@@ -38,7 +41,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +54,8 @@ from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import careplan
 from homemonitor.rules import episodes as engine
 from homemonitor.rules.evaluate import Outcome, evaluate
-from homemonitor.rules.history import METRICS, History, StoredReading
+from homemonitor.rules.histories import Cached, HistoryCache
+from homemonitor.rules.history import METRICS, History, StoredReading, micros
 from homemonitor.rules.plan import HISTORY_CAP, Plan
 from homemonitor.storage.database import Conn
 
@@ -90,31 +95,57 @@ _CAP, _CODES = 2 + len(Metric), 3 + len(Metric)
 #: :data:`homemonitor.rules.history.METRICS` (int2), its values as float8 in the order of
 #: QUANTITIES (row after row; NaN where a reading has no such value), whether it has
 #: quality and clock flags (bool); and those flags' names, only of the readings with them.
-_HISTORY = f"""
-SELECT p.patient_id, h.*
-FROM unnest($1::text[], {_SINCE}) AS p(patient_id, {", ".join(_METRIC_NAMES)})
-CROSS JOIN LATERAL (
+_AGGREGATE = f"""
     SELECT string_agg(int8send((extract(epoch FROM r.measured_at) * 1000000)::int8), ''),
         string_agg(int2send(r.device_code::int2), ''),
         array_agg(DISTINCT r.device_id COLLATE "C" ORDER BY r.device_id COLLATE "C"),
-        string_agg(int2send((array_position(${_CODES}::text[], r.metric) - 1)::int2), ''),
+        string_agg(int2send((array_position(${{codes}}::text[], r.metric) - 1)::int2), ''),
         string_agg({_VALUES}, ''),
-        string_agg(boolsend(r.quality <> '{{}}'), ''), string_agg(boolsend(r.flags <> '{{}}'), ''),
-        array_agg(array_to_string(r.quality, ',')) FILTER (WHERE r.quality <> '{{}}'),
-        array_agg(array_to_string(r.flags, ',')) FILTER (WHERE r.flags <> '{{}}')
+        string_agg(boolsend(r.quality <> '{{{{}}}}'), ''),
+        string_agg(boolsend(r.flags <> '{{{{}}}}'), ''),
+        array_agg(array_to_string(r.quality, ',')) FILTER (WHERE r.quality <> '{{{{}}}}'),
+        array_agg(array_to_string(r.flags, ',')) FILTER (WHERE r.flags <> '{{{{}}}}')
     FROM (
         SELECT r.*, dense_rank() OVER (ORDER BY r.device_id COLLATE "C") - 1 AS device_code
         FROM (
             SELECT * FROM readings r
-            WHERE r.patient_id = p.patient_id
-              AND r.measured_at >= LEAST({", ".join(f"p.{m}" for m in _METRIC_NAMES)})
-              AND r.measured_at >= CASE r.metric {_METRIC_SINCE} END
+            WHERE r.patient_id = p.patient_id AND {{where}}
             ORDER BY r.measured_at DESC
-            LIMIT ${_CAP}
+            LIMIT ${{cap}}
         ) AS r
     ) AS r
-) AS h
 """
+_HISTORY = f"""
+SELECT p.patient_id, h.*
+FROM unnest($1::text[], {_SINCE}) AS p(patient_id, {", ".join(_METRIC_NAMES)})
+CROSS JOIN LATERAL ({
+    _AGGREGATE.format(
+        codes=_CODES,
+        cap=_CAP,
+        where=f"r.measured_at >= LEAST({', '.join(f'p.{m}' for m in _METRIC_NAMES)})"
+        f" AND r.measured_at >= CASE r.metric {_METRIC_SINCE} END",
+    )
+}) AS h
+"""
+#: Per patient with a cache entry (``known``: its readings from ``since`` on, and the
+#: batch's), how many readings are stored from ``since`` on (an index range count); and
+#: only for those without one or whose count differs, every reading from ``since`` on
+#: (the newest $4), as :data:`_HISTORY` returns them.
+_CACHED_HISTORY = f"""
+SELECT p.patient_id, c.n, h.*
+FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) AS p(patient_id, since, known)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM readings r
+    WHERE p.known IS NOT NULL AND r.patient_id = p.patient_id AND r.measured_at >= p.since
+) AS c
+CROSS JOIN LATERAL ({
+    _AGGREGATE.format(
+        codes=5, cap=4, where="(p.known IS NULL OR c.n <> p.known) AND r.measured_at >= p.since"
+    )
+}) AS h
+"""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 #: The metrics whose readings carry each quantity.
 _CARRIERS: dict[Quantity, tuple[Metric, ...]] = {
     q: tuple(m for m in Metric if q in REQUIRED[m] or q in OPTIONAL[m]) for q in Quantity
@@ -129,6 +160,8 @@ class Tally:
     updated: int = 0  # episodes moved by other transitions
     evaluated: int = 0  # patients the engine ran for
     screened: int = 0  # patients the fast path let through without evaluation
+    #: History cache entries to keep once the batch has committed (:class:`HistoryCache`).
+    cached: dict[str, Cached] = dataclasses.field(default_factory=dict)
 
 
 async def lock_patients(conn: Conn, patient_ids: Iterable[str]) -> None:
@@ -214,7 +247,7 @@ async def evaluate_batch(
         chosen.append(plan)
     if not chosen:
         return tally
-    history = await _history(conn, chosen, points)
+    history, tally.cached = await _cached_history(conn, chosen, points, plans.histories)
     # The query saw this transaction's own inserts: the points are in it (evaluate adds any
     # the cap left out).
     await _run(
@@ -297,6 +330,27 @@ def _windows(plan: Plan, points: Sequence[StoredReading]) -> dict[Metric, dateti
     return since
 
 
+def _columns(fields: Sequence[Any]) -> tuple[Any, ...] | None:
+    """The history query's columns of one patient as :meth:`History.from_columns` takes them.
+
+    None: no readings in the windows.
+    """
+    us, device, devices, metrics, values, flagged, clocked, quality, flags = fields
+    if us is None:
+        return None
+    return (
+        np.frombuffer(us, ">i8"),
+        np.frombuffer(device, ">i2"),
+        devices,
+        np.frombuffer(metrics, ">i2"),
+        np.frombuffer(values, ">f8").reshape(-1, len(QUANTITIES)),
+        np.frombuffer(flagged, np.bool_),
+        np.frombuffer(clocked, np.bool_),
+        quality or (),
+        flags or (),
+    )
+
+
 async def _history(
     conn: Conn, chosen: Sequence[PatientPlan], points: dict[str, list[StoredReading]]
 ) -> dict[str, History]:
@@ -305,28 +359,86 @@ async def _history(
     Per patient and metric only as far back as the rules its points run read
     (:func:`_windows`): a weight reading does not fetch a week of blood pressure.
     """
+    found: dict[str, History] = {}
+    if not chosen:
+        return found
     ids = [p.patient_id for p in chosen]
     windows = [_windows(p.plan, points[p.patient_id]) for p in chosen]
     since = [[w.get(m) for w in windows] for m in Metric]
-    found: dict[str, History] = {}
     codes = [m.value for m in METRICS]
     for r in await conn.fetch(_HISTORY, ids, *since, HISTORY_ROWS, codes):
-        patient_id, us, device, devices, metrics, values, flagged, clocked, quality, flags = r
-        if us is not None:  # None: no readings in the windows
-            matrix = np.frombuffer(values, ">f8").reshape(-1, len(QUANTITIES))
-            found[patient_id] = History.from_columns(
-                np.frombuffer(us, ">i8"),
-                np.frombuffer(device, ">i2"),
-                devices,
-                np.frombuffer(metrics, ">i2"),
-                matrix,
-                np.frombuffer(flagged, np.bool_),
-                np.frombuffer(clocked, np.bool_),
-                quality or (),
-                flags or (),
-                cap=HISTORY_CAP,
-            )
+        columns = _columns(r[1:])
+        if columns is not None:
+            found[r[0]] = History.from_columns(*columns, cap=HISTORY_CAP)
     return found
+
+
+async def _cached_history(
+    conn: Conn,
+    chosen: Sequence[PatientPlan],
+    points: dict[str, list[StoredReading]],
+    cache: HistoryCache,
+) -> tuple[dict[str, History], dict[str, Cached]]:
+    """:func:`_history` through the worker's cache; and the entries to keep after commit.
+
+    A patient whose entry starts no later than the windows its points need, and whose
+    stored readings from that start on are as many as the entry's and the batch's new
+    ones (the query counts them), is evaluated on the entry and the points: no reading
+    crosses the wire. Anybody else gets every reading from ``lookback`` before their
+    oldest point on, kept as a new entry unless there are so many that a series would be
+    cut at the cap; those (rare) are asked again as :func:`_history` asks.
+    """
+    ids: list[str] = []
+    starts: list[datetime] = []
+    known: list[int | None] = []
+    for p in chosen:
+        mine = points[p.patient_id]
+        need = min(_windows(p.plan, mine).values())
+        entry = cache.get(p.patient_id)
+        if entry is not None and entry.since <= micros(need):
+            starts.append(_EPOCH + timedelta(microseconds=entry.since))
+            known.append(len(entry) + len(mine))
+        else:
+            starts.append(min(r.measured_at for r in mine) - p.plan.lookback())
+            known.append(None)
+        ids.append(p.patient_id)
+    found: dict[str, History] = {}
+    keep: dict[str, Cached] = {}
+    codes = [m.value for m in METRICS]
+    uncut: list[PatientPlan] = []
+    answers = {
+        r[0]: r for r in await conn.fetch(_CACHED_HISTORY, ids, starts, known, HISTORY_CAP, codes)
+    }
+    for p, start, expected in zip(chosen, starts, known, strict=True):
+        patient_id = p.patient_id
+        r = answers[patient_id]
+        if expected is not None and r[1] == expected:
+            entry = cache.get(patient_id)
+            assert entry is not None
+            updated = entry.merged(points[patient_id])
+        else:
+            columns = _columns(r[2:])
+            if columns is not None and len(columns[0]) >= HISTORY_CAP:
+                uncut.append(p)
+                continue
+            updated = Cached.empty(micros(start))
+            if columns is not None:
+                updated = Cached.of(micros(start), *columns)
+        found[patient_id] = updated.history()
+        keep[patient_id] = _trimmed(updated, p.plan, points[patient_id])
+    if uncut:
+        cache.forget([p.patient_id for p in uncut])
+        found.update(await _history(conn, uncut, points))
+    return found, keep
+
+
+def _trimmed(entry: Cached, plan: Plan, points: Sequence[StoredReading]) -> Cached:
+    """``entry`` without what a miss would not load now, once that is a lookback's worth."""
+    lookback = plan.lookback()
+    start = micros(min(r.measured_at for r in points) - lookback)
+    if entry.since < start - lookback // _MICROSECOND:
+        return entry.after(start)
+    return entry
 
 
 _UPDATE = f"""

@@ -30,6 +30,7 @@ from homemonitor.errors import PlanError
 from homemonitor.registry import plans as stored_plans
 from homemonitor.registry.description import RegistryIn
 from homemonitor.rules.careplan import Bounds, Levels, PlanRow, PlanTable
+from homemonitor.rules.histories import HistoryCache
 from homemonitor.rules.plan import Plan, ThresholdRule, resolve
 from homemonitor.storage.database import Conn
 
@@ -175,6 +176,9 @@ class Plans:
         #: with the plans (:meth:`RegistryCache.load`): a batch that opens alerts routes
         #: them without a query. None: not loaded (the routing hook queries).
         self.routing: Routing | None = None
+        #: The worker's cache of these patients' stored readings; new with each registry
+        #: load (a changed plan reads other windows).
+        self.histories = HistoryCache()
         plain = [p for p in patients.values() if p.plain]
         #: Plain plans' bounds, for :func:`homemonitor.rules.careplan.evaluate` over a batch.
         self.screen = PlanTable(

@@ -33,7 +33,7 @@ from homemonitor.contract.readings import Quantity
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading, instants
-from homemonitor.rules.kinds import assess_at, assess_reading, quick_level, reaches
+from homemonitor.rules.kinds import assess_at, assess_reading, may_breach, quick_level, screened
 from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule
 
 
@@ -61,6 +61,8 @@ class _Newer:
 
     def __init__(self, history: History, points: Sequence[StoredReading]) -> None:
         self._history, self._points = history, points
+        #: The newest measured time of the history: no reading is newer than a point there.
+        self._newest = history.newest_time()
 
     def than(
         self, at: datetime, ts: float, quantities: tuple[Quantity, ...], *, include: bool
@@ -71,6 +73,8 @@ class _Newer:
         carrying it (every point is in the history). A series at the cap may have lost
         some: then the readings themselves are asked.
         """
+        if ts >= self._newest:  # in order, the common case: nothing is newer at all
+            return False
         h = self._history
         for q in quantities:
             s = h.series(q, questionable=include)
@@ -90,9 +94,10 @@ class _Newer:
 
 
 #: Per rule of a plan: the rule, the quantity of a plain threshold (else None), whether it
-#: excludes questionable readings, the quantities it reads, and whether it is a threshold
-#: with persistence or a clear condition over several readings. Plans are immutable, so
-#: this is computed once each.
+#: excludes questionable readings, the quantities it reads, and whether
+#: :func:`~homemonitor.rules.kinds.may_breach` can rule out its breach (a threshold with
+#: persistence or a clear condition over several readings, an average protocol). Plans
+#: are immutable, so this is computed once each.
 _Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...], bool]]
 
 
@@ -105,7 +110,7 @@ def _compile(plan: Plan) -> _Compiled:
                 rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
                 rule.questionable == "exclude",
                 rule.quantities,
-                isinstance(rule, ThresholdRule) and not rule.simple,
+                screened(rule),
             )
             for rule in plan.rules
         ]
@@ -127,7 +132,7 @@ def _run_points(
     current_after: datetime | None = None
     for at, group in instants(unique):
         ts: float | None = None
-        for rule, plain, exclude, quantities, persistent in compiled:
+        for rule, plain, exclude, quantities, screen in compiled:
             value = 0.0
             if plain is not None:
                 used = [r for r in group if plain in r.values and not (exclude and r.quality)]
@@ -156,8 +161,8 @@ def _run_points(
                 continue
             if plain is not None:
                 assessment = assess_reading(rule, plan, value, at)  # type: ignore[arg-type]
-            elif persistent and rule.id not in live and not reaches(rule, plan, history, ts):  # type: ignore[arg-type]
-                out.assessed += 1  # idle and its reading reaches no bound: level 0, no change
+            elif screen and rule.id not in live and not may_breach(rule, plan, history, ts):
+                out.assessed += 1  # idle and it cannot breach: level 0, no change
                 continue
             else:
                 assessment = assess_at(rule, plan, history, at, ts)

@@ -126,6 +126,32 @@ def _order(r: StoredReading) -> tuple[datetime, str, str]:
     return (r.measured_at, r.device_id, r.metric)
 
 
+def measured_order(
+    us: npt.ArrayLike, device: npt.ArrayLike, devices: Sequence[str], metric: npt.ArrayLike
+) -> tuple[IntpArray, Int64Array, IntArray, list[str], Int8Array]:
+    """Readings' keys in measured order, one per natural key (of equal keys the last counts).
+
+    ``device`` indexes ``devices`` (distinct, any order). Returns the input row of each
+    kept row, its measured time (µs), its device as an index into the devices sorted (the
+    measured order's tie-break), those sorted devices and its metric code.
+    """
+    t_us = np.asarray(us, np.int64)
+    codes = np.asarray(device, np.int32)
+    names = sorted(devices)
+    if names != list(devices):
+        rank = np.array([names.index(name) for name in devices], np.int32)
+        codes = rank[codes]
+    metrics = np.asarray(metric, np.int8)
+    order = np.lexsort((metrics, codes, t_us))  # stable: of equal keys, the last counts
+    t_us, codes, metrics = t_us[order], codes[order], metrics[order]
+    same = t_us[1:] == t_us[:-1]
+    if same.any():
+        same &= (codes[1:] == codes[:-1]) & (metrics[1:] == metrics[:-1])
+        keep = np.append(~same, True)
+        order, t_us, codes, metrics = order[keep], t_us[keep], codes[keep], metrics[keep]
+    return order, t_us, codes, names, metrics
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Source:
     """The input of :meth:`History.from_columns` the readings' flags are made from."""
@@ -217,12 +243,16 @@ class _Columns:
 
 
 def _quantities(
-    values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64], order: IntpArray
+    values: Mapping[Quantity, npt.ArrayLike] | npt.NDArray[np.float64], order: IntpArray | None
 ) -> dict[Quantity, FloatArray]:
-    """Each quantity's values in the rows' ``order`` (from a matrix: column views)."""
+    """Each quantity's values in the rows' ``order`` (None: as they are; a matrix: views)."""
     if isinstance(values, np.ndarray):
-        rows = np.asarray(values, np.float64)[order]
+        rows = np.asarray(values, np.float64)
+        if order is not None:
+            rows = rows[order]
         return {q: rows[:, k] for k, q in enumerate(QUANTITIES)}
+    if order is None:
+        return {q: np.asarray(v, np.float64) for q, v in values.items()}
     return {q: np.asarray(v, np.float64)[order] for q, v in values.items()}
 
 
@@ -266,6 +296,7 @@ class History:
         flags: Sequence[str] = (),
         *,
         cap: int = HISTORY_CAP,
+        ordered: bool = False,
     ) -> History:
         """A history from parallel columns, one entry per stored reading, in any order.
 
@@ -277,7 +308,8 @@ class History:
         ``quality``/``flags`` those flags' names joined by commas, one per reading that
         has them, in order. Readings with one natural key collapse (the last one counts),
         as in the constructor. No object per reading is made unless :attr:`readings` is
-        asked.
+        asked. ``ordered``: the columns are in measured order already, one per key, with
+        ``devices`` sorted (a :class:`~homemonitor.rules.histories.Cached` entry's).
         """
         h = cls.__new__(cls)
         h._readings, h._keys, h._cap, h._base, h._at, h._cache = None, None, cap, None, math.inf, {}
@@ -286,19 +318,12 @@ class History:
             h._cols, h._n = _Columns.of(()), 0
             h._readings = ()
             return h
-        codes = np.asarray(device, np.int32)
-        names = sorted(devices)  # codes in the devices' order: the measured order's tie-break
-        if names != list(devices):
-            rank = np.array([names.index(name) for name in devices], np.int32)
-            codes = rank[codes]
-        metrics = np.asarray(metric, np.int8)
-        order = np.lexsort((metrics, codes, t_us))  # stable: of equal keys, the last counts
-        t_us, codes, metrics = t_us[order], codes[order], metrics[order]
-        same = t_us[1:] == t_us[:-1]
-        if same.any():
-            same &= (codes[1:] == codes[:-1]) & (metrics[1:] == metrics[:-1])
-            keep = np.append(~same, True)
-            order, t_us, codes, metrics = order[keep], t_us[keep], codes[keep], metrics[keep]
+        if ordered:
+            order = np.arange(len(t_us))
+            codes, names = np.asarray(device, np.int32), list(devices)
+            metrics = np.asarray(metric, np.int8)
+        else:
+            order, t_us, codes, names, metrics = measured_order(t_us, device, devices, metric)
         flagged = np.asarray(questionable, np.bool_)
         clocked = np.asarray(clock, np.bool_)
         h._cols = _Columns(
@@ -307,9 +332,9 @@ class History:
             codes,
             tuple(names),
             metrics,
-            _quantities(values, order),
-            flagged[order],
-            clocked[order],
+            _quantities(values, None if ordered else order),
+            flagged if ordered else flagged[order],
+            clocked if ordered else clocked[order],
             _Source(order, flagged, quality, clocked, flags),
         )
         h._n = len(t_us)
@@ -359,6 +384,14 @@ class History:
         if self._keys is not None:
             return reading.key in self._keys
         return next(self._rows(reading), None) is not None
+
+    def newest_time(self) -> float:
+        """The measured time (POSIX s) of the newest reading, whatever it carries; -inf: none."""
+        if not self._n:
+            return -math.inf
+        if self._cols is None and self._readings is not None:  # no columns to build for it
+            return self._readings[self._n - 1].measured_at.timestamp()
+        return float(self._columns().t[self._n - 1])
 
     def newest(
         self,

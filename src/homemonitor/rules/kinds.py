@@ -212,19 +212,50 @@ def quick_level(rule: ThresholdRule, plan: Plan, value: float) -> int:
     return NONE
 
 
-def reaches(rule: ThresholdRule, plan: Plan, history: History, ts: float) -> bool:
-    """Whether the reading a threshold judges at ``ts`` (POSIX s) reaches one of its bounds.
+#: How far inside its bounds an average's readings must all be for :func:`may_breach` to
+#: rule a breach out: more than the rounding of any mean of them.
+_MEAN_SLACK = 1e-6
 
-    When it does not, :func:`assess` says level 0 whatever the persistence (persistence
-    only ever lowers the level): an idle rule needs no assessment. The same comparison as
-    :func:`assess`.
+
+def screened(rule: RuleSpec) -> bool:
+    """Whether :func:`may_breach` can rule out a breach of ``rule`` without assessing it."""
+    if isinstance(rule, BaselineRule):
+        return rule.method == "ewma"
+    return isinstance(rule, AverageRule) or (isinstance(rule, ThresholdRule) and not rule.simple)
+
+
+def may_breach(rule: RuleSpec, plan: Plan, history: History, ts: float) -> bool:
+    """Whether ``rule`` may reach a level above none at ``ts`` (POSIX s); False only when
+    :func:`assess` would certainly say level 0, so an idle rule needs no assessment.
+
+    A threshold: whether the reading it judges reaches one of its bounds (persistence only
+    ever lowers the level; the same comparison as :func:`assess`). An average protocol:
+    whether any reading of its window reaches the lowest bound of its quantity (a mean is
+    never above its largest reading). An EWMA baseline: whether its deviation may reach
+    its floor (:func:`_ewma_may_breach`). Other kinds (see :func:`screened`): always True.
     """
-    s = history.series(rule.quantity, questionable=rule.questionable == "include")
-    i = s.end(ts)
-    if i == 0:
-        return False
-    b = _Bounds.of(rule, plan)
-    return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
+    questionable = rule.questionable == "include"
+    if isinstance(rule, ThresholdRule):
+        s = history.series(rule.quantity, questionable=questionable)
+        i = s.end(ts)
+        if i == 0:
+            return False
+        b = _Bounds.of(rule, plan)
+        return _levels(b.sign * float(s.value[i - 1]), b.ow, b.ou) > NONE
+    if isinstance(rule, BaselineRule):
+        if rule.method != "ewma":
+            return True
+        return _ewma_may_breach(history.series(rule.quantity, questionable=questionable), rule, ts)
+    if not isinstance(rule, AverageRule):
+        return True
+    window_start = _day_start(_local_day(ts) - timedelta(days=rule.days - 1))
+    for q, bound in rule.bounds.items():
+        s = history.series(q, questionable=questionable)
+        j, i = s.start(window_start), s.end(ts)
+        lowest = bound.warning if bound.warning is not None else bound.urgent
+        if i > j and (lowest is None or float(s.value[j:i].max()) >= lowest - _MEAN_SLACK):
+            return True
+    return False
 
 
 def assess_reading(rule: ThresholdRule, plan: Plan, value: float, at: datetime) -> Assessment:
@@ -462,15 +493,27 @@ def _weights(lam: float, n: int) -> FloatArray:
     return found
 
 
-def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
-    s = ctx.series(rule.quantity)
-    i = s.end(ctx.ts)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Split:
+    """An EWMA's readings at a point: the run-in and the monitored values after it."""
+
+    run_in: FloatArray
+    monitored: FloatArray
+    run_in_start: float  # POSIX s
+    device_changed: bool
+    last: float  # the reading at the point
+    armed: bool  # a run-in long enough, and monitored readings after it
+
+
+def _ewma_split(s: Series, rule: BaselineRule, ts: float) -> _Split | str:
+    """The run-in and monitored readings of ``rule`` at ``ts``, or why there are none."""
+    i = s.end(ts)
     if i == 0:
-        return ctx.unknown("no reading")
+        return "no reading"
     span = (rule.run_in_days + rule.monitor_days) * _DAY
-    j0 = s.start(ctx.ts - span)
+    j0 = s.start(ts - span)
     if j0 >= i:
-        return ctx.unknown("no reading in the window")
+        return "no reading in the window"
     window = s.device[j0:i]
     if len(s.devices) == 1 or not (window != window[-1]).any():  # one device: all of it
         first = j0
@@ -485,16 +528,42 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         in_run_in = s.t[own] < run_in_end
         run_in = s.value[own[in_run_in]]
         monitored = s.value[own[~in_run_in]]
+    armed = len(run_in) >= rule.min_run_in_readings and bool(len(monitored))
+    return _Split(run_in, monitored, run_in_start, first > j0, float(s.value[i - 1]), armed)
+
+
+def _ewma_may_breach(s: Series, rule: BaselineRule, ts: float) -> bool:
+    """Whether the EWMA's deviation may reach its floor (``min_deviation``) at ``ts``.
+
+    The EWMA less the run-in mean is a sum of the monitored values less that mean with
+    positive weights summing to ``1 - (1 - lambda)^n``: never above that times the
+    largest of them (oriented), and every limit is at least the floor.
+    """
+    split = _ewma_split(s, rule, ts)
+    if isinstance(split, str) or not split.armed:
+        return False  # not armed: level 0
+    run_in, monitored = split.run_in, split.monitored
+    mu = float(np.add.reduce(run_in)) / len(run_in)
+    top = float((monitored - mu).max() if rule.direction == "high" else (mu - monitored).max())
+    reach = (1 - (1 - rule.weight) ** len(monitored)) * max(top, 0.0)
+    return reach >= rule.min_deviation - _MEAN_SLACK
+
+
+def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
+    split = _ewma_split(ctx.series(rule.quantity), rule, ctx.ts)
+    if isinstance(split, str):
+        return ctx.unknown(split)
+    run_in, monitored = split.run_in, split.monitored
     facts: dict[str, Fact] = {
         "quantity": rule.quantity.value,
         "method": "ewma",
         "run_in_n": len(run_in),
         "n": len(monitored),
-        "run_in_from": _iso(run_in_start),
-        "device_changed": first > j0,
+        "run_in_from": _iso(split.run_in_start),
+        "device_changed": split.device_changed,
     }
-    if len(run_in) < rule.min_run_in_readings or not len(monitored):
-        return ctx.unknown("baseline not armed", facts, float(s.value[i - 1]))
+    if not split.armed:
+        return ctx.unknown("baseline not armed", facts, split.last)
     mu, sd = _mean_sd(run_in)
     lam, n = rule.weight, len(monitored)
     z = (1 - lam) ** n * mu + float(_weights(lam, n) @ monitored)
@@ -507,7 +576,7 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     facts.update(
         baseline=mu, sd=sd, ewma=z, deviation=deviation, limit=warning if warning else urgent
     )
-    return ctx.result(level, level == NONE, float(s.value[i - 1]), deviation, facts)
+    return ctx.result(level, level == NONE, split.last, deviation, facts)
 
 
 def _tau(span_days: float) -> float:

@@ -432,7 +432,11 @@ class Plan:
         is newer than an out-of-order point), at most :data:`HISTORY_CAP` per quantity.
         Zero for a plan of plain 1-of-1 thresholds: the points alone are enough.
         """
-        return timedelta(hours=max((r.lookback_hours() for r in self.rules), default=0.0))
+        found: timedelta | None = self.derived.get("lookback")
+        if found is None:
+            hours = max((r.lookback_hours() for r in self.rules), default=0.0)
+            found = self.derived["lookback"] = timedelta(hours=hours)
+        return found
 
     def quantities(self) -> frozenset[Quantity]:
         """Every quantity some rule reads (the others need not be fetched)."""

@@ -24,6 +24,7 @@ from homemonitor.contract.protocol import parse_topic
 from homemonitor.contract.readings import ID_LIMIT, QUANTITIES, Reading, safe_text
 from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
 from homemonitor.registry.cache import Plans
+from homemonitor.rules.histories import Cached
 from homemonitor.storage.database import Conn
 
 
@@ -153,6 +154,7 @@ async def commit(
             unique.append(c)
     result.duplicates = len(batch.candidates) - len(unique)
     unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
+    cached: dict[str, Cached] = {}
     async with conn.transaction():
         if unique:
             planned = sorted({c.patient_id for c in unique if plans.get(c.patient_id)})
@@ -167,6 +169,7 @@ async def commit(
                 )
                 result.opened, result.updated = tally.opened, tally.updated
                 result.evaluated, result.screened = tally.evaluated, tally.screened
+                cached = tally.cached
         if batch.quarantined:
             await _quarantine(conn, batch)
             result.quarantined = len(batch.quarantined)
@@ -175,6 +178,8 @@ async def commit(
             await conn.execute(_FORGET_ATTEMPTS, redelivered)
         if not result.stored:  # perhaps nothing written: still wait for the standby
             await conn.execute(_WAIT_FOR_STANDBY)
+    if cached:  # committed: the entries hold only stored rows
+        plans.histories.keep(cached)
     return result
 
 

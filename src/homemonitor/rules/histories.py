@@ -1,0 +1,250 @@
+"""A worker's cache of its patients' stored readings: only a cache. Pure, no I/O.
+
+Loading a patient's history is most of what a batch costs the database once plans read
+history. The worker keeps, per patient it evaluated, EVERY stored reading of the patient
+measured at or after a start (:attr:`Cached.since`), as columns. Before a batch uses an
+entry, the batch's history query asks the database how many readings of the patient are
+stored from that start on (an index range count, in the query the batch makes anyway);
+readings are never changed once stored, so when that count is the entry's length plus
+the batch's new readings, the entry holds exactly what the database holds, whoever
+stored it: another worker on the shared subscription, an earlier delivery of the same
+message. Otherwise the entry is loaded again. An entry is only made from readings of a
+committed transaction (:meth:`HistoryCache.keep` is called after the commit), so it
+never holds a reading the database does not.
+
+>>> from datetime import UTC, datetime
+>>> t = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
+>>> r = StoredReading(t, "scale-1", Metric.BODY_WEIGHT, {Quantity.BODY_WEIGHT: 84.6})
+>>> entry = Cached.empty(micros(t)).merged([r])
+>>> len(entry), entry.history().series(Quantity.BODY_WEIGHT).value.tolist()
+(1, [84.6])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from homemonitor.contract.readings import QUANTITIES, Metric, Quantity
+from homemonitor.rules.history import (
+    METRICS,
+    BoolArray,
+    FloatArray,
+    History,
+    Int8Array,
+    Int64Array,
+    IntArray,
+    StoredReading,
+    measured_order,
+    micros,
+)
+from homemonitor.rules.plan import HISTORY_CAP
+
+#: Patients a worker keeps at most (the least recently used go first).
+MAX_PATIENTS = 20_000
+_METRIC_CODE = {m: i for i, m in enumerate(METRICS)}
+
+
+def _names(mask: BoolArray, text: Sequence[str], order: npt.NDArray[np.intp]) -> tuple[str, ...]:
+    """The flag names of the flagged rows of ``order`` (``text``: one per flagged input row)."""
+    if not len(text):
+        return ()
+    by_row = dict(zip(np.flatnonzero(mask).tolist(), text, strict=True))
+    return tuple(by_row[i] for i in order.tolist() if i in by_row)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cached:
+    """Every stored reading of one patient measured at or after ``since`` (µs), as columns.
+
+    In measured order, one per natural key; ``device`` indexes ``devices`` (sorted);
+    ``metric`` indexes :data:`~homemonitor.rules.history.METRICS`; ``values`` has a row per
+    reading and a column per quantity of ``QUANTITIES`` (NaN: not carried); ``quality`` and
+    ``flags`` hold the flag names (joined by commas) of the readings that have them.
+    """
+
+    since: int
+    us: Int64Array
+    device: IntArray
+    devices: tuple[str, ...]
+    metric: Int8Array
+    values: FloatArray
+    questionable: BoolArray
+    clock: BoolArray
+    quality: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.us)
+
+    @classmethod
+    def empty(cls, since: int) -> Cached:
+        """No reading from ``since`` on."""
+        return cls(
+            since,
+            np.empty(0, np.int64),
+            np.empty(0, np.int32),
+            (),
+            np.empty(0, np.int8),
+            np.empty((0, len(QUANTITIES))),
+            np.empty(0, np.bool_),
+            np.empty(0, np.bool_),
+        )
+
+    @classmethod
+    def of(  # noqa: PLR0917 -- the columns of the history query, as it returns them
+        cls,
+        since: int,
+        us: npt.ArrayLike,
+        device: npt.ArrayLike,
+        devices: Sequence[str],
+        metric: npt.ArrayLike,
+        values: npt.NDArray[np.float64],
+        questionable: npt.ArrayLike,
+        clock: npt.ArrayLike,
+        quality: Sequence[str] = (),
+        flags: Sequence[str] = (),
+    ) -> Cached:
+        """An entry from columns in any order (devices distinct, in any order)."""
+        order, t_us, codes, names, metrics = measured_order(us, device, devices, metric)
+        flagged = np.asarray(questionable, np.bool_)
+        clocked = np.asarray(clock, np.bool_)
+        return cls(
+            since,
+            t_us,
+            codes,
+            tuple(names),
+            metrics,
+            np.asarray(values, np.float64)[order],
+            flagged[order],
+            clocked[order],
+            _names(flagged, quality, order),
+            _names(clocked, flags, order),
+        )
+
+    def merged(self, readings: Sequence[StoredReading]) -> Cached:
+        """This entry with ``readings`` added (a reading with a stored one's key replaces it)."""
+        if not readings:
+            return self
+        if len(readings) == 1:
+            appended = self._appended(readings[0])
+            if appended is not None:
+                return appended
+        n = len(readings)
+        devices = list(self.devices)
+        codes = {name: i for i, name in enumerate(devices)}
+        new_device = [codes.setdefault(r.device_id, len(codes)) for r in readings]
+        devices = list(codes)
+        matrix = np.full((n, len(QUANTITIES)), math.nan)
+        for i, r in enumerate(readings):
+            for q, x in r.values.items():
+                matrix[i, _QUANTITY_COLUMN[q]] = x
+        return Cached.of(
+            self.since,
+            np.concatenate([self.us, [micros(r.measured_at) for r in readings]]),
+            np.concatenate([self.device, np.array(new_device, np.int32)]),
+            devices,
+            np.concatenate([self.metric, [_METRIC_CODE[r.metric] for r in readings]]),
+            np.concatenate([self.values, matrix]),
+            np.concatenate([self.questionable, [bool(r.quality) for r in readings]]),
+            np.concatenate([self.clock, [bool(r.flags) for r in readings]]),
+            self.quality + tuple(",".join(sorted(r.quality)) for r in readings if r.quality),
+            self.flags + tuple(",".join(sorted(r.flags)) for r in readings if r.flags),
+        )
+
+    def _appended(self, r: StoredReading) -> Cached | None:
+        """The entry with ``r`` after its newest reading, of a known device; else None."""
+        at = micros(r.measured_at)
+        if (len(self.us) and at <= self.us[-1]) or r.device_id not in self.devices:
+            return None
+        row = np.full((1, len(QUANTITIES)), math.nan)
+        for q, x in r.values.items():
+            row[0, _QUANTITY_COLUMN[q]] = x
+        return Cached(
+            self.since,
+            np.concatenate((self.us, np.array((at,), np.int64))),
+            np.concatenate((self.device, np.array((self.devices.index(r.device_id),), np.int32))),
+            self.devices,
+            np.concatenate((self.metric, np.array((_METRIC_CODE[r.metric],), np.int8))),
+            np.concatenate((self.values, row)),
+            np.concatenate((self.questionable, np.array((bool(r.quality),)))),
+            np.concatenate((self.clock, np.array((bool(r.flags),)))),
+            (*self.quality, ",".join(sorted(r.quality))) if r.quality else self.quality,
+            (*self.flags, ",".join(sorted(r.flags))) if r.flags else self.flags,
+        )
+
+    def after(self, since: int) -> Cached:
+        """Only the readings measured at or after ``since`` (µs; not before this start)."""
+        if since <= self.since:
+            return self
+        k = int(np.searchsorted(self.us, since, side="left"))
+        first_q = int(np.count_nonzero(self.questionable[:k]))
+        first_c = int(np.count_nonzero(self.clock[:k]))
+        return Cached(
+            since,
+            self.us[k:],
+            self.device[k:],
+            self.devices,
+            self.metric[k:],
+            self.values[k:],
+            self.questionable[k:],
+            self.clock[k:],
+            self.quality[first_q:],
+            self.flags[first_c:],
+        )
+
+    def history(self, cap: int = HISTORY_CAP) -> History:
+        """The entry as the engine reads it."""
+        return History.from_columns(
+            self.us,
+            self.device,
+            self.devices,
+            self.metric,
+            self.values,
+            self.questionable,
+            self.clock,
+            self.quality,
+            self.flags,
+            cap=cap,
+            ordered=True,
+        )
+
+
+_QUANTITY_COLUMN: Mapping[Quantity, int] = {q: k for k, q in enumerate(QUANTITIES)}
+assert len(METRICS) == len(Metric)
+
+
+class HistoryCache:
+    """The entries of the patients a worker evaluated lately, at most ``max_patients``.
+
+    :meth:`get` and :meth:`keep` only: whether an entry may be used is the history
+    query's to say (see the module).
+    """
+
+    def __init__(self, max_patients: int = MAX_PATIENTS) -> None:
+        self.max_patients = max_patients
+        self._entries: dict[str, Cached] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, patient_id: str) -> Cached | None:
+        """The patient's entry, if kept."""
+        return self._entries.get(patient_id)
+
+    def keep(self, entries: Mapping[str, Cached]) -> None:
+        """Keep ``entries`` (made in a transaction that has committed), newest last."""
+        for patient_id, entry in entries.items():
+            self._entries.pop(patient_id, None)
+            self._entries[patient_id] = entry
+        while len(self._entries) > self.max_patients:
+            del self._entries[next(iter(self._entries))]
+
+    def forget(self, patient_ids: Sequence[str]) -> None:
+        """Drop these patients' entries (a load that could not be kept whole)."""
+        for patient_id in patient_ids:
+            self._entries.pop(patient_id, None)
