@@ -68,7 +68,8 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
 NOTIFY_CHANNELS = ("webhook", "email", "mqtt", "feedback")
 
 #: The tables the retention job deletes from (``homemonitor_retention_deleted_rows_total``).
-RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs")
+#: ``alert_events``: only the ``notified`` events of purged ``outbox`` rows.
+RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs", "outbox", "alert_events")
 
 
 class Metrics:
