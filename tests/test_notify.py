@@ -234,6 +234,7 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
             outbox_id=1,
             event_id=7,
             channel="webhook",
+            team="x",
             attempt=1,
             config={"url": receiver.url, "secret_file": str(secret)},
             kind="opened",
@@ -585,11 +586,11 @@ async def test_a_stream_ends_when_its_session_or_token_does(
             assert 401 == (await http.get(path, headers=headers)).status_code, way
 
 
-async def test_retention_deletes_delivered_notifications_and_keeps_dead_letters(
+async def test_retention_deletes_delivered_notifications_and_keeps_their_history(
     db: asyncpg.Connection, tmp_path: Path, pools: tuple[asyncpg.Pool, asyncpg.Pool]
 ) -> None:
-    """Delivered and skipped rows older than 30 days go with their `notified` events; a
-    dead letter, a pending row, a recent delivery and the alert's own events stay."""
+    """Delivered and skipped rows older than 30 days go; their `notified` events (the
+    alert's history), a dead letter, a pending row and a recent delivery stay."""
     await _channels(db, tmp_path, mqtt={"alerts": True})
     alert_id = await _alert(db)
     kinds = ("opened", "severity_changed", "escalated", "assigned", "acknowledged")
@@ -632,9 +633,14 @@ async def test_retention_deletes_delivered_notifications_and_keeps_dead_letters(
         "SELECT (details ->> 'event_id')::bigint AS e, details ->> 'outcome' AS o "
         "FROM alert_events WHERE kind = 'notified' ORDER BY id"
     )
-    assert [(events[1], "delivered"), (events[2], "dead"), (events[4], "failed")] == [
-        tuple(r) for r in notified
-    ]
+    assert [
+        (events[0], "failed"),
+        (events[0], "delivered"),
+        (events[1], "delivered"),
+        (events[2], "dead"),
+        (events[3], "skipped"),
+        (events[4], "failed"),
+    ] == [tuple(r) for r in notified]  # every attempt, of deleted rows too
     assert list(kinds) == [
         r["kind"]
         for r in await db.fetch(
@@ -642,7 +648,100 @@ async def test_retention_deletes_delivered_notifications_and_keeps_dead_letters(
         )
     ]
     deleted = "homemonitor_retention_deleted_rows_total"
-    assert (2.0, 3.0) == (  # events[0]: a failed attempt, then delivered
+    assert (2.0, None) == (  # no alert_events label: nothing is deleted from there
         metrics.registry.get_sample_value(deleted, {"table": "outbox"}),
         metrics.registry.get_sample_value(deleted, {"table": "alert_events"}),
     )
+
+
+async def _out_of_hours(db: asyncpg.Connection, tmp_path: Path, own: str, on_call: str) -> None:
+    """vc-a (webhook ``own``, email) routes out of hours to jour-ost (webhook ``on_call``,
+    email, MQTT), each with its own secret; vc-b has no channels."""
+    described = copy.deepcopy(REGISTRY)
+    for team, url in (("vc-a", own), ("jour-ost", on_call)):
+        (tmp_path / team).write_bytes(SECRET + team.encode())
+    a = described["care_teams"][0]
+    a["out_of_hours"] = "jour-ost"
+    a["clinicians"] = [{"id": "cl-a1", "name": "Nurse A1", "email": "a1@vc-a.example"}]
+    a["notifications"] = {
+        "webhook": {"url": own, "secret_file": str(tmp_path / "vc-a")},
+        "email": {"enabled": True},
+    }
+    described["care_teams"].append(
+        {
+            "id": "jour-ost",
+            "name": "Jour Öst",
+            "clinicians": [{"id": "cl-j1", "name": "J", "email": "j1@jour-ost.example"}],
+            "notifications": {
+                "webhook": {"url": on_call, "secret_file": str(tmp_path / "jour-ost")},
+                "email": {"enabled": True},
+                "mqtt": {"alerts": True},
+            },
+        }
+    )
+    await registry.apply(db, registry.parse(described))
+
+
+async def test_an_out_of_hours_alert_and_its_escalation_reach_the_on_call_teams_channels(
+    db: asyncpg.Connection,
+    dsn: str,
+    broker: PrivateMosquitto,
+    tmp_path: Path,
+    webhook_receiver: WebhookReceiver,
+    smtp_server: SmtpServer,
+    running: list[RunningService],
+) -> None:
+    """Routed and escalated to jour-ost: its webhook (its secret), its MQTT topic and its
+    clinician's email get each step; vc-a's webhook follows its alert; nobody at vc-a is
+    emailed; snooze_ended reaches the webhook; addressing vc-b (no channels) sends nothing."""
+    on_call = WebhookReceiver()
+    on_call.start()
+    try:
+        await _out_of_hours(db, tmp_path, webhook_receiver.url, on_call.url)
+        svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
+        running.append(svc)
+        to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+        alert_id = await _alert(db)
+        async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+            await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+            await svc.start()
+            opened = await _event(db, alert_id, "opened", {"to": to})
+            escalated = await _event(db, alert_id, "escalated", {"to": to})
+            snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
+            ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
+            to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
+            assigned = await _event(db, alert_id, "assigned", {"to": to_b})
+            topics: list[tuple[str, str]] = []
+            async with asyncio.timeout(20):
+                async for m in sub.messages:
+                    topics.append((str(m.topic), json.loads(m.payload)["id"]))
+                    if len(topics) == 2:
+                        break
+        await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
+        assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+        assert [
+            f"{opened}.webhook.jour-ost",
+            f"{escalated}.webhook.jour-ost",
+        ] == sorted(on_call.keys())
+        verify = _documented_verify()
+        for headers, body in on_call.received:
+            assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+        assert sorted(
+            f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)
+        ) == sorted(webhook_receiver.keys())
+        for headers, body in webhook_receiver.received:
+            assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
+        assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
+        assert [
+            ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
+            ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
+        ] == sorted(topics)
+        mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+        assert {
+            f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
+            f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
+        } == mails
+        vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
+        assert 0 == vc_b
+    finally:
+        on_call.stop()

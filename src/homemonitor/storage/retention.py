@@ -13,12 +13,13 @@ which keep a row at least as long as :func:`homemonitor.settings.parse_retention
 shortest reading of the setting. The access log is never cut younger than five calendar
 years, whatever the setting (HSLF-FS 2016:40 4 kap. 9 §; the setting is checked too).
 
-The outbox loses its delivered and skipped rows a retention after they were done, and
-with each row the ``notified`` events that recorded its attempts (``alert_events``, the
-one kind deleted from it: an alert's other events are its history, kept with it). Who an
-alert went to stays in its ``opened``/``escalated``/``assigned`` events. Dead letters and
-rows still pending are never deleted here: a dead letter waits for a person (replay, or a
-decision to delete it by hand, docs/notifications.md).
+The outbox loses its delivered and skipped rows a retention after they were done; the
+``notified`` events that recorded their attempts stay: they are the alert's history (a
+clinician reads it with the alert, an incident review asks what reached whom, and when),
+kept with the alert like all its events, and small. Nothing here deletes from
+``alert_events``. Dead letters and rows still pending are never deleted here: a dead
+letter waits for a person (replay, or a decision to delete it by hand,
+docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ MAX_CHUNKS = 20
 DONE_JOBS_KEPT = "30 days"
 
 #: Per retention: the statement deleting one chunk older than a cut-off ($1 now, $2 the
-#: retention, $3 the chunk size), answering one row of the counts deleted per table, the
-#: retention's own table first (a chunk that deleted fewer than $3 of those was the last).
+#: retention, $3 the chunk size), answering one row: the count deleted (a chunk that
+#: deleted fewer than $3 was the last).
 #: Each finds its chunk through an index: the time column's, or the outbox's primary key
 #: (ids grow with time, and a row is done after it was made).
 _DELETE: Mapping[str, str] = {
@@ -70,13 +71,8 @@ _DELETE: Mapping[str, str] = {
             SELECT id FROM outbox WHERE status IN ('delivered', 'skipped')
               AND coalesce(delivered_at, last_error_at, created_at)
                   < $1::timestamptz - $2::text::interval
-            ORDER BY id LIMIT $3) RETURNING alert_id, event_id, channel),
-        events AS (DELETE FROM alert_events AS e USING gone AS g
-            WHERE e.alert_id = g.alert_id AND e.kind = 'notified'
-              AND e.details ->> 'event_id' = g.event_id::text
-              AND e.details ->> 'channel' = g.channel
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM gone) AS outbox, (SELECT count(*) FROM events) AS alert_events
+            ORDER BY id LIMIT $3) RETURNING 1)
+        SELECT count(*) AS outbox FROM gone
     """,
 }
 
@@ -100,8 +96,8 @@ async def purge(
     """Delete rows older than ``retention[table]`` (PostgreSQL interval text) before ``now``.
 
     Tables not in ``retention`` are left alone; ``scheduled_jobs`` uses
-    :data:`DONE_JOBS_KEPT` unless given. ``outbox`` deletes ``notified`` events from
-    ``alert_events`` too (counted as ``alert_events``).
+    :data:`DONE_JOBS_KEPT` unless given. ``outbox`` keeps the ``notified`` events of the
+    rows it deletes (the alert's history).
     """
     periods = {"scheduled_jobs": DONE_JOBS_KEPT, **retention}
     deleted: dict[str, int] = {}
