@@ -658,7 +658,7 @@ async def _out_of_hours(db: asyncpg.Connection, tmp_path: Path, own: str, on_cal
     """vc-a (webhook ``own``, email) routes out of hours to jour-ost (webhook ``on_call``,
     email, MQTT), each with its own secret; vc-b has no channels."""
     described = copy.deepcopy(REGISTRY)
-    for team, url in (("vc-a", own), ("jour-ost", on_call)):
+    for team in ("vc-a", "jour-ost"):
         (tmp_path / team).write_bytes(SECRET + team.encode())
     a = described["care_teams"][0]
     a["out_of_hours"] = "jour-ost"

@@ -360,8 +360,8 @@ class Settings(BaseSettings):
     outbox_retention: str = Field(
         default=DEFAULT_OUTBOX_RETENTION,
         description=(
-            "How long delivered (and skipped) notifications are kept, with their 'notified' "
-            "events in the alert's history, e.g. '30 days'; dead letters stay until replayed "
+            "How long delivered (and skipped) outbox rows are kept, e.g. '30 days'; their "
+            "'notified' events stay in the alert's history; dead letters stay until replayed "
             "(docs/notifications.md)."
         ),
     )
