@@ -24,13 +24,24 @@ import asyncpg
 import httpx
 import pytest
 
-from homemonitor import registry
-from homemonitor.api.auth import issue_token
+from homemonitor import jobs, registry
+from homemonitor.api.auth import (
+    SESSION_COOKIE,
+    digest,
+    end_session,
+    issue_token,
+    open_session,
+    revoke_token,
+)
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
+from homemonitor.metrics import Metrics
+from homemonitor.notify import outbox
 from homemonitor.notify.channels import DeliveryError, Webhook
 from homemonitor.notify.message import Notification
-from homemonitor.scheduler import ManualClock
+from homemonitor.notify.outbox import Outcome
+from homemonitor.scheduler import ManualClock, Scheduler
+from homemonitor.settings import Settings
 from tests.conftest import (
     REGISTRY,
     RunningService,
@@ -223,6 +234,7 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
             outbox_id=1,
             event_id=7,
             channel="webhook",
+            team="x",
             attempt=1,
             config={"url": receiver.url, "secret_file": str(secret)},
             kind="opened",
@@ -379,6 +391,21 @@ async def test_email_goes_over_starttls_to_the_clinicians_the_event_addresses(
     await wait_until(lambda: _notified(db), lambda n: n == [("email", "delivered")] * 2)
 
 
+async def _streaming(
+    dsn: str, broker: PrivateMosquitto, running: list[RunningService]
+) -> RunningService:
+    """A service whose live streams beat every 0.3 s (and check their sign-in)."""
+    svc = RunningService(settings_for(dsn, broker, stream_heartbeat_s=0.3))
+    running.append(svc)
+    await svc.start()
+    return svc
+
+
+async def _bearer(db: asyncpg.Connection, clinician: str) -> dict[str, str]:
+    """The headers of a request with a new API token of ``clinician``."""
+    return {"Authorization": f"Bearer {await issue_token(db, clinician)}"}
+
+
 async def _read_sse(lines: AsyncIterator[str], into: list[str], until: str) -> None:
     """Collect the stream's lines until one contains ``until``."""
     async for line in lines:
@@ -391,12 +418,9 @@ async def test_the_live_stream_carries_the_teams_alert_changes_and_resumes(
     db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, running: list[RunningService]
 ) -> None:
     """An acknowledgement reaches vc-a's stream, not vc-b's; Last-Event-ID resumes; logged."""
-    svc = RunningService(settings_for(dsn, broker, stream_heartbeat_s=0.3))
-    running.append(svc)
-    await svc.start()
+    svc = await _streaming(dsn, broker, running)
     alert_id = await _alert(db)
-    mine = {"Authorization": f"Bearer {await issue_token(db, 'cl-a1')}"}
-    other = {"Authorization": f"Bearer {await issue_token(db, 'cl-b1')}"}
+    mine, other = await _bearer(db, "cl-a1"), await _bearer(db, "cl-b1")
     path = "/api/v1/alerts/stream"
     async with httpx.AsyncClient(base_url=svc.url, timeout=20) as http:
         assert 401 == (await http.get(path)).status_code
@@ -472,3 +496,252 @@ async def test_a_notifier_killed_mid_delivery_redelivers_each_key(
     assert expected == set(keys)  # the receiver's unique keys: each notification once
     assert 6 == len(keys)  # each delivered again after the kill, with the key it had
     assert [("webhook", "delivered")] * 3 == await _notified(db)
+
+
+async def test_the_out_of_hours_team_sees_in_its_stream_the_alerts_routed_to_it(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, running: list[RunningService]
+) -> None:
+    """An alert of vc-a escalated to its out-of-hours team reaches that team's stream."""
+    described = copy.deepcopy(REGISTRY)
+    described["care_teams"][0]["out_of_hours"] = "jour-ost"
+    described["care_teams"].append(
+        {"id": "jour-ost", "name": "Jour Öst", "clinicians": [{"id": "cl-j1", "name": "J"}]}
+    )
+    await registry.apply(db, registry.parse(described))
+    svc = await _streaming(dsn, broker, running)
+    alert_id = await _alert(db)
+    on_call, other = await _bearer(db, "cl-j1"), await _bearer(db, "cl-b1")
+    path = "/api/v1/alerts/stream"
+    async with (
+        httpx.AsyncClient(base_url=svc.url, timeout=20) as http,
+        http.stream("GET", path, headers=on_call) as j,
+        http.stream("GET", path, headers=other) as b,
+    ):
+        lines_j: list[str] = []
+        lines_b: list[str] = []
+        read_j, read_b = j.aiter_lines(), b.aiter_lines()
+        await _read_sse(read_j, lines_j, ": heartbeat")
+        await _read_sse(read_b, lines_b, ": heartbeat")
+        async with db.transaction():  # as an escalation step to out_of_hours writes it
+            await db.execute("UPDATE alerts SET routed_to = 'jour-ost' WHERE id = $1", alert_id)
+            escalated = await _event(db, alert_id, "escalated", {"to": {"level": "out_of_hours"}})
+        async with asyncio.timeout(10):
+            await _read_sse(read_j, lines_j, "data: ")
+            for _ in range(2):
+                await _read_sse(read_b, lines_b, ": heartbeat")
+    data = json.loads(lines_j[-1].removeprefix("data: "))
+    assert (escalated, "escalated", alert_id) == (
+        data["event_id"],
+        data["kind"],
+        data["alert"]["id"],
+    )
+    assert not [line for line in lines_b if line.startswith("data: ")]
+
+
+async def _ends(lines: AsyncIterator[str], seen: list[str]) -> None:
+    """Read the stream to its end (a heartbeat's check ended it)."""
+    async with asyncio.timeout(10):
+        async for line in lines:
+            seen.append(line)
+
+
+async def test_a_stream_ends_when_its_session_or_token_does(
+    db: asyncpg.Connection, dsn: str, broker: PrivateMosquitto, running: list[RunningService]
+) -> None:
+    """Logout, an idle session and a revoked token each end a running stream; heartbeats are
+    not activity (an open tab does not keep its session alive); reopening is a 401."""
+    svc = await _streaming(dsn, broker, running)
+    path = "/api/v1/alerts/stream"
+    signed_out, _ = await open_session(db, "cl-a1", "demo")
+    idle, _ = await open_session(db, "cl-a1", "demo")
+    token = await issue_token(db, "cl-a1")
+    token_id = await db.fetchval("SELECT max(id) FROM api_tokens")
+    ways = {
+        "logout": {"Cookie": f"{SESSION_COOKIE}={signed_out}"},
+        "idle": {"Cookie": f"{SESSION_COOKIE}={idle}"},
+        "revoked": {"Authorization": f"Bearer {token}"},
+    }
+    idle_seen = "SELECT last_seen_at FROM web_sessions WHERE secret_sha256 = $1"
+    async with httpx.AsyncClient(base_url=svc.url, timeout=20) as http:
+        for way, headers in ways.items():
+            async with http.stream("GET", path, headers=headers) as s:
+                assert 200 == s.status_code, way
+                lines = s.aiter_lines()
+                seen: list[str] = []
+                await _read_sse(lines, seen, ": heartbeat")
+                if way == "logout":
+                    await end_session(db, signed_out)
+                elif way == "idle":
+                    before = await db.fetchval(idle_seen, digest(idle))
+                    await _read_sse(lines, seen, ": heartbeat")
+                    assert before == await db.fetchval(idle_seen, digest(idle))
+                    await db.execute(
+                        "UPDATE web_sessions SET last_seen_at = now() - interval '31 minutes' "
+                        "WHERE secret_sha256 = $1",
+                        digest(idle),
+                    )
+                else:
+                    assert await revoke_token(db, token_id)
+                await _ends(lines, seen)  # the stream ended: no timeout
+            assert 401 == (await http.get(path, headers=headers)).status_code, way
+
+
+async def test_retention_deletes_delivered_notifications_and_keeps_their_history(
+    db: asyncpg.Connection, tmp_path: Path, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """Delivered and skipped rows older than 30 days go; their `notified` events (the
+    alert's history), a dead letter, a pending row and a recent delivery stay."""
+    await _channels(db, tmp_path, mqtt={"alerts": True})
+    alert_id = await _alert(db)
+    kinds = ("opened", "severity_changed", "escalated", "assigned", "acknowledged")
+    events = [await _event(db, alert_id, kind) for kind in kinds]
+    now = datetime.now(UTC)
+    async with db.transaction():
+        claimed = {n.event_id: n for n in await outbox.claim(db, now, 10)}
+        await outbox.record(db, [Outcome(claimed[events[0]], "failed", "http_503", now)])
+    async with db.transaction():
+        claimed = {n.event_id: n for n in await outbox.claim(db, now, 10)}
+        outcomes = ("delivered", "delivered", "dead", "skipped", "failed")
+        await outbox.record(
+            db,
+            [
+                Outcome(claimed[e], o, None if o == "delivered" else "x", now + timedelta(hours=1))
+                for e, o in zip(events, outcomes, strict=True)
+            ],
+        )
+    month = timedelta(days=31)
+    await db.execute(
+        "UPDATE outbox SET created_at = created_at - $2::interval, "
+        "delivered_at = delivered_at - $2::interval, last_error_at = last_error_at - $2::interval "
+        "WHERE event_id <> $1",
+        events[1],
+        month,
+    )
+    metrics = Metrics()
+    settings = Settings(_env_file=None)
+    scheduler = Scheduler(
+        pools[0], metrics, recurring=[jobs.retention_job(settings, metrics)], clock=ManualClock(now)
+    )
+    async with pools[0].acquire() as conn:
+        await scheduler.register(conn)
+    assert 1 == await scheduler.run_due()
+    left = await db.fetch("SELECT event_id, status FROM outbox ORDER BY event_id")
+    assert [(events[1], "delivered"), (events[2], "dead"), (events[4], "pending")] == [
+        tuple(r) for r in left
+    ]
+    notified = await db.fetch(
+        "SELECT (details ->> 'event_id')::bigint AS e, details ->> 'outcome' AS o "
+        "FROM alert_events WHERE kind = 'notified' ORDER BY id"
+    )
+    assert [
+        (events[0], "failed"),
+        (events[0], "delivered"),
+        (events[1], "delivered"),
+        (events[2], "dead"),
+        (events[3], "skipped"),
+        (events[4], "failed"),
+    ] == [tuple(r) for r in notified]  # every attempt, of deleted rows too
+    assert list(kinds) == [
+        r["kind"]
+        for r in await db.fetch(
+            "SELECT kind FROM alert_events WHERE kind <> 'notified' ORDER BY id"
+        )
+    ]
+    deleted = "homemonitor_retention_deleted_rows_total"
+    assert (2.0, None) == (  # no alert_events label: nothing is deleted from there
+        metrics.registry.get_sample_value(deleted, {"table": "outbox"}),
+        metrics.registry.get_sample_value(deleted, {"table": "alert_events"}),
+    )
+
+
+async def _out_of_hours(db: asyncpg.Connection, tmp_path: Path, own: str, on_call: str) -> None:
+    """vc-a (webhook ``own``, email) routes out of hours to jour-ost (webhook ``on_call``,
+    email, MQTT), each with its own secret; vc-b has no channels."""
+    described = copy.deepcopy(REGISTRY)
+    for team in ("vc-a", "jour-ost"):
+        (tmp_path / team).write_bytes(SECRET + team.encode())
+    a = described["care_teams"][0]
+    a["out_of_hours"] = "jour-ost"
+    a["clinicians"] = [{"id": "cl-a1", "name": "Nurse A1", "email": "a1@vc-a.example"}]
+    a["notifications"] = {
+        "webhook": {"url": own, "secret_file": str(tmp_path / "vc-a")},
+        "email": {"enabled": True},
+    }
+    described["care_teams"].append(
+        {
+            "id": "jour-ost",
+            "name": "Jour Öst",
+            "clinicians": [{"id": "cl-j1", "name": "J", "email": "j1@jour-ost.example"}],
+            "notifications": {
+                "webhook": {"url": on_call, "secret_file": str(tmp_path / "jour-ost")},
+                "email": {"enabled": True},
+                "mqtt": {"alerts": True},
+            },
+        }
+    )
+    await registry.apply(db, registry.parse(described))
+
+
+async def test_an_out_of_hours_alert_and_its_escalation_reach_the_on_call_teams_channels(
+    db: asyncpg.Connection,
+    dsn: str,
+    broker: PrivateMosquitto,
+    tmp_path: Path,
+    webhook_receiver: WebhookReceiver,
+    smtp_server: SmtpServer,
+    running: list[RunningService],
+) -> None:
+    """Routed and escalated to jour-ost: its webhook (its secret), its MQTT topic and its
+    clinician's email get each step; vc-a's webhook follows its alert; nobody at vc-a is
+    emailed; snooze_ended reaches the webhook; addressing vc-b (no channels) sends nothing."""
+    on_call = WebhookReceiver()
+    on_call.start()
+    try:
+        await _out_of_hours(db, tmp_path, webhook_receiver.url, on_call.url)
+        svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
+        running.append(svc)
+        to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+        alert_id = await _alert(db)
+        async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+            await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+            await svc.start()
+            opened = await _event(db, alert_id, "opened", {"to": to})
+            escalated = await _event(db, alert_id, "escalated", {"to": to})
+            snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
+            ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
+            to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
+            assigned = await _event(db, alert_id, "assigned", {"to": to_b})
+            topics: list[tuple[str, str]] = []
+            async with asyncio.timeout(20):
+                async for m in sub.messages:
+                    topics.append((str(m.topic), json.loads(m.payload)["id"]))
+                    if len(topics) == 2:
+                        break
+        await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
+        assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+        assert [
+            f"{opened}.webhook.jour-ost",
+            f"{escalated}.webhook.jour-ost",
+        ] == sorted(on_call.keys())
+        verify = _documented_verify()
+        for headers, body in on_call.received:
+            assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+        assert sorted(
+            f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)
+        ) == sorted(webhook_receiver.keys())
+        for headers, body in webhook_receiver.received:
+            assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
+        assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
+        assert [
+            ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
+            ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
+        ] == sorted(topics)
+        mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+        assert {
+            f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
+            f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
+        } == mails
+        vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
+        assert 0 == vc_b
+    finally:
+        on_call.stop()

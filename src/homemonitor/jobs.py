@@ -6,8 +6,9 @@
 - ``alerts.silence`` (every :data:`SILENCE_EVERY`, and at the earliest deadline it knows
   of): missing-data alerts, :func:`homemonitor.alerts.silence.check` on the scheduler's
   clock, in the job's own transaction.
-- ``retention`` (every :data:`RETENTION_EVERY`): quarantine, access log and finished
-  one-off jobs past their retention (:func:`homemonitor.storage.retention.purge`).
+- ``retention`` (every :data:`RETENTION_EVERY`): quarantine, access log, finished
+  one-off jobs, and delivered notifications (their ``notified`` events stay), past their
+  retention (:func:`homemonitor.storage.retention.purge`).
 
 One-off jobs (``scheduler.schedule`` in the transaction of the alert change that starts
 them) run by :func:`service_handlers`:
@@ -16,6 +17,11 @@ them) run by :func:`service_handlers`:
   (:func:`homemonitor.alerts.escalation.escalate_step`);
 - ``alerts.snooze_end``: a clinician's snooze ends at its time
   (:func:`homemonitor.alerts.escalation.end_snooze`).
+
+Delivery retries are no job of the scheduler's: a failed notification waits in its
+outbox row (``next_attempt_at``, the scheduler's :class:`~homemonitor.scheduler.Retry`
+backoff) for the notifier (:mod:`homemonitor.notify.notifier`), which sleeps until the
+earliest of them.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ def retention_job(settings: Settings, metrics: Metrics) -> Recurring:
     periods = {
         "quarantine": settings.quarantine_retention,
         "access_log": settings.access_log_retention,
+        "outbox": settings.outbox_retention,
     }
 
     async def run(ctx: JobContext) -> datetime | None:

@@ -71,7 +71,8 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
 NOTIFY_CHANNELS = ("webhook", "email", "mqtt", "feedback")
 
 #: The tables the retention job deletes from (``homemonitor_retention_deleted_rows_total``).
-RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs")
+#: (Never ``alert_events``: an alert's events, ``notified`` too, are its history.)
+RETENTION_TABLES = ("quarantine", "access_log", "scheduled_jobs", "outbox")
 
 
 class Metrics:

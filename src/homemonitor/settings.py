@@ -38,6 +38,7 @@ from homemonitor.logs import LogLevel
 DEFAULT_RETENTION = "5 years"
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 DEFAULT_QUARANTINE_RETENTION = "90 days"
+DEFAULT_OUTBOX_RETENTION = "30 days"
 #: The access log is kept at least this long: HSLF-FS 2016:40 4 kap. 9 § 7 ("loggarna
 #: sparas minst fem år").
 ACCESS_LOG_FLOOR = "5 years"
@@ -356,6 +357,14 @@ class Settings(BaseSettings):
             "the scheduler's retention job deletes older ones."
         ),
     )
+    outbox_retention: str = Field(
+        default=DEFAULT_OUTBOX_RETENTION,
+        description=(
+            "How long delivered (and skipped) outbox rows are kept, e.g. '30 days'; their "
+            "'notified' events stay in the alert's history; dead letters stay until replayed "
+            "(docs/notifications.md)."
+        ),
+    )
     fhir_patient_system: str = Field(
         default=DEFAULT_PATIENT_SYSTEM,
         description=(
@@ -499,7 +508,7 @@ class Settings(BaseSettings):
     def _level_in_any_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("retention", "quarantine_retention")
+    @field_validator("retention", "quarantine_retention", "outbox_retention")
     @classmethod
     def _check_retention(cls, value: str) -> str:
         parse_retention(value)  # a clear error at load, naming the field, not at first use

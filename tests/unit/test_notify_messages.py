@@ -66,6 +66,7 @@ def _notification(include_values: bool, **details: Any) -> Notification:
         outbox_id=1,
         event_id=4711,
         channel="webhook",
+        team="vc-a",
         attempt=1,
         config={"include_values": include_values},
         kind="opened",

@@ -78,14 +78,19 @@ async def log_denied(
     )
 
 
-def visible(team: str) -> str:
+def visible(team: str, *, alerts: str = "") -> str:
     """The SQL condition of the alerts a care team sees (``team``: its parameter, ``$1``).
 
     Its own alerts, and those routed or escalated to it as the out-of-hours route of
     another team (``routed_to``, :mod:`homemonitor.alerts.routing`): the on-call team
     keeps seeing what it was given, to the alert's end and after (it may have acted).
+    ``alerts``: the ``alerts`` table's alias in a join (the live stream's).
+
+    >>> visible("$2", alerts="a")
+    '(a.care_team_id = $2 OR a.routed_to = $2)'
     """
-    return f"(care_team_id = {team} OR routed_to = {team})"
+    t = f"{alerts}." if alerts else ""
+    return f"({t}care_team_id = {team} OR {t}routed_to = {team})"
 
 
 async def team_alert(

@@ -7,7 +7,7 @@ only the ``ops`` role may use), so nothing here exists before an app is built.
 
 import dataclasses
 import hmac
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
@@ -21,6 +21,7 @@ from homemonitor.metrics import Metrics
 from homemonitor.notify.feed import AlertFeed
 from homemonitor.runtime import Health
 from homemonitor.settings import DEFAULT_MAX_PAYLOAD_BYTES
+from homemonitor.storage.database import Conn
 
 if TYPE_CHECKING:  # the export code uses the access log, which uses this module
     from homemonitor.api.fhir_export import ExportJobs
@@ -80,6 +81,30 @@ def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request was authenticated with: an API token or a web session's secret."""
+
+    kind: Literal["token", "session"]
+    secret: str
+
+    async def who(self, conn: Conn, web: WebConfig) -> Clinician | None:
+        """Who it names now; None once revoked, expired, signed out or idle.
+
+        Never the person's activity (a session's idle clock goes on): a long-lived
+        response (the live stream) asks this to end when its credential has.
+        """
+        if self.kind == "token":
+            return await authenticate(conn, self.secret)
+        found = await auth.session(conn, self.secret, web, touch=False)
+        return None if found is None else found.clinician
+
+
+def credential(request: Request) -> Credential:
+    """The credential :func:`clinician` authenticated the request with (it ran first)."""
+    return cast(Credential, request.state.credential)
+
+
 #: Methods that change nothing: a browser's session cookie needs no CSRF token for them.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -104,6 +129,7 @@ async def clinician(
             who = await authenticate(conn, creds.credentials)
         if who is None:
             raise _unauthenticated(svc, "unknown, expired or revoked token")
+        request.state.credential = Credential("token", creds.credentials)
         return who
     secret = request.cookies.get(auth.SESSION_COOKIE)
     if secret is None:
@@ -119,6 +145,7 @@ async def clinician(
         svc.metrics.api_denied.labels("csrf").inc()
         raise HTTPException(403, "a request with the session cookie needs its X-CSRF-Token")
     request.state.web_session = found
+    request.state.credential = Credential("session", secret)
     return found.clinician
 
 

@@ -1,9 +1,10 @@
 """The live stream of a care team's alert changes: ``GET /api/v1/alerts/stream`` (SSE).
 
-Server-Sent Events, for the web app: one ``alert`` event per alert change of the
-clinician's care team (every ``alert_events`` kind but ``notified``), with ids, kind,
-severity and status, never a measured value; a ``: heartbeat`` comment every
-``HOMEMONITOR_STREAM_HEARTBEAT_S``. Woken by the process's
+Server-Sent Events, for the web app: one ``alert`` event per change of an alert the
+clinician's care team sees (:func:`homemonitor.api.access.visible`: its own, and those
+routed or escalated to it as another team's out-of-hours route; every ``alert_events``
+kind but ``notified``), with ids, kind, severity and status, never a measured value; a
+``: heartbeat`` comment every ``HOMEMONITOR_STREAM_HEARTBEAT_S``. Woken by the process's
 :class:`~homemonitor.notify.feed.AlertFeed` (the trigger's ``pg_notify`` at commit),
 then read from the database.
 
@@ -14,6 +15,12 @@ transaction can commit a smaller id later); then it stays below it until that on
 sent or :data:`GAP_GRACE_S` has passed (a rolled-back id never commits). A client that
 reconnects with ``Last-Event-ID`` gets every change after it, some perhaps again: dedupe
 by ``data.event_id``. Without the header the stream starts with the next change.
+
+At each heartbeat the stream looks its credential up again (one indexed query, not the
+person's activity: an open tab does not hold a web session open) and ends when the web
+session has ended (signed out, idle, too old) or the API token is revoked or expired, or
+it names somebody else now (a clinician moved to another team): an ended sign-in stops
+showing alert changes within a heartbeat. The browser's reconnect then gets a 401.
 
 The stream is access-logged once when it opens (action ``alert_stream``, the care team as
 ``requested_id``): it carries patient ids, not their data. Not in the OpenAPI document: it
@@ -28,23 +35,26 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from homemonitor import logs
+from homemonitor.api.access import visible
 from homemonitor.api.auth import Clinician
-from homemonitor.api.deps import Me, Services, Svc
+from homemonitor.api.deps import Credential, Me, Services, Svc, credential
 
+log = logs.get_logger(__name__)
 router = APIRouter(tags=["alerts"])
 
 #: How long a stream waits for a smaller id still being committed before it moves on.
 GAP_GRACE_S = 10.0
 #: Events read per query.
 _PAGE = 500
-_EVENTS = """
+_EVENTS = f"""
 SELECT e.id, e.kind, e.at, e.actor, e.clinician_id, a.id AS alert_id, a.patient_id,
        a.rule, a.kind AS alert_kind, a.severity, a.status
 FROM alert_events AS e JOIN alerts AS a ON a.id = e.alert_id
-WHERE e.id > $1 AND a.care_team_id = $2 AND e.kind <> 'notified'
+WHERE e.id > $1 AND {visible("$2", alerts="a")} AND e.kind <> 'notified'
 ORDER BY e.id
 LIMIT $3
 """
@@ -113,7 +123,9 @@ def _event(r: asyncpg.Record, watermark: int) -> str:
     return f"id: {watermark}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
 
-async def _changes(svc: Services, who: Clinician, start: int) -> AsyncIterator[str]:
+async def _changes(
+    svc: Services, who: Clinician, signed_in: Credential, start: int
+) -> AsyncIterator[str]:
     feed = svc.feed
     mark = Watermark(start)
     loop = asyncio.get_running_loop()
@@ -133,6 +145,11 @@ async def _changes(svc: Services, who: Clinician, start: int) -> AsyncIterator[s
             continue
         now = loop.time()
         if now >= beat:
+            async with svc.pool.acquire() as conn:
+                current = await signed_in.who(conn, svc.web)
+            if current != who:
+                log.info("alert stream ended: its sign-in has", credential=signed_in.kind)
+                return
             yield ": heartbeat\n\n"
             beat = now + beat_every
         wait = beat - now if not mark.sent else min(beat - now, 1.0)
@@ -141,6 +158,7 @@ async def _changes(svc: Services, who: Clinician, start: int) -> AsyncIterator[s
 
 @router.get("/api/v1/alerts/stream", include_in_schema=False)
 async def stream(
+    request: Request,
     svc: Svc,
     who: Me,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
@@ -158,7 +176,7 @@ async def stream(
         )
     svc.metrics.api_access("alert_stream")
     return StreamingResponse(
-        _changes(svc, who, start),
+        _changes(svc, who, credential(request), start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

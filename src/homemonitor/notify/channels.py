@@ -204,7 +204,8 @@ class Email:
 class Mqtt:
     """Publishes at QoS 1 on one connection of its own (opened when first needed).
 
-    ``alerts`` is the alert topic of the alert's care team, ``feedback`` the topic of the
+    ``alerts`` is the alert topic of the team whose channel it is (the alert's care team,
+    or the team the event addresses), ``feedback`` the topic of the
     gateway that sent the reading that opened the alert (``readings.gateway_id``).
     """
 
@@ -222,7 +223,7 @@ class Mqtt:
             topic = feedback_topic(n.gateway_id)
             payload = message.encode(message.feedback(n, datetime.now(UTC)))
         else:
-            topic = alerts_topic(n.alert["care_team_id"])
+            topic = alerts_topic(n.team)
             payload = message.encode(message.body(n, self.public_url))
         try:
             client = await self._connected()

@@ -36,6 +36,7 @@ _WHAT = {
     "assigned": "assigned",
     "escalated": "escalated",
     "snoozed": "snoozed",
+    "snooze_ended": "is no longer snoozed",
 }
 
 
@@ -46,6 +47,7 @@ class Notification:
     outbox_id: int
     event_id: int
     channel: str
+    team: str  # whose channel: the alert's care team, or the team the event addresses
     attempt: int  # this delivery's number, 1 for the first
     config: Mapping[str, Any] | None  # None: the team no longer has this channel
     kind: str
@@ -59,8 +61,14 @@ class Notification:
 
     @property
     def key(self) -> str:
-        """The idempotency key: the same for every delivery of this event on this channel."""
-        return f"{self.event_id}.{self.channel}"
+        """The idempotency key: the same for every delivery of this event on this channel.
+
+        ``<event id>.<channel>`` on the alert's own team's channel, ``<event id>.<channel>.<team>``
+        on the channel of another team the event addresses (docs/notifications.md).
+        """
+        if self.team == self.alert["care_team_id"]:
+            return f"{self.event_id}.{self.channel}"
+        return f"{self.event_id}.{self.channel}.{self.team}"
 
     @property
     def include_values(self) -> bool:

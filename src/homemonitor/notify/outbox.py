@@ -23,7 +23,7 @@ from homemonitor.storage.database import Conn
 CHANNEL = "homemonitor_alert_events"
 
 _CLAIM = """
-SELECT o.id, o.event_id, o.channel, o.attempts, c.config::text AS config,
+SELECT o.id, o.event_id, o.channel, o.care_team_id AS team, o.attempts, c.config::text AS config,
        e.kind, e.at, e.actor, e.clinician_id, e.details::text AS details,
        a.id AS alert_id, a.patient_id, a.care_team_id, a.rule, a.kind AS alert_kind,
        a.severity, a.status, a.opening_value, a.worst_value, a.threshold,
@@ -45,7 +45,8 @@ LIMIT $2
 FOR UPDATE OF o SKIP LOCKED
 """
 #: Who an email is for: the clinicians ``details.to`` names; else its team; else the
-#: patient's fixed care contact; else (no address among those) the alert's care team.
+#: patient's fixed care contact; else (no address among those) the care team whose
+#: channel this is (the alert's, or the team the event addresses: migration 0018).
 _RECIPIENTS = """
 SELECT coalesce(
     (SELECT array_agg(email ORDER BY email) FROM clinicians
@@ -90,12 +91,15 @@ async def claim(conn: Conn, now: datetime, limit: int) -> list[Notification]:
         details: dict[str, Any] = json.loads(r["details"])
         recipients: tuple[str, ...] = ()
         if r["channel"] == "email":
-            recipients = await _recipients(conn, details, r["care_team_id"], r["care_contact_id"])
+            own = r["team"] == r["care_team_id"]
+            contact = r["care_contact_id"] if own else None
+            recipients = await _recipients(conn, details, r["team"], contact)
         found.append(
             Notification(
                 outbox_id=r["id"],
                 event_id=r["event_id"],
                 channel=r["channel"],
+                team=r["team"],
                 attempt=r["attempts"] + 1,
                 config=None if r["config"] is None else json.loads(r["config"]),
                 kind=r["kind"],

@@ -1,4 +1,5 @@
-"""Retention of what is not a reading: quarantine, the access log, finished one-off jobs.
+"""Retention of what is not a reading: quarantine, the access log, finished one-off jobs,
+delivered notifications.
 
 Readings are TimescaleDB's retention policy's (``migrations/timescaledb/``); these tables
 are deleted from here, by the scheduler's ``retention`` job, with plain ``DELETE``s that
@@ -11,6 +12,14 @@ Cut-offs are calendar intervals on the scheduler's clock (``now - '5 years'::int
 which keep a row at least as long as :func:`homemonitor.settings.parse_retention`'s
 shortest reading of the setting. The access log is never cut younger than five calendar
 years, whatever the setting (HSLF-FS 2016:40 4 kap. 9 §; the setting is checked too).
+
+The outbox loses its delivered and skipped rows a retention after they were done; the
+``notified`` events that recorded their attempts stay: they are the alert's history (a
+clinician reads it with the alert, an incident review asks what reached whom, and when),
+kept with the alert like all its events, and small. Nothing here deletes from
+``alert_events``. Dead letters and rows still pending are never deleted here: a dead
+letter waits for a person (replay, or a decision to delete it by hand,
+docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -29,26 +38,41 @@ MAX_CHUNKS = 20
 #: Finished one-off jobs are kept this long (dead ones stay for a person to look at).
 DONE_JOBS_KEPT = "30 days"
 
-#: Per table: the statement deleting one chunk older than a cut-off ($1 now, $2 the
-#: retention, $3 the chunk size); each uses an index on its time column.
+#: Per retention: the statement deleting one chunk older than a cut-off ($1 now, $2 the
+#: retention, $3 the chunk size), answering one row: the count deleted (a chunk that
+#: deleted fewer than $3 was the last).
+#: Each finds its chunk through an index: the time column's, or the outbox's primary key
+#: (ids grow with time, and a row is done after it was made).
 _DELETE: Mapping[str, str] = {
     "quarantine": """
-        DELETE FROM quarantine WHERE id IN (
+        WITH gone AS (DELETE FROM quarantine WHERE id IN (
             SELECT id FROM quarantine WHERE received_at < $1::timestamptz - $2::text::interval
-            ORDER BY received_at LIMIT $3)
+            ORDER BY received_at LIMIT $3) RETURNING 1)
+        SELECT count(*) AS quarantine FROM gone
     """,
     "access_log": f"""
-        DELETE FROM access_log WHERE id IN (
+        WITH gone AS (DELETE FROM access_log WHERE id IN (
             SELECT id FROM access_log
             WHERE at < least($1::timestamptz - $2::text::interval,
                              $1::timestamptz - interval '{ACCESS_LOG_FLOOR}')
-            ORDER BY at LIMIT $3)
+            ORDER BY at LIMIT $3) RETURNING 1)
+        SELECT count(*) AS access_log FROM gone
     """,
     "scheduled_jobs": """
-        DELETE FROM scheduled_jobs WHERE id IN (
+        WITH gone AS (DELETE FROM scheduled_jobs WHERE id IN (
             SELECT id FROM scheduled_jobs
             WHERE status = 'done' AND last_run_at < $1::timestamptz - $2::text::interval
-            ORDER BY last_run_at LIMIT $3)
+            ORDER BY last_run_at LIMIT $3) RETURNING 1)
+        SELECT count(*) AS scheduled_jobs FROM gone
+    """,
+    # A skipped row's time is its last_error_at (the reason it was skipped).
+    "outbox": """
+        WITH gone AS (DELETE FROM outbox WHERE id IN (
+            SELECT id FROM outbox WHERE status IN ('delivered', 'skipped')
+              AND coalesce(delivered_at, last_error_at, created_at)
+                  < $1::timestamptz - $2::text::interval
+            ORDER BY id LIMIT $3) RETURNING 1)
+        SELECT count(*) AS outbox FROM gone
     """,
 }
 
@@ -72,7 +96,8 @@ async def purge(
     """Delete rows older than ``retention[table]`` (PostgreSQL interval text) before ``now``.
 
     Tables not in ``retention`` are left alone; ``scheduled_jobs`` uses
-    :data:`DONE_JOBS_KEPT` unless given.
+    :data:`DONE_JOBS_KEPT` unless given. ``outbox`` keeps the ``notified`` events of the
+    rows it deletes (the alert's history).
     """
     periods = {"scheduled_jobs": DONE_JOBS_KEPT, **retention}
     deleted: dict[str, int] = {}
@@ -81,13 +106,13 @@ async def purge(
         period = periods.get(table)
         if period is None:
             continue
-        deleted[table] = 0
         for _ in range(max_chunks):
             async with pool.acquire(timeout=10) as conn:
-                status = await conn.execute(sql, now, period, chunk)
-            n = int(status.split()[-1])
-            deleted[table] += n
-            if n < chunk:
+                counts = await conn.fetchrow(sql, now, period, chunk)
+            assert counts is not None
+            for name, n in counts.items():
+                deleted[name] = deleted.get(name, 0) + n
+            if counts[0] < chunk:
                 break
         else:
             more = True
