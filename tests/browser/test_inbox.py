@@ -11,20 +11,8 @@ from playwright.async_api import Page, expect
 
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import HAS_STREAM, Shot
+from tests.browser.conftest import HAS_STREAM, Shot, sign_in
 from tests.conftest import RunningService, bp, publisher
-
-
-async def sign_in(page: Page, service: RunningService, login: str) -> None:
-    """Through the provider's own pages, as a person would."""
-    await page.goto(service.url.replace("127.0.0.1", "localhost") + "/")
-    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
-    await page.get_by_role("link", name="Logga in med e-tjänstekort (SITHS)").click()
-    await page.locator('input[name="login"]').fill(login)
-    await page.locator('input[name="password"]').fill("any")
-    await page.get_by_role("button", name="Sign-in").click()
-    await page.get_by_role("button", name="Continue").click()
-    await expect(page.get_by_role("heading", name="Inkorg", level=1)).to_be_visible()
 
 
 async def test_an_alert_arrives_is_acknowledged_and_resolved(
