@@ -9,16 +9,20 @@ are copied to docs/screenshots/ for the README).
 ``web_service`` runs the whole service (worker, API, web app) with single sign-on through
 the test OpenID provider, registry applied, cl-a1 known by anna's HSA id and rv-1 (Granskare
 R, role ``reviewer``, in vc-a) by rita's.
+``breach(broker)`` publishes a reading over p-1's urgent bound (systolic 190) from gw-1;
+``alert_of(db)`` waits for the alert it raises.
 ``basic_a11y(page)`` is an axe-like check of the page's DOM (see its docstring).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,11 +38,14 @@ from playwright.async_api import (
 )
 
 from homemonitor import registry
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, free_port
 from tests.conftest import (
     REGISTRY,
     OidcProvider,
     RunningService,
+    bp,
+    publisher,
     running_oidc_provider,
     settings_for,
 )
@@ -202,7 +209,9 @@ _A11Y_JS = """() => {
     if (!labelled) problems.push(`no label: ${name(el)}`);
   }
   for (const el of document.querySelectorAll("img")) {
-    if (!el.hasAttribute("alt") && !el.getAttribute("aria-label")) problems.push(`no alt: ${name(el)}`);
+    if (!el.hasAttribute("alt") && !el.getAttribute("aria-label")) {
+      problems.push(`no alt: ${name(el)}`);
+    }
   }
   for (const el of document.querySelectorAll('svg[role="img"], [role="img"]')) {
     const label = (el.getAttribute("aria-label") || "").trim()
@@ -210,7 +219,9 @@ _A11Y_JS = """() => {
     if (!label) problems.push(`image without a name: ${name(el)}`);
   }
   for (const el of document.querySelectorAll("svg:not([role]):not([aria-hidden='true'])")) {
-    if (!el.closest("[aria-hidden='true']")) problems.push(`svg neither image nor hidden: ${name(el)}`);
+    if (!el.closest("[aria-hidden='true']")) {
+      problems.push(`svg neither image nor hidden: ${name(el)}`);
+    }
   }
   for (const el of document.querySelectorAll("a[href], button, summary")) {
     const named = el.textContent.trim() || (el.getAttribute("aria-label") || "").trim()
@@ -233,3 +244,21 @@ async def basic_a11y(page: Page) -> None:
     heading = await page.locator("h1").inner_text()
     tree = await page.locator("main").aria_snapshot()
     assert f'heading "{heading}" [level=1]' in tree.replace("'", '"'), tree
+
+
+async def breach(broker: PrivateMosquitto) -> None:
+    """p-1's cuff sends systolic 190, over the plan's urgent 180, through gw-1."""
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
+
+
+async def alert_of(db: asyncpg.Connection) -> int:
+    """The id of p-1's active alert once the worker has raised it (within 15 s)."""
+    for _ in range(150):
+        found = await db.fetchval(
+            "SELECT id FROM alerts WHERE patient_id = 'p-1' AND status = 'open' ORDER BY id LIMIT 1"
+        )
+        if found is not None:
+            return int(found)
+        await asyncio.sleep(0.1)
+    raise AssertionError("no alert raised for p-1")

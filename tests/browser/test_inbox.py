@@ -4,15 +4,13 @@ arrive when a reading breaches, acknowledge it, resolve it with a note."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 import asyncpg
 from playwright.async_api import Page, expect
 
-from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import HAS_STREAM, Shot, sign_in
-from tests.conftest import RunningService, bp, publisher
+from tests.browser.conftest import HAS_STREAM, Shot, breach, sign_in
+from tests.conftest import RunningService
 
 
 async def test_an_alert_arrives_is_acknowledged_and_resolved(
@@ -30,8 +28,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
     await expect(page.locator("#live-mode")).to_have_text(mode)
 
-    async with publisher(broker) as gw:  # p-1's cuff: systolic 190 is over urgent 180
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
+    await breach(broker)
     alert = page.locator("li.alert")
     await expect(alert).to_have_count(1, timeout=15_000)  # no reload: the page refreshed
     alert_id = int(await alert.get_attribute("data-alert-id") or 0)

@@ -58,7 +58,7 @@ async def test_plan_edited_into_a_new_version_after_a_backtest_preview(
     await plan.get_by_text("Versioner (2)").click()  # the <details> of every version
     versions = plan.locator("details li")
     await expect(versions).to_have_count(2)
-    await expect(versions.first).to_contain_text(f"Version 2: Ändrad")
+    await expect(versions.first).to_contain_text("Version 2: Ändrad")
     await expect(versions.first).to_contain_text(f"av cl-a1: {REASON}")
     await expect(versions.last).to_contain_text("Version 1: Ändrad")
     await shot(page, "saved")
