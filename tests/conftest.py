@@ -486,6 +486,7 @@ OIDC_DIR = Path(__file__).parent / "oidc"
 #: The provider's accounts: login (any password) → the claims it releases.
 OIDC_ACCOUNTS: dict[str, dict[str, str]] = {
     "anna": {"employeeHsaId": "SE2321000016-1001"},  # cl-a1 in tests that give her that HSA id
+    "rita": {"employeeHsaId": "SE2321000016-2001"},  # rv-1, a reviewer, in the browser tests
     "stranger": {"employeeHsaId": "SE2321000016-9999"},  # a clinician nobody registered
     "nohsa": {},  # an account without an HSA id
 }

@@ -5,29 +5,47 @@ flags this machine needs); it may talk to localhost only: any other request is a
 closed network, as a hospital's may be: the app must need nothing from outside).
 ``shot(page, name)`` saves a screenshot to tests/browser/artifacts/ (gitignored; the best
 are copied to docs/screenshots/ for the README).
+``new_page()`` opens another such page in a context of its own (a second person's browser).
 ``web_service`` runs the whole service (worker, API, web app) with single sign-on through
-the test OpenID provider, registry applied, cl-a1 known by anna's HSA id.
+the test OpenID provider, registry applied, cl-a1 known by anna's HSA id and rv-1 (Granskare
+R, role ``reviewer``, in vc-a) by rita's.
+``breach(broker)`` publishes a reading over p-1's urgent bound (systolic 190) from gw-1;
+``alert_of(db)`` waits for the alert it raises.
+``basic_a11y(page)`` is an axe-like check of the page's DOM (see its docstring).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from homemonitor import registry
+from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, free_port
 from tests.conftest import (
     REGISTRY,
     OidcProvider,
     RunningService,
+    bp,
+    publisher,
     running_oidc_provider,
     settings_for,
 )
@@ -77,18 +95,36 @@ async def _local_only(route: Route) -> None:
         await route.abort()
 
 
+NewPage = Callable[[], Awaitable[Page]]
+
+
 @pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(
-        viewport={"width": 1200, "height": 800}, locale="sv-SE", timezone_id="Europe/Stockholm"
-    )
-    await context.route("**/*", _local_only)
-    opened = await context.new_page()
-    opened.set_default_timeout(10_000)
+async def new_page(browser: Browser) -> AsyncIterator[NewPage]:
+    contexts: list[BrowserContext] = []
+
+    async def open_page() -> Page:
+        context = await browser.new_context(
+            viewport={"width": 1200, "height": 800},
+            locale="sv-SE",
+            timezone_id="Europe/Stockholm",
+            accept_downloads=True,
+        )
+        contexts.append(context)
+        await context.route("**/*", _local_only)
+        opened = await context.new_page()
+        opened.set_default_timeout(10_000)
+        return opened
+
     try:
-        yield opened
+        yield open_page
     finally:
-        await context.close()
+        for context in contexts:
+            await context.close()
+
+
+@pytest.fixture
+async def page(new_page: NewPage) -> Page:
+    return await new_page()
 
 
 @pytest.fixture
@@ -115,6 +151,9 @@ async def web_service(
 ) -> AsyncIterator[RunningService]:
     described = json.loads(json.dumps(REGISTRY))
     described["care_teams"][0]["clinicians"][0]["hsa_id"] = "SE2321000016-1001"
+    described["care_teams"][0]["clinicians"].append(
+        {"id": "rv-1", "name": "Granskare R", "role": "reviewer", "hsa_id": "SE2321000016-2001"}
+    )
     await registry.apply(db, registry.parse(described))
     port = free_port()
     with _provider_for(tmp_path, port) as provider:
@@ -135,3 +174,91 @@ async def web_service(
         finally:
             with contextlib.suppress(Exception):
                 await svc.stop()
+
+
+async def sign_in(page: Page, service: RunningService, login: str) -> None:
+    """Through the provider's own pages, as a person would; ends on the Inbox."""
+    await page.goto(service.url.replace("127.0.0.1", "localhost") + "/")
+    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
+    await page.get_by_role("link", name="Logga in med e-tjänstekort (SITHS)").click()
+    await page.locator('input[name="login"]').fill(login)
+    await page.locator('input[name="password"]').fill("any")
+    await page.get_by_role("button", name="Sign-in").click()
+    await page.get_by_role("button", name="Continue").click()
+    await expect(page.get_by_role("heading", name="Inkorg", level=1)).to_be_visible()
+
+
+#: The DOM half of an axe-like check; returns the problems found, each naming its element.
+_A11Y_JS = """() => {
+  const problems = [];
+  const name = (el) => el.outerHTML.slice(0, 120);
+  const text = (ids) => ids.split(/\\s+/).map((id) => document.getElementById(id))
+    .map((el) => (el ? el.textContent.trim() : "")).join(" ").trim();
+  if (!document.documentElement.lang) problems.push("<html> has no lang");
+  if (!document.title.trim()) problems.push("the page has no <title>");
+  const seen = new Map();
+  for (const el of document.querySelectorAll("[id]")) {
+    if (seen.has(el.id)) problems.push(`duplicate id ${el.id}: ${name(el)}`);
+    seen.set(el.id, el);
+  }
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (["hidden", "submit", "button", "reset"].includes(el.type)) continue;
+    const labelled = [...el.labels].some((l) => l.textContent.trim())
+      || (el.getAttribute("aria-label") || "").trim()
+      || text(el.getAttribute("aria-labelledby") || "");
+    if (!labelled) problems.push(`no label: ${name(el)}`);
+  }
+  for (const el of document.querySelectorAll("img")) {
+    if (!el.hasAttribute("alt") && !el.getAttribute("aria-label")) {
+      problems.push(`no alt: ${name(el)}`);
+    }
+  }
+  for (const el of document.querySelectorAll('svg[role="img"], [role="img"]')) {
+    const label = (el.getAttribute("aria-label") || "").trim()
+      || text(el.getAttribute("aria-labelledby") || "");
+    if (!label) problems.push(`image without a name: ${name(el)}`);
+  }
+  for (const el of document.querySelectorAll("svg:not([role]):not([aria-hidden='true'])")) {
+    if (!el.closest("[aria-hidden='true']")) {
+      problems.push(`svg neither image nor hidden: ${name(el)}`);
+    }
+  }
+  for (const el of document.querySelectorAll("a[href], button, summary")) {
+    const named = el.textContent.trim() || (el.getAttribute("aria-label") || "").trim()
+      || text(el.getAttribute("aria-labelledby") || "");
+    if (!named) problems.push(`control without a name: ${name(el)}`);
+  }
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one <h1>");
+  if (!document.querySelector("main")) problems.push("no <main> landmark");
+  return problems;
+}"""
+
+
+async def basic_a11y(page: Page) -> None:
+    """An axe-like basic check, no external service: ``lang`` and a title set, one h1 and a
+    main landmark, ids unique (a label's ``for`` finds its field), every field labelled,
+    every image (``<img>``, ``role=img``) named, every link and button named; and the
+    accessibility tree Chromium builds has the page's heading as a heading."""
+    problems = await page.evaluate(_A11Y_JS)
+    assert [] == problems, f"{page.url}: {problems}"
+    heading = await page.locator("h1").inner_text()
+    tree = await page.locator("main").aria_snapshot()
+    assert f'heading "{heading}" [level=1]' in tree.replace("'", '"'), tree
+
+
+async def breach(broker: PrivateMosquitto) -> None:
+    """p-1's cuff sends systolic 190, over the plan's urgent 180, through gw-1."""
+    async with publisher(broker) as gw:
+        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
+
+
+async def alert_of(db: asyncpg.Connection) -> int:
+    """The id of p-1's active alert once the worker has raised it (within 15 s)."""
+    for _ in range(150):
+        found = await db.fetchval(
+            "SELECT id FROM alerts WHERE patient_id = 'p-1' AND status = 'open' ORDER BY id LIMIT 1"
+        )
+        if found is not None:
+            return int(found)
+        await asyncio.sleep(0.1)
+    raise AssertionError("no alert raised for p-1")

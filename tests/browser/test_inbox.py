@@ -4,27 +4,13 @@ arrive when a reading breaches, acknowledge it, resolve it with a note."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 import asyncpg
 from playwright.async_api import Page, expect
 
-from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import HAS_STREAM, Shot
-from tests.conftest import RunningService, bp, publisher
-
-
-async def sign_in(page: Page, service: RunningService, login: str) -> None:
-    """Through the provider's own pages, as a person would."""
-    await page.goto(service.url.replace("127.0.0.1", "localhost") + "/")
-    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
-    await page.get_by_role("link", name="Logga in med e-tjänstekort (SITHS)").click()
-    await page.locator('input[name="login"]').fill(login)
-    await page.locator('input[name="password"]').fill("any")
-    await page.get_by_role("button", name="Sign-in").click()
-    await page.get_by_role("button", name="Continue").click()
-    await expect(page.get_by_role("heading", name="Inkorg", level=1)).to_be_visible()
+from tests.browser.conftest import HAS_STREAM, Shot, breach, sign_in
+from tests.conftest import RunningService
 
 
 async def test_an_alert_arrives_is_acknowledged_and_resolved(
@@ -42,8 +28,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
     await expect(page.locator("#live-mode")).to_have_text(mode)
 
-    async with publisher(broker) as gw:  # p-1's cuff: systolic 190 is over urgent 180
-        await gw.publish(readings_topic("gw-1"), bp("cuff-1", 190, 100, datetime.now(UTC)), qos=1)
+    await breach(broker)
     alert = page.locator("li.alert")
     await expect(alert).to_have_count(1, timeout=15_000)  # no reload: the page refreshed
     alert_id = int(await alert.get_attribute("data-alert-id") or 0)

@@ -102,7 +102,7 @@ def test_a_rules_window_is_shaded_where_it_lies() -> None:
     figure = chart(daily({d: 80.0 + d for d in range(7)}), windows=[window])
     (band,) = [r for r in figure.iter(f"{SVG}rect") if r.get("class") == "window"]
     left, width = float(band.get("x", "0")), float(band.get("width", "0"))
-    plot_left, plot_width = 52, 720 - 52 - 128
+    plot_left, plot_width = 52, 720 - 52 - 150
     assert abs(left - (plot_left + plot_width * 2 / 7)) < 0.2
     assert abs(width - plot_width * 3 / 7) < 0.2
     assert "3 dagar: 2026-03-05 00:00–2026-03-08 00:00." in description(figure)

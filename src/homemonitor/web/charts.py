@@ -143,7 +143,7 @@ class Bar:
 
 # Geometry of a time series, in SVG user units (the SVG scales to its container).
 _W, _H = 720, 260
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 128, 14, 34
+_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 150, 14, 34  # right: room for "brådskande 180 mmHg"
 _COLOURS = {"warning": "#8a5a00", "urgent": "#b3261e"}  # ≥ 4.5:1 on white (WCAG AA)
 _BANDS = {"warning": "#fff4d6", "urgent": "#fde3e1"}
 
