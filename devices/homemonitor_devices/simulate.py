@@ -107,8 +107,18 @@ _ON_CALL: dict[str, Any] = {
     "id": "jour-stockholm",
     "name": "Jourcentral Stockholm",
     "clinicians": [
-        {"id": "cl-jour-1", "name": "Joursjuksköterska 1", "role": "nurse"},
-        {"id": "cl-jour-2", "name": "Jourläkare 1", "role": "physician"},
+        {
+            "id": "cl-jour-1",
+            "name": "Joursjuksköterska 1",
+            "role": "nurse",
+            "email": "cl-jour-1@jour.example.org",
+        },
+        {
+            "id": "cl-jour-2",
+            "name": "Jourläkare 1",
+            "role": "physician",
+            "email": "cl-jour-2@jour.example.org",
+        },
     ],
 }
 #: (share of patients, share of those who deteriorate during the run)
