@@ -438,7 +438,7 @@ def worker_process(
         w.kill()
 
 
-# --- lifecycle (issue #11: routing, escalation, clinicians' actions) -------------------------
+# --- lifecycle and silence (issue #11): two processes' worth of pools ---------------
 
 
 @pytest.fixture

@@ -10,21 +10,26 @@ import numpy as np
 from homemonitor import registry
 from homemonitor.contract.protocol import PayloadFormat
 from homemonitor.decoding import decode
-from homemonitor.embedded import PrivateMosquitto
+from homemonitor.embedded import PrivateBroker, PrivateMosquitto
 from homemonitor.registry import plans as stored_plans
 from homemonitor.rules import careplan
 from homemonitor.rules.careplan import PlanRow, PlanTable
 from homemonitor_bench import history
 from homemonitor_bench.clinic import Payloads, breaches, build_clinic
-from homemonitor_bench.run import smoke
+from homemonitor_bench.run import nats_settings, smoke
+from tests.conftest import BOTH_BROKERS, private_nats
 
 SENT_AT = "2026-01-01T00:00:00.000000+00:00"
 
 
+@BOTH_BROKERS
 async def test_bench_harness_stores_every_reading_once(
-    dsn: str, broker: PrivateMosquitto, tmp_path: Path
+    dsn: str, broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    """The bench's load generator and worker process: every published reading stored once."""
+    """The bench's load generator and worker process: every published reading stored once.
+
+    On NATS too, as the bench's ``nats`` phase runs it (the worker told it is NATS).
+    """
     verification = (await smoke(dsn, broker, tmp_path, patients=20, readings=1500)).verification
     assert (1500, 0, 0, 0) == (
         verification.published,
@@ -90,4 +95,18 @@ def test_templates_clinic_resolves_and_its_history_lies_before_the_load() -> Non
         len(resolved),
         all(base > r[2] >= base - timedelta(days=21) for r in rows),
         abs(len(rows) - 21 * history.per_day(clinic.devices)) <= len(clinic.devices),
+    )
+
+
+def test_bench_nats_runs_with_the_settings_deploy_ships(tmp_path: Path) -> None:
+    """The nats and crash phases' nats-server: deploy/nats/'s ack_wait, max_ack_pending and
+    sync_interval, the last left out (and said so) where the installed NATS predates it."""
+    private_nats(tmp_path)  # skipped without nats-server, as the bench skips those phases
+    nats = nats_settings()
+    too_old = tuple(map(int, nats.version.split(".")[:2])) < (2, 10)
+    assert (30.0, 2500, None if too_old else "always", too_old) == (
+        nats.ack_wait_s,
+        nats.max_ack_pending,
+        nats.sync_interval,
+        "does not know it" in nats.note,
     )

@@ -323,11 +323,6 @@ async def test_worker_moves_to_the_next_cluster_node_when_its_node_dies(
 # -- deploy/nats/ as shipped -----------------------------------------------------------------
 
 
-def _nats_version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
-    return tuple(int(p) for p in out.stdout.strip().rsplit("v", 1)[1].split(".")[:2])
-
-
 @dataclasses.dataclass(frozen=True)
 class DeployNats:
     """nats-server running deploy/nats/ as shipped: its MQTT TLS port and the CA to trust."""
@@ -345,7 +340,8 @@ def deploy_nats(tmp_path: Path) -> Iterator[DeployNats]:
     """
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed for the TLS listener's certificates")
-    binary = private_nats(tmp_path / "unused").binary
+    installed = private_nats(tmp_path / "unused")
+    binary = installed.binary
     deploy = ROOT / "deploy" / "nats"
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -373,7 +369,7 @@ def deploy_nats(tmp_path: Path) -> Iterator[DeployNats]:
         .replace("listen: 0.0.0.0:8883", f"listen: 127.0.0.1:{port}")
         .replace("/etc/nats/certs", str(conf / "certs"))
     )
-    if _nats_version(binary) < (2, 10):
+    if installed.version() < (2, 10):
         text = text.replace("  sync_interval: always\n", "")
     (conf / "nats-server.conf").write_text(text)
     with (tmp_path / "nats.log").open("wb") as log:

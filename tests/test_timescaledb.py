@@ -203,29 +203,31 @@ async def test_quality_column_joins_a_compressed_hypertable(
     assert [["low_perfusion", "poor_signal"]] * 2 == [r["quality"] for r in rows]
 
 
+async def _p1_planned(tsdb: asyncpg.Connection, plan: dict[str, object]) -> registry.RegistryCache:
+    """Migrated, the test registry applied with ``plan`` as p-1's; the worker's cache of it."""
+    await database.migrate(tsdb)
+    described = copy.deepcopy(REGISTRY)
+    described["patients"][0]["care_plan"] = plan
+    await registry.apply(tsdb, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(tsdb)
+    return cache
+
+
 @needs_tsdb
 async def test_a_trend_rule_reads_its_history_across_chunks_compressed_ones_too(
     tsdb: asyncpg.Connection,
 ) -> None:
     """A 10-day change rule: its reference sits in a compressed chunk; one episode, explained."""
-    await database.migrate(tsdb)
-    described = copy.deepcopy(REGISTRY)
-    described["patients"][0]["care_plan"] = {
-        "version": 2,
-        "rules": [
-            {
-                "id": "weight.gain_10d",
-                "kind": "change",
-                "quantity": "body_weight",
-                "direction": "rise",
-                "warning": 2.0,
-                "window_hours": 240,
-            }
-        ],
+    rule = {
+        "id": "weight.gain_10d",
+        "kind": "change",
+        "quantity": "body_weight",
+        "direction": "rise",
+        "warning": 2.0,
+        "window_hours": 240,
     }
-    await registry.apply(tsdb, registry.parse(described))
-    cache = registry.RegistryCache()
-    await cache.load(tsdb)
+    cache = await _p1_planned(tsdb, {"version": 2, "rules": [rule]})
     now = datetime.now(UTC)
     message = Inbound("homemonitor/v1/gw/gw-1/readings", b"{}", now, 0.0)
 
@@ -274,3 +276,37 @@ async def test_installed_but_not_preloaded_runs_on_plain_postgresql(
     assert (database.StorageMode.POSTGRESQL, 1, "v") == (mode, alive, hourly_kind)
     assert 1 == len(warnings)
     assert "add 'timescaledb' to shared_preload_libraries and restart" in warnings[0]
+
+
+@needs_tsdb
+async def test_a_silence_is_found_on_a_hypertable_with_compressed_chunks(
+    tsdb: asyncpg.Connection,
+) -> None:
+    """Daily weights over three chunks, the older compressed: one missing-data alert."""
+    from homemonitor.alerts import silence  # noqa: PLC0415 - only this test needs it
+
+    weight = {"metric": "body_weight", "every_hours": 24, "tolerate_hours": 72}
+    cache = await _p1_planned(tsdb, {"version": 2, "expected": [weight]})
+    now = datetime.now(UTC)
+    last = now - timedelta(days=4)
+    for n in range(20, -1, -1):
+        at = last - timedelta(days=n)
+        reading = Reading("scale-1", Metric.BODY_WEIGHT, at, {Quantity.BODY_WEIGHT: 80.0})
+        message = Inbound("homemonitor/v1/gw/gw-1/readings", b"{}", at, 0.0)
+        await commit(
+            tsdb, Batch([message], [Candidate(reading, "p-1", "gw-1", at, 0)]), cache.plans
+        )
+    await tsdb.execute(  # gw-1 is alive: the silence is the patient's
+        "UPDATE gateways SET last_seen_at = $1 WHERE id = 'gw-1'", now
+    )
+    compressed = await tsdb.fetchval(
+        "SELECT count(compress_chunk(format('%I.%I', chunk_schema, chunk_name)::regclass)) "
+        "FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND range_end < $1",
+        last - timedelta(days=7),
+    )
+    done = await silence.check(tsdb, cache.plans, now)
+    rows = await tsdb.fetch("SELECT rule, opening_measured_at FROM alerts")
+    assert compressed >= 1
+    assert {"warning": 1} == dict(done.tally.opened)
+    assert [("missing.body_weight", last)] == [tuple(r) for r in rows]

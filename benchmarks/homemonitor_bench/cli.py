@@ -16,7 +16,7 @@ from pathlib import Path
 from homemonitor_bench.clinic import PLAN_MODES
 from homemonitor_bench.history import DEFAULT_DAYS
 from homemonitor_bench.report import json_default, nothing_lost, render
-from homemonitor_bench.run import PHASES, run_phases
+from homemonitor_bench.run import CRASH_READINGS, PHASES, run_phases
 
 DESCRIPTION = """\
 What the real worker sustains, how fast its alerts open and where its CPU goes, measured
@@ -35,7 +35,7 @@ morning, values around the patient's baseline, about 1 % breaching).
 The worker is the service itself, 'homemonitor run --no-http', unchanged, configured
 only through HOMEMONITOR_* variables and acknowledging after commit.
 
-phases (in this order; --phases picks some):
+phases (in this order; --phases picks some; all but nats and crash by default):
   bare      step search: (a) the bare client, stock aiomqtt with a manual PUBACK per
             message through paho, no work
   intake    step search: (a') the worker's own MQTT intake, batched PUBACKs, no work;
@@ -54,6 +54,14 @@ phases (in this order; --phases picks some):
   scale     step search: two workers on an MQTT 5 shared subscription
   outage    PostgreSQL stopped for 60 s under 1 000/s: worker and broker memory,
             time to the first commit and drain rate after the restart, nothing lost
+  nats      the worker and latency phases again on a private nats-server (JetStream;
+            ack_wait, max_ack_pending and sync_interval as deploy/nats/nats-server.conf),
+            right after them on Mosquitto (added if not chosen): both, and the ratio
+  crash     each broker SIGKILLed mid-stream once it has acknowledged --crash-readings
+            QoS 1 readings, then restarted: acknowledged readings never stored, with the
+            worker away (its session holding a backlog) and with it running
+nats and crash on NATS are skipped, saying so, when nats-server is not installed. NATS
+before 2.10 does not know sync_interval: it then runs without (the report says so).
 
 A step publishes at one rate for 7 s. It passes when the publisher held the rate, the
 consumer stored at least 95 % of it over the last three quarters of the step, at most
@@ -84,6 +92,7 @@ examples:
   make bench ARGS="--quick --phases intake"
   make bench ARGS="--phases plans"
   make bench ARGS="--phases outbox"
+  make bench ARGS="--phases nats,crash"
   make bench ARGS="--phases profile --plans templates"
   make bench ARGS="--phases worker --worker-env HOMEMONITOR_BATCH_MAX=1000"
   make bench ARGS="--phases worker --worker-pythonpath ../other-checkout/src\""""
@@ -125,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phases",
         default="",
-        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all but nats,crash)",
     )
     parser.add_argument(
         "--output", default="bench-results", help="directory for the JSON result (bench-results)"
@@ -171,6 +180,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--outage-seconds", type=float, default=None, help="how long PostgreSQL is down (60)"
+    )
+    parser.add_argument(
+        "--crash-readings",
+        type=int,
+        default=CRASH_READINGS,
+        metavar="N",
+        help=f"crash: kill the broker once it has acknowledged N readings ({CRASH_READINGS})",
+    )
+    parser.add_argument(
+        "--crash-rate", type=float, default=1000.0, help="crash: publish rate (1000/s)"
     )
     parser.add_argument("--keep", action="store_true", help="keep logs and data directories")
 

@@ -20,13 +20,11 @@ from typing import Any, Literal, Protocol
 
 import aiomqtt
 import asyncpg
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from homemonitor.contract.protocol import SUBSCRIPTION
-from homemonitor.embedded import PrivateMosquitto
+from homemonitor.embedded import PrivateBroker
 from homemonitor.ingest import transport
 from homemonitor.ingest.pipeline import Inbound
 from homemonitor.settings import Settings
@@ -170,7 +168,7 @@ class ServiceWorkers:
         self,
         n: int,
         db: Db,
-        broker: PrivateMosquitto,
+        broker: PrivateBroker,
         workdir: Path,
         *,
         name: str,
@@ -193,6 +191,7 @@ class ServiceWorkers:
             {
                 **base,
                 "HOMEMONITOR_DATABASE_URL": db.dsn,
+                "HOMEMONITOR_MQTT_BROKER": broker.kind,  # nats: MQTT 3.1.1
                 "HOMEMONITOR_MQTT_HOST": broker.host,
                 "HOMEMONITOR_MQTT_PORT": str(broker.port),
                 "HOMEMONITOR_MQTT_CLIENT_ID": cid,
@@ -461,16 +460,19 @@ class ChildConsumer:
         self.proc.close()
 
 
-def forget_session(host: str, port: int, client_id: str) -> None:
-    """End a persistent session, so the broker stops queueing for a worker that is gone."""
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-    )
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call] # paho
-    properties.SessionExpiryInterval = 0
-    client.connect(host, port, clean_start=True, properties=properties)
-    deadline = time.monotonic() + 5
-    while not client.is_connected() and time.monotonic() < deadline:
-        client.loop(0.05)
-    client.disconnect()
-    client.loop(0.1)
+async def forget_session(broker: PrivateBroker, client_id: str) -> None:
+    """End a persistent session, so the broker stops queueing for a worker that is gone.
+
+    The service's own clean start (:func:`~homemonitor.ingest.transport.end_session`, what
+    ``homemonitor leave`` ends with): MQTT 5 on Mosquitto, 3.1.1 on NATS.
+    """
+    values: dict[str, Any] = {
+        "_env_file": None,  # no developer's .env
+        "database_url": "postgresql://unused@127.0.0.1/unused",
+        "mqtt_broker": broker.kind,
+        "mqtt_host": broker.host,
+        "mqtt_port": broker.port,
+        "mqtt_client_id": client_id,
+    }
+    settings = Settings(**values)
+    await transport.end_session(settings, settings.mqtt_addresses[0])

@@ -1,4 +1,4 @@
-"""The latency and outage phases."""
+"""The latency, outage and broker-crash phases."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from homemonitor.embedded import PrivatePostgres
 from homemonitor_bench.clinic import breaches
 from homemonitor_bench.consumers import ServiceWorkers
 from homemonitor_bench.meter import rss_mb
+from homemonitor_bench.publisher import LoadGenerator
 from homemonitor_bench.search import Bench
 from homemonitor_bench.stalls import (
     analyse,
@@ -230,5 +232,86 @@ async def outage(
         f"down; first commit {or_nan(since(t_first_commit)):.1f} s after the restart request, "
         f"caught up after {or_nan(since(t_caught_up)):.1f} s, drain {or_nan(drain_rate):.0f}/s; "
         f"lost {verification.lost}, duplicated {verification.duplicated}"
+    )
+    return result
+
+
+async def crash(
+    bench: Bench,
+    workers: ServiceWorkers,
+    connect: Callable[[], Awaitable[LoadGenerator]],
+    *,
+    acknowledged: int,
+    rate: float,
+    worker_running: bool,
+    settle_s: float,
+) -> dict[str, Any]:
+    """The broker SIGKILLed mid-stream once it has acknowledged ``acknowledged`` readings.
+
+    ``bench.broker`` is a broker of this phase's own. The worker's persistent session is
+    made first and saved (the broker stopped gracefully and started again). Then readings
+    are published at ``rate`` (a quarter more than ``acknowledged``, so the stream is still
+    going), the broker is killed, started again, and the worker (still running, or away
+    until then: a backlog the broker held, as while the database is down) resumes its
+    session. Counted: readings the broker acknowledged that are never stored (after
+    nothing new was stored for ``settle_s``, NATS's ``ack_wait`` and some). ``connect``
+    starts a load generator on the broker (each broker restart ends the one before).
+    """
+    broker = bench.broker
+    mode = "running" if worker_running else "away"
+    bench.say(
+        f"crash: {broker.kind}, worker {mode}: SIGKILL once {acknowledged} readings at "
+        f"{rate:.0f}/s are acknowledged"
+    )
+    await workers.start()
+    await bench.until_consuming(workers)
+    if not worker_running:
+        await workers.stop()
+    bench.load.close()
+    await asyncio.to_thread(broker.stop)  # graceful: the session is saved before the stream
+    await asyncio.to_thread(broker.start)
+    started = time.monotonic()
+    bench.load = await connect()
+    total = acknowledged + acknowledged // 4
+    first = bench.take(total)
+    await workers.reset()
+    publishing = asyncio.create_task(bench.load.publish(rate, total, first, record=False))
+    while bench.load.acked < acknowledged and not publishing.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    killed = time.monotonic()
+    await asyncio.to_thread(broker.kill)
+    published = await publishing
+    acked = published.acked  # first .. first + acked - 1, in order
+    stored_at_kill = await workers.processed()
+    await asyncio.to_thread(broker.start)
+    restarted = time.monotonic()
+    if not worker_running:
+        await workers.start()
+    last, last_change, deadline = -1, time.monotonic(), time.monotonic() + 180
+    while True:
+        verification = await workers.verify(first, acked)
+        now = time.monotonic()
+        if verification.stored != last:
+            last, last_change = verification.stored, now
+        if not verification.lost or now - last_change > settle_s or now > deadline:
+            break
+        await asyncio.sleep(0.25)
+    await workers.stop()
+    result = {
+        "broker": broker.kind,
+        "worker": mode,
+        "rate": rate,
+        "acknowledged": acked,
+        "sent": bench.load.sent,
+        "stored_at_kill": stored_at_kill,
+        "killed_after_broker_start_s": killed - started,
+        "stored_after_restart_s": last_change - restarted,
+        "verification": dataclasses.asdict(verification),
+    }
+    bench.say(
+        f"  {broker.kind}, worker {mode}: {acked} acknowledged, {stored_at_kill} stored at the "
+        f"kill ({killed - started:.1f} s after the broker started); after the restart "
+        f"lost {verification.lost}, duplicated {verification.duplicated}, "
+        f"{verification.unexpected} stored that were sent but not acknowledged"
     )
     return result

@@ -76,9 +76,13 @@ class RawPublisher:
         if not ready:
             return 0
         try:
-            data = self._pending + self.sock.recv(1 << 16)
+            chunk = self.sock.recv(1 << 16)
         except BlockingIOError:
             return 0
+        if not chunk:
+            msg = "broker closed the connection"
+            raise ConnectionError(msg)
+        data = self._pending + chunk
         count, i = 0, 0
         while len(data) - i >= 2:  # a publisher only gets short packets: PUBACK, PINGRESP
             kind, length = data[i] >> 4, data[i + 1]
@@ -126,7 +130,11 @@ class Published:
 
 
 def _loadgen_main(pipe: Connection, config: LoadConfig, counters: Any) -> None:
-    """Publish on command: ``(rate, count, first, record)``; ``None`` ends the process."""
+    """Publish on command: ``(rate, count, first, record)``; ``None`` ends the process.
+
+    When the broker goes away mid-run the process answers with what it had acknowledged
+    so far and ends.
+    """
     payloads = Payloads(build_clinic(config.patients, config.seed).devices, config.base_ms)
     try:
         publisher = RawPublisher(config.host, config.port, f"bench-load-{os.getpid()}")
@@ -145,32 +153,38 @@ def _loadgen_main(pipe: Connection, config: LoadConfig, counters: Any) -> None:
         counters[0] = counters[1] = 0
         sent = acked = 0
         last = t0 = next_burst = time.monotonic()
-        while sent < count or acked < count:
-            now = time.monotonic()
-            due = min(count, int((now - t0) * rate) + 1, acked + PUBLISH_WINDOW)
-            if due > sent and now >= next_burst:
-                wall = time.time()
-                stamp = _iso_wall(wall)
-                burst = []
-                for seq in range(first + sent, first + due):
-                    packet_id = packet_id % 65535 + 1
-                    burst.append(payloads.publish_packet(seq, stamp, packet_id))
-                publisher.send(b"".join(burst))
-                if times is not None:
-                    times[sent:due] = wall
-                sent, last, next_burst = due, now, now + _TICK  # fewer, larger writes
-            if sent < min(count, acked + PUBLISH_WINDOW):
-                wait = max(t0 + sent / rate, next_burst) - time.monotonic()
-            else:
-                wait = 0.005  # the window is full: PUBACKs first
-            got = publisher.acks(min(max(wait, 0.0), 0.005))
-            if got and ack_times is not None:
-                ack_times[acked : acked + got] = time.time()  # the broker acks in order
-            acked += got
-            counters[0], counters[1] = sent, acked
+        gone = False
+        try:
+            while sent < count or acked < count:
+                now = time.monotonic()
+                due = min(count, int((now - t0) * rate) + 1, acked + PUBLISH_WINDOW)
+                if due > sent and now >= next_burst:
+                    wall = time.time()
+                    stamp = _iso_wall(wall)
+                    burst = []
+                    for seq in range(first + sent, first + due):
+                        packet_id = packet_id % 65535 + 1
+                        burst.append(payloads.publish_packet(seq, stamp, packet_id))
+                    publisher.send(b"".join(burst))
+                    if times is not None:
+                        times[sent:due] = wall
+                    sent, last, next_burst = due, now, now + _TICK  # fewer, larger writes
+                if sent < min(count, acked + PUBLISH_WINDOW):
+                    wait = max(t0 + sent / rate, next_burst) - time.monotonic()
+                else:
+                    wait = 0.005  # the window is full: PUBACKs first
+                got = publisher.acks(min(max(wait, 0.0), 0.005))
+                if got and ack_times is not None:
+                    ack_times[acked : acked + got] = time.time()  # the broker acks in order
+                acked += got
+                counters[0], counters[1] = sent, acked
+        except OSError:  # ConnectionError too: the broker is gone (the crash phase kills it)
+            gone = True
         elapsed = time.monotonic() - t0
         achieved = (count - 1) / (last - t0) if count > 1 and last > t0 else float(rate)
         pipe.send((count, acked, min(achieved, float(rate)), elapsed, times, ack_times))
+        if gone:  # readings first .. first + acked - 1 were acknowledged; nothing more
+            return
     publisher.close()
 
 
@@ -188,6 +202,7 @@ class LoadGenerator:
             daemon=True,
         )
         self._child = child
+        self._closed = False
 
     async def start(self) -> None:
         self._proc.start()
@@ -212,12 +227,20 @@ class LoadGenerator:
         return int(self._counters[1])
 
     async def publish(self, rate: float, count: int, first: int, *, record: bool) -> Published:
-        """Publish readings ``first .. first + count - 1`` at ``rate``; wait for every PUBACK."""
+        """Publish readings ``first .. first + count - 1`` at ``rate``; wait for every PUBACK.
+
+        If the broker goes away first, ``acked`` says how many (from ``first``, in order) it
+        had acknowledged, and the load generator is done: start another.
+        """
         self._pipe.send((rate, count, first, record))
         n, acked, achieved, seconds, times, ack_times = await asyncio.to_thread(self._pipe.recv)
         return Published(first, n, acked, rate, achieved, seconds, times, ack_times)
 
     def close(self) -> None:
+        """End the process (once; a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(OSError):
             self._pipe.send(None)
         self._proc.join(10)

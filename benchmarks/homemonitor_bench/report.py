@@ -74,6 +74,7 @@ _CONSUMERS = {
     "naive": "(b) naive: auto ack, INSERT each",
     "worker": "one worker",
     "two_workers": "two workers, shared subscription",
+    "worker_nats": "one worker, NATS JetStream broker",
     "worker_thresholds": "one worker, thresholds plans",
     "worker_templates": "one worker, templates plans",
     "worker_without_channels": "one worker, no notification channels",
@@ -92,6 +93,9 @@ def _render_header(result: dict[str, Any]) -> list[str]:
         f"software: Python {m['python']}, PostgreSQL {result.get('postgres')} (fsync {fsync}), "
         f"Mosquitto {result.get('mosquitto')}",
     ]
+    nats = result.get("nats")
+    if nats:
+        lines.append(f"nats:     {_nats_line(nats)}")
     reg = result.get("registry")
     if reg:
         lines.append(
@@ -110,6 +114,17 @@ def _render_header(result: dict[str, Any]) -> list[str]:
             f"{h['rows'] / max(1, reg['patients'] if reg else 1):.0f} per patient"
         )
     return lines
+
+
+def _nats_line(nats: dict[str, Any]) -> str:
+    if "skipped" in nats:
+        return f"skipped: {nats['skipped']}"
+    sync = nats["sync_interval"] or "NATS's default (not set)"
+    return (
+        f"nats-server {nats['version']}, JetStream on, ack_wait {nats['ack_wait_s']:g} s, "
+        f"max_ack_pending {nats['max_ack_pending']}, sync_interval {sync}"
+        + (f" ({nats['note']})" if nats["note"] else "")
+    )
 
 
 def _render_throughput(result: dict[str, Any]) -> list[str]:
@@ -157,14 +172,12 @@ def _render_throughput(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _render_latency(result: dict[str, Any]) -> list[str]:
-    if not result.get("latency"):
+def _render_latency(result: dict[str, Any], runs: str = "latency", on: str = "") -> list[str]:
+    if not result.get(runs):
         return []
-    lines = [
-        "",
-        f"{'latency, one worker, ms':<40} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'n':>7}",
-    ]
-    for lat in result["latency"]:
+    title = f"latency, one worker{on}, ms"
+    lines = ["", f"{title:<40} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'n':>7}"]
+    for lat in result[runs]:
         kept = "" if lat["kept_up"] else "  (did not keep up)"
         for what, key in (
             ("stored", "publish_to_stored_ms"),
@@ -199,6 +212,47 @@ def _render_profile(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _render_nats(result: dict[str, Any]) -> list[str]:
+    """NATS against Mosquitto, one worker each, in this run."""
+    if not result.get("latency_nats") and "worker_nats" not in result.get("searches", {}):
+        return []
+    lines = _render_latency(result, "latency_nats", " on NATS")
+    lines += ["", "NATS JetStream / Mosquitto, one worker, this run"]
+    mq, nats = _best(result, "worker"), _best(result, "worker_nats")
+    if mq and nats:
+        lines.append(f"  sustained {nats:.0f}/s on NATS, {mq:.0f}/s on Mosquitto: {nats / mq:.2f}x")
+    for m, n in zip(result.get("latency", []), result.get("latency_nats", []), strict=False):
+        pm, pn = m["publish_to_stored_ms"], n["publish_to_stored_ms"]
+        if pm["n"] and pn["n"]:
+            ratios = ", ".join(f"{q} {pn[q] / pm[q]:.2f}x" for q in ("p50", "p95", "p99"))
+            lines.append(f"  {m['rate']:.0f}/s publish -> stored: NATS/Mosquitto {ratios}")
+    return lines
+
+
+def _render_crash(result: dict[str, Any]) -> list[str]:
+    runs = result.get("crash")
+    if not runs:
+        return []
+    lines = [
+        "",
+        "broker SIGKILLed mid-stream, restarted: acknowledged readings never stored",
+        f"  {'broker, worker':<28} {'acknowledged':>12} {'lost':>7} {'dup':>5} "
+        f"{'stored at kill':>15} {'kill after start':>17}",
+    ]
+    for c in runs:
+        v = c["verification"]
+        lines.append(
+            f"  {c['broker'] + ', worker ' + c['worker']:<28} {c['acknowledged']:>12} "
+            f"{v['lost']:>7} {v['duplicated']:>5} {c['stored_at_kill']:>15} "
+            f"{c['killed_after_broker_start_s']:>15.1f} s"
+        )
+    lines.append(
+        f"  Mosquitto saves every {result.get('broker_autosave_s')} s (autosave_interval) and "
+        f"at a graceful stop; the kill came that long after its start"
+    )
+    return lines
+
+
 def _render_outage(result: dict[str, Any]) -> list[str]:
     o = result.get("outage")
     if not o:
@@ -224,6 +278,8 @@ def render(result: dict[str, Any]) -> str:
     lines += _render_latency(result)
     lines += _render_profile(result)
     lines += _render_outage(result)
+    lines += _render_nats(result)
+    lines += _render_crash(result)
     checks = targets(result)
     if checks:
         lines += ["", "targets (issues 4 and 10)"]
@@ -244,7 +300,7 @@ def json_default(value: object) -> object:
 
 def nothing_lost(result: dict[str, Any]) -> bool:
     steps = [s for found in result.get("searches", {}).values() for s in found["steps"]]
-    steps += [lat["step"] for lat in result.get("latency", [])]
+    steps += [lat["step"] for key in ("latency", "latency_nats") for lat in result.get(key, [])]
     verifications = [s["verification"] for s in steps]
     if result.get("outage"):
         verifications.append(result["outage"]["verification"])

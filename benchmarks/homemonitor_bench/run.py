@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
+import functools
+import re
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from homemonitor import registry
-from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
+from homemonitor.embedded import PrivateBroker, PrivateMosquitto, PrivateNats, PrivatePostgres
+from homemonitor.errors import ServiceStartError
 from homemonitor.registry import RegistryCache
 from homemonitor.storage import database
 from homemonitor_bench import history
@@ -30,9 +32,9 @@ from homemonitor_bench.consumers import (
     intake_main,
     naive_main,
 )
-from homemonitor_bench.meter import CpuMeter, machine, pid_with_argument
+from homemonitor_bench.meter import CpuMeter, machine
 from homemonitor_bench.outbox import compare as compare_outbox
-from homemonitor_bench.phases import latency, outage
+from homemonitor_bench.phases import crash, latency, outage
 from homemonitor_bench.publisher import LoadConfig, LoadGenerator
 from homemonitor_bench.search import Bench, Search
 from homemonitor_bench.stages import profile
@@ -55,9 +57,74 @@ class Plan:
 FULL = Plan(7.0, 7, (60.0, 60.0), 8.0, (5.0, 60.0, 15.0), patients=10_000)
 QUICK = Plan(2.0, 3, (3.0, 2.0), 2.0, (1.5, 5.0, 3.0), patients=2_000)
 PHASES = (
-    *("bare", "intake", "naive", "worker", "latency", "profile", "plans", "outbox", "scale"),
+    "bare",
+    "intake",
+    "naive",
+    "worker",
+    "latency",
+    "profile",
+    "plans",
+    "outbox",
+    "scale",
     "outage",
+    "nats",
+    "crash",
 )
+#: What runs without --phases: ``nats`` and ``crash`` need nats-server and take minutes more.
+DEFAULT_PHASES = PHASES[:-2]
+#: The NATS settings the nats and crash phases take from what deploy/ ships.
+DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"
+#: Readings the crash phase has the broker acknowledge before it kills it.
+CRASH_READINGS = 5000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NatsSettings:
+    """What of ``deploy/nats/nats-server.conf`` the bench's NATS runs with."""
+
+    ack_wait_s: float
+    max_ack_pending: int
+    sync_interval: str | None  # None: not set (NATS before 2.10 does not know the key)
+    version: str
+    note: str  # why a setting of deploy/ is not used, or ""
+
+    def server(self, directory: Path) -> PrivateNats:
+        return PrivateNats(
+            directory,
+            ack_wait_s=self.ack_wait_s,
+            max_ack_pending=self.max_ack_pending,
+            sync_interval=self.sync_interval,
+        )
+
+
+def nats_settings(conf: Path = DEPLOY_NATS) -> NatsSettings:
+    """deploy/'s ``ack_wait``, ``max_ack_pending`` and ``sync_interval`` for the installed NATS.
+
+    Raises :class:`ServiceStartError` when ``nats-server`` is not installed.
+    """
+    text = conf.read_text()
+
+    def value(key: str) -> str:
+        found = re.search(rf'^\s*{key}:\s*"?([^"\s]+)"?', text, re.MULTILINE)
+        if found is None:
+            msg = f"{key} not found"
+            raise ServiceStartError(str(conf), msg)
+        return found[1]
+
+    version = PrivateNats(Path("unused")).version()
+    sync: str | None = value("sync_interval")
+    note = ""
+    if version < (2, 10):
+        known = f"nats-server {version[0]}.{version[1]} does not know it"
+        note = f"sync_interval {sync} (deploy/) not set: {known}"
+        sync = None
+    return NatsSettings(
+        ack_wait_s=float(value("ack_wait").removesuffix("s")),
+        max_ack_pending=int(value("max_ack_pending")),
+        sync_interval=sync,
+        version=".".join(map(str, version)),
+        note=note,
+    )
 
 
 def _mosquitto_version(binary: str) -> str:
@@ -123,7 +190,15 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every phase of ``args.phases`` in order; the result the report and the JSON hold."""
     plan = QUICK if args.quick else FULL
     patients = args.patients or plan.patients
-    phases = set(args.phases.split(",")) if args.phases else set(PHASES)
+    phases = set(args.phases.split(",")) if args.phases else set(DEFAULT_PHASES)
+    nats: NatsSettings | None = None
+    if phases & {"nats", "crash"}:
+        try:
+            nats = nats_settings()
+        except ServiceStartError as exc:
+            print(f"phases nats and crash on NATS skipped: {exc}", flush=True)
+    if "nats" in phases and nats is not None:
+        phases |= {"worker", "latency"}  # its baseline: Mosquitto in the same run
     extra_env = dict(kv.split("=", 1) for kv in args.worker_env)
     base_ms = int((datetime.now(UTC) - timedelta(hours=2)).timestamp()) * 1000
     plans: PlanMode = args.plans
@@ -137,22 +212,33 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "broker_autosave_s": args.broker_autosave,
         "broker_config": args.broker_config,
     }
+    if nats is not None:
+        result["nats"] = dataclasses.asdict(nats)
+    elif phases & {"nats", "crash"}:
+        result["nats"] = {"skipped": "nats-server is not installed (apt-get install nats-server)"}
     t_start = time.monotonic()
     print(f"homemonitor bench ({'quick' if args.quick else 'full'}) in {workdir}", flush=True)
-    with (
-        PrivatePostgres(workdir / "postgres", durable=not args.no_fsync) as pg,
-        PrivateMosquitto(
-            workdir / "mosquitto",
+
+    def mosquitto(directory: Path) -> PrivateMosquitto:
+        return PrivateMosquitto(
+            directory,
             # the last autosave_interval wins: deploy/'s, not the test fixtures' 1 s
             extra_config=(
                 "log_type subscribe\nlog_type information\n"
                 f"autosave_interval {args.broker_autosave}\n"
                 + "".join(f"{line}\n" for line in args.broker_config)
             ),
-        ) as mq,
+        )
+
+    def crash_broker(kind: str, directory: Path) -> PrivateBroker:
+        return nats.server(directory) if kind == "nats" and nats else mosquitto(directory)
+
+    with (
+        PrivatePostgres(workdir / "postgres", durable=not args.no_fsync) as pg,
+        mosquitto(workdir / "mosquitto") as mq,
     ):
         db = Db(pg.dsn)
-        load: LoadGenerator | None = None
+        loads: list[LoadGenerator] = []
         consumers: list[Consumer] = []
         try:
             result["postgres"] = str(await db.fetchval("SHOW server_version"))
@@ -186,27 +272,45 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             if plans == "templates":
                 await with_history()
-            load = LoadGenerator(LoadConfig(mq.host, mq.port, patients, args.seed, base_ms))
-            await load.start()
-            meter = CpuMeter(load.pid, pid_with_argument(str(mq.directory)), pg._postmaster_pid())
-            bench = Bench(
-                db=db,
-                broker=mq,
-                load=load,
-                meter=meter,
-                base_ms=base_ms,
-                devices=r["devices"],
-                workdir=workdir,
-                postgres_log=pg.log_path,
-            )
+
+            async def connect(broker: PrivateBroker) -> LoadGenerator:
+                """A load generator publishing to ``broker``."""
+                load = LoadGenerator(
+                    LoadConfig(broker.host, broker.port, patients, args.seed, base_ms)
+                )
+                loads.append(load)
+                await load.start()
+                return load
+
+            async def bench_on(broker: PrivateBroker, after: Bench | None = None) -> Bench:
+                """The phases against ``broker`` (numbering readings on from ``after``)."""
+                load = await connect(broker)
+                on = Bench(
+                    db=db,
+                    broker=broker,
+                    load=load,
+                    meter=CpuMeter(load.pid, broker.pid, pg._postmaster_pid()),
+                    base_ms=base_ms,
+                    devices=r["devices"],
+                    workdir=workdir,
+                    postgres_log=pg.log_path,
+                )
+                if after is not None:  # one clock and one numbering for the whole run
+                    on.next_seq, on.started = after.next_seq, after.started
+                return on
+
+            bench = await bench_on(mq)
             searches: dict[str, Any] = {}
             result["searches"] = searches
 
-            async def searched(key: str, consumer: Consumer, start: float) -> Search:
+            async def searched(
+                key: str, consumer: Consumer, start: float, on: Bench | None = None
+            ) -> Search:
+                on = on or bench
                 consumers.append(consumer)
                 await consumer.start()
-                await bench.until_consuming(consumer)
-                found = await bench.search(consumer, start, plan.step_seconds, plan.max_steps)
+                await on.until_consuming(consumer)
+                found = await on.search(consumer, start, plan.step_seconds, plan.max_steps)
                 searches[key] = dataclasses.asdict(found)
                 return found
 
@@ -215,7 +319,7 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 consumers.remove(consumer)
                 if isinstance(consumer, ServiceWorkers):
                     for cid in consumer.client_ids:
-                        await asyncio.to_thread(forget_session, mq.host, mq.port, cid)
+                        await forget_session(consumer.broker, cid)
 
             if "bare" in phases:
                 bare = ChildConsumer(
@@ -237,12 +341,16 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await retire(naive)
 
             def workers(
-                n: int, name: str, group: str | None = None, label: str | None = None
+                n: int,
+                name: str,
+                group: str | None = None,
+                label: str | None = None,
+                broker: PrivateBroker = mq,
             ) -> ServiceWorkers:
                 return ServiceWorkers(
                     n,
                     db,
-                    mq,
+                    broker,
                     workdir,
                     name=name,
                     shared_group=group,
@@ -262,13 +370,11 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     consumers.append(one)
                     await one.start()
                     await bench.until_consuming(one)
+                durations = (args.latency_seconds,) * 2 if args.latency_seconds else None
+                latencies = tuple(zip((1000, 5000), durations or plan.latency_seconds, strict=True))
                 if "latency" in phases:
-                    durations = (args.latency_seconds,) * 2 if args.latency_seconds else None
                     result["latency"] = [
-                        await latency(bench, one, rate, seconds)
-                        for rate, seconds in zip(
-                            (1000, 5000), durations or plan.latency_seconds, strict=True
-                        )
+                        await latency(bench, one, rate, seconds) for rate, seconds in latencies
                     ]
                 if "profile" in phases:
                     rate = args.profile_rate or (0.8 * one_sustained if one_sustained else 1000.0)
@@ -277,6 +383,16 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     )
                 result["worker_quarantined"] = await one.quarantined()
                 await retire(one)
+            if "nats" in phases and nats is not None:  # right after its Mosquitto baseline
+                with nats.server(workdir / "nats") as server:
+                    on = await bench_on(server, bench)
+                    w = workers(1, "nats", label="one worker, NATS JetStream", broker=server)
+                    await searched("worker_nats", w, 1000, on)
+                    result["latency_nats"] = [
+                        await latency(on, w, rate, seconds) for rate, seconds in latencies
+                    ]
+                    await retire(w)
+                    on.load.close()
             if "plans" in phases:
                 seeded_here = await with_history()
                 version, modes = 1, {}
@@ -319,12 +435,36 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     bench, lone, pg, rate=1000, before=before, down=down, after=after
                 )
                 await retire(lone)
+            if "crash" in phases:
+                kinds = ["mosquitto"] + (["nats"] if nats is not None else [])
+                result["crash"] = []
+                for kind, running in ((k, r) for k in kinds for r in (False, True)):
+                    mode = "running" if running else "away"
+                    where = workdir / "crash" / f"{kind}-{mode}"
+                    with crash_broker(kind, where) as cb:
+                        on = await bench_on(cb, bench)
+                        w = workers(1, f"crash-{kind}-{mode}", broker=cb)
+                        consumers.append(w)
+                        result["crash"].append(
+                            await crash(
+                                on,
+                                w,
+                                functools.partial(connect, cb),
+                                acknowledged=args.crash_readings,
+                                rate=args.crash_rate,
+                                worker_running=running,
+                                settle_s=(nats.ack_wait_s if nats else 0.0) + 10,
+                            )
+                        )
+                        consumers.remove(w)
+                        on.load.close()
         finally:
             for consumer in consumers:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-            if load is not None:
-                load.close()
+            for load in loads:
+                with contextlib.suppress(Exception):
+                    load.close()
             await db.close()
     result["duration_s"] = time.monotonic() - t_start
     return result
@@ -341,7 +481,7 @@ class Smoke:
 
 async def smoke(
     dsn: str,
-    broker: PrivateMosquitto,
+    broker: PrivateBroker,
     workdir: Path,
     *,
     patients: int = 20,

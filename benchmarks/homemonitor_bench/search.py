@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from homemonitor.embedded import PrivateMosquitto
+from homemonitor.embedded import PrivateBroker
 from homemonitor_bench.consumers import Consumer, Db, Verification
 from homemonitor_bench.meter import CpuMeter, peak_rss_mb, reset_peak_memory
 from homemonitor_bench.publisher import LoadGenerator, Published
@@ -48,7 +48,7 @@ class Bench:
         self,
         *,
         db: Db,
-        broker: PrivateMosquitto,
+        broker: PrivateBroker,
         load: LoadGenerator,
         meter: CpuMeter,
         base_ms: int,

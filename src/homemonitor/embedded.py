@@ -64,11 +64,22 @@ class PrivateBroker:
 
     kind = ""
     port: int
+    directory: Path
+    extra_config: str
     _proc: subprocess.Popen[bytes] | None
 
     @property
     def host(self) -> str:
         return "127.0.0.1"
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self.running and self._proc is not None else None
 
     def start(self) -> None:
         raise NotImplementedError
@@ -159,9 +170,11 @@ class PrivateNats(PrivateBroker):
 
     The MQTT gateway acknowledges a QoS 1 PUBLISH once the message is in JetStream's file
     store (``deploy/nats/``). ``ack_wait`` is how long NATS waits for a PUBACK before it
-    redelivers (30 s by default; short here so that tests need not wait). ``extra_config``
-    is added to the generated file (``mappings``, ``authorization``...). Several of them
-    form a cluster with :meth:`cluster`.
+    redelivers (30 s by default; short here so that tests need not wait).
+    ``sync_interval`` is JetStream's (``always`` in ``deploy/nats/``: fsync before every
+    acknowledgement; NATS 2.10+, see :meth:`version`; None: NATS's default, 2 minutes).
+    ``extra_config`` is added to the generated file (``mappings``, ``authorization``...).
+    Several of them form a cluster with :meth:`cluster`.
     """
 
     kind = "nats"
@@ -173,6 +186,7 @@ class PrivateNats(PrivateBroker):
         *,
         ack_wait_s: float = 3.0,
         max_ack_pending: int = 5000,
+        sync_interval: str | None = None,
         extra_config: str = "",
     ) -> None:
         self.directory = directory
@@ -181,6 +195,7 @@ class PrivateNats(PrivateBroker):
         self.cluster_port = free_port()
         self.ack_wait_s = ack_wait_s
         self.max_ack_pending = max_ack_pending
+        self.sync_interval = sync_interval
         self.extra_config = extra_config
         self.routes: list[int] = []
         self.replicas = 1
@@ -199,9 +214,12 @@ class PrivateNats(PrivateBroker):
             node.replicas = size
         return nodes
 
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
+    def version(self) -> tuple[int, ...]:
+        """The installed ``nats-server``'s version, e.g. (2, 9, 10)."""
+        out = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return tuple(int(p) for p in out.stdout.strip().rsplit("v", 1)[1].split("."))
 
     @property
     def log_path(self) -> Path:
@@ -220,7 +238,9 @@ class PrivateNats(PrivateBroker):
         conf.write_text(
             f"server_name: hm-{self.port}\n"
             f"listen: 127.0.0.1:{self.client_port}\n"
-            f'jetstream {{\n  store_dir: "{self.directory / "js"}"\n}}\n'
+            f'jetstream {{\n  store_dir: "{self.directory / "js"}"\n'
+            + (f"  sync_interval: {self.sync_interval}\n" if self.sync_interval else "")
+            + "}\n"
             "mqtt {\n"
             f"  listen: 127.0.0.1:{self.port}\n"
             f'  ack_wait: "{self.ack_wait_s:g}s"\n'

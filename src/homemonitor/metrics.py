@@ -61,6 +61,9 @@ API_ACTIONS: dict[str, Literal["read", "write"]] = {
     "review_access_log": "read",  # the access-log review names the patients it shows
     "export_access_log": "read",  # and its CSV export
     "alert_stream": "read",  # GET /api/v1/alerts/stream: once per stream opened
+    "view_pauses": "read",  # a patient's planned absences and admissions
+    "add_pause": "write",
+    "delete_pause": "write",
 }
 
 

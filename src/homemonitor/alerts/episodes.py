@@ -11,6 +11,8 @@ patients that got new readings:
    clinician changes an alert).
 2. ONE query for those patients' episode states: the active episode per rule and the last
    one a clinician resolved (:func:`load_states`).
+   Missing-data episodes among them (:mod:`homemonitor.alerts.silence`) are taken out:
+   a new reading that ends a silence auto-resolves its episode here, at no extra query.
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Everybody else:
@@ -40,7 +42,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from homemonitor.alerts import routing, rows
+from homemonitor.alerts import routing, rows, silence
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.contract.readings import OPTIONAL, QUANTITIES, REQUIRED, Metric, Quantity
 from homemonitor.ingest.pipeline import Candidate
@@ -194,6 +196,9 @@ async def evaluate_batch(
     if not locked:
         await lock_patients(conn, patients)
     states = await load_states(conn, patients, now)
+    silent = silence.split(states)  # missing-data episodes: a new reading ends a silence
+    if silent:
+        await _write(conn, silence.closing(silent, points, now), [], tally, now=now)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []
     for patient_id in patients:
@@ -397,6 +402,14 @@ async def _write(
                 tally.opened[d.opened_severity or d.severity] += 1
             elif kind != "pending":
                 tally.updated += 1
+
+
+async def write(
+    conn: Conn, drafts: list[Draft], tally: Tally, *, actor: str, now: datetime
+) -> None:
+    """Write episodes moved outside the engine (missing data) as a batch writes its own:
+    a new one is routed and its escalation started as any other."""
+    await _write(conn, drafts, [], tally, now=now, actor=actor)
 
 
 #: Patients with time-driven work due: a pending breach past ``due_at``, or a cleared

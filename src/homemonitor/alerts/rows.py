@@ -243,6 +243,11 @@ def _from_row(row: Mapping[str, Any]) -> Draft:
     )
 
 
+#: A draft of a loaded active row, for code outside this module that moves an episode the
+#: engine does not (:mod:`homemonitor.alerts.silence`).
+from_row = _from_row
+
+
 def _quantity(rule: RuleSpec) -> str | None:
     if isinstance(rule, AverageRule):
         return next(iter(rule.bounds)).value if len(rule.bounds) == 1 else None

@@ -40,7 +40,17 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 
 from homemonitor import __version__
-from homemonitor.api import alerts, backtest, fhir, ops, patients, plans, quarantine, stream
+from homemonitor.api import (
+    alerts,
+    backtest,
+    fhir,
+    ops,
+    patients,
+    pauses,
+    plans,
+    quarantine,
+    stream,
+)
 from homemonitor.api.access import NotVisibleError, not_visible
 from homemonitor.api.auth import WebConfig
 from homemonitor.api.deps import Services
@@ -114,6 +124,7 @@ def build_app(
         backtest.router,
         fhir.router,
         quarantine.router,
+        pauses.router,
     ):
         app.include_router(router)
     web_app.mount(app)  # last: it looks at which alert routes the app has

@@ -43,7 +43,7 @@ class AlertOut(BaseModel):
     patient_id: str
     care_team_id: str
     rule: str = Field(description="The rule's id in the care plan, e.g. weight.gain_3d.")
-    kind: Literal["threshold", "change", "average", "baseline", "score"]
+    kind: Literal["threshold", "change", "average", "baseline", "score", "missing"]
     quantity: str | None = Field(description="The quantity the rule reads, if only one.")
     direction: Literal["high", "low", "rise", "fall"] | None
     severity: Literal["warning", "urgent"] = Field(description="The level now.")

@@ -44,6 +44,7 @@ from homemonitor.contract.protocol import SUBSCRIPTION, partition_subscription, 
 from homemonitor.contract.readings import Reason, Rejection
 from homemonitor.errors import StorageRefusedError, SubscriptionRefusedError
 from homemonitor.ingest import pipeline, transport
+from homemonitor.ingest.contacts import Contacts
 from homemonitor.ingest.pipeline import Batch, Inbound
 from homemonitor.ingest.validation import ClockPolicy
 from homemonitor.metrics import Metrics
@@ -108,6 +109,7 @@ class Worker:
         self._inflight = 0
         self.totals = CommitResult()
         self._leaving: float | None = None  # leave(): seconds of quiet that mean "all taken"
+        self.contacts = Contacts()  # gateways' last contact, written off the batch path
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -115,12 +117,15 @@ class Worker:
         """Consume until ``stop`` is set, then drain and return."""
         await self._load_registry_until_ready(stop)
         batches: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
+        drained = asyncio.Event()  # the contacts' last flush comes after the last commit
         async with asyncio.TaskGroup() as tg:
             committer = tg.create_task(self._commit_loop(batches), name="commit")
             tg.create_task(self._listen_registry(stop), name="registry-listen")
             tg.create_task(self._keep_registry_fresh(stop), name="registry-refresh")
+            tg.create_task(self.contacts.keep_flushing(self.pool, drained), name="contacts")
             await self._consume(stop, batches)
             committer.cancel()
+            drained.set()
         log.info(
             "worker stopped",
             stored=self.totals.stored,
@@ -702,6 +707,8 @@ class Worker:
         for sent in batch.sent_at:
             metrics.publish_to_stored.observe(max(0.0, (now - sent).total_seconds()))
         self.totals.add(result)
+        if batch.messages:  # in arrival order: the last arrived last
+            self.contacts.note([m.topic for m in batch.messages], batch.messages[-1].received_at)
         if result.opened:
             log.info(
                 "alerts opened",

@@ -86,7 +86,9 @@ class AlertFeed:
                 await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopped.cancel()
-            if not lost.done():
-                await conn.remove_listener(CHANNEL, self._bump)
+                # Also when cancelled (the service stopping): a connection released to the
+                # pool with a listener still on it is refused with an InterfaceWarning.
+                if not lost.done():
+                    await conn.remove_listener(CHANNEL, self._bump)
         finally:
             conn.remove_termination_listener(gone)

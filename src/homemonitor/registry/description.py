@@ -24,7 +24,8 @@ from homemonitor.contract.protocol import DEVICE_ID_PATTERN, GATEWAY_ID_PATTERN
 from homemonitor.errors import PlanError, RegistryError
 from homemonitor.fields import HsaId, Ident, PlainText
 from homemonitor.notify import config as notify_config
-from homemonitor.registry import hsa, plans
+from homemonitor.registry import hsa, pauses, plans
+from homemonitor.registry.pauses import PauseIn
 from homemonitor.rules.plan import CarePlanSpec
 from homemonitor.storage.database import Conn
 
@@ -174,6 +175,7 @@ class PatientIn(BaseModel):
     condition: PlainText = ""
     devices: list[BindingIn] = []
     care_plan: CarePlanIn | None = None
+    pauses: list[PauseIn] = []  # planned absences and admissions (registry/pauses.py)
 
 
 class RegistryIn(BaseModel):
@@ -379,6 +381,7 @@ async def apply(conn: Conn, reg: RegistryIn) -> ApplySummary:
             if p.care_plan is not None:
                 added += await _add_plan(conn, p.id, p.care_plan)
         await notify_config.store(conn, [(t.id, t.notifications) for t in reg.care_teams])
+        await pauses.store_registry(conn, [(p.id, p.pauses) for p in reg.patients])
         await conn.execute("UPDATE registry_revision SET revision = revision + 1")
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return ApplySummary(

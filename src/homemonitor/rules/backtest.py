@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.errors import PlanError
+from homemonitor.rules import adherence
 from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import CarePlanSpec, Plan, Template
 from homemonitor.rules.replay import Raised, ResolvePolicy, replay
@@ -258,8 +259,14 @@ def parse_personal(pairs: Sequence[str]) -> dict[str, float]:
 
 def warmup(*plans: Plan | None) -> timedelta:
     """How much history before the period the plans' rules read (at most MAX_WARMUP)."""
-    longest = max((p.lookback() for p in plans if p is not None), default=timedelta(0))
+    longest = max((_lookback(p) for p in plans if p is not None), default=timedelta(0))
     return min(longest, MAX_WARMUP)
+
+
+def _lookback(plan: Plan) -> timedelta:
+    """The engine's lookback, or a missing-data rule's run-in and tolerance if longer."""
+    silent = (timedelta(days=e.run_in_days, hours=e.tolerate_hours) for e in plan.expected)
+    return max([plan.lookback(), *silent])
 
 
 def clinician_text(policy: ResolvePolicy) -> str:
@@ -277,9 +284,11 @@ def _raised(
     until: datetime,
     policy: ResolvePolicy,
 ) -> list[AlertOut]:
-    if plan is None or not plan.rules or not readings:
+    if plan is None or not readings:
         return []
-    episodes = replay(plan, readings, clinician=policy, now=until)
+    episodes = replay(plan, readings, clinician=policy, now=until) if plan.rules else []
+    episodes += adherence.silences(plan.expected, readings, until, plan.version)
+    episodes.sort(key=lambda r: r.opened_at)
     return [AlertOut.of(r) for r in episodes if since <= r.opened_at <= until]
 
 

@@ -17,13 +17,14 @@ advice: the clinician responsible for the patient sets them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from homemonitor.contract.readings import Quantity
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.errors import PlanError
 from homemonitor.fields import PlainText
 from homemonitor.rules.careplan import Bounds
@@ -317,6 +318,60 @@ RuleSpec: TypeAlias = Annotated[
 ]
 
 
+#: The rule id of a patient's metric gone silent: ``missing.<metric>``.
+MISSING_PREFIX = "missing."
+#: The rule id of a patient whose home gateway has gone silent (one per patient).
+GATEWAY_SILENT = "gateway.silent"
+
+
+def is_silence_rule(rule_id: str) -> bool:
+    """Whether ``rule_id`` names a missing-data rule (an expectation), not an engine rule."""
+    return rule_id.startswith(MISSING_PREFIX) or rule_id == GATEWAY_SILENT
+
+
+class Expected(BaseModel):
+    """How often a patient is expected to measure one metric, and how long a silence the
+    plan tolerates before it alerts (a missing-data rule, ``missing.<metric>``).
+
+    The silence is the time since the patient's latest reading of ``metric`` (or since
+    the end of a pause, whichever is later); it alerts once it exceeds ``tolerate_hours``,
+    but only for a patient who measured *regularly* before: at least ``min_share`` of the
+    readings ``every_hours`` asks for in the ``run_in_days`` up to that latest reading.
+    A patient who never started, or measured only now and then, is not alerted for (an
+    onboarding question, not a change in the patient: docs/care-plans.md).
+    """
+
+    model_config = _Model
+    metric: Metric
+    #: The schedule: one reading this often (24: daily; 84: twice a week).
+    every_hours: float = Field(gt=0, le=24 * 14)
+    #: At most 21 days: the silence job looks 28 days back (alerts.silence.HORIZON).
+    tolerate_hours: float = Field(gt=0, le=24 * 21)
+    run_in_days: float = Field(default=14.0, gt=0, le=90)
+    min_share: float = Field(default=0.5, gt=0, le=1)
+    severity: Literal["warning", "urgent"] = "warning"
+    source: PlainText = ""
+    note: PlainText = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Expected:
+        if self.tolerate_hours < self.every_hours:
+            raise ValueError("tolerate_hours must be at least every_hours")
+        if self.run_in_days * 24 < self.every_hours:
+            raise ValueError("run_in_days must cover at least one expected reading")
+        return self
+
+    @property
+    def id(self) -> str:
+        """The rule id its alerts carry: ``missing.<metric>``."""
+        return f"{MISSING_PREFIX}{self.metric.value}"
+
+    def min_readings(self) -> int:
+        """Readings in the run-in that make a patient one who measures regularly (>= 1)."""
+        expected = self.run_in_days * 24 / self.every_hours
+        return max(1, math.ceil(self.min_share * expected - 1e-9))
+
+
 def _levels_present(warning: float | None, urgent: float | None) -> None:
     if warning is None and urgent is None:
         raise ValueError("set warning, urgent or both")
@@ -343,6 +398,9 @@ class CarePlanSpec(BaseModel):
     thresholds: dict[Quantity, Bounds] = {}
     #: How old (now - measured_at) an evaluation point may be and still open an episode.
     current_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+    #: Missing-data rules of the plan's own (a template's are overridden and disabled by
+    #: their id, ``missing.<metric>``, like its rules).
+    expected: list[Expected] = []
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -354,6 +412,8 @@ class Plan:
     personal: Mapping[str, float]
     current_hours: float = 24.0
     template: str | None = None
+    #: The missing-data rules (:class:`Expected`), one per metric at most.
+    expected: tuple[Expected, ...] = ()
     #: What the engine and the worker derive from the rules, computed once per plan (a
     #: cache, by its users' keys; never part of the plan's value).
     derived: dict[str, Any] = dataclasses.field(
@@ -412,47 +472,77 @@ def resolve(spec: CarePlanSpec, version: int, templates: Mapping[str, Template])
     one id.
     """
     base: list[RuleSpec] = []
+    base_expected: list[Expected] = []
     if spec.template is not None:
         template = templates.get(spec.template)
         if template is None:
             known = ", ".join(sorted(templates)) or "none"
             raise PlanError(f"unknown template {spec.template!r} (known: {known})")
         base = list(template)
+        base_expected = list(getattr(template, "expected", ()))
     elif spec.overrides or spec.disabled:
         raise PlanError("overrides and disabled need a template")
-    ids = {r.id for r in base}
+    ids = {r.id for r in base} | {e.id for e in base_expected}
     problems = [f"override of {i!r}: the template has no such rule" for i in spec.overrides]
     problems = [p for i, p in zip(spec.overrides, problems, strict=True) if i not in ids]
     problems += [
         f"disabled {i!r}: the template has no such rule" for i in spec.disabled if i not in ids
     ]
-    rules: list[RuleSpec] = []
-    for original in base:
-        if original.id in spec.disabled:
-            continue
-        change = spec.overrides.get(original.id)
-        if not change:
-            rules.append(original)
-            continue
-        if "id" in change or "kind" in change:
-            problems.append(f"override of {original.id!r}: id and kind cannot be overridden")
-            continue
-        try:
-            rules.append(type(original).model_validate({**original.model_dump(), **change}))
-        except ValueError as exc:
-            problems.append(f"override of {original.id!r}: {_first_error(exc)}")
+    rules: list[RuleSpec] = _personalised(base, spec, ("id", "kind"), problems)
     rules += [*spec.rules, *legacy_rules(spec.thresholds)]
+    expected = [*_personalised(base_expected, spec, ("metric",), problems), *spec.expected]
     seen: set[str] = set()
-    for rule in rules:
+    for rule in (*rules, *expected):
         if rule.id in seen:
             problems.append(f"two rules are named {rule.id!r}")
         seen.add(rule.id)
+    for rule in rules:
+        if is_silence_rule(rule.id):
+            problems.append(f"rule {rule.id!r}: missing.* and gateway.* name missing-data rules")
         ref = getattr(rule, "relative_to", None)
         if ref is not None and ref not in spec.personal:
             problems.append(f"rule {rule.id!r} is relative to personal {ref!r}, which is not set")
     if problems:
         raise PlanError("care plan is invalid: " + "; ".join(problems))
-    return Plan(version, tuple(rules), dict(spec.personal), spec.current_hours, spec.template)
+    return Plan(
+        version,
+        tuple(rules),
+        dict(spec.personal),
+        spec.current_hours,
+        spec.template,
+        tuple(expected),
+    )
+
+
+_Item = TypeVar("_Item", bound=RuleBase | Expected)
+
+
+def _personalised(
+    base: Sequence[_Item], spec: CarePlanSpec, fixed: tuple[str, ...], problems: list[str]
+) -> list[_Item]:
+    """A template's rules (or missing-data rules) with the spec's overrides and disabled.
+
+    ``fixed`` names the fields an override cannot change; what is wrong goes to ``problems``.
+    """
+    found: list[_Item] = []
+    for original in base:
+        if original.id in spec.disabled:
+            continue
+        change = spec.overrides.get(original.id)
+        if not change:
+            found.append(original)
+            continue
+        if any(key in change for key in fixed):
+            problems.append(
+                f"override of {original.id!r}: {' and '.join(fixed)} cannot be overridden"
+            )
+            continue
+        try:
+            changed = type(original).model_validate({**original.model_dump(), **change})
+            found.append(cast(_Item, changed))  # type(original) is _Item's own class
+        except ValueError as exc:
+            problems.append(f"override of {original.id!r}: {_first_error(exc)}")
+    return found
 
 
 def _first_error(exc: ValueError) -> str:

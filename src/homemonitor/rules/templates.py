@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from homemonitor.errors import PlanError
 from homemonitor.fields import PlainText
-from homemonitor.rules.plan import PersonalKey, RuleSpec
+from homemonitor.rules.plan import Expected, PersonalKey, RuleSpec
 
 #: The templates shipped with homemonitor, by name (the file name without ``.yaml``).
 NAMES: tuple[str, ...] = ("copd", "heart_failure", "hypertension")
@@ -56,6 +56,8 @@ class _File(BaseModel):
     description: PlainText = Field(min_length=1)
     personal: dict[PersonalKey, PersonalValue] = {}
     rules: list[dict[str, Any]] = Field(min_length=1)
+    #: The missing-data rules: how often each metric is expected, the silence tolerated.
+    expected: list[Expected] = []
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class Template(Sequence[RuleSpec]):
     description: str
     personal: Mapping[str, PersonalValue]
     rules: tuple[RuleSpec, ...]
+    expected: tuple[Expected, ...] = ()
 
     @overload
     def __getitem__(self, index: int) -> RuleSpec: ...
@@ -100,9 +103,10 @@ def parse(name: str, text: str) -> Template:
     except ValidationError as exc:
         raise PlanError(f"template {name!r} is invalid: rules.{_describe(exc)}") from exc
     problems = []
-    ids = [r.id for r in rules]
+    ids = [r.id for r in (*rules, *head.expected)]
     problems += [f"two rules are named {i!r}" for i in sorted(set(ids)) if ids.count(i) > 1]
-    problems += [f"rule {r.id!r} cites no source" for r in rules if not r.source.strip()]
+    cited = (*rules, *head.expected)
+    problems += [f"rule {r.id!r} cites no source" for r in cited if not r.source.strip()]
     for rule in rules:
         ref = getattr(rule, "relative_to", None)
         declared = head.personal.get(ref) if ref is not None else None
@@ -110,7 +114,15 @@ def parse(name: str, text: str) -> Template:
             problems.append(f"rule {rule.id!r} is relative to {ref!r}: declare it required")
     if problems:
         raise PlanError(f"template {name!r} is invalid: " + "; ".join(problems))
-    return Template(name, head.title, head.version, head.description, head.personal, rules)
+    return Template(
+        name,
+        head.title,
+        head.version,
+        head.description,
+        head.personal,
+        rules,
+        tuple(head.expected),
+    )
 
 
 @functools.cache
