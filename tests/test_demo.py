@@ -58,7 +58,7 @@ async def test_demo_stores_readings_opens_alerts_notifies_and_escalates(
     assert (0, "") == (out.out.count("\r"), out.err)
     own_lines = ("  alert ", "  webhook ", "  mail ")  # notifications name their alert too
     assert [] == [line for line in lines if "alert " in line and not line.startswith(own_lines)]
-    template_rules = {r.id for t in TEMPLATES.values() for r in t.rules}
+    template_rules = {r.id for t in TEMPLATES.values() for r in (*t.rules, *t.expected)}
     alert_lines = [line.split() for line in lines if line.startswith("  alert opened ")]
     assert alert_lines
     assert set() == {words[6] for words in alert_lines} - template_rules
@@ -77,6 +77,10 @@ async def test_demo_stores_readings_opens_alerts_notifies_and_escalates(
     registry_reasons = {"unknown_gateway", "unknown_device", "foreign_device", "unbound_device"}
     assert {} == {k: v for k, v in summary["quarantined"].items() if k in registry_reasons}
     _assert_notifications_printed(lines, summary)
+    # The patient who stops weighing halfway is alerted for once the replay is done.
+    silent = re.search(r"  silent:   (p-\d{4}) stops weighing", out.out)
+    assert silent is not None
+    assert [silent[1]] == [w[5] for w in alert_lines if w[6] == "missing.body_weight"]
 
 
 _WEBHOOK = re.compile(

@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +34,13 @@ from homemonitor.api import auth
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
+from homemonitor.jobs import SILENCE_JOB
 from homemonitor.metrics import Metrics
 from homemonitor.notify.catchers import MailCatcher, WebhookReceiver
 from homemonitor.rules.plan import AverageRule, BaselineRule
 from homemonitor.rules.templates import TEMPLATES
 from homemonitor.runtime import Health
+from homemonitor.scheduler import bring_forward
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 
@@ -162,9 +165,17 @@ async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str
         "SELECT rule, count(*) AS n FROM alerts WHERE status <> 'pending' "
         "AND status <> 'withdrawn' GROUP BY rule ORDER BY n DESC, rule"
     )
-    # By severity at opening, as homemonitor_alerts_opened_total counts them (the same
-    # tally); an alert that opened as a warning and escalated since is a warning here.
-    opened = dict(getattr(worker_totals, "opened", {}))
+    # By severity at opening, as homemonitor_alerts_opened_total counts them: the worker's
+    # and the scheduler's (missing data, retakes), so from the events; an alert that
+    # opened as a warning and escalated since is a warning here.
+    opened = {
+        r["severity"]: r["n"]
+        for r in await pool.fetch(
+            "SELECT coalesce(e.details ->> 'severity', a.severity) AS severity, count(*) AS n "
+            "FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+            "WHERE e.kind IN ('opened', 'reopened') GROUP BY 1"
+        )
+    }
     return {
         "readings_stored": stored,
         "readings_flagged": flagged,
@@ -199,7 +210,8 @@ async def run_demo(
     one by default). ``escalate_after``: the minutes an unacknowledged alert waits before
     it goes to the whole team (on call after twice as long).
     """
-    from homemonitor_devices.simulate import (  # noqa: PLC0415 - the device side, on demand
+    from homemonitor_devices.scenarios import Fault  # noqa: PLC0415 - the device side, on demand
+    from homemonitor_devices.simulate import (  # noqa: PLC0415
         ProgressLine,
         demo_clinic,
         run_simulation,
@@ -322,6 +334,14 @@ async def run_demo(
                 f"{2 * escalate_after:g} min\n            (demo minutes, teams staffed "
                 "around the clock): acknowledge in the web app to stop it",
             )
+            silent = [p for p in assignments.patients if Fault.STOPS_MEASURING in p.faults]
+            if silent:
+                _say(
+                    console,
+                    f"  silent:   {silent[0].patient_id} stops weighing halfway through the "
+                    "replay (the cuff goes on); the\n            missing-data check looks "
+                    "once the replay is done: missing.body_weight",
+                )
             _say(console, "  Ctrl-C ends the demo with a summary.\n")
             metrics, health = metrics or Metrics(), Health()
             service_stop = asyncio.Event()
@@ -346,6 +366,10 @@ async def run_demo(
                     progress=console,
                 )
                 if not stop.is_set():
+                    # Days of readings came in a minute: the silence check (every 15
+                    # minutes, and at each deadline it knows of) looks at them now.
+                    async with pool.acquire() as jobs_conn:
+                        await bring_forward(jobs_conn, SILENCE_JOB, datetime.now(UTC))
                     _say(
                         console,
                         "\n  simulation finished; the service keeps running for "
