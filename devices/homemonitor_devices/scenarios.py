@@ -45,6 +45,9 @@ class Fault(enum.StrEnum):
     OFFLINE_BACKLOG = "offline_backlog"  # the gateway is offline for hours, then catches up
     DEVICE_MOVED = "device_moved"  # a device is re-bound to another patient mid-run
     GARBAGE = "garbage"  # random bytes and truncated JSON on the gateway's topics
+    #: halfway through, the patient stops using one device (the scale, if any) for good;
+    #: the gateway goes on sending the others' readings: a missing-data alert, not a hub's
+    STOPS_MEASURING = "stops_measuring"
 
 
 # --- clinical courses -----------------------------------------------------------------------
@@ -249,6 +252,13 @@ def measurement_times(
     return [(at, binding) for at, _, binding in events]
 
 
+def stops_measuring(plan: PatientPlan, start: datetime, end: datetime) -> tuple[str, datetime]:
+    """The device a patient with :attr:`Fault.STOPS_MEASURING` stops using, and when."""
+    kinds = [b.kind for b in plan.devices]
+    device = plan.devices[kinds.index(DeviceKind.SCALE) if DeviceKind.SCALE in kinds else 0]
+    return device.device_id, start + (end - start) / 2
+
+
 def run_patient(
     plan: PatientPlan,
     *,
@@ -265,6 +275,9 @@ def run_patient(
     """
     settings = faults or FaultSettings()
     times = measurement_times(plan, start, end, _rng(seed, plan.patient_id, "schedule"))
+    if Fault.STOPS_MEASURING in plan.faults:
+        stopped, at = stops_measuring(plan, start, end)
+        times = [(t, b) for t, b in times if b.device_id != stopped or t < at]
     body = Physiology(plan.baseline, _rng(seed, plan.patient_id, "physiology"))
     chaos = _rng(seed, plan.patient_id, "faults")
 

@@ -56,6 +56,7 @@ __all__ = [
     "COPD",
     "HEART_FAILURE",
     "HYPERTENSION",
+    "SILENT_PATIENT_EXPECTS",
     "Assignments",
     "ProgressLine",
     "SimulationError",
@@ -107,8 +108,18 @@ _ON_CALL: dict[str, Any] = {
     "id": "jour-stockholm",
     "name": "Jourcentral Stockholm",
     "clinicians": [
-        {"id": "cl-jour-1", "name": "Joursjuksköterska 1", "role": "nurse"},
-        {"id": "cl-jour-2", "name": "Jourläkare 1", "role": "physician"},
+        {
+            "id": "cl-jour-1",
+            "name": "Joursjuksköterska 1",
+            "role": "nurse",
+            "email": "cl-jour-1@jour.example.org",
+        },
+        {
+            "id": "cl-jour-2",
+            "name": "Jourläkare 1",
+            "role": "physician",
+            "email": "cl-jour-2@jour.example.org",
+        },
     ],
 }
 #: (share of patients, share of those who deteriorate during the run)
@@ -347,6 +358,7 @@ def demo_clinic(
             PatientPlan(patient_id, gateway_id, condition, course, baseline, tuple(bindings), fmt)
         )
     plans = _with_faults(plans, deteriorating, start, end, rng)
+    plans = _one_goes_silent(plans)
 
     patients = []
     for index, plan in enumerate(plans):
@@ -359,6 +371,9 @@ def demo_clinic(
             "reason": f"{plan.condition} template",
             **_care_plan(plan.condition, plan.baseline, kinds),
         }
+        if Fault.STOPS_MEASURING in plan.faults:
+            care_plan["reason"] += "; new to weighing: a day's silence is followed up"
+            care_plan["overrides"] = {"missing.body_weight": SILENT_PATIENT_EXPECTS}
         patients.append(
             {
                 "id": plan.patient_id,
@@ -436,6 +451,27 @@ def _with_faults(
     plans = [dataclasses.replace(p, faults=frozenset(faults[i])) for i, p in enumerate(plans)]
     if n >= 4:
         plans = _move_a_device(plans, start + (end - start) / 2, rng)
+    return plans
+
+
+#: The plan of the patient who stops weighing halfway (:data:`Fault.STOPS_MEASURING`): daily
+#: weights regular after a 2-day run-in, a silence of more than a day alerted. So a replay
+#: of 3 days or more ends with the missing-data alert due.
+SILENT_PATIENT_EXPECTS: dict[str, float] = {"tolerate_hours": 24, "run_in_days": 2}
+
+
+def _one_goes_silent(plans: list[PatientPlan]) -> list[PatientPlan]:
+    """The first stable heart-failure patient with no fault that hides a silence stops
+    weighing halfway (their cuff goes on: the gateway is in contact, the silence theirs)."""
+    hiding = {Fault.CLOCK_SKEW, Fault.OFFLINE_BACKLOG, Fault.DEVICE_MOVED}
+    for i, plan in enumerate(plans):
+        if (
+            plan.condition == HEART_FAILURE
+            and plan.scenario == "stable"
+            and not (plan.faults & hiding)
+        ):
+            plans[i] = dataclasses.replace(plan, faults=plan.faults | {Fault.STOPS_MEASURING})
+            break
     return plans
 
 

@@ -328,6 +328,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             speed=args.speed,
             days=args.days,
             http_port=args.port,
+            escalate_after=args.escalate_after,
             quiet=args.json,
         )
     )
@@ -1039,7 +1040,8 @@ plans' lookback, at most 90 days) only warm the rules up.""",
         "demo",
         help="everything on embedded defaults: broker, database, simulated clinic",
         description="Start a private Mosquitto and PostgreSQL, load a demo clinic, run the "
-        "service and simulated patients, and show alerts as they open. Ctrl-C ends it "
+        "service and simulated patients, and show alerts as they open, the notifications "
+        "a local webhook receiver and mail catcher get, and escalations. Ctrl-C ends it "
         "with a summary.",
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
@@ -1059,6 +1061,14 @@ plans' lookback, at most 90 days) only warm the rules up.""",
         help="days of home readings to replay, ending now (4; at most 6)",
     )
     demo.add_argument("--port", type=int, default=8080, help="API port (8080)")
+    demo.add_argument(
+        "--escalate-after",
+        type=float,
+        default=1.0,
+        metavar="MINUTES",
+        help="an unacknowledged alert goes to the whole team after MINUTES, an urgent one "
+        "to on call after twice as long (1)",
+    )
     demo.add_argument("--json", action="store_true", help="print the summary as JSON only")
     demo.set_defaults(func=cmd_demo)
     return parser

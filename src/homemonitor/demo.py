@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import shutil
 import socket
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +34,13 @@ from homemonitor.api import auth
 from homemonitor.app import serve
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres, free_port
+from homemonitor.jobs import SILENCE_JOB
 from homemonitor.metrics import Metrics
+from homemonitor.notify.catchers import MailCatcher, WebhookReceiver
 from homemonitor.rules.plan import AverageRule, BaselineRule
 from homemonitor.rules.templates import TEMPLATES
 from homemonitor.runtime import Health
+from homemonitor.scheduler import bring_forward
 from homemonitor.settings import Settings
 from homemonitor.storage import database
 
@@ -43,6 +48,9 @@ if TYPE_CHECKING:
     from homemonitor_devices.simulate import ProgressLine
 
 DEFAULT_DAYS = 4.0
+#: How long an unacknowledged alert waits before the demo escalates it (to the team; to
+#: the on-call team after twice as long): minutes, short enough to see in a demo's run.
+DEFAULT_ESCALATE_AFTER = 1.0
 
 
 def _port_or_free(port: int) -> int:
@@ -77,6 +85,40 @@ def unarmed_rules(days: float) -> list[str]:
     return [f"{', '.join(ids)} ({need})" for need, ids in needs.items()]
 
 
+def _notify_setup(
+    reg: dict[str, Any], receiver: WebhookReceiver, secrets_dir: Path, minutes: float
+) -> dict[str, bytes]:
+    """Point every care team's channels at the demo's catchers, with demo-short escalation.
+
+    Each team gets a webhook (its own secret, in a file as in production) and email.
+    The vårdcentraler are staffed around the clock here (no ``working_hours``): out of
+    hours every alert goes straight to the on-call team, the top of the chain, and a demo
+    started in the evening would show no escalation. The secrets, by team, are returned.
+    """
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found: dict[str, bytes] = {}
+    for team in reg["care_teams"]:
+        secret = secrets.token_hex(24).encode()
+        path = secrets_dir / f"{team['id']}-webhook"
+        path.write_bytes(secret + b"\n")
+        path.chmod(0o600)
+        found[team["id"]] = secret
+        team["notifications"] = {
+            "webhook": {"url": receiver.url(team["id"]), "secret_file": str(path)},
+            "email": {"enabled": True},
+        }
+        if "escalation" in team:
+            team.pop("working_hours", None)
+            team["escalation"] = {
+                "urgent": [
+                    {"after_minutes": minutes, "to": "team"},
+                    {"after_minutes": 2 * minutes, "to": "out_of_hours"},
+                ],
+                "warning": [{"after_minutes": 2 * minutes, "to": "team"}],
+            }
+    return found
+
+
 def _say(console: ProgressLine | None, text: str) -> None:
     """A line of its own, never glued to the progress line (nothing when quiet)."""
     for line in text.split("\n"):
@@ -108,13 +150,14 @@ async def _watch_alerts(
                     f"{r['patient_id']}  {r['rule']:<17} {r['sentence']}",
                 )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), 0.25)
 
 
 async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str, Any]:
     stored = await pool.fetchval("SELECT count(*) FROM readings")
     flagged = await pool.fetchval("SELECT count(*) FROM readings WHERE flags <> '{}'")
     urgent_now = await pool.fetchval("SELECT count(*) FROM alerts WHERE severity = 'urgent'")
+    steps = await pool.fetchval("SELECT count(*) FROM alert_events WHERE kind = 'escalated'")
     quarantined = await pool.fetch(
         "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY reason"
     )
@@ -122,15 +165,24 @@ async def _summary(pool: asyncpg.Pool, worker_totals: Any, sim: Any) -> dict[str
         "SELECT rule, count(*) AS n FROM alerts WHERE status <> 'pending' "
         "AND status <> 'withdrawn' GROUP BY rule ORDER BY n DESC, rule"
     )
-    # By severity at opening, as homemonitor_alerts_opened_total counts them (the same
-    # tally); an alert that opened as a warning and escalated since is a warning here.
-    opened = dict(getattr(worker_totals, "opened", {}))
+    # By severity at opening, as homemonitor_alerts_opened_total counts them: the worker's
+    # and the scheduler's (missing data, retakes), so from the events; an alert that
+    # opened as a warning and escalated since is a warning here.
+    opened = {
+        r["severity"]: r["n"]
+        for r in await pool.fetch(
+            "SELECT coalesce(e.details ->> 'severity', a.severity) AS severity, count(*) AS n "
+            "FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+            "WHERE e.kind IN ('opened', 'reopened') GROUP BY 1"
+        )
+    }
     return {
         "readings_stored": stored,
         "readings_flagged": flagged,
         "duplicates_absorbed": getattr(worker_totals, "duplicates", 0),
         "alerts_opened": opened,
         "alerts_escalated": urgent_now - opened.get("urgent", 0),
+        "escalation_steps": steps,
         "alerts_by_rule": {r["rule"]: r["n"] for r in by_rule},
         "quarantined": {r["reason"]: r["n"] for r in quarantined},
         "messages_published": getattr(sim, "published", 0),
@@ -147,6 +199,7 @@ async def run_demo(
     speed: float | None = None,
     days: float = DEFAULT_DAYS,
     http_port: int = 8080,
+    escalate_after: float = DEFAULT_ESCALATE_AFTER,
     quiet: bool = False,
     workdir: Path | None = None,
     metrics: Metrics | None = None,
@@ -154,9 +207,11 @@ async def run_demo(
     """Run the demo until ``stop`` (Ctrl-C) or ``duration`` seconds; return the summary.
 
     Everything but ``quiet`` output goes to stdout. ``metrics`` is the service's (a fresh
-    one by default).
+    one by default). ``escalate_after``: the minutes an unacknowledged alert waits before
+    it goes to the whole team (on call after twice as long).
     """
-    from homemonitor_devices.simulate import (  # noqa: PLC0415 - the device side, on demand
+    from homemonitor_devices.scenarios import Fault  # noqa: PLC0415 - the device side, on demand
+    from homemonitor_devices.simulate import (  # noqa: PLC0415
         ProgressLine,
         demo_clinic,
         run_simulation,
@@ -174,8 +229,18 @@ async def run_demo(
         speed = days * 86400 / replay
     _say(console, f"homemonitor demo: starting a private broker and database in {base}")
     try:
-        with PrivatePostgres(base / "postgres") as pg, PrivateMosquitto(base / "mosquitto") as mq:
+        async with contextlib.AsyncExitStack() as stack:
+            pg = stack.enter_context(PrivatePostgres(base / "postgres"))
+            mq = stack.enter_context(PrivateMosquitto(base / "mosquitto"))
             reg, assignments = demo_clinic(patients, seed, days=days)
+            receiver = WebhookReceiver({}, lambda line: _say(console, line))
+            mail = MailCatcher(lambda line: _say(console, line))
+            await receiver.start()
+            await mail.start()
+            stack.push_async_callback(receiver.stop)
+            stack.push_async_callback(mail.stop)
+            receiver.secrets.update(_notify_setup(reg, receiver, base / "secrets", escalate_after))
+            on_call = next(t["out_of_hours"] for t in reg["care_teams"] if "out_of_hours" in t)
             conn = await asyncpg.connect(pg.dsn)
             try:
                 await database.migrate(conn)
@@ -191,6 +256,11 @@ async def run_demo(
                     "mqtt_host": mq.host,
                     "mqtt_port": mq.port,
                     "http_port": port,
+                    "public_url": f"http://127.0.0.1:{port}",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": mail.port,
+                    "smtp_starttls": False,  # the catcher is on this machine, and keeps nothing
+                    "smtp_from": "homemonitor-demo@localhost",
                     "web_demo_login": True,  # no identity provider here: say so, and let anyone in
                 }
             )
@@ -250,6 +320,28 @@ async def run_demo(
                 f"            HOMEMONITOR_DATABASE_URL={pg.dsn} homemonitor registry apply "
                 "FILE | token issue CLINICIAN",
             )
+            _say(
+                console,
+                f"  notified: webhooks to http://127.0.0.1:{receiver.port}/hooks/<team> (each "
+                f"signature verified), mail to\n            smtp://127.0.0.1:{mail.port}: "
+                "both print a line here as they arrive",
+            )
+            _say(
+                console,
+                f"  escalate: urgent alerts nobody acknowledges go to the whole team after "
+                f"{escalate_after:g} min,\n            to on call ({on_call}) after "
+                f"{2 * escalate_after:g} min; warnings to the team after "
+                f"{2 * escalate_after:g} min\n            (demo minutes, teams staffed "
+                "around the clock): acknowledge in the web app to stop it",
+            )
+            silent = [p for p in assignments.patients if Fault.STOPS_MEASURING in p.faults]
+            if silent:
+                _say(
+                    console,
+                    f"  silent:   {silent[0].patient_id} stops weighing halfway through the "
+                    "replay (the cuff goes on); the\n            missing-data check looks "
+                    "once the replay is done: missing.body_weight",
+                )
             _say(console, "  Ctrl-C ends the demo with a summary.\n")
             metrics, health = metrics or Metrics(), Health()
             service_stop = asyncio.Event()
@@ -274,6 +366,10 @@ async def run_demo(
                     progress=console,
                 )
                 if not stop.is_set():
+                    # Days of readings came in a minute: the silence check (every 15
+                    # minutes, and at each deadline it knows of) looks at them now.
+                    async with pool.acquire() as jobs_conn:
+                        await bring_forward(jobs_conn, SILENCE_JOB, datetime.now(UTC))
                     _say(
                         console,
                         "\n  simulation finished; the service keeps running for "
@@ -284,6 +380,9 @@ async def run_demo(
                 service_stop.set()
                 worker = await service
                 summary = await _summary(pool, worker.totals if worker else None, sim_result)
+                summary["webhooks_verified"] = receiver.verified
+                summary["webhooks_rejected"] = receiver.rejected
+                summary["mails_caught"] = mail.caught
             finally:
                 service_stop.set()
                 await pool.close()
@@ -302,6 +401,14 @@ async def run_demo(
             f"  alerts opened        {sum(alerts.values())} "
             f"({alerts.get('urgent', 0)} urgent, {alerts.get('warning', 0)} warning at "
             f"opening; {summary['alerts_escalated']} escalated to urgent since)"
+        )
+        print(
+            f"  nobody acknowledged  {summary['escalation_steps']} escalation steps (to the "
+            "team, to on call)"
+        )
+        print(
+            f"  notifications        {summary['webhooks_verified']} webhooks verified "
+            f"({summary['webhooks_rejected']} rejected), {summary['mails_caught']} mails caught"
         )
         by_rule = summary["alerts_by_rule"]
         if by_rule:

@@ -46,6 +46,7 @@ DUE_EVERY = timedelta(seconds=10)
 RETENTION_EVERY = timedelta(hours=1)
 #: How often the silence job looks at least; it also runs at the next deadline it saw.
 SILENCE_EVERY = timedelta(minutes=15)
+SILENCE_JOB = "alerts.silence"
 #: While the registry is not loaded yet, the due job looks again this soon.
 _NOT_READY_AGAIN = timedelta(seconds=1)
 
@@ -90,7 +91,7 @@ def due_alerts(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring
 
 def silence_job(plans: Callable[[], Plans | None], metrics: Metrics) -> Recurring:
     """The ``alerts.silence`` job: missing-data alerts due on the scheduler's clock."""
-    return _alerts_job("alerts.silence", SILENCE_EVERY, silence.check, plans, metrics)
+    return _alerts_job(SILENCE_JOB, SILENCE_EVERY, silence.check, plans, metrics)
 
 
 def retention_job(settings: Settings, metrics: Metrics) -> Recurring:

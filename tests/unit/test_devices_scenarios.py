@@ -233,10 +233,11 @@ def test_demo_clinic_registry_format() -> None:
         assert patient["care_contact"] in clinicians
         assert plan["changed_by"] in clinicians
         assert {"version", "changed_by", "reason", "template"} <= set(plan)
-        assert set(plan) <= {"version", "changed_by", "reason", "template", "personal", "disabled"}
+        allowed = {"version", "changed_by", "reason", "template", "personal", "disabled"}
+        assert set(plan) <= allowed | {"overrides"}
         assert (patient["condition"], f"{patient['condition']} template") == (
             plan["template"],
-            plan["reason"],
+            plan["reason"].split(";")[0],
         )
         assert 1 <= len(patient["devices"]) <= 4
         assert {b["device"] for b in patient["devices"]} <= set(devices)
@@ -303,6 +304,10 @@ def test_demo_clinic_plans_are_the_condition_templates_personalised() -> None:
             want = {"template": "heart_failure", "personal": {"dry_weight": baseline.body_weight}}
             if DeviceKind.PULSE_OXIMETER not in kinds:
                 want["disabled"] = ["spo2.low"]
+            if Fault.STOPS_MEASURING in simulated.faults:  # the one who stops weighing
+                want["overrides"] = {
+                    "missing.body_weight": {"tolerate_hours": 24, "run_in_days": 2}
+                }
         elif patient["condition"] == "copd":
             want = {"template": "copd", "personal": {"target_spo2_low": round(baseline.spo2) - 2}}
         else:
@@ -384,3 +389,21 @@ def test_sim_clock_maps_real_seconds_to_simulated_time() -> None:
     assert 60.0 == clock.real_delay(START + timedelta(days=2))
     assert 0.0 == clock.real_delay(START)
     assert Metric.SPO2 == DeviceKind.PULSE_OXIMETER.metric
+
+
+def test_one_demo_patient_stops_weighing_halfway_and_their_cuff_goes_on() -> None:
+    """One stable heart-failure patient: no weight after the window's middle, blood
+    pressure to its end; their plan alerts a day's silence after a 2-day run-in."""
+    registry, assignments = demo_clinic(20, seed=3, start=START, days=4)
+    silent = [p for p in assignments.patients if Fault.STOPS_MEASURING in p.faults]
+    assert [("heart_failure", "stable")] == [(p.condition, p.scenario) for p in silent]
+    plan = next(p for p in registry["patients"] if p["id"] == silent[0].patient_id)["care_plan"]
+    assert {"missing.body_weight": {"tolerate_hours": 24, "run_in_days": 2}} == plan["overrides"]
+    middle = START + timedelta(days=2)
+    sent = run_patient(silent[0], start=START, end=START + timedelta(days=4), seed=3)
+    last: dict[DeviceKind, datetime] = {}
+    for p in sent:
+        if p.measurement is not None:
+            last[p.measurement.kind] = max(last.get(p.measurement.kind, START), p.publish_at)
+    assert START + timedelta(days=1) < last[DeviceKind.SCALE] < middle
+    assert last[DeviceKind.BLOOD_PRESSURE_CUFF] > START + timedelta(days=3, hours=12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,3 +124,36 @@ def test_an_email_subject_names_no_value_and_no_patient() -> None:
     assert "https://hm.example/api/v1/alerts/42" in text
     assert "191" not in text
     assert "191" in message.email(_notification(True), "https://hm.example", "x@y").get_content()
+
+
+# --- the demo's webhook receiver (notify/catchers.py) -------------------------------------
+def test_the_demo_receiver_verifies_each_webhook_and_reports_it_once() -> None:
+    """A signed POST is one line of ids; a forged, stale or foreign one is refused (401/404);
+    a repeat of a key is answered 2xx and not reported again; no value is ever printed."""
+    from homemonitor.notify.catchers import WebhookReceiver  # noqa: PLC0415
+    from homemonitor.notify.channels import sign  # noqa: PLC0415
+
+    lines: list[str] = []
+    receiver = WebhookReceiver({"vc-a": b"s3cret"}, lines.append)
+    to = {"level": "team", "clinicians": ["anna"], "team": "vc-a"}
+    n = dataclasses.replace(_notification(False, to=to), kind="escalated")
+    body = message.encode(message.body(n, "https://hm.example/"))
+    now = int(time.time())
+
+    def post(secret: bytes, at: int, sent: bytes = body, path: str = "/hooks/vc-a") -> int:
+        """``sent``, under the signature of ``body``."""
+        headers = {"homemonitor-signature": sign(secret, at, body), "idempotency-key": n.key}
+        return receiver.receive(path, headers, sent)
+
+    assert [204, 204] == [post(b"s3cret", now), post(b"s3cret", now + 5)]  # the 2nd: a repeat
+    assert 401 == post(b"s3cret", now, body.replace(b"urgent", b"warning"))
+    assert 401 == post(b"s3cret", now - 301)  # a replay, captured six minutes ago
+    assert 401 == post(b"another team's secret", now)
+    assert 404 == post(b"s3cret", now, path="/hooks/vc-b")
+    assert (1, 3) == (receiver.verified, receiver.rejected)
+    assert lines[0].split() == [
+        *("webhook", "vc-a", "alert.escalated", "urgent", "alert", "#42", "→", "team"),
+        *("(vc-a)", "key", "4711.webhook", "signature", "ok"),
+    ]
+    assert 4 == len(lines)  # one report, three refusals
+    assert [] == [line for line in lines if "191" in line or "p-1" in line]

@@ -68,6 +68,35 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+#: How far from the receiver's clock a signature's timestamp may be: older is a replay.
+TOLERANCE_S = 300
+
+
+def verify(secret: bytes, header: str, body: bytes, now: float | None = None) -> bool:
+    """Whether ``header`` (:data:`SIGNATURE_HEADER`) signs ``body`` with ``secret``, recently.
+
+    What a receiver checks (docs/notifications.md): the HMAC over the raw body, compared
+    in constant time, and a timestamp within :data:`TOLERANCE_S` of ``now``.
+
+    >>> header = sign(b"s3cret", 1767225600, b'{"v":1}')
+    >>> verify(b"s3cret", header, b'{"v":1}', now=1767225630)
+    True
+    >>> verify(b"s3cret", header, b'{"v":2}', now=1767225630), verify(b"s3cret", header,
+    ...     b'{"v":1}', now=1767225600 + TOLERANCE_S + 1)
+    (False, False)
+    """
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+        signature = fields["v1"]
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > TOLERANCE_S:
+        return False
+    expected = sign(secret, timestamp, body)
+    return hmac.compare_digest(expected, f"t={timestamp},v1={signature}")
+
+
 def read_secret(path: Path) -> bytes:
     """A webhook secret from its file (a trailing line break is the editor's)."""
     try:

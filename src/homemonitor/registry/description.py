@@ -83,7 +83,7 @@ class EscalationStepIn(BaseModel):
     """After ``after_minutes`` without acknowledgement, address ``to``."""
 
     model_config = _Id
-    after_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    after_minutes: int | float = Field(gt=0, le=7 * 24 * 60)  # a fraction: the demo's
     to: Literal["team", "out_of_hours"]
 
 
