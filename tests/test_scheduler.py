@@ -23,6 +23,7 @@ from homemonitor.storage.transaction import commit
 from tests.conftest import REGISTRY, RunningService, settings_for, wait_until
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 class Runs:
@@ -85,6 +86,48 @@ async def test_two_schedulers_run_each_due_time_of_a_job_exactly_once(
     assert [0, 0] == [await s.run_due() for s in schedulers]  # nothing left to claim
     assert expected == await _runs(db)
     assert len(expected) == handler.calls
+
+
+async def _ticking(pool: asyncpg.Pool, every: timedelta, clock: ManualClock) -> Scheduler:
+    """A process with a recurring job "tick" (recorded in job_runs), registered."""
+    scheduler = Scheduler(
+        pool, Metrics(), recurring=[Recurring("tick", every, Runs())], clock=clock
+    )
+    async with pool.acquire() as conn:
+        await scheduler.register(conn)
+    return scheduler
+
+
+async def test_a_process_starting_late_does_not_run_a_due_time_again(
+    db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """A registration that read 08:00 lands after 08:01 ran: 08:01 does not run twice."""
+    await _job_runs_table(db)
+    clock = ManualClock(T0)
+    first = await _ticking(pools[0], MINUTE, clock)
+    for minute in (0, 1):
+        clock.set(T0 + minute * MINUTE)
+        assert 1 == await first.run_due()
+    # the second process read its clock at 08:00 (slow to start, or a clock a little behind)
+    await _ticking(pools[1], MINUTE, ManualClock(T0))
+    assert 0 == await first.run_due()
+    clock.set(T0 + 2 * MINUTE)
+    assert 1 == await first.run_due()
+    assert [("tick", "", T0 + m * MINUTE) for m in range(3)] == await _runs(db)
+
+
+async def test_a_shorter_interval_counts_from_the_last_run_not_a_stale_start(
+    db: asyncpg.Connection, pools: tuple[asyncpg.Pool, asyncpg.Pool]
+) -> None:
+    """Hourly job ran at 08:10; a process that read 08:00 makes it every minute: next 08:11."""
+    await _job_runs_table(db)
+    clock = ManualClock(T0)
+    hourly = await _ticking(pools[0], 60 * MINUTE, clock)
+    clock.set(T0 + 10 * MINUTE)
+    assert 1 == await hourly.run_due()
+    await _ticking(pools[1], MINUTE, ManualClock(T0))
+    row = await db.fetchrow("SELECT every, due_at FROM scheduled_jobs WHERE name = 'tick'")
+    assert (MINUTE, T0 + 11 * MINUTE) == (row["every"], row["due_at"])
 
 
 async def test_a_job_due_while_the_service_was_down_runs_when_it_starts(

@@ -175,12 +175,25 @@ class Retry:
         return min(self.cap, self.first * float(2 ** min(failures - 1, 32)))
 
 
+# Registration inserts a missing job (due at once) and takes a changed interval; it never
+# moves the due time of an unchanged job. The ``now`` it is given may be behind the time
+# another process already ran the job at (read before that run committed, or a clock a
+# little behind): a due time derived from it alone could be one that already ran, and
+# would run again. So a changed interval counts from the later of ``now`` and the last run,
+# and a job whose interval is unchanged is not touched (nor locked: starting does not wait
+# for a job that is running elsewhere).
 _REGISTER = """
-INSERT INTO scheduled_jobs (name, every, due_at)
-SELECT n, e, $3 FROM unnest($1::text[], $2::interval[]) AS j(n, e)
-ON CONFLICT (name, key) DO UPDATE
-    SET every = EXCLUDED.every,
-        due_at = least(scheduled_jobs.due_at, $3 + EXCLUDED.every)
+WITH j AS (SELECT * FROM unnest($1::text[], $2::interval[]) AS j(name, every)),
+new AS (
+    INSERT INTO scheduled_jobs (name, every, due_at)
+    SELECT name, every, $3 FROM j
+    ON CONFLICT (name, key) DO NOTHING
+)
+UPDATE scheduled_jobs AS s
+SET every = j.every,
+    due_at = least(s.due_at, greatest($3, s.last_run_at) + j.every)
+FROM j
+WHERE s.name = j.name AND s.key = '' AND s.every IS DISTINCT FROM j.every
 """
 _SCHEDULE = """
 INSERT INTO scheduled_jobs (name, key, due_at, payload, max_attempts)
@@ -337,7 +350,12 @@ class Scheduler:
         self._wake.set()
 
     async def register(self, conn: Conn) -> None:
-        """Insert the recurring jobs that are not there yet; a changed interval is taken."""
+        """Insert the recurring jobs that are not there yet; a changed interval is taken.
+
+        An existing job's due time is left alone unless its interval changed, and then it
+        is never put at or before its last run: a registration that read the clock before
+        another process ran the job does not make it run twice.
+        """
         if self.recurring:
             await conn.execute(
                 _REGISTER,
