@@ -134,7 +134,11 @@ async def test_a_change_rule_opens_an_episode_that_explains_itself(
         explanation["plan_version"],
     )
     assert [(alert["id"], "opened", "rule")] == await _events(db)
-    assert 1 == worker.metric("homemonitor_alerts_opened_total", {"severity": "warning"})
+    # counted after the commit that made the row visible: a moment later, not before
+    opened = {"severity": "warning"}
+    await wait_until(
+        lambda: worker.metric_async("homemonitor_alerts_opened_total", opened), lambda n: n == 1
+    )
 
 
 async def test_a_warning_resolves_itself_when_it_clears_and_an_urgent_latches(
