@@ -183,6 +183,14 @@ class _Bounds:
         return cls(rule, sign, warning, urgent, ow, ou, clear)
 
 
+def absolute_bounds(rule: ThresholdRule, plan: Plan) -> tuple[float | None, float | None]:
+    """``rule``'s warning and urgent bounds in ``plan`` as values of its quantity (a
+    ``relative_to`` rule's offsets added to the patient's personal value): what the engine
+    compares readings with, and what a chart draws."""
+    b = _Bounds.of(rule, plan)
+    return b.warning, b.urgent
+
+
 def _threshold_facts(rule: ThresholdRule, plan: Plan, b: _Bounds) -> dict[str, Fact]:
     facts: dict[str, Fact] = {
         "quantity": rule.quantity.value,

@@ -14,6 +14,7 @@ from typing import Any
 
 from homemonitor.alerts.transitions import ACTIONABLE
 from homemonitor.contract.readings import REQUIRED, Metric, Quantity
+from homemonitor.rules import kinds
 from homemonitor.rules.plan import AverageRule, Plan, ThresholdRule
 from homemonitor.storage.database import Conn
 from homemonitor.web.charts import LOCAL_ZONE, Bound, Point, Window
@@ -194,8 +195,8 @@ async def series(
 
 
 def bounds(plan: Plan | None, quantity: Quantity) -> list[Bound]:
-    """The fixed bounds ``plan`` sets on ``quantity``: its threshold rules' levels (made
-    absolute from a ``personal`` value, as the engine does) and its averages' bounds.
+    """The fixed bounds ``plan`` sets on ``quantity``: its threshold rules' levels (the
+    engine's own, :func:`~homemonitor.rules.kinds.absolute_bounds`) and its averages' bounds.
 
     Change, baseline and score rules have no fixed line to draw.
     """
@@ -204,10 +205,10 @@ def bounds(plan: Plan | None, quantity: Quantity) -> list[Bound]:
     found: list[Bound] = []
     for rule in plan.rules:
         if isinstance(rule, ThresholdRule) and rule.quantity == quantity:
-            base = plan.personal[rule.relative_to] if rule.relative_to is not None else 0.0
-            for level, offset in (("warning", rule.warning), ("urgent", rule.urgent)):
-                if offset is not None:
-                    found.append(Bound(base + offset, level, rule.direction))  # type: ignore[arg-type]
+            warning, urgent = kinds.absolute_bounds(rule, plan)
+            for level, value in (("warning", warning), ("urgent", urgent)):
+                if value is not None:
+                    found.append(Bound(value, level, rule.direction))  # type: ignore[arg-type]
         elif isinstance(rule, AverageRule) and quantity in rule.bounds:
             b = rule.bounds[quantity]
             for level, value in (("warning", b.warning), ("urgent", b.urgent)):
