@@ -201,11 +201,7 @@ async def review_subject(
     end: Annotated[date | None, Query(alias="to")] = None,
 ) -> Response:
     begin, until, first, last = period(start, end)
-    async with svc.pool.acquire() as conn:
-        if kind == "patient":
-            entries = await review.for_patient(conn, id, begin, until)
-        else:
-            entries = await review.for_clinician(conn, id, begin, until)
+    entries = await _entries(svc, kind, id, begin, until)
     await _logged(svc, who, entries, READ, id)
     context = {
         "entries": entries,
@@ -220,6 +216,15 @@ async def review_subject(
     return render(request, "pages/access_review.html", context, who=who)
 
 
+async def _entries(
+    svc: Svc, kind: Literal["patient", "clinician"], subject: str, begin: datetime, until: datetime
+) -> list[review.Entry]:
+    """The access-log entries of a patient, or of a clinician, in the period."""
+    read = review.for_patient if kind == "patient" else review.for_clinician
+    async with svc.pool.acquire() as conn:
+        return await read(conn, subject, begin, until)
+
+
 @router.get("/access-review/{kind}/export.csv")
 async def export(
     svc: Svc,
@@ -232,11 +237,7 @@ async def export(
 ) -> Response:
     """The same entries as the page, as CSV (``export_access_log``)."""
     begin, until, first, last = period(start, end)
-    async with svc.pool.acquire() as conn:
-        if kind == "patient":
-            entries = await review.for_patient(conn, id, begin, until)
-        else:
-            entries = await review.for_clinician(conn, id, begin, until)
+    entries = await _entries(svc, kind, id, begin, until)
     await _logged(svc, who, entries, EXPORT, id)
     name = f"access-log-{kind}-{id}-{first.isoformat()}-{last.isoformat()}.csv"
     return Response(
