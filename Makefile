@@ -19,9 +19,13 @@ demo: venv system-deps  ## run the service on a private broker and database with
 
 # Without ARGS: the unit stage first (stops at the first failure, before any service is
 # installed or started), then the rest. With ARGS: one pytest run of exactly those arguments.
+# The service tests mostly wait on brokers, databases and browsers, so they run in
+# TEST_WORKERS processes (pytest-xdist), each with its own private instances; worksteal
+# keeps the long outage and demo tests from leaving one process with the tail.
+TEST_WORKERS ?= 3
 ifeq ($(strip $(ARGS)),)
 test: unit system-deps test-deps  ## unit tests and doctests, then the service tests (ARGS: one pytest run)
-	$(BIN)/pytest --ignore=tests/unit
+	$(BIN)/pytest --ignore=tests/unit -n $(TEST_WORKERS) --dist worksteal
 else
 test: venv system-deps test-deps
 	$(BIN)/pytest $(ARGS)
