@@ -710,7 +710,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
             )
 
     report = asyncio.run(main())
-    print(backtest.as_json(report) if args.json else backtest.as_text(report))
+    print(backtest.as_json(report) if args.json else backtest.as_text(report, args.lang))
     return 0
 
 
@@ -939,6 +939,12 @@ plans' lookback, at most 90 days) only warm the rules up.""",
         "--days", type=_days, default=90, help="days back from now to replay (90; at most 366)"
     )
     bt.add_argument("--json", action="store_true", help="machine-readable output")
+    bt.add_argument(
+        "--lang",
+        choices=("sv", "en"),
+        default="en",
+        help="language of the alerts' sentences in the text output (en; --json has both)",
+    )
     bt.add_argument(
         "--as",
         dest="as_clinician",

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.errors import PlanError
 from homemonitor.rules import adherence
+from homemonitor.rules.explain import Lang
 from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import CarePlanSpec, Plan, Template
 from homemonitor.rules.replay import Raised, ResolvePolicy, replay
@@ -51,6 +52,25 @@ Severity = Literal["warning", "urgent"]
 _SEVERITIES: tuple[Severity, ...] = ("warning", "urgent")
 _Model = ConfigDict(extra="forbid", frozen=True)
 _RESOLVED_BY: dict[str, Literal["clinician", "rule"]] = {"clinician": "clinician", "rule": "rule"}
+
+
+#: The words of :meth:`Proposal.describe`, per language.
+_WORDS: Mapping[Lang, Mapping[str, str]] = {
+    "en": {
+        "template": "template {name}",
+        "no_template": "no template",
+        "given": "the given plan ({template}, {n} own rules/bounds)",
+        "swap": "each patient's current plan with template {template}",
+        "and": " and {personal}",
+    },
+    "sv": {
+        "template": "mall {name}",
+        "no_template": "ingen mall",
+        "given": "den givna planen ({template}, {n} egna regler/gränser)",
+        "swap": "varje patients nuvarande plan med mallen {template}",
+        "and": " och {personal}",
+    },
+}
 
 
 class BacktestIn(BaseModel):
@@ -93,6 +113,9 @@ class AlertOut(BaseModel):
     rule: str
     kind: str
     sentence: str = Field(description="Why it opened, as the nurse would have read it.")
+    sentences: dict[str, str] = Field(
+        default_factory=dict, description="The same sentence by language (sv, en)."
+    )
     reopened: bool = Field(description="A re-alert after the simulated clinician resolved one.")
     resolved_at: datetime | None
     resolved_by: Literal["clinician", "rule"] | None = Field(
@@ -108,6 +131,7 @@ class AlertOut(BaseModel):
             rule=r.rule,
             kind=r.kind,
             sentence=r.sentence,
+            sentences=dict(r.sentences),
             reopened=r.reopened,
             resolved_at=r.resolved_at,
             resolved_by=_RESOLVED_BY.get(r.resolved_by or ""),
@@ -131,6 +155,13 @@ class RowOut(BaseModel):
     current: Severity | None = Field(description="Its severity under the current plan, if raised.")
     proposed: Severity | None = Field(description="Its severity under the proposed plan.")
     sentence: str = Field(description="The proposed plan's sentence, else the current one's.")
+    sentences: dict[str, str] = Field(
+        default_factory=dict, description="The same sentence by language (sv, en)."
+    )
+
+    def said(self, lang: Lang) -> str:
+        """The sentence in ``lang`` (English when the row has no such language)."""
+        return self.sentences.get(lang) or self.sentence
 
 
 class PatientOut(BaseModel):
@@ -213,15 +244,24 @@ class Proposal:
             }
         )
 
-    def describe(self) -> str:
-        """The proposal in words, for the report."""
+    def describe(self, lang: Lang = "en") -> str:
+        """The proposal in words, for the report.
+
+        >>> Proposal(spec=CarePlanSpec(template="copd")).describe("sv")
+        'den givna planen (mall copd, 0 egna regler/gränser)'
+        """
+        words = _WORDS[lang]
         if self.spec is not None:
-            rules = f"{len(self.spec.rules) + len(self.spec.thresholds)} own rules/bounds"
-            template = f"template {self.spec.template}" if self.spec.template else "no template"
-            return f"the given plan ({template}, {rules})"
+            n = len(self.spec.rules) + len(self.spec.thresholds)
+            template = (
+                words["template"].format(name=self.spec.template)
+                if self.spec.template
+                else words["no_template"]
+            )
+            return words["given"].format(template=template, n=n)
         personal = ", ".join(f"{k}={v:g}" for k, v in sorted(self.personal.items()))
-        return f"each patient's current plan with template {self.template}" + (
-            f" and {personal}" if personal else ""
+        return words["swap"].format(template=self.template) + (
+            words["and"].format(personal=personal) if personal else ""
         )
 
 
@@ -298,14 +338,15 @@ def compare(current: Sequence[AlertOut], proposed: Sequence[AlertOut]) -> list[R
     rows = []
     for a in current:
         other = mine.pop((a.rule, a.opened_at), None)
-        sentence = other.sentence if other is not None else a.sentence
+        why = other if other is not None else a
         rows.append(
             RowOut(
                 opened_at=a.opened_at,
                 rule=a.rule,
                 current=a.severity,
                 proposed=other.severity if other is not None else None,
-                sentence=sentence,
+                sentence=why.sentence,
+                sentences=why.sentences,
             )
         )
     rows += [
@@ -315,6 +356,7 @@ def compare(current: Sequence[AlertOut], proposed: Sequence[AlertOut]) -> list[R
             current=None,
             proposed=a.severity,
             sentence=a.sentence,
+            sentences=a.sentences,
         )
         for a in mine.values()
     ]
@@ -419,8 +461,11 @@ def _when(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M")
 
 
-def as_text(r: ReportOut) -> str:
-    """The report for a person: per patient counts and the alerts side by side, then totals."""
+def as_text(r: ReportOut, lang: Lang = "en") -> str:
+    """The report for a person: per patient counts and the alerts side by side, then totals.
+
+    ``lang`` is the language of the alerts' sentences (the rest is English).
+    """
     out = [
         f"Backtest {_when(r.since)} to {_when(r.until)} UTC ({r.days} days)",
         f"proposed: {r.proposal}",
@@ -439,7 +484,7 @@ def as_text(r: ReportOut) -> str:
             for row in p.rows:
                 out.append(
                     f"  {_when(row.opened_at):<17} {row.current or '-':<9}"
-                    f"{row.proposed or '-':<10}{row.rule:<18} {row.sentence}"
+                    f"{row.proposed or '-':<10}{row.rule:<18} {row.said(lang)}"
                 )
         out.append("")
     t = r.total
