@@ -54,7 +54,8 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "days": "{n} days",
         "hours": "{h} h",
         "previous_day": "the previous day",
-        "previous": "the previous {window}",
+        "previous_days": "the previous {n} days",
+        "previous_hours": "the previous {h} h",
         "th.side.high": "at or above",
         "th.side.low": "at or below",
         "th.more.high": "or more",
@@ -127,7 +128,8 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "days": "{n} dagar",
         "hours": "{h} h",
         "previous_day": "den föregående dagen",
-        "previous": "de föregående {window}",
+        "previous_days": "de föregående {n} dagarna",
+        "previous_hours": "de föregående {h} timmarna",
         "th.side.high": "på eller över",
         "th.side.low": "på eller under",
         "th.more.high": "eller mer",
@@ -149,7 +151,7 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "ch.level": "{level} vid {amount} eller mer",
         "ch.in": " på {window}",
         "ch.fall": "en minskning med {plan}",
-        "ch.too_few": "{found}, för få mätningar {previous} att jämföra med",
+        "ch.too_few": "{found}, för få mätningar under {previous} att jämföra med",
         "ch.diff": ", {amount} {where} {reference} {previous} ({value})",
         "av.either": " eller ",
         "av.level": "{level} vid ett medelvärde {either} eller mer",
@@ -225,7 +227,9 @@ class _Say:
     def previous(self, hours: float) -> str:
         if hours == 24:
             return self("previous_day")
-        return self("previous", window=self.window(hours))
+        if hours % 24 == 0:
+            return self("previous_days", n=int(hours // 24))
+        return self("previous_hours", h=self.num(hours))
 
     def personal(self, key: str) -> str:
         return PERSONAL[self.lang].get(key) or key.replace("_", " ")
