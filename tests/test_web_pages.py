@@ -121,6 +121,11 @@ async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
     assert 403 == no_token.status_code
     assert 200 == preview.status_code
     assert "Vad ändringen hade gett de senaste 90 dagarna" in preview.text
+    assert (True, True, False) == (  # the summary and the rows' sentences in Swedish
+        "den givna planen (ingen mall, 1 egna regler/gränser)" in preview.text,
+        "systoliskt 150 mmHg, på eller över gränsen 145 mmHg för varning" in preview.text,
+        "systolic 150 mmHg" in preview.text,
+    )
     assert 1 == versions_after_preview
     assert (422, "Skriv varför planen ändras.") == (
         no_reason.status_code,

@@ -707,6 +707,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
                 before_read=before_read,
                 strict=args.team is None,
                 progress=progress if args.team is not None else None,
+                lang=args.lang,
             )
 
     report = asyncio.run(main())
@@ -943,7 +944,7 @@ plans' lookback, at most 90 days) only warm the rules up.""",
         "--lang",
         choices=("sv", "en"),
         default="en",
-        help="language of the alerts' sentences in the text output (en; --json has both)",
+        help="language of the report (en; the alerts' sentences in --json have both)",
     )
     bt.add_argument(
         "--as",

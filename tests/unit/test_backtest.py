@@ -124,11 +124,19 @@ def test_rows_carry_both_languages_and_the_text_report_speaks_the_one_asked_for(
     """Each row has sv and en sentences; ``as_text(lang="sv")`` shows the Swedish one only."""
     p = backtest.patient("p-1", WEEK, plan(HIGH), plan(HIGH, GAIN), since=SINCE, until=UNTIL)
     report = backtest.report([p], since=SINCE, until=UNTIL, days=7, proposal="x")
+    svensk = backtest.report([p], since=SINCE, until=UNTIL, days=7, proposal="x", lang="sv")
     row = p.rows[1]
     assert ["sv", "en"] == list(row.sentences)
     assert row.sentence == row.sentences["en"] == row.said("en")
     assert row.sentences["sv"].startswith("vikt 80,5 kg, 2,5 kg över den lägsta")
-    swedish, english = backtest.as_text(report, "sv"), backtest.as_text(report)
+    swedish, english = backtest.as_text(svensk, "sv"), backtest.as_text(report)
+    assert [
+        "Backtest 2026-03-02 07:00 till 2026-03-09 07:00 svensk tid (7 dagar)",
+        "föreslaget: x",
+        "simulerad kliniker (båda sidor): avslutar varje larm 24 h efter att det öppnades",
+    ] == swedish.splitlines()[:3]
+    assert "  2026-03-08 07:00  -           varning     weight.gain_3d     vikt 80,5 kg" in swedish
+    assert "obs: båda planerna spelas upp genom motorn som arbetaren kör" in swedish
     assert (True, False, True, False) == (
         row.sentences["sv"] in swedish,
         row.sentence in swedish,

@@ -37,6 +37,7 @@ from homemonitor.errors import PlanError
 from homemonitor.rules import adherence
 from homemonitor.rules.explain import Lang
 from homemonitor.rules.history import StoredReading
+from homemonitor.rules.kinds import LOCAL_ZONE
 from homemonitor.rules.plan import CarePlanSpec, Plan, Template
 from homemonitor.rules.replay import Raised, ResolvePolicy, replay
 
@@ -54,7 +55,7 @@ _Model = ConfigDict(extra="forbid", frozen=True)
 _RESOLVED_BY: dict[str, Literal["clinician", "rule"]] = {"clinician": "clinician", "rule": "rule"}
 
 
-#: The words of :meth:`Proposal.describe`, per language.
+#: The words of :meth:`Proposal.describe`, :func:`clinician_text` and :func:`as_text`.
 _WORDS: Mapping[Lang, Mapping[str, str]] = {
     "en": {
         "template": "template {name}",
@@ -62,6 +63,26 @@ _WORDS: Mapping[Lang, Mapping[str, str]] = {
         "given": "the given plan ({template}, {n} own rules/bounds)",
         "swap": "each patient's current plan with template {template}",
         "and": " and {personal}",
+        "never": "never resolves an alert",
+        "after": "resolves each alert {hours} h after it opened",
+        "title": "Backtest {since} to {until} UTC ({days} days)",
+        "proposed": "proposed: {proposal}",
+        "clinician": "simulated clinician (both sides): {clinician}",
+        "skipped": "{patient}: skipped: {why}",
+        "no_plan": "no plan",
+        "patient": "{patient} (current plan {version}, {readings})",
+        "reading": "reading",
+        "readings": "readings",
+        "patient_one": "patient",
+        "patients": "patients",
+        "header": "opened (UTC)|current|proposed|rule|why",
+        "total": "Total: {patients}, {readings}",
+        "skips": " ({patients} skipped)",
+        "counts": "alerts|stored|current|proposed",
+        "warning": "warning",
+        "urgent": "urgent",
+        "all": "total",
+        "note": "note: {text}",
     },
     "sv": {
         "template": "mall {name}",
@@ -69,6 +90,26 @@ _WORDS: Mapping[Lang, Mapping[str, str]] = {
         "given": "den givna planen ({template}, {n} egna regler/gränser)",
         "swap": "varje patients nuvarande plan med mallen {template}",
         "and": " och {personal}",
+        "never": "avslutar aldrig ett larm",
+        "after": "avslutar varje larm {hours} h efter att det öppnades",
+        "title": "Backtest {since} till {until} svensk tid ({days} dagar)",
+        "proposed": "föreslaget: {proposal}",
+        "clinician": "simulerad kliniker (båda sidor): {clinician}",
+        "skipped": "{patient}: överhoppad: {why}",
+        "no_plan": "ingen plan",
+        "patient": "{patient} (nuvarande plan {version}, {readings})",
+        "reading": "mätning",
+        "readings": "mätningar",
+        "patient_one": "patient",
+        "patients": "patienter",
+        "header": "öppnat|nuvarande|föreslagen|regel|varför",
+        "total": "Totalt: {patients}, {readings}",
+        "skips": " (överhoppade: {patients})",
+        "counts": "larm|lagrade|nuvarande|föreslagna",
+        "warning": "varning",
+        "urgent": "brådskande",
+        "all": "totalt",
+        "note": "obs: {text}",
     },
 }
 
@@ -309,12 +350,17 @@ def _lookback(plan: Plan) -> timedelta:
     return max([plan.lookback(), *silent])
 
 
-def clinician_text(policy: ResolvePolicy) -> str:
-    """The simulated clinician in words."""
+def clinician_text(policy: ResolvePolicy, lang: Lang = "en") -> str:
+    """The simulated clinician in words.
+
+    >>> clinician_text(ResolvePolicy(), "sv")
+    'avslutar varje larm 24 h efter att det öppnades'
+    """
+    words = _WORDS[lang]
     if policy.after is None:
-        return "never resolves an alert"
-    hours = policy.after.total_seconds() / 3600
-    return f"resolves each alert {hours:g} h after it opened"
+        return words["never"]
+    hours = f"{policy.after.total_seconds() / 3600:g}"
+    return words["after"].format(hours=hours.replace(".", ",") if lang == "sv" else hours)
 
 
 def _raised(
@@ -406,7 +452,7 @@ def skipped(patient_id: str, why: str) -> PatientOut:
     )
 
 
-ASSUMPTIONS = (
+_ASSUMPTIONS_EN = (
     "both plans are replayed through the engine the worker runs, reading by reading, on a "
     "simulated clock",
     "every reading is replayed as if it arrived when it was measured (a gateway's backlog "
@@ -416,6 +462,18 @@ ASSUMPTIONS = (
     "readings from before the period warm the rules up (the plans' lookback, at most 90 "
     "days); only alerts that opened within the period count",
 )
+_ASSUMPTIONS_SV = (
+    "båda planerna spelas upp genom motorn som arbetaren kör, mätning för mätning, på en "
+    "simulerad klocka",
+    "varje mätning spelas upp som om den kom när den mättes (en hubbs eftersläpning som var "
+    "historik när den kom är aktuell här); mätningar med klockflaggor förblir historik",
+    "den nuvarande planen är den senaste versionen, uppspelad över hela perioden; de lagrade "
+    "larmen kom från de versioner som gällde då och från riktiga kliniker",
+    "mätningar från före perioden värmer upp reglerna (planernas tillbakablick, högst 90 "
+    "dagar); bara larm som öppnades inom perioden räknas",
+)
+#: What a backtest assumes, in words, per language.
+ASSUMPTIONS: Mapping[Lang, tuple[str, ...]] = {"en": _ASSUMPTIONS_EN, "sv": _ASSUMPTIONS_SV}
 
 
 def report(
@@ -426,8 +484,9 @@ def report(
     days: int,
     proposal: str,
     policy: ResolvePolicy = SIMULATED_CLINICIAN,
+    lang: Lang = "en",
 ) -> ReportOut:
-    """The whole backtest with its totals."""
+    """The whole backtest with its totals; its words (``proposal`` aside) in ``lang``."""
     done = [p for p in patients if p.skipped is None]
     total = TotalOut(
         patients=len(done),
@@ -441,8 +500,8 @@ def report(
         until=until,
         days=days,
         proposal=proposal,
-        clinician=clinician_text(policy),
-        assumptions=list(ASSUMPTIONS),
+        clinician=clinician_text(policy, lang),
+        assumptions=list(ASSUMPTIONS[lang]),
         patients=list(patients),
         total=total,
     )
@@ -453,55 +512,73 @@ def as_json(r: ReportOut) -> str:
     return json.dumps(r.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
-def _when(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d %H:%M")
+#: The text report's column widths: opened, current, proposed, rule (then why).
+_WIDTHS: Mapping[Lang, tuple[int, int, int, int]] = {"en": (17, 9, 10, 18), "sv": (17, 12, 12, 18)}
+
+
+def _when(t: datetime, lang: Lang = "en") -> str:
+    return (t if lang == "en" else t.astimezone(LOCAL_ZONE)).strftime("%Y-%m-%d %H:%M")
 
 
 def as_text(r: ReportOut, lang: Lang = "en") -> str:
     """The report for a person: per patient counts and the alerts side by side, then totals.
 
-    ``lang`` is the language of the alerts' sentences (the rest is English).
+    In ``lang``: the headings, the alerts' sentences and severities, and the times (UTC in
+    English, Swedish time in Swedish); the report's own words are as :func:`report` wrote them.
     """
+    w = _WORDS[lang]
+    opened, now_w, new_w, rule_w = _WIDTHS[lang]
+    sev = {"warning": w["warning"], "urgent": w["urgent"], None: "-"}
     out = [
-        f"Backtest {_when(r.since)} to {_when(r.until)} UTC ({r.days} days)",
-        f"proposed: {r.proposal}",
-        f"simulated clinician (both sides): {r.clinician}",
+        w["title"].format(since=_when(r.since, lang), until=_when(r.until, lang), days=r.days),
+        w["proposed"].format(proposal=r.proposal),
+        w["clinician"].format(clinician=r.clinician),
         "",
     ]
     for p in r.patients:
         if p.skipped is not None:
-            out += [f"{p.patient_id}: skipped: {p.skipped}", ""]
+            out += [w["skipped"].format(patient=p.patient_id, why=p.skipped), ""]
             continue
-        version = "no plan" if p.current_version is None else f"v{p.current_version}"
-        out.append(f"{p.patient_id} (current plan {version}, {_n(p.readings, 'reading')})")
-        out += _table(p.stored, p.current.counts, p.proposed.counts)
+        version = w["no_plan"] if p.current_version is None else f"v{p.current_version}"
+        readings = _n(p.readings, w["reading"], w["readings"])
+        out.append(w["patient"].format(patient=p.patient_id, version=version, readings=readings))
+        out += _table(w, p.stored, p.current.counts, p.proposed.counts)
         if p.rows:
-            out.append(f"  {'opened (UTC)':<17} {'current':<9}{'proposed':<10}{'rule':<18} why")
+            h = w["header"].split("|")
+            out.append(f"  {h[0]:<{opened}} {h[1]:<{now_w}}{h[2]:<{new_w}}{h[3]:<{rule_w}} {h[4]}")
             for row in p.rows:
                 out.append(
-                    f"  {_when(row.opened_at):<17} {row.current or '-':<9}"
-                    f"{row.proposed or '-':<10}{row.rule:<18} {row.said(lang)}"
+                    f"  {_when(row.opened_at, lang):<{opened}} {sev[row.current]:<{now_w}}"
+                    f"{sev[row.proposed]:<{new_w}}{row.rule:<{rule_w}} {row.said(lang)}"
                 )
         out.append("")
     t = r.total
     skips = sum(1 for p in r.patients if p.skipped is not None)
     out.append(
-        f"Total: {_n(t.patients, 'patient')}, {_n(t.readings, 'reading')}"
-        + (f" ({_n(skips, 'patient')} skipped)" if skips else "")
+        w["total"].format(
+            patients=_n(t.patients, w["patient_one"], w["patients"]),
+            readings=_n(t.readings, w["reading"], w["readings"]),
+        )
+        + (w["skips"].format(patients=_n(skips, w["patient_one"], w["patients"])) if skips else "")
     )
-    out += _table(t.stored, t.current, t.proposed)
+    out += _table(w, t.stored, t.current, t.proposed)
     out.append("")
-    out += [f"note: {a}" for a in r.assumptions]
+    out += [w["note"].format(text=a) for a in r.assumptions]
     return "\n".join(out)
 
 
-def _table(stored: Counts, now: Counts, new: Counts) -> list[str]:
-    lines = [f"  {'alerts':<10}{'stored':>8}{'current':>9}{'proposed':>10}"]
-    for label in (*_SEVERITIES, "total"):
+def _table(w: Mapping[str, str], stored: Counts, now: Counts, new: Counts) -> list[str]:
+    head = w["counts"].split("|")
+    width = max(len(head[0]), *(len(w[k]) for k in ("warning", "urgent", "all"))) + 3
+    cols = [max(len(x), 6) + 2 for x in head[1:]]
+    lines = [f"  {head[0]:<{width}}{head[1]:>{cols[0]}}{head[2]:>{cols[1]}}{head[3]:>{cols[2]}}"]
+    for label, word in (("warning", w["warning"]), ("urgent", w["urgent"]), ("total", w["all"])):
         values = [getattr(c, label) for c in (stored, now, new)]
-        lines.append(f"  {label:<10}{values[0]:>8}{values[1]:>9}{values[2]:>10}")
+        lines.append(
+            f"  {word:<{width}}{values[0]:>{cols[0]}}{values[1]:>{cols[1]}}{values[2]:>{cols[2]}}"
+        )
     return lines
