@@ -68,11 +68,14 @@ async def test_heart_failure_template_adds_the_weight_gain_alert(
     """The template raises weight.gain_3d with its sentence; the thresholds plan does not."""
     await _store_week(db)
     argv = ("--patient", "p-1", "--template", "heart_failure", "--personal", "dry_weight=78")
-    text, as_json = await asyncio.gather(
+    text, as_json, swedish = await asyncio.gather(
         asyncio.to_thread(_backtest, dsn, *argv),
         asyncio.to_thread(_backtest, dsn, *argv, "--json"),
+        asyncio.to_thread(_backtest, dsn, *argv, "--lang", "sv"),
     )
-    assert (0, 0) == (text.returncode, as_json.returncode), text.stderr + as_json.stderr
+    assert (0, 0, 0) == (text.returncode, as_json.returncode, swedish.returncode), (
+        text.stderr + as_json.stderr + swedish.stderr
+    )
     report = json.loads(as_json.stdout)
     [p] = report["patients"]
     sentence = (
@@ -84,7 +87,14 @@ async def test_heart_failure_template_adds_the_weight_gain_alert(
         (datetime.fromisoformat(r["opened_at"]), r["current"], r["proposed"], r["rule"])
         for r in p["rows"]
     ]
-    assert sentence == p["rows"][1]["sentence"]
+    assert sentence == p["rows"][1]["sentence"] == p["rows"][1]["sentences"]["en"]
+    svensk = (
+        "vikt 80,5 kg, 2,5 kg över den lägsta de föregående 3 dagarna (78 kg); "
+        "plan v2: 2 kg eller mer på 3 dagar"
+    )
+    assert svensk == p["rows"][1]["sentences"]["sv"]
+    assert f"weight.gain_3d     {svensk}" in swedish.stdout
+    assert "svensk tid" in swedish.stdout.splitlines()[0] and sentence not in swedish.stdout
     assert {"warning": 0, "urgent": 1, "total": 1} == p["stored"]
     assert {"warning": 0, "urgent": 1, "total": 1} == p["current"]["counts"]
     assert {"warning": 1, "urgent": 1, "total": 2} == p["proposed"]["counts"]
@@ -98,7 +108,7 @@ async def test_heart_failure_template_adds_the_weight_gain_alert(
         "SELECT clinician_id, patient_id, action, outcome FROM access_log ORDER BY id"
     )
     who = f"cli:{getpass.getuser()}"
-    assert [(who, "p-1", "rules_backtest", "allowed")] * 2 == [tuple(r) for r in log]
+    assert [(who, "p-1", "rules_backtest", "allowed")] * 3 == [tuple(r) for r in log]
 
 
 async def test_team_backtest_skips_who_the_plan_cannot_fit_and_logs_every_read(

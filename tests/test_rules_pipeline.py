@@ -128,6 +128,11 @@ async def test_a_change_rule_opens_an_episode_that_explains_itself(
         "weight 82.4 kg, 2.4 kg above the lowest of the previous 3 days (80 kg); "
         "plan v2: 2 kg or more in 3 days"
     ) == explanation["sentence"]
+    assert {
+        "sv": "vikt 82,4 kg, 2,4 kg över den lägsta de föregående 3 dagarna (80 kg); "
+        "plan v2: 2 kg eller mer på 3 dagar",
+        "en": explanation["sentence"],
+    } == explanation["sentences"]
     assert (80.0, 2.4, 2) == (
         explanation["facts"]["reference"],
         round(explanation["facts"]["delta"], 6),

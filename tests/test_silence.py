@@ -162,6 +162,9 @@ async def test_a_silent_patient_raises_one_missing_data_alert_at_the_plans_time(
     )
     assert deadline.isoformat() == details["decided_at"]
     assert why["sentence"].startswith("No weight reading for 72 h since the last reading")
+    assert why["sentences"]["sv"].startswith(
+        "Ingen mätning av vikt på 72 h sedan den senaste mätningen"
+    )
     assert (72.0, 14) == (why["facts"]["silent_hours"], why["facts"]["run_in_readings"])
 
 

@@ -12,6 +12,11 @@ import asyncpg
 import pytest
 
 from homemonitor import registry
+from homemonitor.alerts import rows
+from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.kinds import assess
+from homemonitor.rules.plan import Plan, ThresholdRule
 from tests.conftest import REGISTRY, sign_in, web_client
 from tests.test_web_queries import alert, reading
 
@@ -116,6 +121,11 @@ async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
     assert 403 == no_token.status_code
     assert 200 == preview.status_code
     assert "Vad ändringen hade gett de senaste 90 dagarna" in preview.text
+    assert (True, True, False) == (  # the summary and the rows' sentences in Swedish
+        "den givna planen (ingen mall, 1 egna regler/gränser)" in preview.text,
+        "systoliskt 150 mmHg, på eller över gränsen 145 mmHg för varning" in preview.text,
+        "systolic 150 mmHg" in preview.text,
+    )
     assert 1 == versions_after_preview
     assert (422, "Skriv varför planen ändras.") == (
         no_reason.status_code,
@@ -165,13 +175,62 @@ async def test_alert_page_explains_charts_and_resolves_with_the_actionable_answe
     assert "Var larmet åtgärdbart?" in page.text
     assert 422 == unanswered.status_code
     assert 303 == resolved.status_code
-    assert "Larmet är avslutat." in after.text and "resolved" in after.text
+    assert "Larmet är avslutat." in after.text and "<td>avslutat</td>" in after.text
     row = await clinic.fetchrow(
         "SELECT status, actionable, resolution_note FROM alerts WHERE id = $1", alert_id
     )
     assert ("resolved", True, "ringt patienten") == tuple(row)
     actions = [r[2] for r in await log_rows(clinic)]
     assert ["view_alert", "view_alert", "resolve_alert", "view_alert"] == actions
+
+
+async def test_alert_page_and_inbox_speak_the_pages_language(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """A Swedish page shows the Swedish sentence and event labels, an English one the English."""
+    await reading(clinic, "cuff-1", "p-1", "blood_pressure", NOW, systolic=185, diastolic=90)
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW, seen_after=timedelta(1))
+    rule = ThresholdRule(
+        id="systolic.high", quantity=Quantity.SYSTOLIC, direction="high", warning=160, urgent=180
+    )
+    reading_185 = StoredReading(NOW, "cuff-1", Metric.BLOOD_PRESSURE, {Quantity.SYSTOLIC: 185.0})
+    judged = assess(rule, Plan(1, (rule,), {}), History([reading_185]), NOW)
+    why = rows.explanation(judged.sentences(), judged.facts, 1)
+    await clinic.execute(
+        "UPDATE alerts SET opening_explanation = $2::jsonb, latest_explanation = $2::jsonb "
+        "WHERE id = $1",
+        alert_id,
+        json.dumps(why),
+    )
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        sv_page, sv_inbox = await http.get(f"/alerts/{alert_id}"), await http.get("/inbox/rows")
+        http.cookies.set("hm_lang", "en")
+        en_page, en_inbox = await http.get(f"/alerts/{alert_id}"), await http.get("/inbox/rows")
+    swedish = (
+        "systoliskt 185 mmHg, på eller över gränsen 180 mmHg för brådskande; plan v1: varning "
+        "vid 160 mmHg eller mer, brådskande vid 180 mmHg eller mer"
+    )
+    english = (
+        "systolic 185 mmHg, at or above the urgent bound of 180 mmHg; plan v1: warning at "
+        "160 mmHg or more, urgent at 180 mmHg or more"
+    )
+    assert english == why["sentence"]
+    assert (True, True, False) == (
+        swedish in sv_page.text,
+        swedish in sv_inbox.text,
+        english in sv_page.text or english in sv_inbox.text,
+    )
+    assert (True, True, False) == (
+        english in en_page.text,
+        english in en_inbox.text,
+        swedish in en_page.text or swedish in en_inbox.text,
+    )
+    assert (True, True) == ("<td>öppnat</td>" in sv_page.text, "<td>kvitterat</td>" in sv_page.text)
+    assert (True, True) == (
+        "<td>opened</td>" in en_page.text,
+        "<td>acknowledged</td>" in en_page.text,
+    )
 
 
 async def test_my_patients_lists_the_team_with_last_readings_and_logs_each(

@@ -707,10 +707,11 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
                 before_read=before_read,
                 strict=args.team is None,
                 progress=progress if args.team is not None else None,
+                lang=args.lang,
             )
 
     report = asyncio.run(main())
-    print(backtest.as_json(report) if args.json else backtest.as_text(report))
+    print(backtest.as_json(report) if args.json else backtest.as_text(report, args.lang))
     return 0
 
 
@@ -939,6 +940,12 @@ plans' lookback, at most 90 days) only warm the rules up.""",
         "--days", type=_days, default=90, help="days back from now to replay (90; at most 366)"
     )
     bt.add_argument("--json", action="store_true", help="machine-readable output")
+    bt.add_argument(
+        "--lang",
+        choices=("sv", "en"),
+        default="en",
+        help="language of the report (en; the alerts' sentences in --json have both)",
+    )
     bt.add_argument(
         "--as",
         dest="as_clinician",

@@ -26,9 +26,9 @@ async def test_the_alert_page_explains_charts_and_keeps_the_history(
         page.get_by_role("heading", name=f"Larm {alert_id}: Brådskande", level=1)
     ).to_be_visible()
     sentence = await db.fetchval(
-        "SELECT opening_explanation->>'sentence' FROM alerts WHERE id = $1", alert_id
+        "SELECT opening_explanation->'sentences'->>'sv' FROM alerts WHERE id = $1", alert_id
     )
-    assert "190" in sentence
+    assert sentence.startswith("systoliskt 190 mmHg")  # the page is Swedish, so is the why
     await expect(page.locator("dd.sentence").first).to_have_text(sentence)
 
     chart = page.locator('svg[role="img"]').first
@@ -42,12 +42,12 @@ async def test_the_alert_page_explains_charts_and_keeps_the_history(
     await expect(chart.locator(".window")).not_to_have_count(0)  # the rule's window drawn
 
     events = page.locator("table.events tbody tr")
-    await expect(events.first).to_contain_text("opened")
+    await expect(events.first).to_contain_text("öppnat")
     opened = await events.count()
     await basic_a11y(page)
     await page.get_by_role("button", name="Kvittera").click()
     await expect(events).to_have_count(opened + 1)
-    await expect(events.last).to_contain_text("acknowledged")
+    await expect(events.last).to_contain_text("kvitterat")
     await expect(events.last).to_contain_text("Nurse A1")
     await shot(page, "acknowledged")
 
@@ -55,7 +55,7 @@ async def test_the_alert_page_explains_charts_and_keeps_the_history(
     await page.get_by_label("Vad gjordes?").fill("Ringde; ny tid hos läkaren i morgon.")
     await page.get_by_role("button", name="Avsluta larmet").click()
     await expect(page.get_by_text("Larmet är avslutat.")).to_be_visible()
-    await expect(events.last).to_contain_text("resolved")
+    await expect(events.last).to_contain_text("avslutat")
     await basic_a11y(page)
     await shot(page, "resolved")
     row = await db.fetchrow("SELECT status, actionable FROM alerts WHERE id = $1", alert_id)

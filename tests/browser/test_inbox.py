@@ -32,7 +32,8 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     alert = page.locator("li.alert")
     await expect(alert).to_have_count(1, timeout=15_000)  # no reload: the page refreshed
     alert_id = int(await alert.get_attribute("data-alert-id") or 0)
-    await expect(alert.get_by_text("Brådskande")).to_be_visible()
+    await expect(alert.get_by_text("Brådskande", exact=True)).to_be_visible()
+    await expect(alert.locator(".sentence")).to_contain_text("systoliskt 190 mmHg")  # Swedish
     await expect(page.locator("#announce")).to_contain_text(f"Nytt larm: Larm {alert_id}")
     await expect(page.get_by_role("heading", name="Mina (1)")).to_be_visible()
     await shot(page, "inbox")

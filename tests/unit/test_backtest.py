@@ -118,3 +118,47 @@ def test_totals_leave_out_skipped_patients_and_json_has_the_same_numbers() -> No
     text = backtest.as_text(report)
     assert "p-3: skipped: no dry weight" in text
     assert "Total: 1 patient, 8 readings (1 patient skipped)" in text
+
+
+def test_rows_carry_both_languages_and_the_text_report_speaks_the_one_asked_for() -> None:
+    """Each row has sv and en sentences; ``as_text(lang="sv")`` shows the Swedish one only."""
+    p = backtest.patient("p-1", WEEK, plan(HIGH), plan(HIGH, GAIN), since=SINCE, until=UNTIL)
+    report = backtest.report([p], since=SINCE, until=UNTIL, days=7, proposal="x")
+    svensk = backtest.report([p], since=SINCE, until=UNTIL, days=7, proposal="x", lang="sv")
+    row = p.rows[1]
+    assert ["sv", "en"] == list(row.sentences)
+    assert row.sentence == row.sentences["en"] == row.said("en")
+    assert row.sentences["sv"].startswith("vikt 80,5 kg, 2,5 kg över den lägsta")
+    swedish, english = backtest.as_text(svensk, "sv"), backtest.as_text(report)
+    assert [
+        "Backtest 2026-03-02 07:00 till 2026-03-09 07:00 svensk tid (7 dagar)",
+        "föreslaget: x",
+        "simulerad kliniker (båda sidor): avslutar varje larm 24 h efter att det öppnades",
+    ] == swedish.splitlines()[:3]
+    assert "  2026-03-08 07:00  -           varning     weight.gain_3d     vikt 80,5 kg" in swedish
+    assert "obs: båda planerna spelas upp genom motorn som arbetaren kör" in swedish
+    assert (True, False, True, False) == (
+        row.sentences["sv"] in swedish,
+        row.sentence in swedish,
+        row.sentence in english,
+        row.sentences["sv"] in english,
+    )
+
+
+def test_a_proposal_is_described_in_swedish_or_english() -> None:
+    """The preview's summary of a proposed plan, in either language."""
+    spec = CarePlanSpec(template="heart_failure", personal={"dry_weight": 80.0})
+    assert (
+        "den givna planen (mall heart_failure, 0 egna regler/gränser)",
+        "the given plan (template heart_failure, 0 own rules/bounds)",
+    ) == (Proposal(spec=spec).describe("sv"), Proposal(spec=spec).describe("en"))
+
+
+def test_backtest_help_offers_the_language(capsys: pytest.CaptureFixture[str]) -> None:
+    """``rules backtest --help`` shows --lang sv|en, English by default."""
+    from homemonitor.cli import main  # noqa: PLC0415 - the CLI only for this test
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rules", "backtest", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (0, True, True) == (exited.value.code, "--lang {sv,en}" in text, "(en;" in text)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from homemonitor.registry.cache import PatientPlan
-from homemonitor.rules.episodes import IDLE, Change, EpisodeState, Status, latches
+from homemonitor.rules.episodes import IDLE, Change, EpisodeState, Status, english, latches
 from homemonitor.rules.evaluate import Outcome
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.kinds import LEVEL_NAMES
@@ -141,7 +141,7 @@ def state_of(active: Mapping[str, Any] | None, resolved: Mapping[str, Any] | Non
             "due_at": active["due_at"],
             "worst": extra.get("worst"),
             "count": active["breach_count"],
-            "sentence": opening.get("sentence"),
+            "sentences": stored_sentences(opening),
             "facts": opening.get("facts"),
         }
     return EpisodeState(**fields)
@@ -280,10 +280,30 @@ def threshold(
     return None
 
 
-def _explanation(
-    sentence: str | None, facts: Mapping[str, Any] | None, version: int
+def explanation(
+    sentences: Mapping[str, str] | None, facts: Mapping[str, Any] | None, version: int
 ) -> dict[str, Any]:
-    return {"sentence": sentence or "", "facts": dict(facts or {}), "plan_version": version}
+    """An ``opening_explanation``/``latest_explanation`` as stored (jsonb).
+
+    ``sentence`` is the English one, as it always was (the API's clients read it);
+    ``sentences`` holds it by language (``sv``, ``en``) for the web app.
+    """
+    return {
+        "sentence": english(sentences) or "",
+        "sentences": dict(sentences or {}),
+        "facts": dict(facts or {}),
+        "plan_version": version,
+    }
+
+
+def stored_sentences(explanation: Mapping[str, Any]) -> dict[str, str] | None:
+    """The sentence by language of a stored explanation; one stored before there were
+    languages has its English ``sentence`` only."""
+    found = explanation.get("sentences")
+    if isinstance(found, dict) and found:
+        return found
+    sentence = explanation.get("sentence")
+    return {"en": sentence} if sentence else None
 
 
 class _Readings:
@@ -311,7 +331,7 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
     state: EpisodeState,
     at: datetime,
     value: float | None,
-    sentence: str | None,
+    sentences: Mapping[str, str] | None,
     facts: Mapping[str, Any] | None,
     readings: _Readings,
     status: str,
@@ -319,7 +339,7 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
     opened_at = state.opened_at or at
     reading = readings.at(opened_at, rule) or readings.at(at, rule)
     level = max(state.level, 1)
-    explanation = _explanation(state.sentence or sentence, state.facts or facts, plan.version)
+    why = explanation(state.sentences or sentences, state.facts or facts, plan.version)
     return Draft(
         id=None,
         patient_id=plan.patient_id,
@@ -333,7 +353,7 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
         opening_metric=reading.metric.value if reading else "",
         opening_measured_at=opened_at,
         opening_value=value,
-        opening_explanation=explanation,
+        opening_explanation=why,
         status=status,
         severity=LEVEL_NAMES[level],
         peak_severity=LEVEL_NAMES[max(state.peak, level)],
@@ -345,7 +365,7 @@ def _new(  # noqa: PLR0917 - one call site each, every argument a different fact
         cleared_at=state.cleared_at,
         resolve_due_at=resolve_due_at(rule, state),
         evaluated_at=state.evaluated_at or at,
-        latest_explanation=explanation,
+        latest_explanation=why,
         state={"worst": state.worst},
         dirty=True,
     )
@@ -400,6 +420,7 @@ def _details(c: Change, version: int) -> str:
             "previous": LEVEL_NAMES[c.previous],
             "value": c.value,
             "sentence": c.sentence,
+            "sentences": dict(c.sentences) if c.sentences is not None else None,
             "facts": dict(c.facts) if c.facts is not None else None,
             "plan_version": version,
             "reason": c.reason,
@@ -419,8 +440,8 @@ def _apply_change(d: Draft, c: Change, plan: PatientPlan, rule: RuleSpec) -> Non
             d.threshold = threshold(rule, c.level, c.facts, plan)
     if c.measure is not None and (c.state.worst is None or c.measure >= c.state.worst):
         d.worst_value = c.value
-    if c.sentence:
-        d.latest_explanation = _explanation(c.sentence, c.facts, plan.version)
+    if c.sentences:
+        d.latest_explanation = explanation(c.sentences, c.facts, plan.version)
     if d.ended:
         d.evaluated_at = max(d.evaluated_at, c.at)
         d.resolve_due_at = None
@@ -458,7 +479,7 @@ def drafts(
             if current is None:
                 status = "pending" if c.kind == "withdrawn" else "open"
                 current = _new(
-                    plan, rule, c.state, c.at, c.value, c.sentence, c.facts, readings, status
+                    plan, rule, c.state, c.at, c.value, c.sentences, c.facts, readings, status
                 )
             _apply_change(current, c, plan, rule)
             if current.ended:
@@ -481,12 +502,13 @@ def _pending(plan: PatientPlan, rule: RuleSpec, state: EpisodeState, readings: _
     """A new pending episode (the engine has no change for it: the state says it)."""
     at = state.opened_at or state.evaluated_at or state.due_at
     assert at is not None  # a pending state knows when it breached
-    d = _new(plan, rule, state, at, None, state.sentence, state.facts, readings, "pending")
+    d = _new(plan, rule, state, at, None, state.sentences, state.facts, readings, "pending")
     details = {
         "measured_at": at.isoformat(),
         "severity": d.severity,
         "due_at": state.due_at.isoformat() if state.due_at else None,
         "sentence": state.sentence,
+        "sentences": dict(state.sentences) if state.sentences is not None else None,
         "plan_version": plan.version,
     }
     d.events.append(("pending", json.dumps(details)))

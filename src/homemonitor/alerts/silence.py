@@ -34,6 +34,7 @@ other (kind ``missing``: the same tables, events, routing and notifications):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ from homemonitor.alerts import episodes, rows
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.registry.cache import PatientPlan, Plans
 from homemonitor.rules import adherence
+from homemonitor.rules.explain import every_language
 from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import GATEWAY_SILENT, Expected, is_silence_rule
 from homemonitor.storage.database import Conn
@@ -269,9 +271,8 @@ async def _gateways_back(conn: Conn, now: datetime, tally: episodes.Tally) -> No
     drafts = []
     for r in await conn.fetch(_ACTIVE_BY_ID, [r["id"] for r in back]):  # again, locked
         contact = next(b["last_seen_at"] for b in back if b["id"] == r["id"])
-        sentence = "Silence ended: the gateway is in contact again, the patient's readings not."
         facts = {"measured_at": None, "last_contact_at": contact.isoformat()}
-        drafts.append(_ended(dict(r), "gateway_back", sentence, facts, now))
+        drafts.append(_ended(dict(r), "gateway_back", facts, now))
     await episodes.write(conn, drafts, tally, actor="scheduler", now=now)
 
 
@@ -296,10 +297,6 @@ async def _unalerted(conn: Conn, silences: Sequence[Silence], now: datetime) -> 
     return out
 
 
-def _explanation(sentence: str, facts: Mapping[str, Any], version: int) -> dict[str, Any]:
-    return {"sentence": sentence, "facts": dict(facts), "plan_version": version}
-
-
 def _draft(  # noqa: PLR0917 - one call site, every argument a different fact
     plan: PatientPlan,
     rule: str,
@@ -308,17 +305,18 @@ def _draft(  # noqa: PLR0917 - one call site, every argument a different fact
     last_at: datetime,
     severity: str,
     tolerate_hours: float,
-    sentence: str,
+    sentences: dict[str, str],
     facts: dict[str, Any],
     now: datetime,
 ) -> Draft:
-    explanation = _explanation(sentence, facts, plan.version)
+    explanation = rows.explanation(sentences, facts, plan.version)
     details = {
         "measured_at": began.isoformat(),
         "severity": severity,
         "previous": "none",
         "value": None,
-        "sentence": sentence,
+        "sentence": explanation["sentence"],
+        "sentences": sentences,
         "facts": facts,
         "plan_version": plan.version,
         "reason": "silence",
@@ -368,7 +366,7 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
         e = s.expected
         silent = now - s.silent_from
         paused = s.silent_from > s.last_at
-        sentence = adherence.sentence(e, s.silent_from, now, s.readings, s.plan.version, paused)
+        sentences = adherence.sentences(e, s.silent_from, now, s.readings, s.plan.version, paused)
         facts = {
             "metric": e.metric.value,
             "silent_hours": adherence.hours(silent),
@@ -388,7 +386,7 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
                 s.last_at,
                 e.severity,
                 e.tolerate_hours,
-                sentence,
+                sentences,
                 facts,
                 now,
             )
@@ -396,14 +394,17 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
     for group in gateways.values():
         first = min(group, key=lambda s: s.expected.tolerate_hours)
         assert first.contact_at is not None  # gateway_silent needs a contact time
-        metrics = ", ".join(sorted(adherence.NOUN[s.expected.metric] for s in group))
         severity = "urgent" if any(s.expected.severity == "urgent" for s in group) else "warning"
-        sentence = (
-            f"Nothing received from the patient's home gateway {first.gateway_id} for "
-            f"{adherence.hours(now - first.contact_at):g} h (last contact "
-            f"{first.contact_at:%Y-%m-%d %H:%M} UTC): the hub may be off or offline, or "
-            f"nobody measured; {metrics} expected; plan v{first.plan.version} tolerates "
-            f"{first.expected.tolerate_hours:g} h."
+        sentences = every_language(
+            functools.partial(
+                adherence.gateway_sentence,
+                first.gateway_id,
+                first.contact_at,
+                now,
+                [s.expected.metric for s in group],
+                first.plan.version,
+                first.expected.tolerate_hours,
+            )
         )
         facts = {
             "gateway_id": first.gateway_id,
@@ -422,7 +423,7 @@ def _drafts(due: Sequence[Silence], now: datetime) -> list[Draft]:
                 max(s.last_at for s in group),
                 severity,
                 first.expected.tolerate_hours,
-                sentence,
+                sentences,
                 facts,
                 now,
             )
@@ -446,9 +447,10 @@ def split(states: dict[str, dict[str, Stored]]) -> dict[str, dict[str, Stored]]:
 
 
 def _ended(
-    active: Mapping[str, Any], reason: str, sentence: str, facts: Mapping[str, Any], now: datetime
+    active: Mapping[str, Any], reason: adherence.Ended, facts: Mapping[str, Any], now: datetime
 ) -> Draft:
     """An active missing-data episode, auto-resolved for ``reason``."""
+    sentences = every_language(lambda lang: adherence.ended_sentence(reason, lang))
     d = rows.from_row(active)
     d.status = "auto_resolved"
     d.resolve_due_at = None
@@ -457,7 +459,8 @@ def _ended(
         **facts,
         "severity": d.severity,
         "reason": reason,
-        "sentence": sentence,
+        "sentence": sentences["en"],
+        "sentences": sentences,
         "silent_from": active["opening_measured_at"].isoformat(),
         "decided_at": now.isoformat(),
     }
@@ -486,12 +489,6 @@ def closing(
                 continue
             first = min(ends, key=lambda p: p.measured_at)
             backlog = first.measured_at <= stored.active["evaluated_at"]
-            how = (
-                "readings measured during the silence arrived late (a backlog): it is explained"
-                if backlog
-                else "readings arrived again"
-            )
             facts = {"measured_at": first.measured_at.isoformat(), "readings": len(ends)}
-            reason = "backlog" if backlog else "resumed"
-            out.append(_ended(stored.active, reason, f"Silence ended: {how}.", facts, now))
+            out.append(_ended(stored.active, "backlog" if backlog else "resumed", facts, now))
     return out

@@ -3,7 +3,7 @@ error statuses each route documents in the OpenAPI document besides 200 and 422.
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path
 from pydantic import (
@@ -31,11 +31,22 @@ ENDED_STATUSES = ("resolved", "auto_resolved", "withdrawn")
 class ExplanationOut(BaseModel):
     """Why an alert is as it is: the rule's assessment at one evaluation point."""
 
-    sentence: str = Field(description="One plain sentence a nurse can read.")
+    sentence: str = Field(description="One plain sentence a nurse can read (English).")
+    sentences: dict[str, str] = Field(
+        default_factory=dict,
+        description="The same sentence by language: sv (Swedish) and en (English). An alert "
+        "stored before sentences had languages has en only.",
+    )
     facts: dict[str, float | int | str | None] = Field(
         description="The numbers the rule used: value, window, reference, mean, delta, n, ..."
     )
     plan_version: int = Field(description="The care-plan version the rule came from.")
+
+    @model_validator(mode="after")
+    def _english_at_least(self) -> Self:
+        if not self.sentences and self.sentence:
+            self.sentences = {"en": self.sentence}
+        return self
 
 
 class AlertOut(BaseModel):

@@ -35,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from homemonitor.errors import PlanError
 from homemonitor.rules import adherence
+from homemonitor.rules.explain import Lang
 from homemonitor.rules.history import StoredReading
+from homemonitor.rules.kinds import LOCAL_ZONE
 from homemonitor.rules.plan import CarePlanSpec, Plan, Template
 from homemonitor.rules.replay import Raised, ResolvePolicy, replay
 
@@ -51,6 +53,65 @@ Severity = Literal["warning", "urgent"]
 _SEVERITIES: tuple[Severity, ...] = ("warning", "urgent")
 _Model = ConfigDict(extra="forbid", frozen=True)
 _RESOLVED_BY: dict[str, Literal["clinician", "rule"]] = {"clinician": "clinician", "rule": "rule"}
+
+
+#: The words of :meth:`Proposal.describe`, :func:`clinician_text` and :func:`as_text`.
+_WORDS: Mapping[Lang, Mapping[str, str]] = {
+    "en": {
+        "template": "template {name}",
+        "no_template": "no template",
+        "given": "the given plan ({template}, {n} own rules/bounds)",
+        "swap": "each patient's current plan with template {template}",
+        "and": " and {personal}",
+        "never": "never resolves an alert",
+        "after": "resolves each alert {hours} h after it opened",
+        "title": "Backtest {since} to {until} UTC ({days} days)",
+        "proposed": "proposed: {proposal}",
+        "clinician": "simulated clinician (both sides): {clinician}",
+        "skipped": "{patient}: skipped: {why}",
+        "no_plan": "no plan",
+        "patient": "{patient} (current plan {version}, {readings})",
+        "reading": "reading",
+        "readings": "readings",
+        "patient_one": "patient",
+        "patients": "patients",
+        "header": "opened (UTC)|current|proposed|rule|why",
+        "total": "Total: {patients}, {readings}",
+        "skips": " ({patients} skipped)",
+        "counts": "alerts|stored|current|proposed",
+        "warning": "warning",
+        "urgent": "urgent",
+        "all": "total",
+        "note": "note: {text}",
+    },
+    "sv": {
+        "template": "mall {name}",
+        "no_template": "ingen mall",
+        "given": "den givna planen ({template}, {n} egna regler/gränser)",
+        "swap": "varje patients nuvarande plan med mallen {template}",
+        "and": " och {personal}",
+        "never": "avslutar aldrig ett larm",
+        "after": "avslutar varje larm {hours} h efter att det öppnades",
+        "title": "Backtest {since} till {until} svensk tid ({days} dagar)",
+        "proposed": "föreslaget: {proposal}",
+        "clinician": "simulerad kliniker (båda sidor): {clinician}",
+        "skipped": "{patient}: överhoppad: {why}",
+        "no_plan": "ingen plan",
+        "patient": "{patient} (nuvarande plan {version}, {readings})",
+        "reading": "mätning",
+        "readings": "mätningar",
+        "patient_one": "patient",
+        "patients": "patienter",
+        "header": "öppnat|nuvarande|föreslagen|regel|varför",
+        "total": "Totalt: {patients}, {readings}",
+        "skips": " (överhoppade: {patients})",
+        "counts": "larm|lagrade|nuvarande|föreslagna",
+        "warning": "varning",
+        "urgent": "brådskande",
+        "all": "totalt",
+        "note": "obs: {text}",
+    },
+}
 
 
 class BacktestIn(BaseModel):
@@ -93,6 +154,9 @@ class AlertOut(BaseModel):
     rule: str
     kind: str
     sentence: str = Field(description="Why it opened, as the nurse would have read it.")
+    sentences: dict[str, str] = Field(
+        default_factory=dict, description="The same sentence by language (sv, en)."
+    )
     reopened: bool = Field(description="A re-alert after the simulated clinician resolved one.")
     resolved_at: datetime | None
     resolved_by: Literal["clinician", "rule"] | None = Field(
@@ -108,6 +172,7 @@ class AlertOut(BaseModel):
             rule=r.rule,
             kind=r.kind,
             sentence=r.sentence,
+            sentences=dict(r.sentences),
             reopened=r.reopened,
             resolved_at=r.resolved_at,
             resolved_by=_RESOLVED_BY.get(r.resolved_by or ""),
@@ -131,6 +196,13 @@ class RowOut(BaseModel):
     current: Severity | None = Field(description="Its severity under the current plan, if raised.")
     proposed: Severity | None = Field(description="Its severity under the proposed plan.")
     sentence: str = Field(description="The proposed plan's sentence, else the current one's.")
+    sentences: dict[str, str] = Field(
+        default_factory=dict, description="The same sentence by language (sv, en)."
+    )
+
+    def said(self, lang: Lang) -> str:
+        """The sentence in ``lang`` (English when the row has no such language)."""
+        return self.sentences.get(lang) or self.sentence
 
 
 class PatientOut(BaseModel):
@@ -213,15 +285,24 @@ class Proposal:
             }
         )
 
-    def describe(self) -> str:
-        """The proposal in words, for the report."""
+    def describe(self, lang: Lang = "en") -> str:
+        """The proposal in words, for the report.
+
+        >>> Proposal(spec=CarePlanSpec(template="copd")).describe("sv")
+        'den givna planen (mall copd, 0 egna regler/gränser)'
+        """
+        words = _WORDS[lang]
         if self.spec is not None:
-            rules = f"{len(self.spec.rules) + len(self.spec.thresholds)} own rules/bounds"
-            template = f"template {self.spec.template}" if self.spec.template else "no template"
-            return f"the given plan ({template}, {rules})"
+            n = len(self.spec.rules) + len(self.spec.thresholds)
+            template = (
+                words["template"].format(name=self.spec.template)
+                if self.spec.template
+                else words["no_template"]
+            )
+            return words["given"].format(template=template, n=n)
         personal = ", ".join(f"{k}={v:g}" for k, v in sorted(self.personal.items()))
-        return f"each patient's current plan with template {self.template}" + (
-            f" and {personal}" if personal else ""
+        return words["swap"].format(template=self.template) + (
+            words["and"].format(personal=personal) if personal else ""
         )
 
 
@@ -269,12 +350,17 @@ def _lookback(plan: Plan) -> timedelta:
     return max([plan.lookback(), *silent])
 
 
-def clinician_text(policy: ResolvePolicy) -> str:
-    """The simulated clinician in words."""
+def clinician_text(policy: ResolvePolicy, lang: Lang = "en") -> str:
+    """The simulated clinician in words.
+
+    >>> clinician_text(ResolvePolicy(), "sv")
+    'avslutar varje larm 24 h efter att det öppnades'
+    """
+    words = _WORDS[lang]
     if policy.after is None:
-        return "never resolves an alert"
-    hours = policy.after.total_seconds() / 3600
-    return f"resolves each alert {hours:g} h after it opened"
+        return words["never"]
+    hours = f"{policy.after.total_seconds() / 3600:g}"
+    return words["after"].format(hours=hours.replace(".", ",") if lang == "sv" else hours)
 
 
 def _raised(
@@ -298,14 +384,15 @@ def compare(current: Sequence[AlertOut], proposed: Sequence[AlertOut]) -> list[R
     rows = []
     for a in current:
         other = mine.pop((a.rule, a.opened_at), None)
-        sentence = other.sentence if other is not None else a.sentence
+        why = other if other is not None else a
         rows.append(
             RowOut(
                 opened_at=a.opened_at,
                 rule=a.rule,
                 current=a.severity,
                 proposed=other.severity if other is not None else None,
-                sentence=sentence,
+                sentence=why.sentence,
+                sentences=why.sentences,
             )
         )
     rows += [
@@ -315,6 +402,7 @@ def compare(current: Sequence[AlertOut], proposed: Sequence[AlertOut]) -> list[R
             current=None,
             proposed=a.severity,
             sentence=a.sentence,
+            sentences=a.sentences,
         )
         for a in mine.values()
     ]
@@ -364,7 +452,7 @@ def skipped(patient_id: str, why: str) -> PatientOut:
     )
 
 
-ASSUMPTIONS = (
+_ASSUMPTIONS_EN = (
     "both plans are replayed through the engine the worker runs, reading by reading, on a "
     "simulated clock",
     "every reading is replayed as if it arrived when it was measured (a gateway's backlog "
@@ -374,6 +462,18 @@ ASSUMPTIONS = (
     "readings from before the period warm the rules up (the plans' lookback, at most 90 "
     "days); only alerts that opened within the period count",
 )
+_ASSUMPTIONS_SV = (
+    "båda planerna spelas upp genom motorn som arbetaren kör, mätning för mätning, på en "
+    "simulerad klocka",
+    "varje mätning spelas upp som om den kom när den mättes (en hubbs eftersläpning som var "
+    "historik när den kom är aktuell här); mätningar med klockflaggor förblir historik",
+    "den nuvarande planen är den senaste versionen, uppspelad över hela perioden; de lagrade "
+    "larmen kom från de versioner som gällde då och från riktiga kliniker",
+    "mätningar från före perioden värmer upp reglerna (planernas tillbakablick, högst 90 "
+    "dagar); bara larm som öppnades inom perioden räknas",
+)
+#: What a backtest assumes, in words, per language.
+ASSUMPTIONS: Mapping[Lang, tuple[str, ...]] = {"en": _ASSUMPTIONS_EN, "sv": _ASSUMPTIONS_SV}
 
 
 def report(
@@ -384,8 +484,9 @@ def report(
     days: int,
     proposal: str,
     policy: ResolvePolicy = SIMULATED_CLINICIAN,
+    lang: Lang = "en",
 ) -> ReportOut:
-    """The whole backtest with its totals."""
+    """The whole backtest with its totals; its words (``proposal`` aside) in ``lang``."""
     done = [p for p in patients if p.skipped is None]
     total = TotalOut(
         patients=len(done),
@@ -399,8 +500,8 @@ def report(
         until=until,
         days=days,
         proposal=proposal,
-        clinician=clinician_text(policy),
-        assumptions=list(ASSUMPTIONS),
+        clinician=clinician_text(policy, lang),
+        assumptions=list(ASSUMPTIONS[lang]),
         patients=list(patients),
         total=total,
     )
@@ -411,52 +512,73 @@ def as_json(r: ReportOut) -> str:
     return json.dumps(r.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
-def _when(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d %H:%M")
+#: The text report's column widths: opened, current, proposed, rule (then why).
+_WIDTHS: Mapping[Lang, tuple[int, int, int, int]] = {"en": (17, 9, 10, 18), "sv": (17, 12, 12, 18)}
 
 
-def as_text(r: ReportOut) -> str:
-    """The report for a person: per patient counts and the alerts side by side, then totals."""
+def _when(t: datetime, lang: Lang = "en") -> str:
+    return (t if lang == "en" else t.astimezone(LOCAL_ZONE)).strftime("%Y-%m-%d %H:%M")
+
+
+def as_text(r: ReportOut, lang: Lang = "en") -> str:
+    """The report for a person: per patient counts and the alerts side by side, then totals.
+
+    In ``lang``: the headings, the alerts' sentences and severities, and the times (UTC in
+    English, Swedish time in Swedish); the report's own words are as :func:`report` wrote them.
+    """
+    w = _WORDS[lang]
+    opened, now_w, new_w, rule_w = _WIDTHS[lang]
+    sev = {"warning": w["warning"], "urgent": w["urgent"], None: "-"}
     out = [
-        f"Backtest {_when(r.since)} to {_when(r.until)} UTC ({r.days} days)",
-        f"proposed: {r.proposal}",
-        f"simulated clinician (both sides): {r.clinician}",
+        w["title"].format(since=_when(r.since, lang), until=_when(r.until, lang), days=r.days),
+        w["proposed"].format(proposal=r.proposal),
+        w["clinician"].format(clinician=r.clinician),
         "",
     ]
     for p in r.patients:
         if p.skipped is not None:
-            out += [f"{p.patient_id}: skipped: {p.skipped}", ""]
+            out += [w["skipped"].format(patient=p.patient_id, why=p.skipped), ""]
             continue
-        version = "no plan" if p.current_version is None else f"v{p.current_version}"
-        out.append(f"{p.patient_id} (current plan {version}, {_n(p.readings, 'reading')})")
-        out += _table(p.stored, p.current.counts, p.proposed.counts)
+        version = w["no_plan"] if p.current_version is None else f"v{p.current_version}"
+        readings = _n(p.readings, w["reading"], w["readings"])
+        out.append(w["patient"].format(patient=p.patient_id, version=version, readings=readings))
+        out += _table(w, p.stored, p.current.counts, p.proposed.counts)
         if p.rows:
-            out.append(f"  {'opened (UTC)':<17} {'current':<9}{'proposed':<10}{'rule':<18} why")
+            h = w["header"].split("|")
+            out.append(f"  {h[0]:<{opened}} {h[1]:<{now_w}}{h[2]:<{new_w}}{h[3]:<{rule_w}} {h[4]}")
             for row in p.rows:
                 out.append(
-                    f"  {_when(row.opened_at):<17} {row.current or '-':<9}"
-                    f"{row.proposed or '-':<10}{row.rule:<18} {row.sentence}"
+                    f"  {_when(row.opened_at, lang):<{opened}} {sev[row.current]:<{now_w}}"
+                    f"{sev[row.proposed]:<{new_w}}{row.rule:<{rule_w}} {row.said(lang)}"
                 )
         out.append("")
     t = r.total
     skips = sum(1 for p in r.patients if p.skipped is not None)
     out.append(
-        f"Total: {_n(t.patients, 'patient')}, {_n(t.readings, 'reading')}"
-        + (f" ({_n(skips, 'patient')} skipped)" if skips else "")
+        w["total"].format(
+            patients=_n(t.patients, w["patient_one"], w["patients"]),
+            readings=_n(t.readings, w["reading"], w["readings"]),
+        )
+        + (w["skips"].format(patients=_n(skips, w["patient_one"], w["patients"])) if skips else "")
     )
-    out += _table(t.stored, t.current, t.proposed)
+    out += _table(w, t.stored, t.current, t.proposed)
     out.append("")
-    out += [f"note: {a}" for a in r.assumptions]
+    out += [w["note"].format(text=a) for a in r.assumptions]
     return "\n".join(out)
 
 
-def _table(stored: Counts, now: Counts, new: Counts) -> list[str]:
-    lines = [f"  {'alerts':<10}{'stored':>8}{'current':>9}{'proposed':>10}"]
-    for label in (*_SEVERITIES, "total"):
+def _table(w: Mapping[str, str], stored: Counts, now: Counts, new: Counts) -> list[str]:
+    head = w["counts"].split("|")
+    width = max(len(head[0]), *(len(w[k]) for k in ("warning", "urgent", "all"))) + 3
+    cols = [max(len(x), 6) + 2 for x in head[1:]]
+    lines = [f"  {head[0]:<{width}}{head[1]:>{cols[0]}}{head[2]:>{cols[1]}}{head[3]:>{cols[2]}}"]
+    for label, word in (("warning", w["warning"]), ("urgent", w["urgent"]), ("total", w["all"])):
         values = [getattr(c, label) for c in (stored, now, new)]
-        lines.append(f"  {label:<10}{values[0]:>8}{values[1]:>9}{values[2]:>10}")
+        lines.append(
+            f"  {word:<{width}}{values[0]:>{cols[0]}}{values[1]:>{cols[1]}}{values[2]:>{cols[2]}}"
+        )
     return lines

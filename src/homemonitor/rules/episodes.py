@@ -86,8 +86,8 @@ class EpisodeState:
     - ``due_at``: when a pending breach opens without a normal retake.
     - ``worst``: the worst measure (see :class:`~homemonitor.rules.kinds.Assessment`).
     - ``count``: breaching points in this episode.
-    - ``sentence``, ``facts``: the explanation of the opening (pending: of the breach, which
-      opens the episode at ``due_at``).
+    - ``sentences``, ``facts``: the explanation of the opening (pending: of the breach, which
+      opens the episode at ``due_at``), its sentence by language (``sv``, ``en``).
     - ``resolved_level``, ``resolved_worst``, ``resolved_at``: the last episode a clinician
       resolved (its peak, worst measure and time); ``rearmed``: the rule cleared since.
     """
@@ -101,7 +101,7 @@ class EpisodeState:
     due_at: datetime | None = None
     worst: float | None = None
     count: int = 0
-    sentence: str | None = None
+    sentences: Mapping[str, str] | None = None
     facts: Mapping[str, Fact] | None = None
     resolved_level: int = 0
     resolved_worst: float | None = None
@@ -123,8 +123,18 @@ class EpisodeState:
         """``none``, ``warning`` or ``urgent``."""
         return LEVEL_NAMES[self.level]
 
+    @property
+    def sentence(self) -> str | None:
+        """The explanation's English sentence (the API's ``sentence``)."""
+        return english(self.sentences)
+
 
 IDLE = EpisodeState()
+
+
+def english(sentences: Mapping[str, str] | None) -> str | None:
+    """The English one of a sentence by language, if there is one."""
+    return None if sentences is None else sentences.get("en")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,7 +145,7 @@ class Change:
     :func:`due`: the breach's measured_at; ``clock`` says when it was decided).
     ``level``/``previous`` are the severity after and before (0 when none). ``value`` and
     ``measure`` come from the assessment (None for ``due`` and ``withdrawn``...), and
-    ``sentence``/``facts`` explain it. ``reason`` says why a re-alert was allowed.
+    ``sentences`` (by language)/``facts`` explain it. ``reason`` says why a re-alert was allowed.
     ``state`` is the episode's state after the change.
     """
 
@@ -147,7 +157,7 @@ class Change:
     previous: int
     value: float | None
     measure: float | None
-    sentence: str | None
+    sentences: Mapping[str, str] | None
     facts: Mapping[str, Fact] | None
     state: EpisodeState
     reason: RealertReason | None = None
@@ -157,6 +167,11 @@ class Change:
     def severity(self) -> str:
         """The severity after the change: ``none``, ``warning`` or ``urgent``."""
         return LEVEL_NAMES[self.level]
+
+    @property
+    def sentence(self) -> str | None:
+        """The explanation's English sentence (the API's ``sentence``)."""
+        return english(self.sentences)
 
 
 #: ``realert.worsen_by`` when a rule does not set it, per quantity (thresholds, changes,
@@ -221,7 +236,7 @@ def _change(
         previous=before.level if before.active else 0,
         value=None if a is None else a.value,
         measure=None if a is None else a.measure,
-        sentence=after.sentence if a is None else a.sentence(),
+        sentences=after.sentences if a is None else a.sentences(),
         facts=after.facts if a is None else a.facts,
         state=after,
         reason=reason,
@@ -265,7 +280,7 @@ def _opened(
         evaluated_at=a.at,
         worst=worst,
         count=count,
-        sentence=a.sentence(),
+        sentences=a.sentences(),
         facts=a.facts,
     )
     kind: ChangeKind = "reopened" if before.resolved_at is not None else "opened"
@@ -324,7 +339,7 @@ def _step(
                 due_at=at + timedelta(minutes=rule.retake_minutes),
                 worst=a.measure,
                 count=1,
-                sentence=a.sentence(),
+                sentences=a.sentences(),
                 facts=a.facts,
             )
             return pending, []
@@ -465,7 +480,7 @@ def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState
         evaluated_at=state.evaluated_at,
         worst=state.worst,
         count=state.count,
-        sentence=state.sentence,
+        sentences=state.sentences,
         facts=state.facts,
     )
     kind: ChangeKind = "reopened" if state.resolved_at is not None else "opened"

@@ -81,6 +81,12 @@ class Assessment:
 
         return sentence(self)
 
+    def sentences(self) -> dict[str, str]:
+        """The sentence in Swedish and English, by language (``{"sv": ..., "en": ...}``)."""
+        from homemonitor.rules.explain import sentences  # noqa: PLC0415 -- explain imports us
+
+        return sentences(self)
+
 
 def assess(rule: RuleSpec, plan: Plan, history: History, at: datetime) -> Assessment:
     """``rule`` of ``plan`` at ``at``, over the readings of ``history`` measured at or before.

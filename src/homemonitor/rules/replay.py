@@ -12,7 +12,7 @@ raised (:class:`Raised`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from homemonitor.rules import episodes
@@ -37,8 +37,8 @@ class Raised:
     ``severity`` is the worst it reached; ``opened_at`` the measured_at of the point that
     opened it; ``cleared_at`` when its rule last cleared (None when it did not, or
     breached again); ``resolved_by`` ``"clinician"``, ``"rule"`` (auto-resolved) or None
-    (still open at the end); ``sentence`` the opening explanation; ``reopened`` whether it
-    was a re-alert after a clinician's resolution.
+    (still open at the end); ``sentences`` the opening explanation by language (``sv``,
+    ``en``); ``reopened`` whether it was a re-alert after a clinician's resolution.
     """
 
     rule: str
@@ -48,8 +48,13 @@ class Raised:
     cleared_at: datetime | None
     resolved_at: datetime | None
     resolved_by: str | None
-    sentence: str
+    sentences: Mapping[str, str]
     reopened: bool = False
+
+    @property
+    def sentence(self) -> str:
+        """The opening explanation in English."""
+        return self.sentences.get("en", "")
 
 
 def replay(
@@ -137,7 +142,7 @@ class _Replay:
                     cleared_at=None,
                     resolved_at=None,
                     resolved_by=None,
-                    sentence=c.sentence or "",
+                    sentences=c.sentences or {},
                     reopened=c.kind == "reopened",
                 )
                 self.raised.append(raised)

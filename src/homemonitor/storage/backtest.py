@@ -20,6 +20,7 @@ from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.errors import HomemonitorError, PlanError
 from homemonitor.registry import plans
 from homemonitor.rules import backtest
+from homemonitor.rules.explain import Lang
 from homemonitor.rules.history import StoredReading
 from homemonitor.rules.plan import Plan
 from homemonitor.rules.replay import ResolvePolicy
@@ -163,8 +164,11 @@ async def run(
     policy: ResolvePolicy = backtest.SIMULATED_CLINICIAN,
     strict: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    lang: Lang = "en",
 ) -> backtest.ReportOut:
     """Backtest ``proposal`` for the patients over the ``days`` up to ``until``.
+
+    ``lang``: the language of the report's own words (the alerts carry both languages).
 
     ``strict``: a patient whose proposed (or current) plan does not resolve is a
     PlanError; otherwise that patient is reported as skipped, with why.
@@ -181,7 +185,13 @@ async def run(
         if progress is not None:
             progress(len(found), len(patient_ids))
     done = backtest.report(
-        found, since=since, until=until, days=days, proposal=proposal.describe(), policy=policy
+        found,
+        since=since,
+        until=until,
+        days=days,
+        proposal=proposal.describe(lang),
+        policy=policy,
+        lang=lang,
     )
     # Counts only: the report names patients, the log never does.
     log.info(

@@ -5,6 +5,7 @@ Import it as :mod:`homemonitor.web` (which re-exports all of it and holds ``PAGE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 from starlette.routing import Route
 
 from homemonitor.api.access import NotVisibleError, not_visible, record_denied
@@ -54,8 +56,25 @@ def iso(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(TZ).isoformat(timespec="seconds")
 
 
+def said(explanation: Mapping[str, Any] | BaseModel | None, lang: str) -> str:
+    """An alert explanation's sentence in ``lang`` (``sentences``); one stored before
+    sentences had languages has its English ``sentence`` only.
+
+    >>> said({"sentence": "weight 84.6 kg", "sentences": {"sv": "vikt 84,6 kg"}}, "sv")
+    'vikt 84,6 kg'
+    >>> said({"sentence": "weight 84.6 kg"}, "sv")
+    'weight 84.6 kg'
+    """
+    if isinstance(explanation, BaseModel):
+        explanation = explanation.model_dump()
+    if not explanation:
+        return ""
+    sentences = explanation.get("sentences") or {}
+    return str(sentences.get(lang) or explanation.get("sentence") or "")
+
+
 templates = Jinja2Templates(directory=_HERE / "templates")
-templates.env.filters.update(local=local, localdate=localdate, iso=iso)
+templates.env.filters.update(local=local, localdate=localdate, iso=iso, said=said)
 
 
 def render(

@@ -9,6 +9,7 @@ The read is ``view_alert`` through :func:`homemonitor.api.access.team_alert`, as
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from homemonitor.errors import PlanError
 from homemonitor.registry import plans
 from homemonitor.rules.plan import Plan
 from homemonitor.web import i18n, overview, render
+from homemonitor.web.base import said
 from homemonitor.web.charts import time_series
 from homemonitor.web.pages import speech
 from homemonitor.web.session import Csrf, WebMe
@@ -66,6 +68,22 @@ i18n.add(
             "status.withdrawn": "återkallat",
             "actor.rule": "regel",
             "actor.scheduler": "schemaläggare",
+            "event.pending": "väntar på ommätning",
+            "event.withdrawn": "återkallat (artefakt)",
+            "event.opened": "öppnat",
+            "event.severity_changed": "ändrad allvarlighetsgrad",
+            "event.updated": "uppdaterat",
+            "event.cleared": "normaliserat",
+            "event.reopened": "öppnat igen",
+            "event.auto_resolved": "avslutat av sig självt",
+            "event.acknowledged": "kvitterat",
+            "event.resolved": "avslutat",
+            "event.assigned": "tilldelat",
+            "event.notified": "avisering skickad",
+            "event.commented": "kommenterat",
+            "event.escalated": "eskalerat",
+            "event.snoozed": "snoozat",
+            "event.snooze_ended": "snoozning slut",
         },
         "en": {
             "alert.title": "Alert {id}",
@@ -97,6 +115,22 @@ i18n.add(
             "status.withdrawn": "withdrawn",
             "actor.rule": "rule",
             "actor.scheduler": "scheduler",
+            "event.pending": "waiting for a retake",
+            "event.withdrawn": "withdrawn (an artefact)",
+            "event.opened": "opened",
+            "event.severity_changed": "severity changed",
+            "event.updated": "updated",
+            "event.cleared": "cleared",
+            "event.reopened": "reopened",
+            "event.auto_resolved": "resolved by itself",
+            "event.acknowledged": "acknowledged",
+            "event.resolved": "resolved",
+            "event.assigned": "assigned",
+            "event.notified": "notification sent",
+            "event.commented": "commented",
+            "event.escalated": "escalated",
+            "event.snoozed": "snoozed",
+            "event.snooze_ended": "snooze ended",
         },
     }
 )
@@ -110,8 +144,8 @@ async def _page(
         alert = await team_alert(conn, svc.metrics, who, alert_id, "view_alert")
     async with svc.reads.acquire() as conn:
         full = await conn.fetchrow(
-            "SELECT opening_explanation ->> 'sentence' AS opening, "
-            "latest_explanation ->> 'sentence' AS latest FROM alerts WHERE id = $1",
+            "SELECT opening_explanation::text AS opening, "
+            "latest_explanation::text AS latest FROM alerts WHERE id = $1",
             alert_id,
         )
         events = await conn.fetch(
@@ -152,8 +186,8 @@ async def _page(
     ]
     context = {
         "alert": alert,
-        "opening": full["opening"] if full else "",
-        "latest": full["latest"] if full else "",
+        "opening": said(json.loads(full["opening"]), lang) if full else "",
+        "latest": said(json.loads(full["latest"]), lang) if full else "",
         "events": events,
         "figures": figures,
         "active": alert["status"] in transitions.ACTIONABLE,

@@ -27,7 +27,7 @@ from homemonitor.api.models import CarePlanChangeIn, PatientId
 from homemonitor.api.plans import change_care_plan
 from homemonitor.errors import PlanError
 from homemonitor.registry import plans
-from homemonitor.rules.backtest import BacktestIn
+from homemonitor.rules.backtest import BacktestIn, Proposal
 from homemonitor.rules.plan import CarePlanSpec, Plan
 from homemonitor.web import i18n, overview, render
 from homemonitor.web.charts import time_series
@@ -212,6 +212,7 @@ async def _page(
         "reason": form.get("reason", ""),
         "based_on": versions[0].version if versions else None,
         "preview": form.get("preview"),
+        "proposal": form.get("proposal"),
         "error": form.get("error"),
         "saved": form.get("saved"),
     }
@@ -250,13 +251,14 @@ async def preview_plan(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """What the posted plan would have raised over the last 90 days, beside the current one."""
-    t, _ = speech(request)
+    t, lang = speech(request)
     form: dict[str, Any] = {"spec_text": spec_text, "reason": reason}
     try:
         spec = parse_spec(spec_text)
     except PlanError as exc:
         form["error"] = t("patient.invalid", problem=str(exc))
         return await _page(request, svc, who, patient_id, 14, form=form, status_code=422)
+    form["proposal"] = Proposal(spec=spec).describe("sv" if lang == "sv" else "en")
     report = await backtest_care_plan(
         svc, who, patient_id, BacktestIn(spec=spec, days=PREVIEW_DAYS)
     )
