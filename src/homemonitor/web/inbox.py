@@ -5,8 +5,10 @@ The list is the API's (:func:`homemonitor.api.alerts.list_alerts`: the same visi
 the same access-log rows, action ``list_alerts``), ordered here. The page refreshes its
 rows (``/inbox/rows``, the same list as an HTML fragment) when the alert stream
 (``GET /api/v1/alerts/stream``) says something changed, or every 15 s when there is no
-stream; each refresh is access-logged like any list. Actions go through the JSON API with
-the session cookie and its CSRF token (``hm.post`` in app.js).
+stream; each refresh is access-logged like any list. Each action is a form that posts
+without JavaScript (:mod:`homemonitor.web.actions`, back here with a notice); with it,
+inbox.js sends the form to the JSON API with the session cookie and its CSRF token
+(``hm.post`` in app.js) and refreshes the list without a reload.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from homemonitor.api import alerts
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import Svc
 from homemonitor.api.models import AlertOut
-from homemonitor.web import i18n
+from homemonitor.web import actions, i18n
 from homemonitor.web.base import render
 from homemonitor.web.session import WebMe
 
@@ -86,7 +88,9 @@ async def _context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]
 
 @router.get("/")
 async def inbox(request: Request, svc: Svc, who: WebMe) -> Response:
-    return render(request, "inbox.html", await _context(request, svc, who), who=who)
+    context = await _context(request, svc, who)
+    context["notice"] = actions.notice(request, i18n.translator(i18n.language(request)))
+    return render(request, "inbox.html", context, who=who)
 
 
 @router.get("/inbox/rows")
