@@ -61,6 +61,7 @@ async def test_patient_page_charts_devices_plan_and_its_access_log(
     assert "varning 160 mmHg" in text and "brådskande 180 mmHg" in text
     assert "165 mmHg" in text and "varning" in text  # the table names the level
     assert "Dagar utan mätning" in text  # 13 of 14 days without a reading
+    assert "1 mätning, lägst 165 mmHg" in text and "1 mätningar" not in text
     assert "cuff-1" in text and "gw-1" in text
     assert "Version 1" in text and "initial" in text
     assert 'aria-current="page">30 dagar' in month.text
@@ -288,6 +289,9 @@ async def test_follow_up_page_shows_the_teams_figures_without_patient_reads(
     ):
         assert title in page.text
     assert "12 min" in page.text  # the week's median time to acknowledge
+    nothing_answered = page.text.split('id="actionable-rule"')[1].split("</figure>")[0]
+    assert '<p class="chart-empty">Inga data under perioden.</p>' in nothing_answered
+    assert "Teamets larm och mätningar de senaste 4 veckorna" in page.text
     assert "p-1" not in page.text
     assert "Alerts per patient-week" in english.text
     assert [] == await log_rows(clinic)

@@ -25,7 +25,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await sign_in(page, web_service, "anna")
     await expect(page.get_by_text("Inloggad som Nurse A1")).to_be_visible()
     await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
-    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
+    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras varje sekund."
     await expect(page.locator("#live-mode")).to_have_text(mode)
 
     await breach(broker)
