@@ -419,10 +419,20 @@ async def test_inbox_forms_act_without_javascript_and_say_what_came_of_it(
 async def test_the_alert_pages_forms_go_back_to_it_with_the_apis_refusal(
     clinic: asyncpg.Connection, dsn: str
 ) -> None:
-    """Snoozing an urgent alert from its page: back to the page, the API's refusal in words."""
+    """The Alert page's forms (assign, comment) go back to it; snoozing an urgent alert
+    there answers with the API's refusal in words."""
     alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW, severity="urgent")
     async with web_client(dsn) as (http, _):
         csrf = await sign_in(http, clinic, "cl-a1")
+        page = await http.get(f"/alerts/{alert_id}")
+        assigned = await http.post(
+            f"/alerts/{alert_id}/assign",
+            data={"csrf": csrf, "back": "alert", "clinician_id": "rv-1"},
+        )
+        commented = await http.post(
+            f"/alerts/{alert_id}/comment", data={"csrf": csrf, "back": "alert", "text": "ringer"}
+        )
+        after_comment = await http.get(commented.headers["location"])
         posted = await http.post(
             f"/alerts/{alert_id}/snooze",
             data={"csrf": csrf, "back": "alert", "minutes": "30", "reason": "senare"},
@@ -433,6 +443,14 @@ async def test_the_alert_pages_forms_go_back_to_it_with_the_apis_refusal(
             json={"minutes": 30, "reason": "senare"},
             headers={"X-CSRF-Token": csrf},
         )
+    for action in ("assign", "comment"):  # snooze is not offered for an urgent alert
+        assert f'action="/alerts/{alert_id}/{action}"' in page.text
+    assert f'action="/alerts/{alert_id}/snooze"' not in page.text
+    assert (
+        f"/alerts/{alert_id}?alert={alert_id}&action=assign&outcome=done"
+        == (assigned.headers["location"])
+    )
+    assert f"Kommentaren är sparad i larm {alert_id}." in after_comment.text
     assert (303, f"/alerts/{alert_id}?alert={alert_id}&action=snooze&outcome=urgent") == (
         posted.status_code,
         posted.headers["location"],
@@ -445,7 +463,7 @@ async def test_the_alert_pages_forms_go_back_to_it_with_the_apis_refusal(
         api.status_code,
         api.json()["detail"],
     )
-    assert [] == await _events(clinic, alert_id)
+    assert ["assigned", "commented"] == await _events(clinic, alert_id)
 
 
 async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
@@ -491,4 +509,28 @@ async def test_another_teams_alert_by_form_is_unknown_and_logged_denied(
     assert [("cl-b1", "p-1", f"{action}_alert", "denied") for action in FIELDS] == await log_rows(
         clinic
     )
+    assert [] == await _events(clinic, alert_id)
+
+
+async def test_a_form_posted_after_the_session_ended_signs_in_back_to_its_page(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """No session: the form's post goes to sign-in with its page as the return, not its path."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        from_page = await http.post(
+            f"/alerts/{alert_id}/acknowledge",
+            data={"csrf": "x", "back": "alert"},
+            headers={"Referer": f"https://testserver/alerts/{alert_id}?x=1"},
+        )
+        elsewhere = await http.post(
+            f"/alerts/{alert_id}/acknowledge",
+            data={"csrf": "x"},
+            headers={"Referer": "https://evil.example/alerts/1"},
+        )
+    assert (303, f"/login?next=/alerts/{alert_id}") == (
+        from_page.status_code,
+        from_page.headers["location"],
+    )
+    assert "/login?next=/" == elsewhere.headers["location"]
     assert [] == await _events(clinic, alert_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, Response
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from homemonitor.alerts.transitions import Refusal
 from homemonitor.api import alerts
+from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import Svc
 from homemonitor.api.models import AlertId, AssignIn, CommentIn, ResolveIn, SnoozeIn
 from homemonitor.web import i18n
@@ -84,6 +85,21 @@ def notice(request: Request, t: Callable[..., str]) -> Notice | None:
     if outcome == "invalid":
         return Notice(t(f"notice.invalid.{action}", id=int(alert)), ok=False)
     return Notice(t(f"notice.refused.{outcome}", id=int(alert)), ok=False)
+
+
+async def form_context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]:
+    """What the action forms (templates/_alert_actions.html) need: ``actions``, those the
+    app has API routes for (:func:`homemonitor.web.base.mount`), and ``team``, whom an
+    alert can be assigned to (the clinician's team, by name)."""
+    offered: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
+    team: list[Any] = []
+    if "assign" in offered:
+        async with svc.pool.acquire() as conn:
+            team = await conn.fetch(
+                "SELECT id, name FROM clinicians WHERE care_team_id = $1 ORDER BY name, id",
+                who.care_team_id,
+            )
+    return {"actions": offered, "team": team}
 
 
 async def _act(

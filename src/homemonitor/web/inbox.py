@@ -70,20 +70,10 @@ async def items(svc: Svc, who: Clinician) -> list[Item]:
 
 
 async def _context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]:
-    actions: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
-    team: list[Any] = []
-    if "assign" in actions:  # whom an alert can be given to: my team's clinicians
-        async with svc.pool.acquire() as conn:
-            team = await conn.fetch(
-                "SELECT id, name FROM clinicians WHERE care_team_id = $1 ORDER BY name, id",
-                who.care_team_id,
-            )
     return {
         "items": await items(svc, who),
-        "actions": actions,
-        "team": team,
         "poll_seconds": svc.web.poll_seconds,
-    }
+    } | await actions.form_context(request, svc, who)
 
 
 @router.get("/")

@@ -1,6 +1,7 @@
 """The Alert page, ``/alerts/{id}``: why it fired (the explanation sentence), a chart of each
 quantity its rule reads with the plan's bounds and the rule's window, the event history,
-and acknowledge / resolve, where resolving asks "was this alert actionable?".
+acknowledge / resolve, where resolving asks "was this alert actionable?", and assign,
+snooze and comment (the Inbox's forms, templates/_alert_actions.html).
 
 The read is ``view_alert`` through :func:`homemonitor.api.access.team_alert`, as the API's
 ``GET /api/v1/alerts/{id}``; the forms post to :mod:`homemonitor.web.actions` (the API's
@@ -48,6 +49,7 @@ i18n.add(
             "alert.kind": "Händelse",
             "alert.actor": "Av",
             "alert.acknowledge": "Kvittera",
+            "alert.more": "Tilldela, snooza, kommentera",
             "alert.resolve": "Avsluta larmet",
             "alert.note": "Vad gjordes?",
             "alert.actionable": "Var larmet åtgärdbart?",
@@ -78,6 +80,7 @@ i18n.add(
             "alert.kind": "Event",
             "alert.actor": "By",
             "alert.acknowledge": "Acknowledge",
+            "alert.more": "Assign, snooze, comment",
             "alert.resolve": "Resolve the alert",
             "alert.note": "What was done?",
             "alert.actionable": "Was this alert actionable?",
@@ -153,7 +156,7 @@ async def alert_page(request: Request, svc: Svc, who: WebMe, alert_id: AlertId) 
         "figures": figures,
         "active": alert["status"] in transitions.ACTIONABLE,
         "notice": actions.notice(request, t),
-    }
+    } | await actions.form_context(request, svc, who)
     return render(request, "pages/alert.html", context, who=who)
 
 
