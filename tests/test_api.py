@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from homemonitor import registry
 from homemonitor.api import build_app
-from homemonitor.api.auth import issue_token
+from homemonitor.api.auth import SESSION_COOKIE, issue_token
 from homemonitor.contract.protocol import readings_topic
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
 from homemonitor.metrics import Metrics
@@ -417,6 +417,24 @@ def test_api_conforms_to_its_openapi_document(
         # naming the problem, which no JSON Schema can express. Every other check applies.
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=service.url, excluded_checks=excluded)
+
+
+def test_the_web_session_cookie_is_declared_beside_the_bearer_token() -> None:
+    """The document names the session cookie the API accepts, with its CSRF header, as an
+    alternative to the bearer token on every operation that takes a clinician."""
+    document = _document()
+    scheme = document["components"]["securitySchemes"]["webSession"]
+    assert ("apiKey", "cookie", SESSION_COOKIE) == (scheme["type"], scheme["in"], scheme["name"])
+    assert "web app's session" in scheme["description"]
+    assert "X-CSRF-Token" in scheme["description"]
+    secured = [
+        op["security"]
+        for path in document["paths"].values()
+        for op in path.values()
+        if "security" in op
+    ]
+    assert len(secured) > 20
+    assert [[{"HTTPBearer": []}, {"webSession": []}]] * len(secured) == secured
 
 
 def test_served_openapi_document_is_the_one_fuzzed(fuzzed: tuple[RunningService, str]) -> None:

@@ -66,6 +66,7 @@ async def test_patient_page_charts_devices_plan_and_its_access_log(
     assert "varning 160 mmHg" in text and "brådskande 180 mmHg" in text
     assert "165 mmHg" in text and "varning" in text  # the table names the level
     assert "Dagar utan mätning" in text  # 13 of 14 days without a reading
+    assert "1 mätning, lägst 165 mmHg" in text and "1 mätningar" not in text
     assert "cuff-1" in text and "gw-1" in text
     assert "Version 1" in text and "initial" in text
     assert 'aria-current="page">30 dagar' in month.text
@@ -168,20 +169,24 @@ async def test_alert_page_explains_charts_and_resolves_with_the_actionable_answe
             f"/alerts/{alert_id}/resolve",
             data={"note": "ringt patienten", "actionable": "yes", "csrf": csrf},
         )
-        after = await http.get(f"/alerts/{alert_id}")
+        after = await http.get(resolved.headers["location"])
     assert 200 == page.status_code
     assert "systolic 170 mmHg, at or above the warning bound 160; plan v1" in page.text
     assert 'class="window"' in page.text and "Regelns fönster" in page.text
     assert "Var larmet åtgärdbart?" in page.text
-    assert 422 == unanswered.status_code
+    assert (303, f"/alerts/{alert_id}?alert={alert_id}&action=resolve&outcome=invalid") == (
+        unanswered.status_code,
+        unanswered.headers["location"],
+    )
     assert 303 == resolved.status_code
     assert "Larmet är avslutat." in after.text and "<td>avslutat</td>" in after.text
+    assert f"Larm {alert_id} är avslutat." in after.text
     row = await clinic.fetchrow(
         "SELECT status, actionable, resolution_note FROM alerts WHERE id = $1", alert_id
     )
     assert ("resolved", True, "ringt patienten") == tuple(row)
     actions = [r[2] for r in await log_rows(clinic)]
-    assert ["view_alert", "view_alert", "resolve_alert", "view_alert"] == actions
+    assert ["view_alert", "resolve_alert", "view_alert"] == actions  # a refused form: no read
 
 
 async def test_alert_page_and_inbox_speak_the_pages_language(
@@ -343,6 +348,9 @@ async def test_follow_up_page_shows_the_teams_figures_without_patient_reads(
     ):
         assert title in page.text
     assert "12 min" in page.text  # the week's median time to acknowledge
+    nothing_answered = page.text.split('id="actionable-rule"')[1].split("</figure>")[0]
+    assert '<p class="chart-empty">Inga data under perioden.</p>' in nothing_answered
+    assert "Teamets larm och mätningar de senaste 4 veckorna" in page.text
     assert "p-1" not in page.text
     assert "Alerts per patient-week" in english.text
     assert [] == await log_rows(clinic)
@@ -379,3 +387,209 @@ async def test_another_teams_alert_or_patient_on_a_page_is_a_not_found_page_logg
         ("cl-b1", "p-1", "acknowledge_alert", "denied"),
         ("cl-b1", "p-1", "view_alert", "denied"),
     ] == await log_rows(clinic)
+
+
+# --- web-forms: every action is a form that works without JavaScript ----------------------
+
+
+#: A valid form of each alert action.
+FIELDS: dict[str, dict[str, str]] = {
+    "acknowledge": {},
+    "comment": {"text": "x"},
+    "assign": {"clinician_id": "rv-1"},
+    "snooze": {"minutes": "30", "reason": "x"},
+    "resolve": {"note": "x", "actionable": "yes"},
+}
+
+
+async def _events(db: asyncpg.Connection, alert_id: int) -> list[str]:
+    rows = await db.fetch(
+        "SELECT kind FROM alert_events WHERE alert_id = $1 AND actor = 'clinician' ORDER BY id",
+        alert_id,
+    )
+    return [r["kind"] for r in rows]
+
+
+async def test_inbox_forms_act_without_javascript_and_say_what_came_of_it(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Each Inbox form posts, 303s back to the Inbox with a notice, and changes the alert."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    steps = [
+        ("acknowledge", {}),
+        ("comment", {"text": "ringer i eftermiddag"}),
+        ("assign", {"clinician_id": "rv-1"}),
+        ("snooze", {"minutes": "30", "reason": "väntar på ommätning"}),
+        ("resolve", {"note": "ringt patienten"}),  # no "actionable?" answer: refused
+        ("resolve", {"note": "ringt patienten", "actionable": "no"}),
+        ("resolve", {"note": "igen", "actionable": "yes"}),  # already resolved: the API's 409
+    ]
+    seen: list[tuple[int, str, str]] = []
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-a1")
+        inbox = await http.get("/")
+        for action, fields in steps:
+            posted = await http.post(
+                f"/alerts/{alert_id}/{action}", data={"csrf": csrf, "back": "inbox", **fields}
+            )
+            page = await http.get(posted.headers["location"])
+            notice = page.text.split('id="action-notice">')[1].split("</p>")[0]
+            seen.append(
+                (posted.status_code, posted.headers["location"].split("&outcome=")[1], notice)
+            )
+        http.cookies.set("hm_lang", "en")
+        english = await http.get(posted.headers["location"])
+    assert f'<form method="post" action="/alerts/{alert_id}/acknowledge"' in inbox.text
+    assert f'name="csrf" value="{csrf}"' in inbox.text
+    assert [
+        (303, "done", f"Larm {alert_id} är kvitterat."),
+        (303, "done", f"Kommentaren är sparad i larm {alert_id}."),
+        (303, "done", f"Larm {alert_id} är tilldelat."),
+        (303, "done", f"Larm {alert_id} är snoozat."),
+        (
+            303,
+            "invalid",
+            f"Larm {alert_id} är inte avslutat: svara på om det var åtgärdbart, och skriv vad "
+            "som gjordes.",
+        ),
+        (303, "done", f"Larm {alert_id} är avslutat."),
+        (303, "resolved", f"Larm {alert_id} är redan avslutat."),
+    ] == seen
+    assert f"Alert {alert_id} is already resolved." in english.text
+    row = await clinic.fetchrow(
+        "SELECT status, acknowledged_by, assigned_to, actionable, resolution_note FROM alerts "
+        "WHERE id = $1",
+        alert_id,
+    )
+    assert ("resolved", "cl-a1", "rv-1", False, "ringt patienten") == tuple(row)
+    assert ["acknowledged", "commented", "assigned", "snoozed", "resolved"] == await _events(
+        clinic, alert_id
+    )
+    changes = [r[2] for r in await log_rows(clinic) if r[2] != "list_alerts"]
+    assert [
+        "acknowledge_alert",
+        "comment_alert",
+        "assign_alert",
+        "snooze_alert",
+        "resolve_alert",
+    ] == changes  # the refused ones wrote nothing, as the API's refusals do not
+
+
+async def test_the_alert_pages_forms_go_back_to_it_with_the_apis_refusal(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """The Alert page's forms (assign, comment) go back to it; snoozing an urgent alert
+    there answers with the API's refusal in words."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW, severity="urgent")
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-a1")
+        page = await http.get(f"/alerts/{alert_id}")
+        assigned = await http.post(
+            f"/alerts/{alert_id}/assign",
+            data={"csrf": csrf, "back": "alert", "clinician_id": "rv-1"},
+        )
+        commented = await http.post(
+            f"/alerts/{alert_id}/comment", data={"csrf": csrf, "back": "alert", "text": "ringer"}
+        )
+        after_comment = await http.get(commented.headers["location"])
+        posted = await http.post(
+            f"/alerts/{alert_id}/snooze",
+            data={"csrf": csrf, "back": "alert", "minutes": "30", "reason": "senare"},
+        )
+        page = await http.get(posted.headers["location"])
+        api = await http.post(
+            f"/api/v1/alerts/{alert_id}/snooze",
+            json={"minutes": 30, "reason": "senare"},
+            headers={"X-CSRF-Token": csrf},
+        )
+    for action in ("assign", "comment"):  # snooze is not offered for an urgent alert
+        assert f'action="/alerts/{alert_id}/{action}"' in page.text
+    assert f'action="/alerts/{alert_id}/snooze"' not in page.text
+    assert (
+        f"/alerts/{alert_id}?alert={alert_id}&action=assign&outcome=done"
+        == (assigned.headers["location"])
+    )
+    assert f"Kommentaren är sparad i larm {alert_id}." in after_comment.text
+    assert (303, f"/alerts/{alert_id}?alert={alert_id}&action=snooze&outcome=urgent") == (
+        posted.status_code,
+        posted.headers["location"],
+    )
+    assert (
+        f'role="alert" id="action-notice">Larm {alert_id} är brådskande och kan inte snoozas: '
+        "kvittera det i stället.</p>"
+    ) in page.text
+    assert (409, "an urgent alert cannot be snoozed: acknowledge it instead") == (
+        api.status_code,
+        api.json()["detail"],
+    )
+    assert ["assigned", "commented"] == await _events(clinic, alert_id)
+
+
+async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Each action posted without the form's csrf field: 403, no event, no access-log row."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        codes = {
+            action: (await http.post(f"/alerts/{alert_id}/{action}", data=data)).status_code
+            for action, data in FIELDS.items()
+        }
+        wrong = await http.post(
+            f"/alerts/{alert_id}/acknowledge", data={"csrf": "not-the-token", "back": "inbox"}
+        )
+    assert dict.fromkeys(FIELDS, 403) == codes
+    assert 403 == wrong.status_code
+    row = await clinic.fetchrow(
+        "SELECT status, acknowledged_by, assigned_to, snoozed_until FROM alerts WHERE id = $1",
+        alert_id,
+    )
+    assert ("open", None, None, None) == tuple(row)
+    assert [] == await _events(clinic, alert_id)
+    assert [] == await log_rows(clinic)
+
+
+async def test_another_teams_alert_by_form_is_unknown_and_logged_denied(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """cl-b1 posting each form for vc-a's alert: the not-found page, each attempt denied."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-b1")
+        answers = [
+            await http.post(
+                f"/alerts/{alert_id}/{action}", data={"csrf": csrf, "back": "inbox", **data}
+            )
+            for action, data in FIELDS.items()
+        ]
+    assert [404] * 5 == [a.status_code for a in answers]
+    assert all(f"Det finns inget larm {alert_id}" in a.text for a in answers)
+    assert [("cl-b1", "p-1", f"{action}_alert", "denied") for action in FIELDS] == await log_rows(
+        clinic
+    )
+    assert [] == await _events(clinic, alert_id)
+
+
+async def test_a_form_posted_after_the_session_ended_signs_in_back_to_its_page(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """No session: the form's post goes to sign-in with its page as the return, not its path."""
+    alert_id = await alert(clinic, "p-1", "vc-a", "systolic.high", NOW - timedelta(hours=1))
+    async with web_client(dsn) as (http, _):
+        from_page = await http.post(
+            f"/alerts/{alert_id}/acknowledge",
+            data={"csrf": "x", "back": "alert"},
+            headers={"Referer": f"https://testserver/alerts/{alert_id}?x=1"},
+        )
+        elsewhere = await http.post(
+            f"/alerts/{alert_id}/acknowledge",
+            data={"csrf": "x"},
+            headers={"Referer": "https://evil.example/alerts/1"},
+        )
+    assert (303, f"/login?next=/alerts/{alert_id}") == (
+        from_page.status_code,
+        from_page.headers["location"],
+    )
+    assert "/login?next=/" == elsewhere.headers["location"]
+    assert [] == await _events(clinic, alert_id)

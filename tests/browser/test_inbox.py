@@ -25,7 +25,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
     await sign_in(page, web_service, "anna")
     await expect(page.get_by_text("Inloggad som Nurse A1")).to_be_visible()
     await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
-    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras var 1:e sekund."
+    mode = "Uppdateras direkt." if HAS_STREAM else "Uppdateras varje sekund."
     await expect(page.locator("#live-mode")).to_have_text(mode)
 
     await breach(broker)
@@ -45,6 +45,7 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
 
     await alert.get_by_text("Avsluta", exact=True).click()  # the <details> summary
     await alert.get_by_label("Anteckning").fill("Ringde patienten; dosen justerad.")
+    await alert.get_by_label("Ja", exact=True).check()  # "did it lead to an action?" is asked
     await shot(page, "resolving")
     await alert.get_by_role("button", name="Avsluta med anteckning").click()
     await expect(page.get_by_text("Inga aktiva larm.")).to_be_visible()
@@ -60,5 +61,6 @@ async def test_an_alert_arrives_is_acknowledged_and_resolved(
         alert_id,
     )
     assert ("resolved", "cl-a1", "cl-a1", "Ringde patienten; dosen justerad.") == tuple(row)
+    assert await db.fetchval("SELECT actionable FROM alerts WHERE id = $1", alert_id)
     actions = await db.fetch("SELECT DISTINCT action FROM access_log WHERE clinician_id = 'cl-a1'")
     assert {"list_alerts", "acknowledge_alert", "resolve_alert"} <= {r["action"] for r in actions}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
+from homemonitor.web import i18n
 from homemonitor.web.charts import MESSAGES, Bar, Bound, Point, Window, bars, time_series
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -12,12 +13,9 @@ START = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 2026-03-03 00:00 in Stockholm
 END = START + timedelta(days=7)
 
 
-def sv(key: str) -> str:
-    return MESSAGES["sv"][key]
-
-
-def en(key: str) -> str:
-    return MESSAGES["en"][key]
+i18n.add(MESSAGES)
+sv = i18n.translator("sv")
+en = i18n.translator("en")
 
 
 def daily(values: dict[int, float]) -> list[Point]:
@@ -156,8 +154,14 @@ def test_times_are_stockholm_time_across_summer_time() -> None:
     assert "#fff" == dot.get("fill")  # hollow: questionable
 
 
+def test_one_reading_is_counted_in_the_singular() -> None:
+    """One reading is "1 mätning" / "1 reading", never "1 mätningar"."""
+    assert description(chart(daily({3: 130}))).startswith("1 mätning, lägst 130 mmHg")
+    assert description(chart(daily({3: 130}), t=en, lang="en")).startswith("1 reading, lowest")
+
+
 def test_no_readings_says_so_and_text_is_escaped() -> None:
-    """An empty period is described as empty; a title is text, never markup."""
+    """An empty period is a sentence saying so, not a blank picture; a title is text only."""
     html = time_series(
         [],
         start=START,
@@ -170,8 +174,9 @@ def test_no_readings_says_so_and_text_is_escaped() -> None:
     )
     assert "<script>" not in html
     figure = ET.fromstring(html)  # noqa: S314
-    assert description(figure).startswith("Inga mätningar under perioden.")
-    assert 7 == len(table(figure)) - 1  # seven days without a reading
+    assert "<script>x</script>" == figure.findtext("figcaption")
+    assert "Inga data under perioden." == figure.findtext("p")
+    assert (None, []) == (figure.find(f"{SVG}svg"), table(figure))
 
 
 def test_bars_write_every_value_and_a_missing_one_as_a_dash() -> None:
@@ -197,3 +202,14 @@ def test_bars_write_every_value_and_a_missing_one_as_a_dash() -> None:
     ]
     assert [215.0, 107.5, 0.0, 430.0] == widths
     assert "bp.high: Åtgärdbara 50 %, Alla 25 %" in description(figure)
+
+
+def test_bars_without_any_value_say_there_is_no_data() -> None:
+    """A follow-up chart with no value in its period (no rows, or only gaps) says so in words."""
+    for rows in ([], [Bar("v. 48", (None,)), Bar("v. 49", (None,))]):
+        html = bars(rows, series=["Andel"], title="Följsamhet", chart_id="c5", t=en, lang="en")
+        figure = ET.fromstring(html)  # noqa: S314
+        assert ("Följsamhet", "No data in this period.") == (
+            figure.findtext("figcaption"),
+            figure.findtext("p"),
+        )

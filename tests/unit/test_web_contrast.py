@@ -20,7 +20,23 @@ PAIRS = [
     ("warning", "warning-bg"),
     ("ok", "bg"),
     ("brand", "warning-bg"),  # links and buttons inside a fresh (highlighted) alert
+    ("brand", "brand-tint"),  # a period of the Patient page under the pointer
 ]
+
+
+def _rule(selector: str) -> dict[str, str]:
+    """The declarations app.css gives ``selector`` (its one rule of that exact selector)."""
+    body = CSS.split(selector + " {", 1)[1].split("}", 1)[0]
+    pairs = (d.split(":", 1) for d in body.split(";") if d.strip())
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_the_period_control_marks_the_current_one_and_keeps_focus_visible() -> None:
+    """The current period is filled (white on brand, a pair above); focus is drawn on top."""
+    current = _rule('nav.periods a[aria-current="page"]')
+    assert ("var(--brand)", "var(--brand-fg)") == (current["background"], current["color"])
+    assert {"z-index": "1"} == _rule("nav.periods a:focus-visible")
+    assert "outline: none" not in CSS.split("nav.periods", 1)[1]
 
 
 def _luminance(hex_colour: str) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -43,8 +43,22 @@ _EVENT = (
 )
 
 
+#: Why an action was refused: ``resolved`` and ``ended`` (the alert has ended), ``urgent``
+#: (an urgent alert is not snoozed), ``status`` (not in a state that allows it), ``length``
+#: (a snooze out of bounds), ``team`` (the assignee is not of its care team).
+Refusal = Literal["resolved", "ended", "urgent", "status", "length", "team"]
+
+
 class RefusedError(HomemonitorError):
-    """A clinician's action that the alert's state or the care team does not allow."""
+    """A clinician's action that the alert's state or the care team does not allow.
+
+    ``reason`` names the refusal for a reader's words (the web app's); the message says it
+    in English (the API's 409 detail).
+    """
+
+    def __init__(self, message: str, reason: Refusal) -> None:
+        super().__init__(message)
+        self.reason: Refusal = reason
 
 
 async def _event(
@@ -107,7 +121,7 @@ async def assign(
     teams = (alert["care_team_id"], alert["routed_to"])
     if found is None or found["care_team_id"] not in teams:
         msg = f"{assignee} is not a clinician of the alert's care team"
-        raise RefusedError(msg)
+        raise RefusedError(msg, "team")
     if found["care_team_id"] != alert["care_team_id"]:
         route = Route("out_of_hours", found["care_team_id"], (assignee,))
     elif assignee == found["care_contact_id"]:
@@ -143,13 +157,13 @@ async def snooze(
     """
     if alert["severity"] == "urgent":
         msg = "an urgent alert cannot be snoozed: acknowledge it instead"
-        raise RefusedError(msg)
+        raise RefusedError(msg, "urgent")
     if alert["status"] not in ACTIONABLE:
         msg = f"a {alert['status']} alert cannot be snoozed"
-        raise RefusedError(msg)
+        raise RefusedError(msg, "status")
     if not 0 < minutes <= MAX_SNOOZE.total_seconds() // 60:
         msg = f"a snooze lasts 1 to {MAX_SNOOZE.total_seconds() // 60:.0f} minutes"
-        raise RefusedError(msg)
+        raise RefusedError(msg, "length")
     row = await _one(
         conn,
         "UPDATE alerts SET snoozed_until = clock_timestamp() + make_interval(mins => $2), "

@@ -9,7 +9,7 @@ attempt as ``denied``.
 from collections.abc import Sequence
 
 import asyncpg
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from homemonitor.alerts import episodes, transitions
@@ -106,8 +106,8 @@ async def team_alert(
 
     ``to_change`` takes the patient's episode lock (the worker does not evaluate the
     patient meanwhile), then the row's (two clinicians acting at once: one wins), and
-    refuses an alert that has ended with 409 before anything is logged or counted:
-    nothing changed.
+    refuses an alert that has ended (:class:`~homemonitor.alerts.transitions.RefusedError`,
+    a 409 of the API) before anything is logged or counted: nothing changed.
     """
     row = await conn.fetchrow(
         f"SELECT {ALERT_COLUMNS}, {visible('$2')} AS visible FROM alerts WHERE id = $1",
@@ -124,9 +124,10 @@ async def team_alert(
         )
         assert row is not None  # alerts are never deleted
         if row["status"] == "resolved":
-            raise HTTPException(409, "the alert is already resolved")
+            raise transitions.RefusedError("the alert is already resolved", "resolved")
         if row["status"] not in transitions.ACTIVE:
-            raise HTTPException(409, f"the alert has ended ({row['status']})")
+            msg = f"the alert has ended ({row['status']})"
+            raise transitions.RefusedError(msg, "ended")
     await log_access(conn, metrics, who, [row["patient_id"]], action, requested_id=str(alert_id))
     return row
 

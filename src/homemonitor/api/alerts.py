@@ -115,6 +115,15 @@ async def alert_events(svc: Svc, who: Me, alert_id: AlertId) -> list[AlertEventO
 Change = Callable[[Conn, asyncpg.Record], Awaitable[asyncpg.Record]]
 
 
+class ActionRefusedError(HTTPException):
+    """409: the alert does not allow the action; ``reason`` names the refusal
+    (:data:`homemonitor.alerts.transitions.Refusal`), for the web app's words."""
+
+    def __init__(self, refused: transitions.RefusedError) -> None:
+        super().__init__(409, str(refused))
+        self.reason: transitions.Refusal = refused.reason
+
+
 async def _change(
     svc: Services, who: Clinician, alert_id: int, action: str, change: Change
 ) -> AlertOut:
@@ -124,7 +133,7 @@ async def _change(
             row = await team_alert(conn, svc.metrics, who, alert_id, action, to_change=True)
             row = await change(conn, row)
     except transitions.RefusedError as exc:
-        raise HTTPException(409, str(exc)) from exc
+        raise ActionRefusedError(exc) from exc
     return AlertOut(**dict(row))
 
 

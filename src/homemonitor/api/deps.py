@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from homemonitor.api import auth
 from homemonitor.api.auth import Clinician, WebConfig, authenticate
@@ -28,6 +28,20 @@ if TYPE_CHECKING:  # the export code uses the access log, which uses this module
 
 _bearer = HTTPBearer(
     auto_error=False, description="A clinician API token (homemonitor token issue)."
+)
+#: The web app's session cookie, declared in the OpenAPI document beside the bearer scheme:
+#: every route that takes :data:`Me` accepts either.
+_session_cookie = APIKeyCookie(
+    name=auth.SESSION_COOKIE,
+    scheme_name="webSession",
+    auto_error=False,
+    description=(
+        "The web app's session: the cookie a clinician's browser gets at sign-in to the web "
+        "app (HttpOnly, Secure, SameSite=Lax; it ends at sign-out or when idle). A request "
+        "with it that changes anything (any method but GET, HEAD and OPTIONS) must also "
+        "carry the session's CSRF token in the header X-CSRF-Token, or it is refused (403). "
+        "Machine clients use a bearer token instead."
+    ),
 )
 
 
@@ -117,6 +131,7 @@ async def clinician(
     request: Request,
     svc: Svc,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    secret: Annotated[str | None, Depends(_session_cookie)],
 ) -> Clinician:
     """The clinician the bearer token or the web session cookie belongs to, or 401.
 
@@ -131,7 +146,6 @@ async def clinician(
             raise _unauthenticated(svc, "unknown, expired or revoked token")
         request.state.credential = Credential("token", creds.credentials)
         return who
-    secret = request.cookies.get(auth.SESSION_COOKIE)
     if secret is None:
         raise _unauthenticated(svc, "send 'Authorization: Bearer <token>'")
     touch = BACKGROUND_HEADER.lower() not in request.headers

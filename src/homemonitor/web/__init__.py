@@ -1,9 +1,10 @@
 """The clinicians' web app: server-rendered pages over the same data and rules as the API.
 
 Pages are Jinja2 templates (``web/templates``) rendered by FastAPI routes, with a little
-plain JavaScript (``web/static/app.js``: actions through the JSON API, live updates from
-the alert stream). Every asset is in the package: no CDN, no build step; it works on a
-closed hospital network. docs/web.md argues the choice.
+plain JavaScript (``web/static/app.js``: actions through the JSON API without a reload,
+live updates from the alert stream); every form also works without it. Every asset is in
+the package: no CDN, no build step; it works on a closed hospital network. docs/web.md
+argues the choice.
 
 - :data:`templates` and :func:`render`: a page with ``t`` (the request's language),
   ``lang``, ``csrf_token`` and ``who`` in its context; filters ``local`` and ``localdate``
@@ -13,12 +14,14 @@ closed hospital network. docs/web.md argues the choice.
 - :mod:`~homemonitor.web.login`: sign-in (single sign-on, or the demo-only login),
   logout, language.
 - :mod:`~homemonitor.web.inbox`: the Inbox, ``/``.
+- :mod:`~homemonitor.web.actions`: the alert actions' forms (the API's route functions).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from homemonitor.web.actions import router as alert_actions
 from homemonitor.web.base import TZ, local, localdate, render, templates
 from homemonitor.web.base import mount as _mount
 from homemonitor.web.inbox import router as inbox
@@ -35,6 +38,7 @@ __all__ = ["PAGES", "TZ", "local", "localdate", "mount", "render", "templates"]
 PAGES: list[APIRouter] = [
     login,
     inbox,
+    alert_actions,
     alert_page,
     patients_page,
     patient_page,

@@ -7,7 +7,8 @@ marked, so a missing day is as visible as a high one. :func:`bars` draws labelle
 (the follow-up's figures). Both return :class:`Html`: a ``<figure>`` whose ``<svg>`` is an
 image with a title and a description a screen reader reads out (how many readings, the
 range, the latest, the bounds, the days without readings), followed by a ``<details>``
-table of every value, for readers and for anyone who wants the numbers.
+table of every value, for readers and for anyone who wants the numbers. A chart with
+nothing to show in its period says so in words instead (:func:`empty`), one way for all.
 
 The text comes from a translator (``t``, a key to text), so the chart speaks the page's
 language; :data:`MESSAGES` are the keys, for :func:`homemonitor.web.i18n.add`. Times are
@@ -38,12 +39,14 @@ __all__ = [
     "Point",
     "Window",
     "bars",
+    "empty",
     "missing_days",
     "number",
     "time_series",
 ]
 
-Translate = Callable[[str], str]
+#: ``t(key, **values)`` of :func:`homemonitor.web.i18n.translator`.
+Translate = Callable[..., str]
 Level = Literal["warning", "urgent"]
 
 #: The charts' texts, by language then key (``homemonitor.web.i18n.add(MESSAGES)``).
@@ -61,8 +64,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chart.bound": "gräns",
         "chart.questionable": "osäker mätning",
         "chart.no_reading": "ingen mätning",
-        "chart.no_readings": "Inga mätningar under perioden.",
-        "chart.readings": "mätningar",
+        "chart.empty": "Inga data under perioden.",
+        "chart.readings.one": "{n} mätning",
+        "chart.readings.other": "{n} mätningar",
         "chart.range": "lägst {low}, högst {high}, senast {last} ({at})",
         "chart.missing": "Dagar utan mätning: {n} ({days}).",
         "chart.window": "Regelns fönster",
@@ -82,8 +86,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chart.bound": "bound",
         "chart.questionable": "questionable reading",
         "chart.no_reading": "no reading",
-        "chart.no_readings": "No readings in the period.",
-        "chart.readings": "readings",
+        "chart.empty": "No data in this period.",
+        "chart.readings.one": "{n} reading",
+        "chart.readings.other": "{n} readings",
         "chart.range": "lowest {low}, highest {high}, latest {last} ({at})",
         "chart.missing": "Days without a reading: {n} ({days}).",
         "chart.window": "The rule's window",
@@ -233,12 +238,13 @@ def time_series(
     """A quantity's readings over ``[start, end)``, with bounds, windows and missing days.
 
     ``chart_id`` makes the element ids unique on the page (``aria-labelledby``).
-    Readings outside the period are left out.
+    Readings outside the period are left out; with none in it, the chart is :func:`empty`.
     """
     shown = sorted((p for p in points if start <= p.at < end), key=lambda p: p.at)
+    if not shown:
+        return empty(chart_id, title, t)
     missing = missing_days(shown, start, end)
-    values = [p.value for p in shown] + [b.value for b in bounds]
-    y_low, y_high = _y_range(values) if values else (0.0, 1.0)
+    y_low, y_high = _y_range([p.value for p in shown] + [b.value for b in bounds])
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     span = (end - start).total_seconds()
 
@@ -344,20 +350,18 @@ def time_series(
         )
 
     # What a screen reader says instead of the picture.
-    if shown:
-        last = shown[-1]
-        summary = (
-            f"{len(shown)} {t('chart.readings')}, "
-            + t("chart.range").format(
-                low=amount(min(p.value for p in shown)),
-                high=amount(max(p.value for p in shown)),
-                last=amount(last.value),
-                at=local(last.at),
-            )
-            + "."
+    last = shown[-1]
+    summary = (
+        t("chart.readings", n=len(shown))
+        + ", "
+        + t("chart.range").format(
+            low=amount(min(p.value for p in shown)),
+            high=amount(max(p.value for p in shown)),
+            last=amount(last.value),
+            at=local(last.at),
         )
-    else:
-        summary = t("chart.no_readings")
+        + "."
+    )
     if bounds:
         summary += (
             f" {t('chart.bounds')}: "
@@ -447,6 +451,16 @@ def _figure(
     )
 
 
+def empty(chart_id: str, title: str, t: Translate) -> Html:
+    """A chart with nothing to draw in its period: its title and a sentence that says so,
+    where a blank picture and an empty table would leave the reader guessing."""
+    return Html(
+        f'<figure class="chart empty" id="{escape(chart_id)}">'
+        f'<figcaption id="{escape(chart_id)}-title">{escape(title)}</figcaption>'
+        f'<p class="chart-empty">{escape(t("chart.empty"))}</p></figure>'
+    )
+
+
 def bars(
     rows: Sequence[Bar],
     *,
@@ -462,7 +476,8 @@ def bars(
     """Horizontal bars, one group per row and one bar per series, each value written out.
 
     ``percent``: values are shares (0–1) shown as per cent; ``maximum`` fixes the scale's
-    end (otherwise the largest value). A row without a value shows "–".
+    end (otherwise the largest value). A row without a value shows "–"; with no value at
+    all, the chart is :func:`empty`.
     """
 
     def shown(value: float | None) -> str:
@@ -473,7 +488,9 @@ def bars(
         return f"{number(value, lang)} {unit}".rstrip()
 
     present = [v for r in rows for v in r.values if v is not None]
-    top = maximum if maximum is not None else (1.0 if percent else max(present, default=1.0))
+    if not present:
+        return empty(chart_id, title, t)
+    top = maximum if maximum is not None else (1.0 if percent else max(present))
     top = top or 1.0
     label_w, value_w = 200, 90
     bar_h, gap = 14, 10
@@ -520,7 +537,7 @@ def bars(
     return _figure(
         chart_id,
         title,
-        summary or "–",
+        summary,
         body="".join(svg),
         head=head,
         rows=body_rows,

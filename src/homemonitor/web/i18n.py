@@ -1,9 +1,11 @@
 """The web app's words in Swedish (first) and English.
 
 Each page module calls :func:`add` at import with its own keys; a template says
-``{{ t("inbox.title") }}``. The language is the ``hm_lang`` cookie (set by ``/lang/{code}``),
-else the first of ours in the browser's Accept-Language, else Swedish. A key missing in a
-language falls back to Swedish, then to the key itself (visible, so a test notices).
+``{{ t("inbox.title") }}``, and ``{{ t("patient.days", n=14) }}`` for a text that counts
+(keys ``patient.days.one`` and ``patient.days.other``: :func:`translator`). The language
+is the ``hm_lang`` cookie (set by ``/lang/{code}``), else the first of ours in the
+browser's Accept-Language, else Swedish. A key missing in a language falls back to
+Swedish, then to the key itself (visible, so a test notices).
 """
 
 from __future__ import annotations
@@ -42,12 +44,33 @@ def add(messages: dict[str, dict[str, str]]) -> None:
         _MESSAGES[lang].update(texts)
 
 
+def plural(n: object) -> str:
+    """The plural category of a count in Swedish and English: ``one`` for 1, else ``other``.
+
+    >>> [plural(n) for n in (0, 1, 2, 1.0, 1.5)]
+    ['other', 'one', 'other', 'one', 'other']
+    """
+    return "one" if n == 1 else "other"
+
+
 def translator(lang: str) -> Callable[..., str]:
-    """``t(key, **values)`` in ``lang``: Swedish where ``lang`` lacks the key, else the key."""
+    """``t(key, **values)`` in ``lang``: Swedish where ``lang`` lacks the key, else the key.
+
+    A text that counts is given as two keys, ``<key>.one`` and ``<key>.other``, and asked
+    for as ``t(key, n=count)``: the count ``n`` chooses (:func:`plural`).
+
+    >>> add({"sv": {"doc.n.one": "{n} mätning", "doc.n.other": "{n} mätningar"},
+    ...      "en": {"doc.n.one": "{n} reading", "doc.n.other": "{n} readings"}})
+    >>> t = translator("sv")
+    >>> t("doc.n", n=1), t("doc.n", n=3), translator("en")("doc.n", n=1)
+    ('1 mätning', '3 mätningar', '1 reading')
+    """
     own = _MESSAGES.get(lang, _MESSAGES[DEFAULT])
     fallback = _MESSAGES[DEFAULT]
 
     def t(key: str, /, **values: object) -> str:
+        if "n" in values and f"{key}.other" in fallback:
+            key = f"{key}.{plural(values['n'])}"
         text = own.get(key) or fallback.get(key) or key
         return text.format(**values) if values else text
 

@@ -5,8 +5,10 @@ The list is the API's (:func:`homemonitor.api.alerts.list_alerts`: the same visi
 the same access-log rows, action ``list_alerts``), ordered here. The page refreshes its
 rows (``/inbox/rows``, the same list as an HTML fragment) when the alert stream
 (``GET /api/v1/alerts/stream``) says something changed, or every 15 s when there is no
-stream; each refresh is access-logged like any list. Actions go through the JSON API with
-the session cookie and its CSRF token (``hm.post`` in app.js).
+stream; each refresh is access-logged like any list. Each action is a form that posts
+without JavaScript (:mod:`homemonitor.web.actions`, back here with a notice); with it,
+inbox.js sends the form to the JSON API with the session cookie and its CSRF token
+(``hm.post`` in app.js) and refreshes the list without a reload.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from homemonitor.api import alerts
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import Svc
 from homemonitor.api.models import AlertOut
-from homemonitor.web import i18n
+from homemonitor.web import actions, i18n
 from homemonitor.web.base import render
 from homemonitor.web.session import WebMe
 
@@ -68,25 +70,17 @@ async def items(svc: Svc, who: Clinician) -> list[Item]:
 
 
 async def _context(request: Request, svc: Svc, who: Clinician) -> dict[str, Any]:
-    actions: frozenset[str] = getattr(request.app.state, "alert_actions", frozenset())
-    team: list[Any] = []
-    if "assign" in actions:  # whom an alert can be given to: my team's clinicians
-        async with svc.pool.acquire() as conn:
-            team = await conn.fetch(
-                "SELECT id, name FROM clinicians WHERE care_team_id = $1 ORDER BY name, id",
-                who.care_team_id,
-            )
     return {
         "items": await items(svc, who),
-        "actions": actions,
-        "team": team,
         "poll_seconds": svc.web.poll_seconds,
-    }
+    } | await actions.form_context(request, svc, who)
 
 
 @router.get("/")
 async def inbox(request: Request, svc: Svc, who: WebMe) -> Response:
-    return render(request, "inbox.html", await _context(request, svc, who), who=who)
+    context = await _context(request, svc, who)
+    context["notice"] = actions.notice(request, i18n.translator(i18n.language(request)))
+    return render(request, "inbox.html", context, who=who)
 
 
 @router.get("/inbox/rows")
@@ -110,7 +104,8 @@ i18n.add(
             "inbox.opened": "Öppnat",
             "inbox.actions": "Åtgärder",
             "inbox.live_on": "Uppdateras direkt.",
-            "inbox.live_poll": "Uppdateras var {seconds}:e sekund.",
+            "inbox.live_poll.one": "Uppdateras varje sekund.",
+            "inbox.live_poll.other": "Uppdateras var {n}:e sekund.",
             "inbox.new": "Nytt larm: {text}",
             "severity.urgent": "Brådskande",
             "severity.warning": "Varning",
@@ -147,7 +142,8 @@ i18n.add(
             "inbox.opened": "Opened",
             "inbox.actions": "Actions",
             "inbox.live_on": "Updates live.",
-            "inbox.live_poll": "Updates every {seconds} seconds.",
+            "inbox.live_poll.one": "Updates every second.",
+            "inbox.live_poll.other": "Updates every {n} seconds.",
             "inbox.new": "New alert: {text}",
             "severity.urgent": "Urgent",
             "severity.warning": "Warning",

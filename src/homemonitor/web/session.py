@@ -17,13 +17,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Annotated, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response
 
 from homemonitor.api import auth
 from homemonitor.api.auth import Clinician, WebSession
-from homemonitor.api.deps import BACKGROUND_HEADER, Svc
+from homemonitor.api.deps import BACKGROUND_HEADER, SAFE_METHODS, Svc
 
 #: The double-submit cookie of the forms shown before sign-in.
 LOGIN_CSRF_COOKIE = "hm_login_csrf"
@@ -74,10 +74,18 @@ async def current_session(request: Request, svc: Svc) -> WebSession | None:
 
 
 async def web_clinician(request: Request, svc: Svc) -> Clinician:
-    """The signed-in clinician, else :class:`LoginRequiredError` (a 303 to ``/login``)."""
+    """The signed-in clinician, else :class:`LoginRequiredError` (a 303 to ``/login``).
+
+    A form posted after the session ended returns, once signed in, to the page it was on
+    (the Referer's path, ours only): the path it posted to answers only POST.
+    """
     found = await current_session(request, svc)
     if found is None:
-        raise LoginRequiredError(request.url.path)
+        path = request.url.path
+        if request.method not in SAFE_METHODS:
+            referer = urlsplit(request.headers.get("referer", ""))
+            path = referer.path if referer.netloc == request.url.netloc else "/"
+        raise LoginRequiredError(path)
     return found.clinician
 
 

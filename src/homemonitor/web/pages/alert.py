@@ -1,35 +1,34 @@
 """The Alert page, ``/alerts/{id}``: why it fired (the explanation sentence), a chart of each
 quantity its rule reads with the plan's bounds and the rule's window, the event history,
-and acknowledge / resolve, where resolving asks "was this alert actionable?".
+acknowledge / resolve, where resolving asks "was this alert actionable?", and assign,
+snooze and comment (the Inbox's forms, templates/_alert_actions.html).
 
 The read is ``view_alert`` through :func:`homemonitor.api.access.team_alert`, as the API's
-``GET /api/v1/alerts/{id}``; acknowledge and resolve are the API's own route functions
-(resolve stores the answer in ``alerts.actionable``, migration 0013).
+``GET /api/v1/alerts/{id}``; the forms post to :mod:`homemonitor.web.actions` (the API's
+own route functions; resolve stores the answer in ``alerts.actionable``, migration 0013),
+which answers back here with what happened (:func:`~homemonitor.web.actions.notice`).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Request, Response
 
 from homemonitor.alerts import transitions
 from homemonitor.api.access import team_alert
-from homemonitor.api.alerts import acknowledge, resolve
 from homemonitor.api.deps import Svc
-from homemonitor.api.models import AlertId, ResolveIn
+from homemonitor.api.models import AlertId
 from homemonitor.contract.readings import Quantity
 from homemonitor.errors import PlanError
 from homemonitor.registry import plans
 from homemonitor.rules.plan import Plan
-from homemonitor.web import i18n, overview, render
+from homemonitor.web import actions, i18n, overview, render
 from homemonitor.web.base import said
 from homemonitor.web.charts import time_series
 from homemonitor.web.pages import speech
-from homemonitor.web.session import Csrf, WebMe
+from homemonitor.web.session import WebMe
 
 router = APIRouter(include_in_schema=False)
 
@@ -52,13 +51,13 @@ i18n.add(
             "alert.kind": "Händelse",
             "alert.actor": "Av",
             "alert.acknowledge": "Kvittera",
+            "alert.more": "Tilldela, snooza, kommentera",
             "alert.resolve": "Avsluta larmet",
             "alert.note": "Vad gjordes?",
             "alert.actionable": "Var larmet åtgärdbart?",
             "alert.yes": "Ja, det ledde till en åtgärd",
             "alert.no": "Nej, ingen åtgärd behövdes",
             "alert.ended": "Larmet är avslutat.",
-            "alert.answer_missing": "Svara på om larmet var åtgärdbart, och skriv vad som gjordes.",
             "status.pending": "väntar på ommätning",
             "status.open": "öppet",
             "status.acknowledged": "kvitterat",
@@ -99,13 +98,13 @@ i18n.add(
             "alert.kind": "Event",
             "alert.actor": "By",
             "alert.acknowledge": "Acknowledge",
+            "alert.more": "Assign, snooze, comment",
             "alert.resolve": "Resolve the alert",
             "alert.note": "What was done?",
             "alert.actionable": "Was this alert actionable?",
             "alert.yes": "Yes, it led to an action",
             "alert.no": "No, nothing needed doing",
             "alert.ended": "The alert has ended.",
-            "alert.answer_missing": "Say whether the alert was actionable, and what was done.",
             "status.pending": "waiting for a retake",
             "status.open": "open",
             "status.acknowledged": "acknowledged",
@@ -136,9 +135,8 @@ i18n.add(
 )
 
 
-async def _page(
-    request: Request, svc: Svc, who: WebMe, alert_id: int, *, error: str | None = None
-) -> Response:
+@router.get("/alerts/{alert_id}")
+async def alert_page(request: Request, svc: Svc, who: WebMe, alert_id: AlertId) -> Response:
     t, lang = speech(request)
     async with svc.pool.acquire() as conn, conn.transaction():  # checked and logged first
         alert = await team_alert(conn, svc.metrics, who, alert_id, "view_alert")
@@ -191,9 +189,9 @@ async def _page(
         "events": events,
         "figures": figures,
         "active": alert["status"] in transitions.ACTIONABLE,
-        "error": error,
-    }
-    return render(request, "pages/alert.html", context, who=who, status_code=422 if error else 200)
+        "notice": actions.notice(request, t),
+    } | await actions.form_context(request, svc, who)
+    return render(request, "pages/alert.html", context, who=who)
 
 
 def _plan(versions: list[plans.Version], version: int) -> Plan | None:
@@ -205,33 +203,3 @@ def _plan(versions: list[plans.Version], version: int) -> Plan | None:
             except PlanError:
                 return None
     return None
-
-
-@router.get("/alerts/{alert_id}")
-async def alert_page(request: Request, svc: Svc, who: WebMe, alert_id: AlertId) -> Response:
-    return await _page(request, svc, who, alert_id)
-
-
-@router.post("/alerts/{alert_id}/acknowledge", dependencies=[Csrf])
-async def acknowledge_alert(svc: Svc, who: WebMe, alert_id: AlertId) -> Response:
-    """The API's acknowledge; back to the page (303, so a reload does not post again)."""
-    await acknowledge(svc, who, alert_id)
-    return RedirectResponse(f"/alerts/{alert_id}", status_code=303)
-
-
-@router.post("/alerts/{alert_id}/resolve", dependencies=[Csrf])
-async def resolve_alert(
-    request: Request,
-    svc: Svc,
-    *,
-    who: WebMe,
-    alert_id: AlertId,
-    note: Annotated[str, Form(max_length=2000)] = "",
-    actionable: Annotated[Literal["yes", "no"] | None, Form()] = None,
-) -> Response:
-    """Resolve with a note and the answer to "was it actionable?" (both required)."""
-    if actionable is None or not note.strip():
-        t, _ = speech(request)
-        return await _page(request, svc, who, alert_id, error=t("alert.answer_missing"))
-    await resolve(svc, who, alert_id, ResolveIn(note=note.strip(), actionable=actionable == "yes"))
-    return RedirectResponse(f"/alerts/{alert_id}", status_code=303)

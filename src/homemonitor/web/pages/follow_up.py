@@ -24,7 +24,10 @@ i18n.add(
     {
         "sv": {
             "follow.title": "Uppföljning",
-            "follow.intro": "Teamets larm och mätningar de senaste {weeks} veckorna, per vecka.",
+            "follow.intro.one": "Teamets larm och mätningar den senaste veckan.",
+            "follow.intro.other": (
+                "Teamets larm och mätningar de senaste {n} veckorna, per vecka."
+            ),
             "follow.week": "v. {week}",
             "follow.per_patient": "Larm per patientvecka",
             "follow.alerts": "Larm",
@@ -35,7 +38,8 @@ i18n.add(
             "follow.actionable_template": "Andel åtgärdbara larm per mall",
             "follow.share": "Åtgärdbara",
             "follow.no_template": "(ingen mall)",
-            "follow.answered": "{label} ({n} besvarade)",
+            "follow.answered.one": "{label} ({n} besvarat)",
+            "follow.answered.other": "{label} ({n} besvarade)",
             "follow.adherence": "Följsamhet: andel dagar med mätning",
             "follow.method": (
                 "Larm räknas när de öppnas; tid till kvittering mäts till första kvittering "
@@ -45,7 +49,10 @@ i18n.add(
         },
         "en": {
             "follow.title": "Follow-up",
-            "follow.intro": "The team's alerts and readings over the last {weeks} weeks, by week.",
+            "follow.intro.one": "The team's alerts and readings over the last week.",
+            "follow.intro.other": (
+                "The team's alerts and readings over the last {n} weeks, by week."
+            ),
             "follow.week": "w. {week}",
             "follow.per_patient": "Alerts per patient-week",
             "follow.alerts": "Alerts",
@@ -56,7 +63,8 @@ i18n.add(
             "follow.actionable_template": "Share of alerts marked actionable, per template",
             "follow.share": "Actionable",
             "follow.no_template": "(no template)",
-            "follow.answered": "{label} ({n} answered)",
+            "follow.answered.one": "{label} ({n} answered)",
+            "follow.answered.other": "{label} ({n} answered)",
             "follow.adherence": "Adherence: share of days with a reading",
             "follow.method": (
                 "Alerts count when raised; time to acknowledge runs to the first clinician who "

@@ -47,7 +47,8 @@ i18n.add(
         "sv": {
             "patient.title": "Patient {id}",
             "patient.period": "Period",
-            "patient.days": "{n} dagar",
+            "patient.days.one": "{n} dag",
+            "patient.days.other": "{n} dagar",
             "patient.charts": "Mätvärden",
             "patient.no_data": "Inga mätningar eller gränser att visa för perioden.",
             "patient.devices": "Mätare och hubbar",
@@ -73,7 +74,8 @@ i18n.add(
             "patient.reason": "Varför ändras planen?",
             "patient.preview": "Förhandsgranska mot de senaste 90 dagarna",
             "patient.save": "Spara som ny version",
-            "patient.preview_title": "Vad ändringen hade gett de senaste {days} dagarna",
+            "patient.preview_title.one": "Vad ändringen hade gett det senaste dygnet",
+            "patient.preview_title.other": "Vad ändringen hade gett de senaste {n} dagarna",
             "patient.side": "Plan",
             "patient.current": "Nuvarande",
             "patient.proposed": "Föreslagen",
@@ -90,7 +92,8 @@ i18n.add(
         "en": {
             "patient.title": "Patient {id}",
             "patient.period": "Period",
-            "patient.days": "{n} days",
+            "patient.days.one": "{n} day",
+            "patient.days.other": "{n} days",
             "patient.charts": "Readings",
             "patient.no_data": "No readings or bounds to show for the period.",
             "patient.devices": "Devices and hubs",
@@ -115,7 +118,10 @@ i18n.add(
             "patient.reason": "Why does the plan change?",
             "patient.preview": "Preview against the last 90 days",
             "patient.save": "Save as a new version",
-            "patient.preview_title": "What the change would have raised in the last {days} days",
+            "patient.preview_title.one": "What the change would have raised in the last day",
+            "patient.preview_title.other": (
+                "What the change would have raised in the last {n} days"
+            ),
             "patient.side": "Plan",
             "patient.current": "Current",
             "patient.proposed": "Proposed",

@@ -1,4 +1,5 @@
-// The Inbox: actions through the API, and its rows refreshed live.
+// The Inbox: actions through the API without a reload (the forms also post without
+// JavaScript, to homemonitor.web.actions), and its rows refreshed live.
 "use strict";
 (function () {
   const box = document.getElementById("inbox");
@@ -59,8 +60,9 @@
     const body = {};
     for (const [key, value] of new FormData(form)) {
       const field = form.querySelector(`[name="${key}"]`);
+      if (field.type === "hidden") continue; // csrf (sent as a header) and back: the form's own
       if (field.type === "number") body[key] = Number(value);
-      else if (field.dataset.type === "bool") body[key] = value === "true";
+      else if (field.dataset.type === "bool") body[key] = value === "yes";
       else body[key] = value;
     }
     const button = form.querySelector("button[type=submit]");
