@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
 
+from homemonitor.alerts import rows
 from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, EpisodeState
 from homemonitor.rules.evaluate import evaluate
@@ -252,12 +254,33 @@ def test_a_momentary_dip_does_not_re_arm_a_rule_with_an_off_delay() -> None:
 
 
 def test_resolving_a_latched_cleared_episode_re_arms_it() -> None:
-    """Resolved after it had cleared, the next breach is a new event and re-alerts at once."""
+    """Resolved after it had cleared (no off-delay), the next breach re-alerts at once."""
     _, states = one_by_one(plan(HIGH), [bp(at(), 185), bp(at(hours=1), 150)])
     resolved = episodes.resolve(states[HIGH.id], at(hours=2))
-    assert (True, 2, 185.0) == (resolved.rearmed, resolved.resolved_level, resolved.resolved_worst)
+    assert (2, 185.0, at(hours=1)) == (
+        resolved.resolved_level,
+        resolved.resolved_worst,
+        resolved.cleared_at,
+    )
     outcomes, _ = one_by_one(plan(HIGH), [bp(at(hours=3), 165)], {HIGH.id: resolved})
     assert ["reopened"] == kinds_of(outcomes)
+    assert "rearmed" == outcomes[-1].changes[0].reason
+
+
+def test_a_latched_episode_that_cleared_just_before_its_resolution_is_not_re_armed() -> None:
+    """With resolve_after 24 h, a latched episode clear for an hour when resolved keeps its
+    spell: a breach then is no relapse; once the spell lasted 24 h, the next breach is."""
+    latched = OFF_DELAY.model_copy(update={"latching": "always"})
+    _, states = one_by_one(plan(latched), [bp(at(), 165), bp(at(hours=1), 150)])
+    resolved = episodes.resolve(states[latched.id], at(hours=2))
+    soon, _ = one_by_one(plan(latched), [bp(at(hours=3), 165)], {latched.id: resolved})
+    later, _ = one_by_one(
+        plan(latched),
+        [bp(at(hours=12), 150), bp(at(days=1, hours=2), 150), bp(at(days=1, hours=3), 165)],
+        {latched.id: resolved},
+    )
+    assert ([], ["reopened"]) == (kinds_of(soon), kinds_of(later))
+    assert "rearmed" == later[-1].changes[0].reason
 
 
 def test_resolve_of_nothing_changes_nothing() -> None:
@@ -293,3 +316,25 @@ def test_idle_state_is_the_default() -> None:
     _, states = one_by_one(plan(HIGH), [bp(at(), 165), bp(at(hours=1), 150)])
     assert states[HIGH.id].idle
     assert (None, None) == (states[HIGH.id].evaluated_at, states[HIGH.id].opened_at)
+
+
+def test_a_re_arming_spell_survives_the_row_between_batches() -> None:
+    """The resolved row keeps the clear spell that re-arms the rule: a worker reading the
+    state back next batch (rows.state_of) continues the spell, as one replay would."""
+    latched = OFF_DELAY.model_copy(update={"latching": "always"})
+    _, states = one_by_one(plan(latched), [bp(at(), 165), bp(at(hours=1), 150)])
+    resolved = episodes.resolve(states[latched.id], at(hours=2))
+    _, spell = one_by_one(plan(latched), [bp(at(hours=12), 150)], {latched.id: resolved})
+    row = {
+        "state": json.dumps(rows.resolution_part(spell[latched.id])),
+        "peak_severity": "warning",
+        "resolved_at": at(hours=2),
+        "evaluated_at": at(hours=12),
+    }
+    assert spell[latched.id] == rows.state_of(None, row)
+    again, _ = one_by_one(
+        plan(latched),
+        [bp(at(days=1, hours=2), 150), bp(at(days=1, hours=3), 165)],
+        {latched.id: rows.state_of(None, row)},
+    )
+    assert ["reopened"] == kinds_of(again)

@@ -125,6 +125,8 @@ def state_of(active: Mapping[str, Any] | None, resolved: Mapping[str, Any] | Non
             _time(extra["resolved_at"]) if "resolved_at" in extra else resolved["resolved_at"]
         )
         fields["rearmed"] = bool(extra.get("rearmed", False))
+        if extra.get("cleared_at"):  # a clear spell after the resolution, re-arming
+            fields["cleared_at"] = _time(extra["cleared_at"])
         fields["evaluated_at"] = (
             _time(extra["evaluated_at"]) if "evaluated_at" in extra else resolved["evaluated_at"]
         )
@@ -168,6 +170,10 @@ def resolution_part(state: EpisodeState) -> dict[str, Any]:
         "resolved_worst": state.resolved_worst,
         "resolved_at": state.resolved_at.isoformat() if state.resolved_at else None,
         "rearmed": state.rearmed,
+        # the clear spell that re-arms the rule; an active episode's spell is its own row's
+        "cleared_at": (
+            state.cleared_at.isoformat() if state.cleared_at and state.status == "none" else None
+        ),
         "evaluated_at": state.evaluated_at.isoformat() if state.evaluated_at else None,
     }
 

@@ -247,7 +247,11 @@ def _change(
 def _realert(rule: RuleSpec, state: EpisodeState, a: Assessment) -> RealertReason | None:
     """Why the rule may alert again after a clinician's resolution (None: it may not)."""
     assert state.resolved_at is not None
-    if state.rearmed:
+    if state.rearmed or (
+        state.cleared_at is not None
+        and state.evaluated_at is not None
+        and _clear_long_enough(rule, state.cleared_at, state.evaluated_at)
+    ):
         return "rearmed"
     if a.level > state.resolved_level:
         return "higher"
@@ -490,16 +494,19 @@ def due(rule: RuleSpec, state: EpisodeState, at: datetime) -> tuple[EpisodeState
 def resolve(state: EpisodeState, at: datetime) -> EpisodeState:
     """The state after a clinician resolved the episode at ``at``.
 
-    Remembers its peak level, worst measure and the time for the re-alert policy; a
-    latched episode whose rule had already cleared counts as re-armed. Resolving when
-    nothing is open (idle, pending) changes nothing.
+    Remembers its peak level, worst measure and the time for the re-alert policy. A
+    latched episode whose rule had already cleared keeps its clear spell: the rule is
+    re-armed once that spell lasts ``resolve_after_hours``, as after any resolution, not
+    at once (a value that dipped inside its bound an hour before the clinician resolved
+    has not recovered, and its next breach is no relapse). Resolving when nothing is open
+    (idle, pending) changes nothing.
     """
     if not state.active:
         return state
     return EpisodeState(
         evaluated_at=state.evaluated_at,
+        cleared_at=state.cleared_at if state.status == "cleared" else None,
         resolved_level=state.peak,
         resolved_worst=state.worst,
         resolved_at=at,
-        rearmed=state.status == "cleared",
     )
