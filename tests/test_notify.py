@@ -682,66 +682,134 @@ async def _out_of_hours(db: asyncpg.Connection, tmp_path: Path, own: str, on_cal
     await registry.apply(db, registry.parse(described))
 
 
+@pytest.fixture
+async def on_call(
+    db: asyncpg.Connection, tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> AsyncIterator[WebhookReceiver]:
+    """jour-ost's webhook receiver, with vc-a routing to jour-ost (:func:`_out_of_hours`;
+    vc-a's webhook is ``webhook_receiver``)."""
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        await _out_of_hours(db, tmp_path, webhook_receiver.url, receiver.url)
+        yield receiver
+    finally:
+        receiver.stop()
+
+
 async def test_an_out_of_hours_alert_and_its_escalation_reach_the_on_call_teams_channels(
     db: asyncpg.Connection,
     dsn: str,
     broker: PrivateMosquitto,
-    tmp_path: Path,
     webhook_receiver: WebhookReceiver,
+    on_call: WebhookReceiver,
     smtp_server: SmtpServer,
     running: list[RunningService],
 ) -> None:
     """Routed and escalated to jour-ost: its webhook (its secret), its MQTT topic and its
     clinician's email get each step; vc-a's webhook follows its alert; nobody at vc-a is
     emailed; snooze_ended reaches the webhook; addressing vc-b (no channels) sends nothing."""
-    on_call = WebhookReceiver()
-    on_call.start()
-    try:
-        await _out_of_hours(db, tmp_path, webhook_receiver.url, on_call.url)
-        svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
-        running.append(svc)
-        to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
-        alert_id = await _alert(db)
-        async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
-            await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
-            await svc.start()
-            opened = await _event(db, alert_id, "opened", {"to": to})
-            escalated = await _event(db, alert_id, "escalated", {"to": to})
-            snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
-            ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
-            to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
-            assigned = await _event(db, alert_id, "assigned", {"to": to_b})
-            topics: list[tuple[str, str]] = []
-            async with asyncio.timeout(20):
-                async for m in sub.messages:
-                    topics.append((str(m.topic), json.loads(m.payload)["id"]))
-                    if len(topics) == 2:
-                        break
-        await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
-        assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
-        assert [
-            f"{opened}.webhook.jour-ost",
-            f"{escalated}.webhook.jour-ost",
-        ] == sorted(on_call.keys())
-        verify = _documented_verify()
-        for headers, body in on_call.received:
-            assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
-        assert sorted(
-            f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)
-        ) == sorted(webhook_receiver.keys())
-        for headers, body in webhook_receiver.received:
-            assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
-        assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
-        assert [
-            ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
-            ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
-        ] == sorted(topics)
-        mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
-        assert {
-            f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
-            f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
-        } == mails
-        vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
-        assert 0 == vc_b
-    finally:
-        on_call.stop()
+    svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
+    running.append(svc)
+    to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+    alert_id = await _alert(db)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+        await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+        await svc.start()
+        opened = await _event(db, alert_id, "opened", {"to": to})
+        escalated = await _event(db, alert_id, "escalated", {"to": to})
+        snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
+        ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
+        to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
+        assigned = await _event(db, alert_id, "assigned", {"to": to_b})
+        topics: list[tuple[str, str]] = []
+        async with asyncio.timeout(20):
+            async for m in sub.messages:
+                topics.append((str(m.topic), json.loads(m.payload)["id"]))
+                if len(topics) == 2:
+                    break
+    await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
+    assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+    assert [
+        f"{opened}.webhook.jour-ost",
+        f"{escalated}.webhook.jour-ost",
+    ] == sorted(on_call.keys())
+    verify = _documented_verify()
+    for headers, body in on_call.received:
+        assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+    assert sorted(f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)) == sorted(
+        webhook_receiver.keys()
+    )
+    for headers, body in webhook_receiver.received:
+        assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
+    assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
+    assert [
+        ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
+        ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
+    ] == sorted(topics)
+    mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+    assert {
+        f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
+        f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
+    } == mails
+    vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
+    assert 0 == vc_b
+
+
+async def test_the_on_call_team_an_alert_was_routed_to_hears_it_acknowledged_and_resolved(
+    db: asyncpg.Connection,
+    dsn: str,
+    broker: PrivateMosquitto,
+    webhook_receiver: WebhookReceiver,
+    on_call: WebhookReceiver,
+    smtp_server: SmtpServer,
+    running: list[RunningService],
+) -> None:
+    """Routed to jour-ost, then acknowledged and resolved: both teams' webhooks hear each once."""
+    svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()))
+    running.append(svc)
+    to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+    alert_id = await _alert(db)
+    async with db.transaction():  # as routing writes an alert opened out of hours
+        await db.execute("UPDATE alerts SET routed_to = 'jour-ost' WHERE id = $1", alert_id)
+        opened = await _event(db, alert_id, "opened", {"to": to})
+    nurse = await _bearer(db, "cl-j1")
+    async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+        await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+        await svc.start()
+        async with httpx.AsyncClient(base_url=svc.url, timeout=20) as http:
+            base = f"/api/v1/alerts/{alert_id}"
+            acked = await http.post(f"{base}/acknowledge", headers=nurse)
+            resolved = await http.post(
+                f"{base}/resolve", json={"note": "Ringt, mår bra."}, headers=nurse
+            )
+        topics: list[tuple[str, str]] = []
+        async with asyncio.timeout(20):
+            async for m in sub.messages:
+                topics.append((str(m.topic), json.loads(m.payload)["type"]))
+                if len(topics) == 3:
+                    break
+    assert [200, 200] == [acked.status_code, resolved.status_code]
+    await wait_until(lambda: _notified(db), lambda n: len(n) == 10)
+    assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+    events = dict(
+        await db.fetch(
+            "SELECT kind, id FROM alert_events WHERE alert_id = $1 "
+            "AND kind IN ('acknowledged', 'resolved')",
+            alert_id,
+        )
+    )
+    ack, res = events["acknowledged"], events["resolved"]
+    assert sorted(
+        [f"{opened}.webhook.jour-ost", f"{ack}.webhook.jour-ost", f"{res}.webhook.jour-ost"]
+    ) == sorted(on_call.keys())
+    assert sorted(f"{e}.webhook" for e in (opened, ack, res)) == sorted(webhook_receiver.keys())
+    kinds = ["alert.acknowledged", "alert.opened", "alert.resolved"]
+    assert kinds == sorted(json.loads(b)["type"] for _, b in on_call.received)
+    assert kinds == sorted(json.loads(b)["type"] for _, b in webhook_receiver.received)
+    verify = _documented_verify()
+    for headers, body in on_call.received:
+        assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+    assert [("homemonitor/v1/alerts/jour-ost", k) for k in kinds] == sorted(topics)
+    mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+    assert {f"{opened}.email.jour-ost": ["j1@jour-ost.example"]} == mails
