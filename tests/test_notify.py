@@ -219,6 +219,26 @@ async def test_an_opened_alert_reaches_the_webhook_signed_and_the_mqtt_topics(
     assert 1.0 == svc.metric("homemonitor_notifications_sent_total", {"channel": "webhook"})
 
 
+def _webhook_notification(event_id: int, url: str, secret: Path) -> Notification:
+    """The webhook notification of an alert's opening (event ``event_id``), to ``url``."""
+    return Notification(
+        outbox_id=event_id,
+        event_id=event_id,
+        channel="webhook",
+        team="x",
+        attempt=1,
+        config={"url": url, "secret_file": str(secret)},
+        kind="opened",
+        at=datetime.now(UTC),
+        actor="rule",
+        clinician_id=None,
+        details={},
+        alert=dict.fromkeys(
+            ("id", "patient_id", "care_team_id", "rule", "kind", "severity", "status"), "x"
+        ),
+    )
+
+
 async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
     tmp_path: Path,
 ) -> None:
@@ -230,22 +250,7 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
         secret = tmp_path / "secret"
         secret.write_bytes(SECRET)
         webhook = Webhook("https://hm.example", timeout_s=5)
-        notification = Notification(
-            outbox_id=1,
-            event_id=7,
-            channel="webhook",
-            team="x",
-            attempt=1,
-            config={"url": receiver.url, "secret_file": str(secret)},
-            kind="opened",
-            at=datetime.now(UTC),
-            actor="rule",
-            clinician_id=None,
-            details={},
-            alert=dict.fromkeys(
-                ("id", "patient_id", "care_team_id", "rule", "kind", "severity", "status"), "x"
-            ),
-        )
+        notification = _webhook_notification(7, receiver.url, secret)
         with pytest.raises(DeliveryError) as untrusted:
             await webhook.send(notification)  # the system's CAs do not know this server
         assert "SSLCertVerificationError" == untrusted.value.reason
@@ -256,10 +261,33 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
             await webhook.send(notification)
         assert "http_503" == refused.value.reason
         assert ["7.webhook"] * 2 == receiver.keys()
+        assert 1 == len(set(receiver.peers))  # one verified connection for both
         assert _documented_verify()(SECRET, receiver.received[0][0]["Homemonitor-Signature"],
                                     receiver.received[0][1])  # fmt: skip
     finally:
+        await webhook.close()
         receiver.stop()
+
+
+async def test_deliveries_to_one_receiver_share_a_connection_it_may_close(
+    tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> None:
+    """Three deliveries in a row use one connection; one the receiver dropped is replaced."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    webhook = Webhook("http://hm.example", timeout_s=5)
+    try:
+        for event_id in (1, 2, 3):
+            await webhook.send(_webhook_notification(event_id, webhook_receiver.url, secret))
+        kept = list(webhook_receiver.peers)
+        webhook_receiver.stop()  # a restart drops the kept connection
+        webhook_receiver.start()
+        await webhook.send(_webhook_notification(4, webhook_receiver.url, secret))
+    finally:
+        await webhook.close()
+    assert ["1.webhook", "2.webhook", "3.webhook", "4.webhook"] == webhook_receiver.keys()
+    assert (1, 3) == (len(set(kept)), len(kept))
+    assert kept[0] != webhook_receiver.peers[3]  # a new connection after the restart
 
 
 async def test_the_outbox_commits_with_the_alert_change_and_never_follows_its_own_events(
