@@ -613,11 +613,13 @@ def nats(tmp_path: Path) -> Iterator[PrivateNats]:
 
 
 class WebhookReceiver:
-    """A stdlib HTTP server on a port of its own that records every POST it is sent.
+    """A stdlib HTTP/1.1 server on a port of its own that records every POST it is sent.
 
     ``answer`` is the status it replies with; with ``hold`` True each request waits for
-    ``release`` (a receiver slow enough for the sender to die mid-delivery).
-    :meth:`stop` and :meth:`start` take it down and bring it back on the same port.
+    ``release`` (a receiver slow enough for the sender to die mid-delivery). It keeps
+    connections alive; ``peers`` is the client address of each request, in arrival order
+    (the same one twice: one connection). :meth:`stop` takes it down, closing its
+    connections too, and :meth:`start` brings it back on the same port.
     """
 
     def __init__(self, tls: Any = None) -> None:
@@ -626,6 +628,8 @@ class WebhookReceiver:
         self.tls = tls  # an ssl.SSLContext: serve HTTPS
         self.port = free_port()
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.peers: list[tuple[str, int]] = []
+        self._connections: set[Any] = set()
         self.answer = 200
         self.hold = False
         self.release = threading.Event()
@@ -644,9 +648,20 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a receiver in front of a clinic's
+
+            def setup(self) -> None:
+                super().setup()
+                receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                receiver._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.received.append((dict(self.headers.items()), body))
+                receiver.peers.append(self.client_address)
                 receiver.arrived.set()
                 if receiver.hold:
                     receiver.release.wait(60)
@@ -668,10 +683,15 @@ class WebhookReceiver:
         self._thread.start()
 
     def stop(self) -> None:
+        import socket  # noqa: PLC0415
+
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for connection in list(self._connections):  # a receiver that goes down drops them
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def keys(self) -> list[str]:
         """The Idempotency-Key of every request received, in arrival order."""

@@ -257,6 +257,31 @@ _CONTENT_TYPES = {
 }
 
 
+#: A method each path does not serve, and every method it does (its routes together).
+_NOT_ALLOWED = {
+    ("PATCH", "/api/v1/alerts"): "GET",
+    ("PUT", "/api/v1/patients/p-1/care-plan"): "GET, POST",  # two routes, one path
+    ("PATCH", "/fhir/r4/$export-status/1"): "GET, DELETE",
+    ("GET", "/api/v1/alerts/1/acknowledge"): "POST",
+    ("POST", "/metrics"): "GET",
+    ("DELETE", "/alerts/1"): "GET",  # the web app's routers
+    ("PUT", "/patients/p-1/care-plan"): "POST",
+    ("POST", "/static/app.css"): "GET, HEAD",  # a mounted directory
+    ("POST", "/openapi.json"): "GET, HEAD",  # the app's own route
+}
+
+
+async def test_a_method_not_allowed_names_the_methods_the_path_has(
+    service: RunningService,
+) -> None:
+    """Each 405, on routes of the API's and the web app's routers, lists the path's methods."""
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        answers = {(m, p): await http.request(m, p) for m, p in _NOT_ALLOWED}
+    assert {k: (405, allow) for k, allow in _NOT_ALLOWED.items()} == {
+        k: (r.status_code, r.headers.get("Allow")) for k, r in answers.items()
+    }
+
+
 async def test_api_docs_work_without_internet(service: RunningService) -> None:
     """/docs and /redoc load only same-origin assets, and each answers 200 with its type."""
     async with httpx.AsyncClient(base_url=service.url) as http:

@@ -219,6 +219,26 @@ async def test_an_opened_alert_reaches_the_webhook_signed_and_the_mqtt_topics(
     assert 1.0 == svc.metric("homemonitor_notifications_sent_total", {"channel": "webhook"})
 
 
+def _webhook_notification(event_id: int, url: str, secret: Path) -> Notification:
+    """The webhook notification of an alert's opening (event ``event_id``), to ``url``."""
+    return Notification(
+        outbox_id=event_id,
+        event_id=event_id,
+        channel="webhook",
+        team="x",
+        attempt=1,
+        config={"url": url, "secret_file": str(secret)},
+        kind="opened",
+        at=datetime.now(UTC),
+        actor="rule",
+        clinician_id=None,
+        details={},
+        alert=dict.fromkeys(
+            ("id", "patient_id", "care_team_id", "rule", "kind", "severity", "status"), "x"
+        ),
+    )
+
+
 async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
     tmp_path: Path,
 ) -> None:
@@ -230,22 +250,7 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
         secret = tmp_path / "secret"
         secret.write_bytes(SECRET)
         webhook = Webhook("https://hm.example", timeout_s=5)
-        notification = Notification(
-            outbox_id=1,
-            event_id=7,
-            channel="webhook",
-            team="x",
-            attempt=1,
-            config={"url": receiver.url, "secret_file": str(secret)},
-            kind="opened",
-            at=datetime.now(UTC),
-            actor="rule",
-            clinician_id=None,
-            details={},
-            alert=dict.fromkeys(
-                ("id", "patient_id", "care_team_id", "rule", "kind", "severity", "status"), "x"
-            ),
-        )
+        notification = _webhook_notification(7, receiver.url, secret)
         with pytest.raises(DeliveryError) as untrusted:
             await webhook.send(notification)  # the system's CAs do not know this server
         assert "SSLCertVerificationError" == untrusted.value.reason
@@ -256,10 +261,33 @@ async def test_a_webhook_goes_over_verified_https_and_a_refusal_is_a_status(
             await webhook.send(notification)
         assert "http_503" == refused.value.reason
         assert ["7.webhook"] * 2 == receiver.keys()
+        assert 1 == len(set(receiver.peers))  # one verified connection for both
         assert _documented_verify()(SECRET, receiver.received[0][0]["Homemonitor-Signature"],
                                     receiver.received[0][1])  # fmt: skip
     finally:
+        await webhook.close()
         receiver.stop()
+
+
+async def test_deliveries_to_one_receiver_share_a_connection_it_may_close(
+    tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> None:
+    """Three deliveries in a row use one connection; one the receiver dropped is replaced."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    webhook = Webhook("http://hm.example", timeout_s=5)
+    try:
+        for event_id in (1, 2, 3):
+            await webhook.send(_webhook_notification(event_id, webhook_receiver.url, secret))
+        kept = list(webhook_receiver.peers)
+        webhook_receiver.stop()  # a restart drops the kept connection
+        webhook_receiver.start()
+        await webhook.send(_webhook_notification(4, webhook_receiver.url, secret))
+    finally:
+        await webhook.close()
+    assert ["1.webhook", "2.webhook", "3.webhook", "4.webhook"] == webhook_receiver.keys()
+    assert (1, 3) == (len(set(kept)), len(kept))
+    assert kept[0] != webhook_receiver.peers[3]  # a new connection after the restart
 
 
 async def test_the_outbox_commits_with_the_alert_change_and_never_follows_its_own_events(
@@ -682,66 +710,134 @@ async def _out_of_hours(db: asyncpg.Connection, tmp_path: Path, own: str, on_cal
     await registry.apply(db, registry.parse(described))
 
 
+@pytest.fixture
+async def on_call(
+    db: asyncpg.Connection, tmp_path: Path, webhook_receiver: WebhookReceiver
+) -> AsyncIterator[WebhookReceiver]:
+    """jour-ost's webhook receiver, with vc-a routing to jour-ost (:func:`_out_of_hours`;
+    vc-a's webhook is ``webhook_receiver``)."""
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        await _out_of_hours(db, tmp_path, webhook_receiver.url, receiver.url)
+        yield receiver
+    finally:
+        receiver.stop()
+
+
 async def test_an_out_of_hours_alert_and_its_escalation_reach_the_on_call_teams_channels(
     db: asyncpg.Connection,
     dsn: str,
     broker: PrivateMosquitto,
-    tmp_path: Path,
     webhook_receiver: WebhookReceiver,
+    on_call: WebhookReceiver,
     smtp_server: SmtpServer,
     running: list[RunningService],
 ) -> None:
     """Routed and escalated to jour-ost: its webhook (its secret), its MQTT topic and its
     clinician's email get each step; vc-a's webhook follows its alert; nobody at vc-a is
     emailed; snooze_ended reaches the webhook; addressing vc-b (no channels) sends nothing."""
-    on_call = WebhookReceiver()
-    on_call.start()
-    try:
-        await _out_of_hours(db, tmp_path, webhook_receiver.url, on_call.url)
-        svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
-        running.append(svc)
-        to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
-        alert_id = await _alert(db)
-        async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
-            await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
-            await svc.start()
-            opened = await _event(db, alert_id, "opened", {"to": to})
-            escalated = await _event(db, alert_id, "escalated", {"to": to})
-            snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
-            ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
-            to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
-            assigned = await _event(db, alert_id, "assigned", {"to": to_b})
-            topics: list[tuple[str, str]] = []
-            async with asyncio.timeout(20):
-                async for m in sub.messages:
-                    topics.append((str(m.topic), json.loads(m.payload)["id"]))
-                    if len(topics) == 2:
-                        break
-        await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
-        assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
-        assert [
-            f"{opened}.webhook.jour-ost",
-            f"{escalated}.webhook.jour-ost",
-        ] == sorted(on_call.keys())
-        verify = _documented_verify()
-        for headers, body in on_call.received:
-            assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
-        assert sorted(
-            f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)
-        ) == sorted(webhook_receiver.keys())
-        for headers, body in webhook_receiver.received:
-            assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
-        assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
-        assert [
-            ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
-            ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
-        ] == sorted(topics)
-        mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
-        assert {
-            f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
-            f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
-        } == mails
-        vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
-        assert 0 == vc_b
-    finally:
-        on_call.stop()
+    svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()), http=False)
+    running.append(svc)
+    to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+    alert_id = await _alert(db)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+        await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+        await svc.start()
+        opened = await _event(db, alert_id, "opened", {"to": to})
+        escalated = await _event(db, alert_id, "escalated", {"to": to})
+        snoozed = await _event(db, alert_id, "snoozed", {"until": "2030-01-01T00:00:00Z"})
+        ended = await _event(db, alert_id, "snooze_ended", {"reason": "expired"})
+        to_b = {"level": "team", "clinicians": ["cl-b1"], "team": "vc-b"}
+        assigned = await _event(db, alert_id, "assigned", {"to": to_b})
+        topics: list[tuple[str, str]] = []
+        async with asyncio.timeout(20):
+            async for m in sub.messages:
+                topics.append((str(m.topic), json.loads(m.payload)["id"]))
+                if len(topics) == 2:
+                    break
+    await wait_until(lambda: _notified(db), lambda n: len(n) == 11)
+    assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+    assert [
+        f"{opened}.webhook.jour-ost",
+        f"{escalated}.webhook.jour-ost",
+    ] == sorted(on_call.keys())
+    verify = _documented_verify()
+    for headers, body in on_call.received:
+        assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+    assert sorted(f"{e}.webhook" for e in (opened, escalated, snoozed, ended, assigned)) == sorted(
+        webhook_receiver.keys()
+    )
+    for headers, body in webhook_receiver.received:
+        assert verify(SECRET + b"vc-a", headers["Homemonitor-Signature"], body)
+    assert "alert.snooze_ended" in {json.loads(b)["type"] for _, b in webhook_receiver.received}
+    assert [
+        ("homemonitor/v1/alerts/jour-ost", f"{opened}.mqtt.jour-ost"),
+        ("homemonitor/v1/alerts/jour-ost", f"{escalated}.mqtt.jour-ost"),
+    ] == sorted(topics)
+    mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+    assert {
+        f"{opened}.email.jour-ost": ["j1@jour-ost.example"],
+        f"{escalated}.email.jour-ost": ["j1@jour-ost.example"],
+    } == mails
+    vc_b = await db.fetchval("SELECT count(*) FROM outbox WHERE care_team_id = 'vc-b'")
+    assert 0 == vc_b
+
+
+async def test_the_on_call_team_an_alert_was_routed_to_hears_it_acknowledged_and_resolved(
+    db: asyncpg.Connection,
+    dsn: str,
+    broker: PrivateMosquitto,
+    webhook_receiver: WebhookReceiver,
+    on_call: WebhookReceiver,
+    smtp_server: SmtpServer,
+    running: list[RunningService],
+) -> None:
+    """Routed to jour-ost, then acknowledged and resolved: both teams' webhooks hear each once."""
+    svc = RunningService(settings_for(dsn, broker, **smtp_server.settings()))
+    running.append(svc)
+    to = {"level": "out_of_hours", "clinicians": ["cl-j1"], "team": "jour-ost"}
+    alert_id = await _alert(db)
+    async with db.transaction():  # as routing writes an alert opened out of hours
+        await db.execute("UPDATE alerts SET routed_to = 'jour-ost' WHERE id = $1", alert_id)
+        opened = await _event(db, alert_id, "opened", {"to": to})
+    nurse = await _bearer(db, "cl-j1")
+    async with aiomqtt.Client(broker.host, broker.port, identifier="jour-system") as sub:
+        await sub.subscribe("homemonitor/v1/alerts/#", qos=1)
+        await svc.start()
+        async with httpx.AsyncClient(base_url=svc.url, timeout=20) as http:
+            base = f"/api/v1/alerts/{alert_id}"
+            acked = await http.post(f"{base}/acknowledge", headers=nurse)
+            resolved = await http.post(
+                f"{base}/resolve", json={"note": "Ringt, mår bra."}, headers=nurse
+            )
+        topics: list[tuple[str, str]] = []
+        async with asyncio.timeout(20):
+            async for m in sub.messages:
+                topics.append((str(m.topic), json.loads(m.payload)["type"]))
+                if len(topics) == 3:
+                    break
+    assert [200, 200] == [acked.status_code, resolved.status_code]
+    await wait_until(lambda: _notified(db), lambda n: len(n) == 10)
+    assert {"delivered"} == {outcome for _, outcome in await _notified(db)}
+    events = dict(
+        await db.fetch(
+            "SELECT kind, id FROM alert_events WHERE alert_id = $1 "
+            "AND kind IN ('acknowledged', 'resolved')",
+            alert_id,
+        )
+    )
+    ack, res = events["acknowledged"], events["resolved"]
+    assert sorted(
+        [f"{opened}.webhook.jour-ost", f"{ack}.webhook.jour-ost", f"{res}.webhook.jour-ost"]
+    ) == sorted(on_call.keys())
+    assert sorted(f"{e}.webhook" for e in (opened, ack, res)) == sorted(webhook_receiver.keys())
+    kinds = ["alert.acknowledged", "alert.opened", "alert.resolved"]
+    assert kinds == sorted(json.loads(b)["type"] for _, b in on_call.received)
+    assert kinds == sorted(json.loads(b)["type"] for _, b in webhook_receiver.received)
+    verify = _documented_verify()
+    for headers, body in on_call.received:
+        assert verify(SECRET + b"jour-ost", headers["Homemonitor-Signature"], body)
+    assert [("homemonitor/v1/alerts/jour-ost", k) for k in kinds] == sorted(topics)
+    mails = {msg["Idempotency-Key"]: env.rcpt_tos for env, msg in smtp_server.messages}
+    assert {f"{opened}.email.jour-ost": ["j1@jour-ost.example"]} == mails

@@ -21,6 +21,7 @@ from homemonitor.settings import PostgresURL, Settings
 if TYPE_CHECKING:
     import asyncpg
 
+    from homemonitor.access_actions import AccessAction
     from homemonitor.contract.readings import Reading, Rejection
 
 EPILOG = """\
@@ -661,7 +662,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from homemonitor.storage import backtest as stored  # noqa: PLC0415
 
     proposal = _proposal(args)
-    action = "rules_backtest"
+    action: AccessAction = "rules_backtest"
 
     def progress(done: int, total: int) -> None:
         end = "\n" if done == total else "\r"

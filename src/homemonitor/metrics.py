@@ -32,40 +32,10 @@ from prometheus_client import (
 )
 
 from homemonitor import __version__
+from homemonitor.access_actions import ACTIONS, AccessAction, kind
 from homemonitor.contract.readings import Reason, Rejection
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-#: Every API action on patient data (each is also access-logged), and whether it only
-#: reads the data or changes it. An action missing here is a programming error.
-API_ACTIONS: dict[str, Literal["read", "write"]] = {
-    "list_alerts": "read",
-    "view_alert": "read",
-    "view_readings": "read",
-    "view_trend": "read",
-    "fhir_observations": "read",  # GET /fhir/r4/Observation?patient=...
-    "fhir_flags": "read",  # GET /fhir/r4/Flag?patient=...
-    "fhir_export": "read",  # Bulk Data $export: one row per patient in the files
-    "view_alert_events": "read",
-    "acknowledge_alert": "write",
-    "comment_alert": "write",
-    "assign_alert": "write",
-    "snooze_alert": "write",
-    "resolve_alert": "write",
-    "view_care_plan": "read",
-    "view_care_plan_versions": "read",
-    "change_care_plan": "write",
-    "rules_backtest": "read",
-    "view_patient": "read",  # the web app's Patient page
-    "list_patients": "read",  # My patients: each listed patient's latest readings
-    "review_access_log": "read",  # the access-log review names the patients it shows
-    "export_access_log": "read",  # and its CSV export
-    "alert_stream": "read",  # GET /api/v1/alerts/stream: once per stream opened
-    "view_pauses": "read",  # a patient's planned absences and admissions
-    "add_pause": "write",
-    "delete_pause": "write",
-}
-
 
 #: The notification channels (``homemonitor_notifications_*_total{channel}``).
 NOTIFY_CHANNELS = ("webhook", "email", "mqtt", "feedback")
@@ -248,8 +218,8 @@ class Metrics:
         for reason in Reason:  # every series from the start: rate() sees the first one
             self.messages_rejected.labels(reason.value)
             self.readings_rejected.labels(reason.value)
-        for action, kind in API_ACTIONS.items():
-            self._api_counter(kind).labels(action)
+        for action in ACTIONS:
+            self._api_counter(kind(action)).labels(action)
 
     def _notification_metrics(self, r: CollectorRegistry) -> None:
         """The notifier's (homemonitor.notify): outcomes per channel, the outbox's backlog."""
@@ -302,9 +272,13 @@ class Metrics:
         counter = self.messages_rejected if rejection.index is None else self.readings_rejected
         counter.labels(rejection.reason.value).inc()
 
-    def api_access(self, action: str) -> None:
-        """Count one API request on patient data, as a read or a write (``API_ACTIONS``)."""
-        self._api_counter(API_ACTIONS[action]).labels(action).inc()
+    def api_access(self, action: AccessAction) -> None:
+        """Count one API request on patient data, as a read or a write.
 
-    def _api_counter(self, kind: Literal["read", "write"]) -> Counter:
-        return self.api_patient_reads if kind == "read" else self.api_patient_writes
+        The actions are :data:`homemonitor.access_actions.ACTIONS` (a bounded label,
+        checked by mypy); counting never fails the request it counts.
+        """
+        self._api_counter(kind(action)).labels(action).inc()
+
+    def _api_counter(self, access: Literal["read", "write"]) -> Counter:
+        return self.api_patient_reads if access == "read" else self.api_patient_writes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from datetime import UTC, datetime
@@ -157,3 +158,40 @@ def test_the_demo_receiver_verifies_each_webhook_and_reports_it_once() -> None:
     ]
     assert 4 == len(lines)  # one report, three refusals
     assert [] == [line for line in lines if "191" in line or "p-1" in line]
+
+
+async def _kept(answer: bytes) -> tuple[bool, bytes]:
+    """Whether the webhook keeps the connection after ``answer``, and what of the stream
+    (``answer``, then the next answer's b"NEXT") it left unread."""
+    from homemonitor.notify.channels import _rest  # noqa: PLC0415 - the parser alone
+
+    status_line, _, rest = answer.partition(b"\r\n")
+    reader = asyncio.StreamReader()
+    reader.feed_data(rest + b"NEXT")
+    reader.feed_eof()
+    keep = await _rest(reader, int(status_line[9:12]), status_line[:8])
+    return keep, await reader.read()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (b"HTTP/1.1 204 No Content\r\n\r\n", (True, b"NEXT")),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfine.", (True, b"NEXT")),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n"
+            b"0\r\nTrailer: t\r\n\r\n",
+            (True, b"NEXT"),
+        ),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", (False, b"NEXT")),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", (False, b"NEXT")),
+        (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", (False, b"until the endNEXT")),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n", (False, b"NEXT")),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", (False, b"NEXT")),
+    ],
+)
+async def test_a_webhook_keeps_a_connection_only_past_the_whole_answer(
+    answer: bytes, expected: tuple[bool, bytes]
+) -> None:
+    """Kept only when the answer said where it ends, was read to there, and allows it."""
+    assert expected == await _kept(answer)

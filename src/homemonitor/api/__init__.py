@@ -36,8 +36,10 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from starlette.routing import Match, Route
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from homemonitor import __version__
 from homemonitor.api import (
@@ -131,22 +133,41 @@ def build_app(
     return app
 
 
-async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
-    """405 whose ``Allow`` names every method of the path, not only the first route's.
+#: The methods a 405's ``Allow`` may name (each asked of the app's routes).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: What a path's routing needs to match it again under another method: the request's
+#: connection and path, none of what routing this request added (route, path params).
+_ROUTING_KEYS = ("type", "scheme", "server", "root_path", "path", "raw_path", "headers")
 
-    Starlette answers from the first route whose path matches, so a path served by two
-    routes (a care plan's GET and POST, the FHIR export status's GET and DELETE) would
-    announce only one of them.
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` serves at the path of ``scope``.
+
+    Asks every route of the app, those its routers include too (FastAPI keeps an included
+    router as one route that matches for its own routes), whether it would take the path
+    under each method; a mounted static directory serves GET and HEAD.
     """
-    allowed = {
-        method
-        for route in request.app.router.routes
-        if isinstance(route, Route)
-        and route.methods
-        and route.matches(request.scope)[0] is not Match.NONE
-        for method in route.methods
-    }
-    headers = {"Allow": ", ".join(sorted(allowed))}
+    bare = {k: scope[k] for k in _ROUTING_KEYS if k in scope}
+    bare["root_path"] = scope.get("app_root_path", scope.get("root_path", ""))  # a mount's
+    allowed = set()
+    for route in app.router.routes:
+        if isinstance(route, Mount):
+            if isinstance(route.app, StaticFiles) and route.matches(bare)[0] is Match.FULL:
+                allowed |= {"GET", "HEAD"}
+            continue
+        for method in HTTP_METHODS:
+            if route.matches({**bare, "method": method})[0] is Match.FULL:
+                allowed.add(method)
+    return [m for m in HTTP_METHODS if m in allowed]
+
+
+async def method_not_allowed(request: Request, _: Exception) -> JSONResponse:
+    """405 whose ``Allow`` names every method of the path (:func:`allowed_methods`).
+
+    Not only the first matching route's: a path served by two routes (a care plan's GET
+    and POST, the FHIR export status's GET and DELETE) answers with both.
+    """
+    headers = {"Allow": ", ".join(allowed_methods(request.app, request.scope))}
     return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 

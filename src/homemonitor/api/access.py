@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.alerts import episodes, transitions
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import services
@@ -26,7 +27,12 @@ class NotVisibleError(HomemonitorError):
     """A clinician asked for an alert, patient, group or export not their team's (or none)."""
 
     def __init__(
-        self, who: Clinician, action: str, kind: str, requested_id: str, patient_id: str | None
+        self,
+        who: Clinician,
+        action: AccessAction,
+        kind: str,
+        requested_id: str,
+        patient_id: str | None,
     ) -> None:
         super().__init__(f"no such {kind}")
         self.who = who
@@ -41,7 +47,7 @@ async def log_access(
     metrics: Metrics | None,
     who: Clinician | str,
     patients: Sequence[str],
-    action: str,
+    action: AccessAction,
     *,
     requested_id: str | None = None,
 ) -> None:
@@ -64,7 +70,11 @@ async def log_access(
 
 
 async def log_denied(
-    conn: Conn, who: Clinician | str, patient_id: str | None, action: str, requested_id: str
+    conn: Conn,
+    who: Clinician | str,
+    patient_id: str | None,
+    action: AccessAction,
+    requested_id: str,
 ) -> None:
     """A refused attempt (another team's id, or one that names nothing), committed by the
     caller on a connection of its own: the request's transaction rolled back."""
@@ -98,7 +108,7 @@ async def team_alert(
     metrics: Metrics,
     who: Clinician,
     alert_id: int,
-    action: str,
+    action: AccessAction,
     *,
     to_change: bool = False,
 ) -> asyncpg.Record:
@@ -150,7 +160,7 @@ def visible_patient_sql(team: str, *, on_call: bool) -> str:
 
 
 async def team_patient(
-    conn: Conn, metrics: Metrics, who: Clinician, patient_id: str, action: str
+    conn: Conn, metrics: Metrics, who: Clinician, patient_id: str, action: AccessAction
 ) -> None:
     """Access-log ``action`` on the patient, if the clinician's team may read them: its own
     patient, or one of its on-call alerts (:func:`visible_patient_sql`)."""
@@ -162,7 +172,7 @@ async def visible_patient(
     conn: Conn,
     who: Clinician,
     patient_id: str,
-    action: str,
+    action: AccessAction,
     *,
     lock: bool = False,
     on_call: bool = False,

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.alerts import transitions
 from homemonitor.api.access import log_access, team_alert, visible
 from homemonitor.api.auth import Clinician
@@ -125,7 +126,7 @@ class ActionRefusedError(HTTPException):
 
 
 async def _change(
-    svc: Services, who: Clinician, alert_id: int, action: str, change: Change
+    svc: Services, who: Clinician, alert_id: int, action: AccessAction, change: Change
 ) -> AlertOut:
     """Lock, check, log and change the alert in one transaction; 409 when it refuses."""
     try:

@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import log_access, visible_patient
 from homemonitor.api.deps import Me, Svc
 from homemonitor.api.models import NO_PATIENT, UNAUTHENTICATED, UNPARSABLE, PatientId
@@ -25,7 +26,7 @@ from homemonitor.storage import backtest
 
 router = APIRouter(tags=["care plans"])
 
-ACTION = "rules_backtest"
+ACTION: AccessAction = "rules_backtest"
 
 
 @router.post(

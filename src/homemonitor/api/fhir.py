@@ -18,6 +18,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import NotVisibleError, team_patient
 from homemonitor.api.deps import Me, Svc
 from homemonitor.api.fhir_export import EXPORT_TYPES, ExportJob, TooManyExportsError
@@ -272,7 +273,7 @@ async def search_flags(
 
 # --- Bulk Data $export ----------------------------------------------------------------
 
-_EXPORT = "fhir_export"
+_EXPORT: AccessAction = "fhir_export"
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The export's id.")]
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Query
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import team_patient
 from homemonitor.api.deps import Me, Services, Svc
 from homemonitor.api.models import (
@@ -23,7 +24,7 @@ Days = Annotated[int, Query(ge=1, le=365)]
 
 
 async def _since(
-    svc: Services, who: Me, patient_id: str, days: int, *, action: str, sql: str
+    svc: Services, who: Me, patient_id: str, days: int, *, action: AccessAction, sql: str
 ) -> list[asyncpg.Record]:
     """Rows of ``sql`` ($1 the patient, $2 the start) once the read is access-logged.
 

@@ -52,7 +52,7 @@ class WebhookReceiver:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One HTTP/1.1 request per connection, as the notifier sends them."""
+        """One HTTP/1.1 request per connection (its answer says ``Connection: close``)."""
         try:
             async with asyncio.timeout(_READ_TIMEOUT_S):
                 method, path, _ = (await reader.readline()).decode("latin-1").split(" ", 2)

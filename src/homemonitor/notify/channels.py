@@ -110,13 +110,36 @@ def read_secret(path: Path) -> bytes:
 SECRET_TTL_S = 30.0
 
 
+#: Idle connections a webhook keeps open per receiver (scheme, host, port) between
+#: deliveries; more deliveries at once open more, and those beyond this are closed after.
+IDLE_PER_RECEIVER = 4
+#: The largest answer body read to keep its connection; a larger one closes it instead.
+MAX_ANSWER_BODY = 64 * 1024
+#: Header lines of an answer read at most (each bounded by the stream's 64 KiB limit).
+MAX_ANSWER_HEADERS = 100
+#: How long the rest of an answer may take once its status line came: longer, and its
+#: connection is closed instead of kept (the delivery counts by its status either way).
+ANSWER_REST_S = 1.0
+
+_Origin = tuple[str, str, int]
+_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _StaleError(Exception):
+    """A kept connection the receiver had closed: nothing of an answer came back."""
+
+
 class Webhook:
     """POST the event's body, signed, with its idempotency key; any 2xx is delivered.
 
-    One HTTP/1.1 request per delivery on a connection of its own (``Connection: close``),
-    on the event loop; only the status line of the answer is read. The worker shares the
-    loop, and a general HTTP client costs it several times the CPU per request (httpx:
-    about 2 ms; the bench's outbox phase), a thread per request the GIL.
+    One HTTP/1.1 request per delivery, on the event loop: the worker shares the loop,
+    and a general HTTP client costs it several times the CPU per request (httpx: about
+    2 ms; the bench's outbox phase), a thread per request the GIL. Connections are kept
+    alive per receiver for the notifier's run (:data:`IDLE_PER_RECEIVER` idle at most,
+    closed by :meth:`close`), so a burst of deliveries to one receiver costs one TCP and
+    TLS handshake, not one each. A kept connection the receiver has closed meanwhile is
+    replaced once by a new one, so it never fails a delivery; TLS is verified on each
+    new connection, and each delivery has its timeout.
     """
 
     def __init__(
@@ -132,6 +155,7 @@ class Webhook:
         #: How receivers are verified: the system's CAs unless given.
         self.tls = tls or ssl.create_default_context()
         self._secrets: dict[str, tuple[float, bytes]] = {}
+        self._idle: dict[_Origin, list[_Conn]] = {}
 
     def _secret(self, path: str) -> bytes:
         now = time.monotonic()
@@ -163,37 +187,133 @@ class Webhook:
         if not 200 <= status < 300:
             raise DeliveryError(f"http_{status}")
 
+    async def close(self) -> None:
+        """Close the connections kept for the next deliveries."""
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                await _close(conn)
+
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The status of the answer to one POST (the URL is the registry's, checked there)."""
         parts = urlsplit(url)
         tls = self.tls if parts.scheme == "https" else None
         host = parts.hostname or ""
-        port = parts.port or (443 if tls else 80)
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None
+        origin = (parts.scheme, host, parts.port or (443 if tls else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {parts.netloc.rpartition('@')[2]}",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        request = "\r\n".join([*lines, "", ""]).encode("ascii") + body
+        kept = self._take(origin)
+        if kept is not None:
+            try:
+                return await self._exchange(origin, kept, request)
+            except (_StaleError, ConnectionError):
+                pass  # the receiver closed it while it was idle: a new one
+        conn = await asyncio.open_connection(
+            host, origin[2], ssl=tls, server_hostname=host if tls else None
         )
         try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            authority = parts.netloc.rpartition("@")[2]
-            lines = [
-                f"POST {target} HTTP/1.1",
-                f"Host: {authority}",
-                f"Content-Length: {len(body)}",
-                "Connection: close",
-                *(f"{name}: {value}" for name, value in headers.items()),
-            ]
-            writer.write("\r\n".join([*lines, "", ""]).encode("ascii") + body)
+            return await self._exchange(origin, conn, request)
+        except _StaleError as exc:
+            msg = "not an HTTP/1.x answer"
+            raise ValueError(msg) from exc
+
+    def _take(self, origin: _Origin) -> _Conn | None:
+        """A kept connection to ``origin`` the receiver has not closed, if any."""
+        conns = self._idle.get(origin, [])
+        while conns:
+            reader, writer = conns.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
+
+    async def _exchange(self, origin: _Origin, conn: _Conn, request: bytes) -> int:
+        """Send ``request`` on ``conn``, read the whole answer, keep ``conn`` if it may be."""
+        reader, writer = conn
+        try:
+            writer.write(request)
             await writer.drain()
             status_line = await reader.readline()  # b"HTTP/1.1 204 No Content\r\n"
+            if not status_line:
+                raise _StaleError
             version, _, rest = status_line.partition(b" ")
             if not version.startswith(b"HTTP/1."):
                 msg = "not an HTTP/1.x answer"
                 raise ValueError(msg)
-            return int(rest[:3])
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            status = int(rest[:3])
+            keep = False
+            with contextlib.suppress(
+                TimeoutError, ValueError, OSError, asyncio.IncompleteReadError
+            ):
+                async with asyncio.timeout(ANSWER_REST_S):
+                    keep = await _rest(reader, status, version)
+        except BaseException:
+            await _close(conn)  # in an unknown state: half an answer, a timeout, a bug
+            raise
+        conns = self._idle.setdefault(origin, [])
+        if keep and len(conns) < IDLE_PER_RECEIVER:
+            conns.append(conn)
+        else:
+            await _close(conn)
+        return status
+
+
+async def _rest(reader: asyncio.StreamReader, status: int, version: bytes) -> bool:
+    """Read the rest of an answer (its body discarded) if it says where it ends; whether
+    its connection may carry the next request."""
+    fields: dict[bytes, bytes] = {}
+    for _ in range(MAX_ANSWER_HEADERS):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n"):
+            break
+        if not line:
+            return False  # the receiver closed it
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip().lower()
+    else:
+        return False
+    keep = version == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"")
+    if status < 200:
+        return False  # an interim answer (never asked for): the final one would follow
+    if status in (204, 304):
+        return keep
+    if b"chunked" in fields.get(b"transfer-encoding", b""):
+        return keep and await _chunks(reader)
+    length = fields.get(b"content-length")
+    if length is None or not length.isdigit() or int(length) > MAX_ANSWER_BODY:
+        return False  # ends when the receiver closes it, or too long to read
+    await reader.readexactly(int(length))
+    return keep
+
+
+async def _chunks(reader: asyncio.StreamReader) -> bool:
+    """Read a chunked body to its end; False if too long to (the connection is closed)."""
+    total = 0
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"x", 16)
+        total += size
+        if total > MAX_ANSWER_BODY:
+            return False
+        if size == 0:
+            break
+        await reader.readexactly(size + 2)  # the chunk and its CRLF
+    for _ in range(MAX_ANSWER_HEADERS):  # trailers, to the blank line
+        if (await reader.readline()) in (b"\r\n", b"\n", b""):
+            return True
+    return False
+
+
+async def _close(conn: _Conn) -> None:
+    writer = conn[1]
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 class Email:

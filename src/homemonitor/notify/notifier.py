@@ -93,8 +93,9 @@ class Notifier:
         """Deliver until ``stop``; a delivery under way finishes (bounded by its timeout)."""
         url = public_url(self.settings)
         mqtt = Mqtt(self.settings, url)
+        webhook = Webhook(url, self.settings.notify_timeout_s)  # its connections kept alive
         real: dict[str, Channel] = {
-            "webhook": Webhook(url, self.settings.notify_timeout_s),
+            "webhook": webhook,
             "email": Email(self.settings, url),
             "mqtt": mqtt,
             "feedback": mqtt,
@@ -104,6 +105,7 @@ class Notifier:
             await self._loop(stop)
         finally:
             await mqtt.close()
+            await webhook.close()
         log.info("notifier stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:

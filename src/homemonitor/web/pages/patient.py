@@ -20,6 +20,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import team_patient
 from homemonitor.api.backtest import backtest_care_plan
 from homemonitor.api.deps import Svc
@@ -36,7 +37,7 @@ from homemonitor.web.session import Csrf, WebMe
 
 router = APIRouter(include_in_schema=False)
 
-ACTION = "view_patient"
+ACTION: AccessAction = "view_patient"
 #: The periods the page offers.
 PERIODS = (14, 30, 90)
 #: How far back the preview replays a proposed plan.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import log_access
 from homemonitor.api.deps import Svc
 from homemonitor.web import charts, i18n, overview, render
@@ -18,7 +19,7 @@ from homemonitor.web.session import WebMe
 
 router = APIRouter(include_in_schema=False)
 
-ACTION = "list_patients"
+ACTION: AccessAction = "list_patients"
 
 i18n.add(
     {

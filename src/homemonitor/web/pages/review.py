@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from homemonitor.access_actions import AccessAction
 from homemonitor.api.access import log_access, log_denied
 from homemonitor.api.auth import Clinician
 from homemonitor.api.deps import Svc
@@ -27,8 +28,8 @@ from homemonitor.web.session import Csrf, WebMe
 
 router = APIRouter(include_in_schema=False)
 
-READ = "review_access_log"
-EXPORT = "export_access_log"
+READ: AccessAction = "review_access_log"
+EXPORT: AccessAction = "export_access_log"
 #: The period a review shows unless asked: the last 30 local days.
 DEFAULT_DAYS = 30
 
@@ -154,7 +155,7 @@ def period(start: date | None, end: date | None) -> tuple[datetime, datetime, da
 
 
 async def _logged(
-    svc: Svc, who: Clinician, entries: list[review.Entry], action: str, asked: str | None
+    svc: Svc, who: Clinician, entries: list[review.Entry], action: AccessAction, asked: str | None
 ) -> None:
     async with svc.pool.acquire() as conn, conn.transaction():
         await log_access(
