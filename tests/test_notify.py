@@ -216,7 +216,9 @@ async def test_an_opened_alert_reaches_the_webhook_signed_and_the_mqtt_topics(
     feedback = got["homemonitor/v1/gw/gw-1/feedback"]
     assert {"v", "type", "id", "sent_at", "texts"} == set(feedback)
     assert (TEXTS, f"{opened['id']}.feedback") == (feedback["texts"], feedback["id"])
-    assert 1.0 == svc.metric("homemonitor_notifications_sent_total", {"channel": "webhook"})
+    # counted just after the delivery's commit, which comes after the receiver had it
+    sent_total = ("homemonitor_notifications_sent_total", {"channel": "webhook"})
+    await wait_until(lambda: svc.metric_async(*sent_total), lambda n: n == 1)
 
 
 def _webhook_notification(event_id: int, url: str, secret: Path) -> Notification:
@@ -337,10 +339,16 @@ async def test_a_receiver_down_for_minutes_gets_the_notification_when_it_is_back
     assert [f"{event_id}.webhook"] == webhook_receiver.keys()
     expected = [("webhook", "failed"), ("webhook", "failed"), ("webhook", "delivered")]
     assert expected == await _notified(db)
-    assert (2.0, 1.0) == (
-        svc.metric("homemonitor_notifications_retried_total", {"channel": "webhook"}),
-        svc.metric("homemonitor_notifications_sent_total", {"channel": "webhook"}),
-    )
+
+    async def counted() -> tuple[float, float]:  # just after the commits they count
+        return (
+            await svc.metric_async(
+                "homemonitor_notifications_retried_total", {"channel": "webhook"}
+            ),
+            await svc.metric_async("homemonitor_notifications_sent_total", {"channel": "webhook"}),
+        )
+
+    await wait_until(counted, lambda n: n == (2.0, 1.0))
 
 
 def _cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -376,7 +384,11 @@ async def test_a_notification_is_dead_lettered_after_the_bound_and_a_replay_deli
     assert [("webhook", "vc-a", "opened", 2, "http_500")] == [
         (r["channel"], r["care_team_id"], r["kind"], r["attempts"], r["last_error"]) for r in listed
     ]
-    assert 1.0 == svc.metric("homemonitor_notifications_dead_total", {"channel": "webhook"})
+    # counted just after the commit that makes the dead letter visible
+    dead = {"channel": "webhook"}
+    await wait_until(
+        lambda: svc.metric_async("homemonitor_notifications_dead_total", dead), lambda n: n == 1
+    )
     webhook_receiver.answer = 200  # the clinic fixed its receiver
     assert "1 dead letters queued again" in _cli(dsn, "replay", str(listed[0]["id"])).stdout
     await wait_until(lambda: _outbox(db), lambda o: o == [(event_id, "webhook", "delivered", 1)])

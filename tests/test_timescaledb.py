@@ -1,8 +1,9 @@
 """The TimescaleDB path, against a real TimescaleDB 2.x server when one is given.
 
 TimescaleDB is not installed on the machines this suite normally runs on, so most of
-these tests need ``HOMEMONITOR_TEST_TIMESCALEDB_URL`` (a superuser DSN to an empty database
-on a server that preloads the extension: ``../shared/tools/timescaledb/start.sh``, or e.g.
+these tests need ``HOMEMONITOR_TEST_TIMESCALEDB_URL`` (a superuser DSN to a server that
+preloads the extension, where each test creates a database of its own:
+``../shared/tools/timescaledb/start.sh``, or e.g.
 ``docker run -e POSTGRES_PASSWORD=x -p 5433:5432 timescale/timescaledb:2.17.2-pg16``);
 without it they skip and say so. One test runs on the suite's own PostgreSQL when the
 extension is installed there but not preloaded.
@@ -11,6 +12,7 @@ extension is installed there but not preloaded.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import os
@@ -33,13 +35,26 @@ needs_tsdb = pytest.mark.skipif(
 )
 
 
+_databases = itertools.count()
+
+
 @pytest.fixture
 async def tsdb() -> AsyncIterator[asyncpg.Connection]:
+    """A database of this test's own on the TimescaleDB server (tests run in parallel)."""
     assert URL is not None
-    conn = await asyncpg.connect(URL)
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    yield conn
-    await conn.close()
+    name = f"hm_tsdb_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(URL)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}")
+        conn = await asyncpg.connect(URL, database=name)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @needs_tsdb
