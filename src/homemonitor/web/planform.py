@@ -67,7 +67,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "planform.enabled": "Regeln {id} används",
         "planform.from_template": "från mallen",
         "planform.own": "egen regel",
-        "planform.legacy": "gräns",
+        "planform.legacy": "egen gräns",
         "planform.kind.threshold": "Gräns för {q}",
         "planform.kind.change": "Förändring av {q}",
         "planform.kind.average": "Medelvärde över dagar",
@@ -131,7 +131,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "planform.enabled": "Rule {id} is used",
         "planform.from_template": "from the template",
         "planform.own": "own rule",
-        "planform.legacy": "bound",
+        "planform.legacy": "own bound",
         "planform.kind.threshold": "Bound of {q}",
         "planform.kind.change": "Change of {q}",
         "planform.kind.average": "Mean over days",
@@ -477,7 +477,7 @@ class _Reader:
         q = self.t(f"q.{quantity.value}") if quantity is not None else ""
         title = self.t(f"planform.kind.{rule.kind}", q=q)
         if isinstance(rule, ThresholdRule):
-            title = f"{title} ({self.t('planform.' + rule.direction)})"
+            title = f"{title}, {self.t('planform.' + rule.direction)}"
         return Group(
             rule.id,
             title,
@@ -506,6 +506,9 @@ class _Reader:
             _put(data, path, value)
         start = item.original if item.original is not None else item.rule
         seed = start.model_dump() if item.origin != "own" else start.model_dump(exclude_unset=True)
+        if item.origin == "own":  # what its author left unset stays unset, unless changed
+            kept = start.model_fields_set
+            data = {k: v for k, v in data.items() if k in kept or getattr(start, k) != v}
         if item.origin == "template":
             seed = {**seed, **self.overrides.get(start.id, {})}
         try:

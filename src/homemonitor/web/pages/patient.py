@@ -77,6 +77,7 @@ i18n.add(
                 "rules, thresholds."
             ),
             "patient.reason": "Varför ändras planen?",
+            "patient.reason_yaml": "Varför ändras planen? (YAML)",
             "patient.preview": "Förhandsgranska mot de senaste 90 dagarna",
             "patient.save": "Spara som ny version",
             "patient.preview_title.one": "Vad ändringen hade gett det senaste dygnet",
@@ -122,6 +123,7 @@ i18n.add(
                 "The registry's format: template, personal, overrides, disabled, rules, thresholds."
             ),
             "patient.reason": "Why does the plan change?",
+            "patient.reason_yaml": "Why does the plan change? (YAML)",
             "patient.preview": "Preview against the last 90 days",
             "patient.save": "Save as a new version",
             "patient.preview_title.one": "What the change would have raised in the last day",
