@@ -159,5 +159,15 @@ def test_a_new_template_shows_its_own_fields_and_asks_for_its_values() -> None:
     assert {"template": "copd", "personal": {"target_spo2_low": 90.0}} == (
         filled.model_dump(mode="json", exclude_unset=True) if filled else None
     )
+    own_rule = {
+        "id": "weight.own",
+        "kind": "threshold",
+        "quantity": "body_weight",
+        "direction": "high",
+        "relative_to": "dry_weight",
+        "warning": 3.0,
+    }
+    kept, _ = edited({**PLANS["heart_failure"], "rules": [own_rule]}, template="hypertension")
+    assert {"dry_weight": 82.0} == (kept.personal if kept else None)  # the own rule needs it
     unknown, refused = edited(PLANS["heart_failure"], template="nosuch")
     assert (None, "Välj en av mallarna.") == (unknown, refused.template_error)

@@ -186,8 +186,13 @@ _RULE_ERRORS: dict[str, tuple[str, str]] = {
     "use either k of n or for_hours, not both": ("planform.err.k_or_for", "for_hours"),
     "min_days must not exceed days": ("planform.err.min_days", "min_days"),
 }
-_LIMITS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt"}
-_LIMITS["less_than_equal"] = "le"
+#: pydantic's error types of a Field limit, and the limit's name in its context.
+_LIMITS = {
+    "greater_than": "gt",
+    "greater_than_equal": "ge",
+    "less_than": "lt",
+    "less_than_equal": "le",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -273,8 +278,9 @@ def read(
     """``posted`` applied to ``base``: the new spec (None when a field is wrong) and the form.
 
     A changed template starts from the new template (the old one's overrides and disabled
-    rules dropped, the personal values it declares kept): the form returned is the new
-    template's, so the nurse sees its rules and fills in what it needs.
+    rules dropped; the personal values kept that it declares or an own rule is relative
+    to): the form returned is the new template's, so the nurse sees its rules and fills in
+    what it needs.
     """
     chosen = posted.get("template", base.template or "") or None
     reader = _Reader(base, templates, t, lang, posted)
@@ -292,6 +298,7 @@ def read(
     if chosen is not None:
         data["template"] = chosen
     keep = set(_declared(templates[chosen])) if chosen is not None else set()
+    keep |= {ref for r in reader.own if (ref := getattr(r, "relative_to", None)) is not None}
     data["personal"] = {k: v for k, v in data.get("personal", {}).items() if k in keep}
     switched = _Reader(CarePlanSpec.model_validate(data), templates, t, lang, None)
     form = switched.form(mark_missing=True)
