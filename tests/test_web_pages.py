@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 import asyncpg
 import pytest
@@ -14,9 +15,10 @@ import pytest
 from homemonitor import registry
 from homemonitor.alerts import rows
 from homemonitor.contract.readings import Metric, Quantity
+from homemonitor.registry import plans
 from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.kinds import assess
-from homemonitor.rules.plan import Plan, ThresholdRule
+from homemonitor.rules.plan import CarePlanSpec, Plan, ThresholdRule
 from tests.conftest import REGISTRY, sign_in, web_client
 from tests.test_web_queries import alert, reading
 
@@ -146,6 +148,152 @@ async def test_plan_edit_previews_a_backtest_then_saves_a_new_version(
     assert "rules_backtest" in actions and "change_care_plan" in actions
     # The preview's figures: five readings at 150, all above the proposed 145, none now.
     assert preview.text.count("<code>systolic.high</code>") >= 1
+
+
+class _FormFields(HTMLParser):
+    """What a browser would post from one ``<form id=...>`` of a page, as it stands."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside, self.select = form_id, False, ""
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        elif self.inside and tag == "input" and "name" in a:
+            if a.get("type") != "checkbox" or "checked" in a:
+                self.fields[a["name"]] = a.get("value", "on")
+        elif self.inside and tag == "select":
+            self.select = a["name"]
+        elif self.inside and tag == "option" and "selected" in a:
+            self.fields[self.select] = a["value"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+
+
+def plan_form(html: str) -> dict[str, str]:
+    """The fields of the Patient page's plan form with what they hold."""
+    parser = _FormFields("plan-form")
+    parser.feed(html)
+    return parser.fields
+
+
+async def heart_failure_plan(db: asyncpg.Connection) -> None:
+    """p-1's version 2: the heart failure template with a dry weight of 82 kg."""
+    spec = CarePlanSpec(template="heart_failure", personal={"dry_weight": 82.0})
+    await plans.add(db, "p-1", 2, spec, changed_by="cl-a1", reason="mall")
+
+
+async def test_plan_form_changes_a_template_rule_previews_it_and_saves_an_override(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """A bound changed in the form: previewed against 90 days, saved as an override by whom, why."""
+    await heart_failure_plan(clinic)
+    for day, kg in ((3, 80.0), (2, 80.6), (1, 81.3)):  # +1.3 kg in 2 days: below 2, above 1
+        at = NOW - timedelta(days=day)
+        await reading(clinic, "scale-1", "p-1", "body_weight", at, body_weight=kg)
+    async with web_client(dsn) as (http, _):
+        csrf = await sign_in(http, clinic, "cl-a1")
+        page = await http.get("/patients/p-1")
+        fields = plan_form(page.text)
+        fields.update({"rule.weight.gain_3d.warning": "1", "reason": "Känslig för vätska"})
+        preview = await http.post("/patients/p-1/care-plan/preview", data=fields)
+        after_preview = plan_form(preview.text)
+        versions_after_preview = await clinic.fetchval(
+            "SELECT count(*) FROM care_plans WHERE patient_id = 'p-1'"
+        )
+        saved = await http.post("/patients/p-1/care-plan", data=after_preview)
+    assert (csrf, "heart_failure", "82", "2") == (
+        fields["csrf"],
+        fields["template"],
+        fields["personal.dry_weight"],
+        plan_form(page.text)["rule.weight.gain_3d.warning"],
+    )
+    assert 'for="f-rule-weight-gain_3d-warning">Varning (ökning, kg)</label>' in page.text
+    assert "<legend><code>weight.gain_3d</code>: Förändring av Vikt" in page.text
+    assert "Källa: ESC 2021 heart failure guidelines" in page.text
+    assert 200 == preview.status_code
+    assert "Vad ändringen hade gett de senaste 90 dagarna" in preview.text
+    assert preview.text.count("<code>weight.gain_3d</code></td>") >= 1  # a row: the proposal
+    assert ("1", "Känslig för vätska") == (
+        after_preview["rule.weight.gain_3d.warning"],
+        after_preview["reason"],
+    )
+    assert 2 == versions_after_preview
+    assert (303, "/patients/p-1?saved=3#plan") == (saved.status_code, saved.headers["location"])
+    row = await clinic.fetchrow(
+        "SELECT changed_by, reason, plan FROM care_plans WHERE patient_id = 'p-1' AND version = 3"
+    )
+    assert (
+        "cl-a1",
+        "Känslig för vätska",
+        {
+            "template": "heart_failure",
+            "personal": {"dry_weight": 82.0},
+            "overrides": {"weight.gain_3d": {"warning": 1.0}},
+        },
+    ) == (row["changed_by"], row["reason"], json.loads(row["plan"]))
+    assert [
+        ("cl-a1", "p-1", "view_patient", "allowed"),
+        ("cl-a1", "p-1", "rules_backtest", "allowed"),
+        ("cl-a1", "p-1", "view_patient", "allowed"),
+        ("cl-a1", "p-1", "change_care_plan", "allowed"),
+    ] == await log_rows(clinic)
+
+
+async def test_plan_form_refuses_a_wrong_value_beside_its_field_and_saves_nothing(
+    clinic: asyncpg.Connection, dsn: str
+) -> None:
+    """Urgent below warning, a k above its limit, no reason: said by the field, in sv and en."""
+    await heart_failure_plan(clinic)
+    async with web_client(dsn) as (http, _):
+        await sign_in(http, clinic, "cl-a1")
+        fields = plan_form((await http.get("/patients/p-1")).text)
+        wrong = {
+            **fields,
+            "rule.heart_rate.high.urgent": "100",  # warning is 111: urgent must be higher
+            "rule.weight.above_dry.k": "60",  # the model allows 1 to 50
+            "reason": "fel",
+        }
+        preview = await http.post("/patients/p-1/care-plan/preview", data=wrong)
+        save = await http.post("/patients/p-1/care-plan", data=wrong)
+        no_reason = await http.post(
+            "/patients/p-1/care-plan", data={**fields, "rule.weight.gain_3d.warning": "1.5"}
+        )
+        http.cookies.set("hm_lang", "en")
+        english = await http.post("/patients/p-1/care-plan/preview", data=wrong)
+    urgent_id, k_id = "f-rule-heart_rate-high-urgent", "f-rule-weight-above_dry-k"
+    assert (422, 422) == (preview.status_code, save.status_code)
+    for page in (preview, save):
+        text = page.text
+        assert "rätta de markerade fälten" in text
+        assert (
+            f'<span class="field-error" id="{urgent_id}-error">'
+            "Brådskande måste vara på eller över varningsgränsen.</span>"
+        ) in text
+        assert f'<span class="field-error" id="{k_id}-error">Får vara högst 50.</span>' in text
+        assert f'aria-invalid="true" aria-describedby="{urgent_id}-error"' in text
+        kept = plan_form(text)
+        assert ("100", "60", "fel") == (
+            kept["rule.heart_rate.high.urgent"],
+            kept["rule.weight.above_dry.k"],
+            kept["reason"],
+        )
+    assert (422, True) == (no_reason.status_code, "Skriv varför planen ändras." in no_reason.text)
+    assert "1.5" == plan_form(no_reason.text)["rule.weight.gain_3d.warning"]
+    assert (422, True, True) == (
+        english.status_code,
+        "Urgent must be at or above the warning bound." in english.text,
+        "Must be at most 50." in english.text,
+    )
+    assert 2 == await clinic.fetchval(
+        "SELECT max(version) FROM care_plans WHERE patient_id = 'p-1'"
+    )
+    assert {"view_patient"} == {r[2] for r in await log_rows(clinic)}
 
 
 async def test_alert_page_explains_charts_and_resolves_with_the_actionable_answer(

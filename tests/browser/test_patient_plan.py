@@ -1,5 +1,6 @@
-"""A district nurse changes a care plan in Chromium: edit it into a new version with a
-reason, see what the change would have raised over the last 90 days, save, see it listed."""
+"""A district nurse changes a care plan in Chromium: edit a bound in the plan's form into a
+new version with a reason, see what the change would have raised over the last 90 days,
+save, see it listed."""
 
 from __future__ import annotations
 
@@ -29,12 +30,16 @@ async def test_plan_edited_into_a_new_version_after_a_backtest_preview(
     await expect(plan.get_by_text("Version 1", exact=True)).to_be_visible()
     await basic_a11y(page)
 
-    spec = page.get_by_label("Vårdplan (YAML)")
-    text = await spec.input_value()
-    assert "urgent: 180" in text
-    await spec.fill(text.replace("urgent: 180", "urgent: 165"))
-    await page.get_by_label("Varför ändras planen?").fill(REASON)
-    await page.get_by_role("button", name="Förhandsgranska mot de senaste 90 dagarna").click()
+    form = page.locator("#plan-form")  # the fields; the YAML box is folded away
+    await expect(page.get_by_label("Vårdplan (YAML)")).not_to_be_visible()
+    await expect(form.get_by_label("Mall (diagnos)")).to_have_value("")  # own bounds only
+    high = form.get_by_role("group", name="systolic.high: Gräns för Systoliskt blodtryck, hög")
+    urgent = high.get_by_label("Brådskande (mmHg)")
+    await expect(urgent).to_have_value("180")
+    await expect(high.get_by_label("Varning (mmHg)")).to_have_value("160")
+    await urgent.fill("165")
+    await form.get_by_label("Varför ändras planen?").fill(REASON)
+    await form.get_by_role("button", name="Förhandsgranska mot de senaste 90 dagarna").click()
 
     preview = page.locator("#preview")
     title = "Vad ändringen hade gett de senaste 90 dagarna"
@@ -47,12 +52,13 @@ async def test_plan_edited_into_a_new_version_after_a_backtest_preview(
     await expect(preview.locator(".preview-rows code").first).to_be_visible()
     # nothing is saved by a preview, and the edit and its reason are kept for the save
     assert 1 == await db.fetchval("SELECT max(version) FROM care_plans WHERE patient_id = 'p-1'")
-    await expect(page.get_by_label("Varför ändras planen?")).to_have_value(REASON)
-    assert "urgent: 165" in await spec.input_value()
+    await expect(form.get_by_label("Varför ändras planen?")).to_have_value(REASON)
+    await expect(urgent).to_have_value("165")
+    assert "urgent: 165" in await page.get_by_label("Vårdplan (YAML)").input_value()
     await basic_a11y(page)
     await shot(page, "preview")
 
-    await page.get_by_role("button", name="Spara som ny version").click()
+    await form.get_by_role("button", name="Spara som ny version").click()
     await expect(page.get_by_role("status")).to_have_text("Version 2 är sparad.")
     await expect(plan.get_by_text("Version 2", exact=True)).to_be_visible()
     await plan.get_by_text("Versioner (2)").click()  # the <details> of every version

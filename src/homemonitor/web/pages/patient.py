@@ -5,15 +5,17 @@ versions, and editing the plan into a new version with a reason after a backtest
 The read is access-logged as ``view_patient``; the preview and the save are the API's own
 route functions (``rules_backtest``, ``change_care_plan``: same checks, same log rows, same
 422 for a plan that cannot run, same 409 when someone saved a newer version meanwhile).
-The plan is edited as YAML, the registry's own format, in a form that posts: nothing of it
-goes into a URL.
+The plan is edited in a form of fields (:mod:`homemonitor.web.planform`: the template, its
+personal values, each rule's numbers), or as YAML, the registry's own format, in an
+"advanced" box; both post to the same preview and save (``editor`` says which), and nothing
+of either goes into a URL.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
@@ -30,7 +32,7 @@ from homemonitor.errors import PlanError
 from homemonitor.registry import plans
 from homemonitor.rules.backtest import BacktestIn, Proposal
 from homemonitor.rules.plan import CarePlanSpec, Plan
-from homemonitor.web import i18n, overview, render
+from homemonitor.web import i18n, overview, planform, render
 from homemonitor.web.charts import time_series
 from homemonitor.web.pages import speech
 from homemonitor.web.session import Csrf, WebMe
@@ -43,6 +45,7 @@ PERIODS = (14, 30, 90)
 #: How far back the preview replays a proposed plan.
 PREVIEW_DAYS = 90
 
+i18n.add(planform.MESSAGES)
 i18n.add(
     {
         "sv": {
@@ -68,11 +71,13 @@ i18n.add(
             "patient.versions": "Versioner",
             "patient.edit": "Ändra vårdplanen",
             "patient.spec": "Vårdplan (YAML)",
+            "patient.advanced": "Avancerat: hela planen som YAML",
             "patient.spec_help": (
                 "Samma format som registret: template, personal, overrides, disabled, "
                 "rules, thresholds."
             ),
             "patient.reason": "Varför ändras planen?",
+            "patient.reason_yaml": "Varför ändras planen? (YAML)",
             "patient.preview": "Förhandsgranska mot de senaste 90 dagarna",
             "patient.save": "Spara som ny version",
             "patient.preview_title.one": "Vad ändringen hade gett det senaste dygnet",
@@ -113,10 +118,12 @@ i18n.add(
             "patient.versions": "Versions",
             "patient.edit": "Change the care plan",
             "patient.spec": "Care plan (YAML)",
+            "patient.advanced": "Advanced: the whole plan as YAML",
             "patient.spec_help": (
                 "The registry's format: template, personal, overrides, disabled, rules, thresholds."
             ),
             "patient.reason": "Why does the plan change?",
+            "patient.reason_yaml": "Why does the plan change? (YAML)",
             "patient.preview": "Preview against the last 90 days",
             "patient.save": "Save as a new version",
             "patient.preview_title.one": "What the change would have raised in the last day",
@@ -207,6 +214,8 @@ async def _page(
             )
         )
     form = form or {}
+    current = versions[0].spec if versions else CarePlanSpec()
+    plan_form = form.get("plan_form") or planform.show(current, plans.templates(), t)
     context = {
         "patient_id": patient_id,
         "days": days,
@@ -216,12 +225,16 @@ async def _page(
         "versions": versions,
         "plan": plan,
         "spec_text": form.get("spec_text", spec_yaml(versions[0].spec if versions else None)),
+        "plan_form": plan_form,
+        "form_base": spec_yaml(plan_form.base),
+        "editor": form.get("editor", "form"),
         "reason": form.get("reason", ""),
         "based_on": versions[0].version if versions else None,
         "preview": form.get("preview"),
         "proposal": form.get("proposal"),
         "error": form.get("error"),
         "saved": form.get("saved"),
+        "reason_error": form.get("reason_error", False),
     }
     return render(request, "pages/patient.html", context, who=who, status_code=status_code)
 
@@ -247,6 +260,33 @@ def _problem(response: JSONResponse) -> str:
     return "; ".join(d["msg"] for d in detail) if isinstance(detail, list) else str(detail)
 
 
+Editor = Annotated[Literal["form", "yaml"], Form()]
+
+
+async def _posted(
+    request: Request, editor: str, spec_text: str, reason: str
+) -> tuple[CarePlanSpec | None, dict[str, Any]]:
+    """The spec a form posted and what the page shows again: the form with what was typed
+    and, when something is wrong, the message (the spec None)."""
+    t, lang = speech(request)
+    form: dict[str, Any] = {"spec_text": spec_text, "reason": reason, "editor": editor}
+    try:
+        base = parse_spec(spec_text)
+    except PlanError as exc:
+        form["error"] = t("patient.invalid", problem=str(exc))
+        return None, form
+    if editor == "yaml":
+        return base, form
+    posted = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    spec, form["plan_form"] = planform.read(base, posted, plans.templates(), t, lang)
+    if spec is None:
+        form["error"] = t("planform.invalid")
+        form["spec_text"] = spec_yaml(base)
+        return None, form
+    form["spec_text"] = spec_yaml(spec)  # the advanced box shows what the fields made
+    return spec, form
+
+
 @router.post("/patients/{patient_id}/care-plan/preview", dependencies=[Csrf])
 async def preview_plan(
     request: Request,
@@ -256,14 +296,12 @@ async def preview_plan(
     patient_id: PatientId,
     spec_text: Annotated[str, Form(max_length=20_000)],
     reason: Annotated[str, Form(max_length=2000)] = "",
+    editor: Editor = "yaml",
 ) -> Response:
     """What the posted plan would have raised over the last 90 days, beside the current one."""
     t, lang = speech(request)
-    form: dict[str, Any] = {"spec_text": spec_text, "reason": reason}
-    try:
-        spec = parse_spec(spec_text)
-    except PlanError as exc:
-        form["error"] = t("patient.invalid", problem=str(exc))
+    spec, form = await _posted(request, editor, spec_text, reason)
+    if spec is None:
         return await _page(request, svc, who, patient_id, 14, form=form, status_code=422)
     form["proposal"] = Proposal(spec=spec).describe("sv" if lang == "sv" else "en")
     report = await backtest_care_plan(
@@ -286,17 +324,20 @@ async def save_plan(
     spec_text: Annotated[str, Form(max_length=20_000)],
     reason: Annotated[str, Form(max_length=2000)] = "",
     based_on: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
+    editor: Editor = "yaml",
 ) -> Response:
     """Save the posted plan as the next version (the API's change), then show the page."""
     t, _ = speech(request)
-    form: dict[str, Any] = {"spec_text": spec_text, "reason": reason}
+    spec, form = await _posted(request, editor, spec_text, reason)
+    if spec is None:
+        return await _page(request, svc, who, patient_id, 14, form=form, status_code=422)
     try:
-        spec = parse_spec(spec_text)
         if not reason.strip():
             raise PlanError(t("patient.reason_missing"))
         change = CarePlanChangeIn(spec=spec, reason=reason.strip(), based_on=based_on)
     except (PlanError, ValidationError) as exc:
         form["error"] = t("patient.invalid", problem=str(exc))
+        form["reason_error"] = not reason.strip()
         return await _page(request, svc, who, patient_id, 14, form=form, status_code=422)
     try:
         saved = await change_care_plan(svc, who, patient_id, change)
