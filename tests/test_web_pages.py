@@ -573,6 +573,7 @@ async def test_inbox_forms_act_without_javascript_and_say_what_came_of_it(
         ("resolve", {"note": "igen", "actionable": "yes"}),  # already resolved: the API's 409
     ]
     seen: list[tuple[int, str, str]] = []
+    pages: dict[str, str] = {}
     async with web_client(dsn) as (http, _):
         csrf = await sign_in(http, clinic, "cl-a1")
         inbox = await http.get("/")
@@ -581,6 +582,7 @@ async def test_inbox_forms_act_without_javascript_and_say_what_came_of_it(
                 f"/alerts/{alert_id}/{action}", data={"csrf": csrf, "back": "inbox", **fields}
             )
             page = await http.get(posted.headers["location"])
+            pages.setdefault(action, page.text)
             notice = page.text.split('id="action-notice">')[1].split("</p>")[0]
             seen.append(
                 (posted.status_code, posted.headers["location"].split("&outcome=")[1], notice)
@@ -604,6 +606,8 @@ async def test_inbox_forms_act_without_javascript_and_say_what_came_of_it(
         (303, "resolved", f"Larm {alert_id} är redan avslutat."),
     ] == seen
     assert f"Alert {alert_id} is already resolved." in english.text
+    assignee = await clinic.fetchval("SELECT name FROM clinicians WHERE id = 'rv-1'")
+    assert f"tilldelat {assignee}" in pages["assign"]  # by name, not by id
     row = await clinic.fetchrow(
         "SELECT status, acknowledged_by, assigned_to, actionable, resolution_note FROM alerts "
         "WHERE id = $1",
