@@ -3,6 +3,9 @@ one can see, and work by Enter; an axe-like basic check of every page a clinicia
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg
 from playwright.async_api import Page, expect
 
@@ -24,12 +27,23 @@ _FOCUSED_JS = """() => {
 }"""
 
 
+async def _focus_settled(page: Page, *, within: float = 3.0) -> dict[str, Any]:
+    """The focused element once its focus style shows, or as it is after ``within`` s (a
+    loaded machine may paint the :focus-visible style a frame after the key press)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        focused: dict[str, Any] = await page.evaluate(_FOCUSED_JS)
+        if focused["visible"] or asyncio.get_running_loop().time() > deadline:
+            return focused
+        await asyncio.sleep(0.05)
+
+
 async def tab_to(page: Page, name: str, *, limit: int = 40) -> list[str]:
     """Press Tab until the element named ``name`` has focus; every stop's focus must show."""
     passed: list[str] = []
     for _ in range(limit):
         await page.keyboard.press("Tab")
-        focused = await page.evaluate(_FOCUSED_JS)
+        focused = await _focus_settled(page)
         assert focused["visible"], f"focus not visible on {focused['name']!r}"
         passed.append(focused["name"])
         if focused["name"] == name:
