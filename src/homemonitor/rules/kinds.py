@@ -557,7 +557,8 @@ def _ewma_may_breach(s: Series, rule: BaselineRule, ts: float) -> bool:
         return False  # not armed: level 0
     run_in, monitored = split.run_in, split.monitored
     mu = float(np.add.reduce(run_in)) / len(run_in)
-    top = float((monitored - mu).max() if rule.direction == "high" else (mu - monitored).max())
+    # max(x - mu) is max(x) - mu exactly: a rounded subtraction never changes the order
+    top = float(monitored.max()) - mu if rule.direction == "high" else mu - float(monitored.min())
     reach = (1 - (1 - rule.weight) ** len(monitored)) * max(top, 0.0)
     return reach >= rule.min_deviation - _MEAN_SLACK
 
