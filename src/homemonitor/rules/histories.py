@@ -23,9 +23,9 @@ never holds a reading the database does not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -191,7 +191,7 @@ class Cached:
             grown=grown,
         )
         for cap, h in self.built.items():  # its series, one reading longer: not built again
-            extended = h.extended(r, device, self.devices, entry.columns())
+            extended = h.extended(r, device, self.devices, entry.builder(cap))
             if extended is not None:
                 entry.built[cap] = extended
         return entry
@@ -220,12 +220,14 @@ class Cached:
         """The entry as the engine reads it (built once; an appended entry's extends it)."""
         found = self.built.get(cap)
         if found is None:
-            found = self.built[cap] = History.from_columns(*self.columns(), cap=cap, ordered=True)
+            found = self.built[cap] = self.builder(cap)()
         return found
 
-    def columns(self) -> tuple[Any, ...]:
-        """The entry's columns as :meth:`History.from_columns` takes them (``ordered``)."""
-        return (
+    def builder(self, cap: int = HISTORY_CAP) -> Callable[[], History]:
+        """What builds the entry as the engine reads it from its columns (holding only
+        those, not the entry: an extended history keeps it, the entry keeps that)."""
+        return functools.partial(
+            History.from_columns,
             self.us,
             self.device,
             self.devices,
@@ -235,6 +237,8 @@ class Cached:
             self.clock,
             self.quality,
             self.flags,
+            cap=cap,
+            ordered=True,
         )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,7 +116,7 @@ class Grown:
     def of(cls, columns: Sequence[npt.NDArray[Any]]) -> Grown:
         """A buffer holding a copy of ``columns`` (equal lengths), with room for more."""
         n = len(columns[0])
-        room = n + max(16, n // 8)  # a copy every 16 readings or more: a few rows each
+        room = n + max(16, n // 2)
         arrays = []
         for c in columns:
             a = np.empty((room, *c.shape[1:]), c.dtype)
@@ -332,9 +332,7 @@ class History:
         self._base: History | None = None
         self._at = math.inf
         self._cache: dict[tuple[Quantity, bool], Series] = {}
-        #: Of an extended history: the columns it is built from when more than its series
-        #: is asked (a tuple of arrays and strings: the garbage collector stops tracking it).
-        self._lazy: tuple[Any, ...] | None = None
+        self._lazy: Callable[[], History] | None = None
         self._last: tuple[str, str, datetime] | None = None
         self._newest: float | None = None
         self._grown: dict[tuple[Quantity, bool], Grown] = {}
@@ -403,22 +401,22 @@ class History:
         reading: StoredReading,
         device: int,
         devices: tuple[str, ...],
-        columns: tuple[Any, ...],
+        full: Callable[[], History],
     ) -> History | None:
         """This history with ``reading`` added after its newest one, its series extended.
 
         ``reading`` is newer than every reading here and comes from ``devices[device]``
-        (``devices``: this history's, sorted); ``columns`` are the new history's, as
-        :meth:`from_columns` takes them (in measured order), built from only when something
-        other than a series already built is needed (a series not built yet, the readings,
-        a view). None when a view or a series that may reach the cap: build it then.
+        (``devices``: this history's, sorted); ``full`` builds the same history from
+        columns, asked only when something other than a series already built is needed
+        (a series not built yet, the readings, a view). None when that cannot be done
+        without asking ``full`` (a view, a series that may reach the cap): build it then.
         The worker's cache extends a patient's history so, batch after batch.
         """
         if self._base is not None or self._n + 1 > self._cap:
             return None
         h = History.__new__(History)
         h._readings, h._keys, h._cols, h._base, h._at = None, None, None, None, math.inf
-        h._cap, h._n, h._lazy, h._last = self._cap, self._n + 1, columns, reading.key
+        h._cap, h._n, h._lazy, h._last = self._cap, self._n + 1, full, reading.key
         t = micros(reading.measured_at) / 1e6
         h._newest = t
         flagged, clocked = bool(reading.quality), bool(reading.flags)
@@ -442,8 +440,7 @@ class History:
     def _columns(self) -> _Columns:
         if self._cols is None:
             if self._lazy is not None:
-                full = History.from_columns(*self._lazy, cap=self._cap, ordered=True)
-                self._cols = full._columns()
+                self._cols = self._lazy()._columns()
                 self._lazy = None
                 return self._cols
             assert self._readings is not None  # a history is built from one or the other
