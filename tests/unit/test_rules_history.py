@@ -166,13 +166,9 @@ def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_retu
         )
     if rng.random() < 0.5:
         rng.shuffle(later)  # late readings too
-    asked = rng.sample([(q, flag) for q in QUANTITIES for flag in (False, True)], 4)
     while later:  # batches of one or two readings
         k = rng.randint(1, 2)
         entry, later = entry.merged(later[:k]), later[k:]
-        if rng.random() < 0.7:  # the engine read it: series built, extended by what follows
-            for q, questionable in asked[: rng.randint(0, 4)]:
-                entry.history().series(q, questionable=questionable)
     since = micros(at(minutes=start))
     entry = entry.after(since)
     expected = History([r for r in readings if micros(r.measured_at) >= since])
@@ -183,43 +179,3 @@ def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_retu
             assert series_columns(expected.series(q, questionable=questionable)) == series_columns(
                 actual.series(q, questionable=questionable)
             )
-
-
-@settings(max_examples=80, deadline=None)
-@given(st.lists(_reading, min_size=1, max_size=25), st.integers(min_value=0, max_value=25))
-def test_an_extended_history_is_the_history_built_from_scratch_at_every_step(
-    raw: list[tuple[int, str, str, bool, bool, float]], split: int
-) -> None:
-    """Reading by reading (in order, late, new devices): series, readings, views, the same."""
-    readings = list({r.key: r for r in _readings(raw)}.values())
-    entry = Cached.empty(0).merged(readings[:split])
-    for i in range(split, len(readings)):
-        before = entry.history()
-        for q in (W, S, HR, O2):
-            before.series(q)
-            before.series(q, questionable=True)
-        entry = entry.merged([readings[i]])
-        actual, expected = entry.history(), History(readings[: i + 1])
-        for q in QUANTITIES:
-            for questionable in (False, True):
-                assert series_columns(
-                    expected.series(q, questionable=questionable)
-                ) == series_columns(actual.series(q, questionable=questionable))
-        assert readings[i] in actual
-        assert expected.newest_time() == actual.newest_time()
-        assert (len(expected), expected.readings) == (len(actual), actual.readings)
-        mid = readings[i // 2].measured_at
-        assert expected.until(mid).readings == actual.until(mid).readings
-
-
-def test_two_entries_grown_from_one_never_see_each_others_readings() -> None:
-    """A batch that did not commit extended an entry; the next one extends it again: apart."""
-    entry = Cached.empty(0).merged([weight(at(d), 80 + d) for d in range(3)])
-    entry.history().series(W)
-    entry = entry.merged([weight(at(3), 83)])  # grown in place from now on
-    entry.history().series(W)
-    lost, kept = entry.merged([weight(at(4), 90)]), entry.merged([weight(at(4), 70)])
-    assert [80.0, 81.0, 82.0, 83.0, 90.0] == lost.history().series(W).value.tolist()
-    assert [80.0, 81.0, 82.0, 83.0, 70.0] == kept.history().series(W).value.tolist()
-    assert [80.0, 81.0, 82.0, 83.0] == entry.history().series(W).value.tolist()
-    assert [83.0, 70.0] == kept.values[-2:, QUANTITIES.index(W)].tolist()

@@ -23,9 +23,8 @@ never holds a reading the database does not.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +34,6 @@ from homemonitor.rules.history import (
     METRICS,
     BoolArray,
     FloatArray,
-    Grown,
     History,
     Int8Array,
     Int64Array,
@@ -79,10 +77,6 @@ class Cached:
     clock: BoolArray
     quality: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
-    #: The entry as the engine reads it, by cap, once asked (:meth:`history`).
-    built: dict[int, History] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-    #: The buffer the columns are views of, when the entry grew by appending.
-    grown: Grown | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.us)
@@ -167,34 +161,21 @@ class Cached:
         at = micros(r.measured_at)
         if (len(self.us) and at <= self.us[-1]) or r.device_id not in self.devices:
             return None
-        row = [math.nan] * len(QUANTITIES)
+        row = np.full((1, len(QUANTITIES)), math.nan)
         for q, x in r.values.items():
-            row[_QUANTITY_COLUMN[q]] = x
-        device = self.devices.index(r.device_id)
-        grown = self.grown or Grown.of(
-            (self.us, self.device, self.metric, self.values, self.questionable, self.clock)
-        )
-        grown, (us, codes, metrics, values, questionable, clock) = grown.appended(
-            len(self.us), (at, device, _METRIC_CODE[r.metric], row, bool(r.quality), bool(r.flags))
-        )
-        entry = Cached(
+            row[0, _QUANTITY_COLUMN[q]] = x
+        return Cached(
             self.since,
-            us,
-            codes,
+            np.concatenate((self.us, np.array((at,), np.int64))),
+            np.concatenate((self.device, np.array((self.devices.index(r.device_id),), np.int32))),
             self.devices,
-            metrics,
-            values,
-            questionable,
-            clock,
+            np.concatenate((self.metric, np.array((_METRIC_CODE[r.metric],), np.int8))),
+            np.concatenate((self.values, row)),
+            np.concatenate((self.questionable, np.array((bool(r.quality),)))),
+            np.concatenate((self.clock, np.array((bool(r.flags),)))),
             (*self.quality, ",".join(sorted(r.quality))) if r.quality else self.quality,
             (*self.flags, ",".join(sorted(r.flags))) if r.flags else self.flags,
-            grown=grown,
         )
-        for cap, h in self.built.items():  # its series, one reading longer: not built again
-            extended = h.extended(r, device, self.devices, entry.builder(cap))
-            if extended is not None:
-                entry.built[cap] = extended
-        return entry
 
     def after(self, since: int) -> Cached:
         """Only the readings measured at or after ``since`` (µs; not before this start)."""
@@ -217,17 +198,8 @@ class Cached:
         )
 
     def history(self, cap: int = HISTORY_CAP) -> History:
-        """The entry as the engine reads it (built once; an appended entry's extends it)."""
-        found = self.built.get(cap)
-        if found is None:
-            found = self.built[cap] = self.builder(cap)()
-        return found
-
-    def builder(self, cap: int = HISTORY_CAP) -> Callable[[], History]:
-        """What builds the entry as the engine reads it from its columns (holding only
-        those, not the entry: an extended history keeps it, the entry keeps that)."""
-        return functools.partial(
-            History.from_columns,
+        """The entry as the engine reads it."""
+        return History.from_columns(
             self.us,
             self.device,
             self.devices,

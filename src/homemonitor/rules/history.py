@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -97,43 +96,6 @@ class Series:
             self.clock[:end],
             self.devices,
         )
-
-
-class Grown:
-    """Parallel arrays with room at their end, for a series (or an entry) that grows by one
-    reading at a time: whoever holds the first ``n`` rows as views may add row ``n`` in
-    place when nobody has added one since (:attr:`n` is still theirs) and there is room;
-    otherwise the rows are copied to a new buffer. Views of the first ``n`` rows never see
-    a change, so every holder keeps what it had.
-    """
-
-    __slots__ = ("arrays", "n")
-
-    def __init__(self, arrays: tuple[npt.NDArray[Any], ...], n: int) -> None:
-        self.arrays, self.n = arrays, n
-
-    @classmethod
-    def of(cls, columns: Sequence[npt.NDArray[Any]]) -> Grown:
-        """A buffer holding a copy of ``columns`` (equal lengths), with room for more."""
-        n = len(columns[0])
-        room = n + max(16, n // 2)
-        arrays = []
-        for c in columns:
-            a = np.empty((room, *c.shape[1:]), c.dtype)
-            a[:n] = c
-            arrays.append(a)
-        return cls(tuple(arrays), n)
-
-    def appended(self, n: int, row: Sequence[object]) -> tuple[Grown, tuple[npt.NDArray[Any], ...]]:
-        """The buffer holding the first ``n`` rows and ``row`` after them, and those
-        ``n + 1`` rows as views (this buffer when it may, see the class)."""
-        g = self
-        if self.n != n or n >= len(self.arrays[0]):
-            g = Grown.of([a[:n] for a in self.arrays])
-        for a, x in zip(g.arrays, row, strict=True):
-            a[n] = x
-        g.n = n + 1
-        return g, tuple(a[: n + 1] for a in g.arrays)
 
 
 _EMPTY = Series(
@@ -305,20 +267,7 @@ class History:
     ``series(q, questionable=True)`` with them. :meth:`until` is a view: no copy.
     """
 
-    __slots__ = (
-        "_at",
-        "_base",
-        "_cache",
-        "_cap",
-        "_cols",
-        "_grown",
-        "_keys",
-        "_last",
-        "_lazy",
-        "_n",
-        "_newest",
-        "_readings",
-    )
+    __slots__ = ("_at", "_base", "_cache", "_cap", "_cols", "_keys", "_n", "_readings")
 
     def __init__(self, readings: Iterable[StoredReading] = (), *, cap: int = HISTORY_CAP) -> None:
         unique = {r.key: r for r in readings}
@@ -332,10 +281,6 @@ class History:
         self._base: History | None = None
         self._at = math.inf
         self._cache: dict[tuple[Quantity, bool], Series] = {}
-        self._lazy: Callable[[], History] | None = None
-        self._last: tuple[str, str, datetime] | None = None
-        self._newest: float | None = None
-        self._grown: dict[tuple[Quantity, bool], Grown] = {}
 
     @classmethod
     def from_columns(  # noqa: PLR0917 -- one column each, as the query returns them
@@ -368,7 +313,6 @@ class History:
         """
         h = cls.__new__(cls)
         h._readings, h._keys, h._cap, h._base, h._at, h._cache = None, None, cap, None, math.inf, {}
-        h._lazy, h._last, h._newest, h._grown = None, None, None, {}
         t_us = np.asarray(us, np.int64)
         if not len(t_us):
             h._cols, h._n = _Columns.of(()), 0
@@ -396,53 +340,8 @@ class History:
         h._n = len(t_us)
         return h
 
-    def extended(
-        self,
-        reading: StoredReading,
-        device: int,
-        devices: tuple[str, ...],
-        full: Callable[[], History],
-    ) -> History | None:
-        """This history with ``reading`` added after its newest one, its series extended.
-
-        ``reading`` is newer than every reading here and comes from ``devices[device]``
-        (``devices``: this history's, sorted); ``full`` builds the same history from
-        columns, asked only when something other than a series already built is needed
-        (a series not built yet, the readings, a view). None when that cannot be done
-        without asking ``full`` (a view, a series that may reach the cap): build it then.
-        The worker's cache extends a patient's history so, batch after batch.
-        """
-        if self._base is not None or self._n + 1 > self._cap:
-            return None
-        h = History.__new__(History)
-        h._readings, h._keys, h._cols, h._base, h._at = None, None, None, None, math.inf
-        h._cap, h._n, h._lazy, h._last = self._cap, self._n + 1, full, reading.key
-        t = micros(reading.measured_at) / 1e6
-        h._newest = t
-        flagged, clocked = bool(reading.quality), bool(reading.flags)
-        cache: dict[tuple[Quantity, bool], Series] = {}
-        grown: dict[tuple[Quantity, bool], Grown] = {}
-        for key, s in self._cache.items():
-            x = reading.values.get(key[0])
-            if x is None or (flagged and not key[1]):
-                cache[key] = s
-                if key in self._grown:
-                    grown[key] = self._grown[key]
-                continue
-            buffer = self._grown.get(key) or Grown.of(
-                (s.t, s.value, s.device, s.questionable, s.clock)
-            )
-            buffer, (t_, v_, d_, q_, c_) = buffer.appended(len(s), (t, x, device, flagged, clocked))
-            cache[key], grown[key] = Series(t_, v_, d_, q_, c_, devices), buffer
-        h._cache, h._grown = cache, grown
-        return h
-
     def _columns(self) -> _Columns:
         if self._cols is None:
-            if self._lazy is not None:
-                self._cols = self._lazy()._columns()
-                self._lazy = None
-                return self._cols
             assert self._readings is not None  # a history is built from one or the other
             self._cols = _Columns.of(self._readings)
         return self._cols
@@ -482,8 +381,6 @@ class History:
         """Whether a reading with ``reading``'s natural key is in this history."""
         if not isinstance(reading, StoredReading):
             return False
-        if self._last is not None and reading.key == self._last:
-            return True
         if self._keys is not None:
             return reading.key in self._keys
         return next(self._rows(reading), None) is not None
@@ -492,8 +389,6 @@ class History:
         """The measured time (POSIX s) of the newest reading, whatever it carries; -inf: none."""
         if not self._n:
             return -math.inf
-        if self._newest is not None:
-            return self._newest
         if self._cols is None and self._readings is not None:  # no columns to build for it
             return self._readings[self._n - 1].measured_at.timestamp()
         return float(self._columns().t[self._n - 1])
@@ -540,8 +435,7 @@ class History:
         view = History.__new__(History)
         view._cols, view._cap, view._keys, view._cache = cols, self._cap, None, {}
         view._n = int(np.searchsorted(cols.us[: self._n], micros(at), side="right"))
-        view._readings, view._lazy, view._last, view._newest = None, None, None, None
-        view._grown = {}
+        view._readings = None
         view._base, view._at = self._base or self, min(at.timestamp(), self._at)
         return view
 
