@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from homemonitor.alerts import episodes as alert_episodes
+from homemonitor.alerts.routing import Routing, Team
 from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.registry.cache import PatientPlan
 from homemonitor.rules.evaluate import evaluate
@@ -167,19 +168,26 @@ class _Memory:
 
 
 async def _worker_step(
-    conn: _Memory, cases: Sequence[_Case], cache: HistoryCache | None = None
-) -> None:
+    conn: _Memory,
+    cases: Sequence[_Case],
+    cache: HistoryCache | None = None,
+    *,
+    back: int = 0,
+) -> dict[str, Cached]:
     """What the worker does for the chosen patients between its SQL round trips.
 
-    With ``cache``: every patient's history is in the worker's cache (a hit).
+    With ``cache``: every patient's history is in the worker's cache (a hit); returns the
+    entries the worker keeps. ``back``: at each patient's reading that many before the point.
     """
     chosen = [c.patient for c in cases]
-    points = {c.patient.patient_id: [c.point] for c in cases}
+    points = {c.patient.patient_id: [c.stored[-1 - back]] for c in cases}
+    kept: dict[str, Cached] = {}
     if cache is None:
         history = await alert_episodes._history(conn, chosen, points)  # type: ignore[arg-type]
     else:
-        history, _ = await alert_episodes._cached_history(conn, chosen, points, cache)  # type: ignore[arg-type]
+        history, kept = await alert_episodes._cached_history(conn, chosen, points, cache)  # type: ignore[arg-type]
     tally = alert_episodes.Tally()
+    routes = Routing({"team-1": Team("team-1")}, {p.patient_id: ("team-1", None) for p in chosen})
     await alert_episodes._run(
         conn,  # type: ignore[arg-type]
         chosen,
@@ -189,7 +197,9 @@ async def _worker_step(
         cases[-1].point.measured_at,
         tally,
         actor="rule",
+        routes=routes,
     )
+    return kept
 
 
 def _engine_only(cases: Sequence[_Case], histories: Sequence[History]) -> None:
@@ -232,18 +242,29 @@ def measure(
     finally:
         loop.close()
     histories = [found[c.patient.patient_id] for c in cases]
-    cache = HistoryCache()  # each entry: the stored readings before the point
+    # The worker's steady state: each entry kept by the batch before (series built). Each
+    # timed run is the next batch, at each patient's next reading, kept in turn.
+    first = repeat + 1  # readings before the point: the warm-up batch's, then one per run
+    cache = HistoryCache()
     cache.keep(
         {
             c.patient.patient_id: Cached.of(
-                0, *alert_episodes._columns(_row(c.patient.patient_id, c.stored[:-1])[1:]) or ()
-            ).after(micros(c.point.measured_at - c.patient.plan.lookback()))
+                0,
+                *alert_episodes._columns(_row(c.patient.patient_id, c.stored[: -first - 1])[1:])
+                or (),
+            ).after(micros(c.stored[-first - 1].measured_at - c.patient.plan.lookback()))
             for c in cases
         }
     )
     loop = asyncio.new_event_loop()
+    steps = iter(range(first, -1, -1))
+
+    def step() -> None:
+        cache.keep(loop.run_until_complete(_worker_step(conn, cases, cache, back=next(steps))))
+
     try:
-        cached = _cpu(lambda: loop.run_until_complete(_worker_step(conn, cases, cache)), repeat)
+        step()
+        cached = _cpu(step, repeat)
     finally:
         loop.close()
     for c, h in zip(cases, histories, strict=True):

@@ -463,3 +463,42 @@ def test_two_devices_measuring_one_quantity_are_two_baselines() -> None:
     a = judge(BASELINE, sorted([*home, *clinic, *rising], key=lambda r: r.measured_at))
     assert 1 == a.level
     assert pytest.approx(80.043, abs=1e-3) == a.facts["baseline"]  # the home scale's own level
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),  # minutes after the previous reading
+            st.sampled_from(["oximeter", "bp"]),
+            st.floats(80, 100),
+            st.floats(30, 150),
+            st.floats(80, 230),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([None, "warning", "urgent"]),
+    st.integers(1, 2),
+    st.booleans(),
+)
+def test_a_score_the_screen_rules_out_never_breaches_and_one_it_lets_through_does(
+    raw: list[tuple[int, str, float, float, float]],
+    single_red: str | None,
+    scale: int,
+    on_oxygen: bool,
+) -> None:
+    """may_breach of a NEWS2 score is exactly whether assess reaches a level."""
+    rule = NEWS2.model_copy(
+        update={"single_red": single_red, "spo2_scale": scale, "on_oxygen": on_oxygen}
+    )
+    readings, minutes = [], 0
+    for gap, kind, spo2, pulse, systolic in raw:
+        minutes += gap
+        if kind == "oximeter":
+            readings.append(oximeter(at(minutes=minutes), spo2, pulse))
+        else:
+            readings.append(bp(at(minutes=minutes), systolic, pulse=pulse))
+    history, point = History(readings), readings[-1].measured_at
+    level = assess(rule, plan(rule), history, point).level
+    assert (level > 0) == may_breach(rule, plan(rule), history, point.timestamp())

@@ -235,7 +235,9 @@ def screened(rule: RuleSpec) -> bool:
     """Whether :func:`may_breach` can rule out a breach of ``rule`` without assessing it."""
     if isinstance(rule, BaselineRule):
         return rule.method == "ewma"
-    return isinstance(rule, AverageRule) or (isinstance(rule, ThresholdRule) and not rule.simple)
+    if isinstance(rule, ThresholdRule):
+        return not rule.simple
+    return isinstance(rule, AverageRule | ScoreRule)
 
 
 def may_breach(rule: RuleSpec, plan: Plan, history: History, ts: float) -> bool:
@@ -246,7 +248,8 @@ def may_breach(rule: RuleSpec, plan: Plan, history: History, ts: float) -> bool:
     ever lowers the level; the same comparison as :func:`assess`). An average protocol:
     whether any reading of its window reaches the lowest bound of its quantity (a mean is
     never above its largest reading). An EWMA baseline: whether its deviation may reach
-    its floor (:func:`_ewma_may_breach`). Other kinds (see :func:`screened`): always True.
+    its floor (:func:`_ewma_may_breach`). A score: whether it reaches a level (the same
+    score as :func:`assess`, without its facts). Other kinds (see :func:`screened`): always True.
     """
     questionable = rule.questionable == "include"
     if isinstance(rule, ThresholdRule):
@@ -260,6 +263,8 @@ def may_breach(rule: RuleSpec, plan: Plan, history: History, ts: float) -> bool:
         if rule.method != "ewma":
             return True
         return _ewma_may_breach(history.series(rule.quantity, questionable=questionable), rule, ts)
+    if isinstance(rule, ScoreRule):
+        return _score_may_breach(rule, history, ts)
     if not isinstance(rule, AverageRule):
         return True
     window_start = _day_start(_local_day(ts) - timedelta(days=rule.days - 1))
@@ -558,7 +563,8 @@ def _ewma_may_breach(s: Series, rule: BaselineRule, ts: float) -> bool:
         return False  # not armed: level 0
     run_in, monitored = split.run_in, split.monitored
     mu = float(np.add.reduce(run_in)) / len(run_in)
-    top = float((monitored - mu).max() if rule.direction == "high" else (mu - monitored).max())
+    # max(x - mu) is max(x) - mu exactly: a rounded subtraction never changes the order
+    top = float(monitored.max()) - mu if rule.direction == "high" else mu - float(monitored.min())
     reach = (1 - (1 - rule.weight) ** len(monitored)) * max(top, 0.0)
     return reach >= rule.min_deviation - _MEAN_SLACK
 
@@ -689,15 +695,20 @@ _NEWS2_PARAMETERS = (
 )
 
 
-def _score(ctx: _Ctx, rule: ScoreRule) -> Assessment:
-    since = ctx.ts - rule.session_minutes * 60
-    facts: dict[str, Fact] = {"scale": rule.spo2_scale, "on_oxygen": int(rule.on_oxygen)}
-    total, red, present = 0, False, 0
+def _news2(
+    rule: ScoreRule, history: History, ts: float
+) -> tuple[list[tuple[str, float | None, int | None]], int, bool]:
+    """Each parameter's (name, value, points) at ``ts`` (None: no reading in the session),
+    the total (with oxygen) and whether one parameter scored 3."""
+    since = ts - rule.session_minutes * 60
+    questionable = rule.questionable == "include"
+    parts: list[tuple[str, float | None, int | None]] = []
+    total, red = 0, False
     for q, name in _NEWS2_PARAMETERS:
-        s = ctx.series(q)
-        i = s.end(ctx.ts)
+        s = history.series(q, questionable=questionable)
+        i = s.end(ts)
         if i == 0 or s.t[i - 1] < since - EPS:
-            facts[name] = facts[f"{name}_score"] = None
+            parts.append((name, None, None))
             continue
         value = float(s.value[i - 1])
         if q is Quantity.SPO2:
@@ -706,18 +717,37 @@ def _score(ctx: _Ctx, rule: ScoreRule) -> Assessment:
             points = news2_pulse(value)
         else:
             points = news2_systolic(value)
-        facts[name], facts[f"{name}_score"] = value, points
+        parts.append((name, value, points))
         total += points
         red = red or points == 3
-        present += 1
-    if not present:
-        return ctx.unknown("no SpO2, pulse or systolic reading in the session", facts)
     if rule.on_oxygen:
         total += NEWS2_OXYGEN
-    facts["oxygen_score"] = NEWS2_OXYGEN if rule.on_oxygen else 0
-    facts["score"] = total
+    return parts, total, red
+
+
+def _score_level(rule: ScoreRule, total: int, red: bool) -> int:
     level = _levels(float(total), rule.warning, rule.urgent)
     if red and rule.single_red is not None:
         level = max(level, WARNING if rule.single_red == "warning" else URGENT)
+    return level
+
+
+def _score_may_breach(rule: ScoreRule, history: History, ts: float) -> bool:
+    parts, total, red = _news2(rule, history, ts)
+    present = any(value is not None for _, value, _ in parts)
+    return present and _score_level(rule, total, red) > NONE
+
+
+def _score(ctx: _Ctx, rule: ScoreRule) -> Assessment:
+    facts: dict[str, Fact] = {"scale": rule.spo2_scale, "on_oxygen": int(rule.on_oxygen)}
+    parts, total, red = _news2(rule, ctx.history, ctx.ts)
+    for name, value, points in parts:
+        facts[name], facts[f"{name}_score"] = value, points
+    if all(value is None for _, value, _ in parts):
+        return ctx.unknown("no SpO2, pulse or systolic reading in the session", facts)
+    facts["oxygen_score"] = NEWS2_OXYGEN if rule.on_oxygen else 0
+    facts["score"] = total
+    level = _score_level(rule, total, red)
+    if red and rule.single_red is not None:
         facts["single_red"] = 1
     return ctx.result(level, level == NONE, float(total), float(total), facts)
