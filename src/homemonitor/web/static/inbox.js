@@ -7,49 +7,59 @@
   const fill = (template, value) => template.replace("%s", value);
   const ids = () => new Set([...box.querySelectorAll("[data-alert-id]")].map((el) => el.dataset.alertId));
   let refreshing = null;
+  let again = false;
 
-  async function refresh(fromEvent) {
-    if (refreshing) return refreshing;
+  // One refresh at a time; a change announced while one is under way (its rows may have
+  // been read before that change committed) runs one more after it, never none.
+  async function refresh() {
+    if (refreshing) { again = true; return refreshing; }
     refreshing = (async () => {
-      const before = ids();
-      const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
-      const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
-      const html = await hm.background(box.dataset.rows);
-      // What the person was typing or choosing survives the refresh (fields by their id).
-      const typed = [...box.querySelectorAll("input[id], textarea[id], select[id]")].map((el) => [el.id, el.value]);
-      const checked = [...box.querySelectorAll("input[type=radio]:checked")].map((el) => [el.name, el.value, el.closest("form").dataset.alert]);
-      const caret = focused && document.getElementById(focused) && "selectionStart" in document.getElementById(focused)
-        ? document.getElementById(focused).selectionStart : null;
-      box.innerHTML = html;
-      for (const [id, value] of typed) {
-        const el = document.getElementById(id);
-        if (el && el.type !== "radio") el.value = value;
-      }
-      for (const [name, value, alert] of checked) {
-        const el = box.querySelector(`form[data-alert="${alert}"] input[name="${name}"][value="${value}"]`);
-        if (el) el.checked = true;
-      }
-      for (const key of open) {
-        const [action, alert] = key.split(":");
-        const form = box.querySelector(`form[data-action="${action}"][data-alert="${alert}"]`);
-        if (form && form.closest("details")) form.closest("details").open = true;
-      }
-      if (focused && document.getElementById(focused)) {
-        const el = document.getElementById(focused);
-        el.focus();
-        if (caret !== null && typeof el.setSelectionRange === "function") {
-          try { el.setSelectionRange(caret, caret); } catch (e) { /* not a text field */ }
-        }
-      }
-      const fresh = [...ids()].filter((id) => !before.has(id));
-      for (const id of fresh) {
-        const row = document.getElementById("alert-" + id);
-        row.classList.add("fresh");
-        const title = row.querySelector("h3").textContent.trim();
-        hm.announce(fill(box.dataset.textNew, title));
-      }
+      do {
+        again = false;
+        await refreshOnce();
+      } while (again);
     })().finally(() => { refreshing = null; });
     return refreshing;
+  }
+
+  async function refreshOnce() {
+    const before = ids();
+    const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
+    const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
+    const html = await hm.background(box.dataset.rows);
+    // What the person was typing or choosing survives the refresh (fields by their id).
+    const typed = [...box.querySelectorAll("input[id], textarea[id], select[id]")].map((el) => [el.id, el.value]);
+    const checked = [...box.querySelectorAll("input[type=radio]:checked")].map((el) => [el.name, el.value, el.closest("form").dataset.alert]);
+    const caret = focused && document.getElementById(focused) && "selectionStart" in document.getElementById(focused)
+      ? document.getElementById(focused).selectionStart : null;
+    box.innerHTML = html;
+    for (const [id, value] of typed) {
+      const el = document.getElementById(id);
+      if (el && el.type !== "radio") el.value = value;
+    }
+    for (const [name, value, alert] of checked) {
+      const el = box.querySelector(`form[data-alert="${alert}"] input[name="${name}"][value="${value}"]`);
+      if (el) el.checked = true;
+    }
+    for (const key of open) {
+      const [action, alert] = key.split(":");
+      const form = box.querySelector(`form[data-action="${action}"][data-alert="${alert}"]`);
+      if (form && form.closest("details")) form.closest("details").open = true;
+    }
+    if (focused && document.getElementById(focused)) {
+      const el = document.getElementById(focused);
+      el.focus();
+      if (caret !== null && typeof el.setSelectionRange === "function") {
+        try { el.setSelectionRange(caret, caret); } catch (e) { /* not a text field */ }
+      }
+    }
+    const fresh = [...ids()].filter((id) => !before.has(id));
+    for (const id of fresh) {
+      const row = document.getElementById("alert-" + id);
+      row.classList.add("fresh");
+      const title = row.querySelector("h3").textContent.trim();
+      hm.announce(fill(box.dataset.textNew, title));
+    }
   }
 
   box.addEventListener("submit", async (event) => {
@@ -70,7 +80,7 @@
     try {
       await hm.post(`/api/v1/alerts/${form.dataset.alert}/${action}`, body);
       hm.announce(fill(box.dataset.textDone, button.textContent.trim()));
-      await refresh(false);
+      await refresh();
       // The button may be gone (an acknowledged alert has none): keep the keyboard user
       // at the alert, or at the list if the alert left it.
       if (!box.contains(document.activeElement)) {
@@ -84,7 +94,7 @@
   });
 
   const mode = document.getElementById("live-mode");
-  hm.live(box.dataset.stream, () => { refresh(true).catch(() => {}); }, {
+  hm.live(box.dataset.stream, () => { refresh().catch(() => {}); }, {
     pollSeconds: Number(box.dataset.pollSeconds) || 15,
     onMode: (m) => { mode.textContent = m === "live" ? mode.dataset.live : mode.dataset.poll; },
   });
