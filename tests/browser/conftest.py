@@ -11,6 +11,7 @@ the test OpenID provider, registry applied, cl-a1 known by anna's HSA id and rv-
 R, role ``reviewer``, in vc-a) by rita's.
 ``breach(broker)`` publishes a reading over p-1's urgent bound (systolic 190) from gw-1;
 ``alert_of(db)`` waits for the alert it raises.
+``HeldRows`` holds a page's first Inbox refresh (its rows read, not yet shown) until told.
 ``basic_a11y(page)`` is an axe-like check of the page's DOM (see its docstring).
 """
 
@@ -262,3 +263,32 @@ async def alert_of(db: asyncpg.Connection) -> int:
             return int(found)
         await asyncio.sleep(0.1)
     raise AssertionError("no alert raised for p-1")
+
+
+class HeldRows:
+    """A page's first ``/inbox/rows`` answer, read from the server at once and handed to
+    the page only on :meth:`release`: a refresh caught between its fetch and its drawing."""
+
+    def __init__(self) -> None:
+        self._held: asyncio.Queue[Route] = asyncio.Queue()
+        self._release = asyncio.Event()
+
+    async def install(self, page: Page) -> None:
+        await page.route(re.compile(r"/inbox/rows"), self._route)
+
+    async def _route(self, route: Route) -> None:
+        if self._held.qsize() or self._release.is_set():
+            await route.continue_()
+            return
+        response = await route.fetch()  # the rows as they are now
+        await self._held.put(route)
+        await self._release.wait()
+        await route.fulfill(response=response)
+
+    async def wait_held(self) -> None:
+        """Until the page has asked for its rows (at most 15 s)."""
+        async with asyncio.timeout(15):
+            await self._held.get()
+
+    def release(self) -> None:
+        self._release.set()

@@ -3,15 +3,14 @@ arrive when a reading breaches, acknowledge it, resolve it with a note."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import asyncpg
 import pytest
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Page, expect
 
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import HAS_STREAM, Shot, breach, sign_in
+from tests.browser.conftest import HAS_STREAM, HeldRows, Shot, breach, sign_in
 from tests.conftest import RunningService
 
 
@@ -78,27 +77,16 @@ async def test_an_alert_that_commits_while_the_rows_are_being_fetched_still_appe
     """The stream's catch-up refresh read the rows before the alert committed, and the
     alert's own event came while that refresh was under way: the Inbox fetches once more
     instead of folding the event into the stale refresh (it would wait for the next poll)."""
-    held: asyncio.Queue[Route] = asyncio.Queue()
-    release = asyncio.Event()
-
-    async def hold_first(route: Route) -> None:
-        if held.qsize() or release.is_set():
-            await route.continue_()
-            return
-        response = await route.fetch()  # the rows as they are now: no alert yet
-        await held.put(route)
-        await release.wait()
-        await route.fulfill(response=response)
-
+    rows = HeldRows()
     await sign_in(page, web_service, "anna")
-    await page.route(re.compile(r"/inbox/rows"), hold_first)
+    await rows.install(page)
     await page.reload()  # the stream opens and its catch-up refresh is held
-    await asyncio.wait_for(held.get(), 15)  # the catch-up's rows, read, not yet shown
+    await rows.wait_held()  # the catch-up's rows, read, not yet shown
     await page.evaluate(  # a second stream of the team's, to see when the event is out
         "() => { window.seen = 0; const s = new EventSource('/api/v1/alerts/stream');"
         " s.addEventListener('alert', () => { window.seen += 1; }); }"
     )
     await breach(broker)
     await page.wait_for_function("() => window.seen > 0", timeout=15_000)
-    release.set()
+    rows.release()
     await expect(page.locator("li.alert")).to_have_count(1, timeout=10_000)

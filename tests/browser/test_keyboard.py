@@ -7,10 +7,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 from playwright.async_api import Page, expect
 
 from homemonitor.embedded import PrivateMosquitto
-from tests.browser.conftest import Shot, alert_of, basic_a11y, breach, sign_in
+from tests.browser.conftest import HAS_STREAM, HeldRows, Shot, alert_of, basic_a11y, breach, sign_in
 from tests.conftest import RunningService
 
 #: What has focus, by its visible text or label, and whether that focus shows: the
@@ -101,3 +102,30 @@ async def test_the_inbox_by_keyboard_and_every_page_passes_a_basic_check(
         await expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
         await basic_a11y(page)
         await shot(page, path.strip("/").replace("/", "-"))
+
+
+@pytest.mark.skipif(not HAS_STREAM, reason="needs the live stream (the page polls without it)")
+async def test_a_refresh_that_lands_while_one_tabs_keeps_the_focus_where_it_went(
+    page: Page,
+    web_service: RunningService,
+    broker: PrivateMosquitto,
+    db: asyncpg.Connection,
+) -> None:
+    """The stream's catch-up refresh set off when nothing in the list had focus; while its
+    rows were on their way the nurse tabbed to Kvittera. The rows that replace the list keep
+    her on that button, so her Enter acknowledges (it used to fall on the page's body)."""
+    rows = HeldRows()
+    await breach(broker)
+    await sign_in(page, web_service, "anna")
+    alert_id = await alert_of(db)
+    await rows.install(page)
+    await page.reload()
+    await rows.wait_held()  # the catch-up refresh, asked with focus nowhere
+    await tab_to(page, "Kvittera")
+    await page.evaluate("() => { window.before = document.activeElement; }")
+    rows.release()
+    await page.wait_for_function("() => !document.contains(window.before)", timeout=10_000)
+    focused = await page.evaluate("() => document.activeElement.id")
+    assert f"acknowledge-{alert_id}-submit" == focused
+    await page.keyboard.press("Enter")
+    await expect(page.locator("li.alert .status")).to_have_text("kvitterat")

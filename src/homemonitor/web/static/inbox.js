@@ -24,10 +24,12 @@
 
   async function refreshOnce() {
     const before = ids();
+    const html = await hm.background(box.dataset.rows);
+    // Where the person is, and what they were typing or choosing, survives the refresh
+    // (elements by their id). Read now, after the fetch, not before it: they may have
+    // moved on while the rows were on their way.
     const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
     const open = [...box.querySelectorAll("details[open] form")].map((f) => f.dataset.action + ":" + f.dataset.alert);
-    const html = await hm.background(box.dataset.rows);
-    // What the person was typing or choosing survives the refresh (fields by their id).
     const typed = [...box.querySelectorAll("input[id], textarea[id], select[id]")].map((el) => [el.id, el.value]);
     const checked = [...box.querySelectorAll("input[type=radio]:checked")].map((el) => [el.name, el.value, el.closest("form").dataset.alert]);
     const caret = focused && document.getElementById(focused) && "selectionStart" in document.getElementById(focused)
