@@ -330,6 +330,17 @@ class RunningService:
         value = self.metrics.registry.get_sample_value(name, labels or {})
         return 0.0 if value is None else value
 
+    async def counted(
+        self, name: str, labels: dict[str, str] | None = None, *, at_least: float = 1
+    ) -> float:
+        """The counter once it has reached ``at_least`` (within 5 s), to be compared exactly.
+
+        The worker counts a batch just after its commit returns; a test that has seen the
+        rows in the database may look before that count (in CI under load it did)."""
+        return await wait_until(
+            lambda: self.metric_async(name, labels), lambda v: v >= at_least, within=5
+        )
+
 
 @pytest.fixture
 async def service(

@@ -101,7 +101,9 @@ async def test_another_homes_device_through_a_valid_gateway_is_quarantined(
     ]
     assert "not paired with the publishing gateway" in quarantined[0]["detail"]
     assert 0 == await db.fetchval("SELECT count(*) FROM alerts")
-    assert 1 == service.metric("homemonitor_readings_rejected_total", {"reason": "foreign_device"})
+    assert 1 == await service.counted(
+        "homemonitor_readings_rejected_total", {"reason": "foreign_device"}
+    )
     assert [{"gateway": "gw-2", "foreign_device": 1} | REFUSED] == _refusals(caplog)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert all("cuff-1" not in w and "p-1" not in w for w in warnings)
@@ -122,7 +124,9 @@ async def test_a_gateway_not_in_the_registry_is_quarantined(
         (q["reason"], q["gateway_id"], q["device_id"]) for q in quarantined
     ]
     assert 0 == await db.fetchval("SELECT count(*) FROM readings")
-    assert 1 == service.metric("homemonitor_readings_rejected_total", {"reason": "unknown_gateway"})
+    assert 1 == await service.counted(
+        "homemonitor_readings_rejected_total", {"reason": "unknown_gateway"}
+    )
     assert [{"gateway": "gw-9", "unknown_gateway": 1} | REFUSED] == _refusals(caplog)
 
 

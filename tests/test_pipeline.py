@@ -74,7 +74,7 @@ async def test_breach_opens_one_alert_then_updates_it(
         alert["threshold"],
     )
     assert 1 == await count(db, "SELECT count(*) FROM alerts")
-    assert 1 == service.metric("homemonitor_alerts_opened_total", {"severity": "warning"})
+    assert 1 == await service.counted("homemonitor_alerts_opened_total", {"severity": "warning"})
 
 
 async def test_same_message_twice_is_stored_once(

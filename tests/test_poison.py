@@ -268,7 +268,7 @@ async def test_quarantine_rows_the_database_refuses_become_one_fixed_row(
         row["item_index"],
         bytes(row["payload"]),
     )
-    assert 1 == service.metric(
+    assert 1 == await service.counted(
         "homemonitor_messages_rejected_total", {"reason": "storage_rejected"}
     )
 

@@ -151,7 +151,7 @@ async def test_reading_the_database_refuses_is_quarantined_and_the_rest_stored(
     q = await wait_until(lambda: db.fetchrow("SELECT * FROM quarantine"), lambda r: r is not None)
     assert ("storage_rejected", poison) == (q["reason"], bytes(q["payload"]))
     assert "CheckViolationError" in q["detail"]
-    assert 1 == service.metric(
+    assert 1 == await service.counted(
         "homemonitor_readings_rejected_total", {"reason": "storage_rejected"}
     )
 
