@@ -194,7 +194,7 @@ async def test_example_registry_plans_start_from_the_condition_templates(dsn: st
         "systolic.low",
     ]
     hypertension = ["bp.home_mean", "systolic.severe", "diastolic.severe", "systolic.low"]
-    copd = ["spo2.below_target", "spo2.trend", "heart_rate.trend", "heart_rate.high"]
+    copd = ["spo2.below_target", "oximetry.trend", "heart_rate.high"]
     expected = {
         "p-0001": (2, "heart_failure", {"dry_weight": 82.0}, [*heart_failure, "spo2.low"]),
         "p-0002": (2, "heart_failure", {"dry_weight": 68.5}, [*heart_failure, "bp.home_mean"]),

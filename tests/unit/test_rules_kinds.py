@@ -502,3 +502,82 @@ def test_a_score_the_screen_rules_out_never_breaches_and_one_it_lets_through_doe
     history, point = History(readings), readings[-1].measured_at
     level = assess(rule, plan(rule), history, point).level
     assert (level > 0) == may_breach(rule, plan(rule), history, point.timestamp())
+
+
+#: Hurst et al. (2010)'s composite: SpO2 falling and pulse rising, each in its own SDs.
+OXIMETRY = BaselineRule(
+    id="oximetry.trend",
+    quantity=O2,
+    direction="low",
+    method="composite",
+    min_sd=0.5,
+    also=({"quantity": "heart_rate", "direction": "high", "min_sd": 2.5},),  # type: ignore[arg-type]
+    run_in_days=7,
+    min_run_in_readings=5,
+    weight=0.3,
+    warning=1.0,
+)
+#: A stable week: SpO2 94-95 % (SD 0.52), pulse 80-90/min (SD 3.9).
+STABLE_O2 = [(94, 80), (95, 86), (94, 90), (95, 84), (94, 82), (95, 88), (94, 85)]
+
+
+def _oximetry(days: list[tuple[float, float]]) -> list[StoredReading]:
+    return [oximeter(at(d), spo2, pulse) for d, (spo2, pulse) in enumerate(days)]
+
+
+def test_composite_baseline_warns_when_spo2_falls_and_pulse_rises_together() -> None:
+    """A fall of 2 % with a rise of 12/min over three days: about 2 SD in both, a warning."""
+    quiet = judge(OXIMETRY, _oximetry([*STABLE_O2, (95, 84), (94, 86)]))
+    assert (0, True) == (quiet.level, quiet.cleared)
+    a = judge(OXIMETRY, _oximetry([*STABLE_O2, (93, 92), (92, 96), (92, 99)]))
+    assert 1 == a.level
+    facts = a.facts
+    assert pytest.approx(94.43, abs=0.01) == facts["spo2_baseline"]
+    assert pytest.approx(85.0, abs=0.01) == facts["heart_rate_baseline"]
+    score = (float(facts["spo2_z"]) + float(facts["heart_rate_z"])) / 2  # type: ignore[arg-type]
+    assert pytest.approx(score) == facts["score"]
+    assert score >= 1.0
+    assert a.measure == facts["score"]
+    assert "SpO2 92%, pulse 99/min: composite score" in a.sentence()
+    assert "SD below the baseline of 94.4%" in a.sentence()
+    assert "sammanvägt värde" in a.sentences()["sv"]
+
+
+def test_composite_baseline_needs_both_parts() -> None:
+    """SpO2 alone falling 1 % (pulse steady) is above 1 SD, but half of it is the score."""
+    a = judge(OXIMETRY, _oximetry([*STABLE_O2, (94, 85), (93, 84), (93, 85)]))
+    assert 0 == a.level
+    assert float(a.facts["spo2_z"]) > 1.0  # type: ignore[arg-type]
+    assert float(a.facts["score"]) < 1.0  # type: ignore[arg-type]
+
+
+def test_composite_baseline_is_not_armed_until_every_part_is() -> None:
+    """SpO2 readings without pulse: the pulse part has no run-in, so nothing is said."""
+    readings = [oximeter(at(d), 94 + d % 2) for d in range(10)]
+    a = judge(OXIMETRY, readings)
+    assert (0, False) == (a.level, a.cleared)
+    assert "heart_rate" in str(a.facts["insufficient"])
+
+
+def test_composite_baseline_floors_a_run_in_of_identical_readings() -> None:
+    """A run-in of 95 % every day has SD 0: a 1 % dip is 2 SD (the 0.5 % floor), not infinite."""
+    flat = [(95, 80 + (d % 2) * 8) for d in range(7)]
+    a = judge(OXIMETRY, _oximetry([*flat, (94, 84)]))
+    assert 0.5 == a.facts["spo2_sd"]
+    assert pytest.approx(0.3 * 1.0 / 0.5) == a.facts["spo2_z"]
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"also": ()}, "needs at least one quantity in also"),
+        ({"min_sd": 0.0}, "needs min_sd above 0"),
+        ({"method": "ewma"}, "also is for method composite only"),
+    ],
+)
+def test_composite_baseline_plans_that_make_no_sense_are_refused(
+    update: dict[str, object], message: str
+) -> None:
+    data = OXIMETRY.model_dump() | update
+    with pytest.raises(ValueError, match=message):
+        BaselineRule.model_validate(data)

@@ -184,15 +184,19 @@ WORSEN_BY: Mapping[Quantity, float] = {
     Quantity.HEART_RATE: 10.0,
     Quantity.SPO2: 2.0,
 }
-#: ... for an average protocol (mmHg above its bound) and for a score (points).
+#: ... for an average protocol (mmHg above its bound), a score (points) and a composite
+#: baseline (its score, in stable-state SDs: two, as SpO2's 2 % and pulse's 10/min above).
 WORSEN_BY_AVERAGE = 5.0
 WORSEN_BY_SCORE = 2.0
+WORSEN_BY_COMPOSITE = 2.0
 
 
 def worsen_by(rule: RuleSpec) -> float:
     """How much worse than a resolved episode's worst a measure must be to re-alert."""
     if rule.realert.worsen_by is not None:
         return rule.realert.worsen_by
+    if isinstance(rule, BaselineRule) and rule.method == "composite":
+        return WORSEN_BY_COMPOSITE
     if isinstance(rule, ThresholdRule | ChangeRule | BaselineRule):
         return WORSEN_BY[rule.quantity]
     if isinstance(rule, AverageRule):

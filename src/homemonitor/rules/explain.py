@@ -100,6 +100,13 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
             ", its EWMA {ewma} is {amount} {where} the personal baseline of {baseline} "
             "(SD {sd}, {n} run-in readings)"
         ),
+        "bl.composite_plan": (
+            "{levels}, the mean of {parts} their personal baselines in SDs (composite of EWMAs)"
+        ),
+        "bl.part_plan": "{name} {side}",
+        "bl.and": " and ",
+        "bl.composite": ": composite score {score} SD ({parts}; {n} run-in readings)",
+        "bl.part": "{name} EWMA {ewma}, {z} SD {where} the baseline of {baseline} (SD {sd})",
         "sc.level": "{level} at {x} or more",
         "sc.single_red_plan": "any single parameter scoring 3 {severity}",
         "sc.plan": "{parts}; no respiratory rate, consciousness or temperature",
@@ -174,6 +181,13 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
             ", EWMA {ewma} är {amount} {where} den personliga baslinjen {baseline} "
             "(SD {sd}, {n} inkörningsmätningar)"
         ),
+        "bl.composite_plan": (
+            "{levels}, medelvärdet av {parts} sina personliga baslinjer i SD (sammanvägda EWMA)"
+        ),
+        "bl.part_plan": "{name} {side}",
+        "bl.and": " och ",
+        "bl.composite": ": sammanvägt värde {score} SD ({parts}; {n} inkörningsmätningar)",
+        "bl.part": "{name} EWMA {ewma}, {z} SD {where} baslinjen {baseline} (SD {sd})",
         "sc.level": "{level} vid {x} eller mer",
         "sc.single_red_plan": "en enskild parameter med 3 poäng: {severity}",
         "sc.plan": "{parts}; inga andningsfrekvens, medvetandegrad eller temperatur",
@@ -421,7 +435,60 @@ def _average(say: _Say, a: Assessment, rule: AverageRule) -> tuple[str, str]:
     return say("av.found", means=", ".join(means), counts=counts), plan
 
 
+def _composite(say: _Say, a: Assessment, rule: BaselineRule) -> tuple[str, str]:
+    """A composite baseline: the plan's parts, and each part's EWMA against its baseline."""
+    facts = a.facts
+    levels = ", ".join(
+        say("bl.sd_level", level=say(lv), x=say.num(x))
+        for lv, x in (("warning", rule.warning), ("urgent", rule.urgent))
+        if x is not None
+    )
+    worse = {"high": "above", "low": "below"}
+    parts = say("bl.and").join(
+        say("bl.part_plan", name=say.name(p.quantity), side=say(worse[p.direction]))
+        for p in rule.parts
+    )
+    plan = say("bl.composite_plan", levels=levels, parts=parts)
+    values = [
+        f"{say.name(p.quantity)} {say.amt(float(v), p.quantity)}"
+        for p in rule.parts
+        if isinstance(v := facts.get(f"{p.quantity.value}_value"), int | float)
+    ]
+    if not values:
+        return say("no_reading", name=say.name(rule.quantity)), plan
+    found = ", ".join(values)
+    if "insufficient" in facts:
+        swap = say("bl.new_device") if facts.get("device_changed") else ""
+        n = facts.get("run_in_n", 0)
+        return say("bl.insufficient", found=found, n=n, m=rule.min_run_in_readings, swap=swap), plan
+    described = []
+    for p in rule.parts:
+        key = p.quantity.value
+        z = _f(facts, f"{key}_z")
+        side, opposite = worse[p.direction], worse["low" if p.direction == "high" else "high"]
+        described.append(
+            say(
+                "bl.part",
+                name=say.name(p.quantity),
+                ewma=say.amt(_f(facts, f"{key}_ewma"), p.quantity),
+                z=say.num(abs(z)),
+                where=say(side if z >= 0 else opposite),
+                baseline=say.amt(_f(facts, f"{key}_baseline"), p.quantity),
+                sd=say.amt(_f(facts, f"{key}_sd"), p.quantity),
+            )
+        )
+    found += say(
+        "bl.composite",
+        score=say.num(_f(facts, "score")),
+        parts="; ".join(described),
+        n=facts.get("run_in_n"),
+    )
+    return found, plan
+
+
 def _baseline(say: _Say, a: Assessment, rule: BaselineRule) -> tuple[str, str]:
+    if rule.method == "composite":
+        return _composite(say, a, rule)
     q, facts = rule.quantity, a.facts
     side_word = "above" if rule.direction == "high" else "below"
     side = say(side_word)

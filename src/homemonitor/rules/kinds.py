@@ -107,6 +107,8 @@ def assess_at(rule: RuleSpec, plan: Plan, history: History, at: datetime, ts: fl
     if isinstance(rule, AverageRule):
         return _average(ctx, rule)
     if isinstance(rule, BaselineRule):
+        if rule.method == "composite":
+            return _composite(ctx, rule)
         return _macd(ctx, rule) if rule.method == "macd" else _ewma(ctx, rule)
     return _score(ctx, rule)
 
@@ -597,6 +599,45 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         baseline=mu, sd=sd, ewma=z, deviation=deviation, limit=warning if warning else urgent
     )
     return ctx.result(level, level == NONE, split.last, deviation, facts)
+
+
+def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
+    """The mean of each part's EWMA deviation in its run-in SDs (Hurst et al. 2010)."""
+    facts: dict[str, Fact] = {"quantity": rule.quantity.value, "method": "composite"}
+    deviations: list[float] = []
+    value: float | None = None
+    unarmed: list[str] = []
+    lam = rule.weight
+    for part in rule.parts:
+        q = part.quantity.value
+        split = _ewma_split(ctx.series(part.quantity), rule, ctx.ts)
+        if isinstance(split, str):
+            return ctx.unknown(f"{q}: {split}", facts, value)
+        if value is None:
+            value = split.last
+        facts[f"{q}_value"] = split.last
+        facts[f"{q}_run_in_n"] = len(split.run_in)
+        if split.device_changed:
+            facts["device_changed"] = True
+        if not split.armed:
+            unarmed.append(q)
+            continue
+        mu, sd = _mean_sd(split.run_in)
+        sd = max(sd, part.min_sd)
+        n = len(split.monitored)
+        z = (1 - lam) ** n * mu + float(_weights(lam, n) @ split.monitored)
+        sign = 1.0 if part.direction == "high" else -1.0
+        deviation = sign * (z - mu) / sd
+        facts.update({f"{q}_baseline": mu, f"{q}_sd": sd, f"{q}_ewma": z, f"{q}_z": deviation})
+        deviations.append(deviation)
+    facts.setdefault("device_changed", False)
+    facts["run_in_n"] = min(int(facts[f"{p.quantity.value}_run_in_n"] or 0) for p in rule.parts)
+    if unarmed:
+        return ctx.unknown("baseline not armed", facts, value)
+    score = sum(deviations) / len(deviations)
+    level = _levels(score, rule.warning, rule.urgent)
+    facts.update(score=score, limit=rule.warning if rule.warning else rule.urgent)
+    return ctx.result(level, level == NONE, value, score, facts)
 
 
 def _tau(span_days: float) -> float:

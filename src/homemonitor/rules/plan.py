@@ -17,6 +17,7 @@ advice: the clinician responsible for the patient sets them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -230,6 +231,17 @@ class AverageRule(RuleBase):
         return self.days * 24.0 + 1 + self.session_minutes / 60
 
 
+class BaselinePart(BaseModel):
+    """A further quantity of a ``composite`` baseline: which way is worse, and the least
+    standard deviation its run-in is taken to have (a device's resolution, so a run-in
+    of identical readings does not make every change infinitely many SDs)."""
+
+    model_config = _Model
+    quantity: Quantity
+    direction: Literal["high", "low"]
+    min_sd: float = Field(gt=0)
+
+
 class BaselineRule(RuleBase):
     """A deviation from the patient's own history, armed after a run-in.
 
@@ -239,12 +251,19 @@ class BaselineRule(RuleBase):
     floor. ``macd``: the difference of a short and a long EWMA (spans in days), warning
     and urgent in the quantity's unit; the evaluation's reference row. The run-in restarts
     when the device measuring the quantity changes: a new scale has its own offset.
+    ``composite``: the EWMA of ``quantity`` and of each of ``also``, each as a deviation
+    from its own run-in mean in its run-in SDs (oriented so that worse is positive), and
+    their mean compared with warning/urgent (in SDs): the composite oximetry score of
+    Hurst et al. (2010), a fall in SpO2 and a rise in pulse together. ``min_sd`` is the
+    least SD of ``quantity``'s run-in (each part has its own); armed once every part is.
     """
 
     kind: Literal["baseline"] = "baseline"
     quantity: Quantity
     direction: Literal["high", "low"]
-    method: Literal["ewma", "macd"] = "ewma"
+    method: Literal["ewma", "macd", "composite"] = "ewma"
+    also: tuple[BaselinePart, ...] = ()
+    min_sd: float = Field(default=0.0, ge=0)
     run_in_days: float = Field(default=14.0, gt=0, le=90)
     min_run_in_readings: int = Field(default=7, ge=2, le=500)
     #: ``ewma``: the window is the last ``run_in_days + monitor_days``; the run-in is the
@@ -264,12 +283,29 @@ class BaselineRule(RuleBase):
         _levels_rising(self.warning, self.urgent)
         if self.method == "macd" and self.short_days >= self.long_days:
             raise ValueError("short_days must be below long_days")
+        if self.method == "composite":
+            if not self.also:
+                raise ValueError("a composite baseline needs at least one quantity in also")
+            if len(set(self.quantities)) < len(self.quantities):
+                raise ValueError("a composite baseline reads each quantity once")
+            if self.min_sd <= 0:
+                raise ValueError("a composite baseline needs min_sd above 0")
+        elif self.also:
+            raise ValueError("also is for method composite only")
         return self
 
     @property
     def quantities(self) -> tuple[Quantity, ...]:
         """The quantities this rule reads."""
-        return (self.quantity,)
+        return (self.quantity, *(p.quantity for p in self.also))
+
+    @functools.cached_property
+    def parts(self) -> tuple[BaselinePart, ...]:
+        """Every quantity of a composite as a part: ``quantity`` first, then ``also``."""
+        first = BaselinePart.model_construct(
+            quantity=self.quantity, direction=self.direction, min_sd=self.min_sd
+        )
+        return (first, *self.also)
 
     def lookback_hours(self) -> float:
         """How much history before an evaluation point this rule reads."""

@@ -624,9 +624,10 @@ def _params(rule: RuleSpec, t: Translate, personal: Callable[[str], str]) -> lis
         found.append(_Param(("days",), "planform.days"))
         return [*found, _Param(("min_days",), "planform.min_days")]
     if isinstance(rule, BaselineRule):
-        unit = t("planform.sd") if rule.method == "ewma" else rule.quantity.unit
+        unit = t("planform.sd") if rule.method != "macd" else rule.quantity.unit
         found = [_Param((lv,), f"planform.{lv}", unit) for lv in levels]
-        found.append(_Param(("min_deviation",), "planform.min_deviation", rule.quantity.unit))
+        if rule.method != "composite":  # a composite's SD floors are per part: YAML
+            found.append(_Param(("min_deviation",), "planform.min_deviation", rule.quantity.unit))
         return [*found, _Param(("run_in_days",), "planform.run_in_days")]
     if isinstance(rule, ScoreRule):
         return [_Param((lv,), f"planform.{lv}", t("planform.points")) for lv in levels]
