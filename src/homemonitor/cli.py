@@ -154,6 +154,33 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_check(args: argparse.Namespace) -> int:
+    from homemonitor.registry import plans  # noqa: PLC0415
+
+    async def main() -> list[plans.NotInForce]:
+        pool = await _pool(args)
+        async with pool, pool.acquire() as conn:
+            return await plans.not_in_force(conn)
+
+    found = asyncio.run(main())
+    if not found:
+        print("every patient's newest care-plan version resolves against these templates")
+        return 0
+    for n in found:
+        instead = (
+            f"version {n.in_force} is in force"
+            if n.in_force is not None
+            else "NO version resolves: readings are stored, no rule runs"
+        )
+        print(f"{n.patient_id}: version {n.version} does not resolve ({n.problem}); {instead}")
+    print(
+        f"{len(found)} patients' newest care plan does not resolve: give each a new version "
+        "(the API, the web app's plan editor or registry apply) that does",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def cmd_token_issue(args: argparse.Namespace) -> int:
     from homemonitor.api import auth  # noqa: PLC0415
 
@@ -778,6 +805,18 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file", help="YAML or JSON registry description")
     db_option(apply)
     apply.set_defaults(func=cmd_registry_apply)
+    check = reg_sub.add_parser(
+        "check",
+        help="list patients whose newest care plan no longer resolves (run after an upgrade)",
+        description="Resolve every patient's newest care-plan version against the condition "
+        "templates this version ships. A template that renamed or removed a rule leaves a "
+        "plan that overrides or disables it unresolvable: the worker then runs the newest "
+        "version that resolves, or no rule at all. Lists each such patient with the problem "
+        "and what is in force. Exit status 0 when every plan resolves, 1 otherwise. Reads "
+        "plans only; the metric homemonitor_care_plans_not_in_force counts the same.",
+    )
+    db_option(check)
+    check.set_defaults(func=cmd_registry_check)
 
     tok = sub.add_parser("token", help="clinician API tokens")
     tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -132,6 +132,15 @@ class Metrics:
             "reached them all.",
             registry=r,
         )
+        self.care_plans_not_in_force = Gauge(
+            "homemonitor_care_plans_not_in_force",
+            "Patients whose newest care-plan version does not resolve against the shipped "
+            "templates (a template changed under it), by what runs instead: 'older' (their "
+            "newest version that resolves) or 'none' (no version resolves: their readings are "
+            "stored, no rule runs, no alert opens). Set at each registry load.",
+            ["instead"],
+            registry=r,
+        )
         self.alerts_open = Gauge(
             "homemonitor_alerts_open",
             "Alert episodes not resolved, in the whole database: the same on every replica, "

@@ -174,7 +174,7 @@ class Worker:
                 self.database_state(ok=False, why=exc)
                 await sleep_unless(stop, backoff.next())
             else:
-                self.metrics.registry_revision.set(self.cache.revision or 0)
+                self._registry_metrics()
                 self.database_state(ok=True)
                 self.health.registry_loaded = True
                 return
@@ -514,8 +514,15 @@ class Worker:
         except TRANSIENT_DB_ERRORS as exc:  # keep the cache we have; commit will wait anyway
             log.warning("registry check failed, keeping the cached copy", error=type(exc).__name__)
             return False
-        self.metrics.registry_revision.set(self.cache.revision or 0)
+        self._registry_metrics()
         return changed
+
+    def _registry_metrics(self) -> None:
+        """What the registry cache now holds, as gauges."""
+        self.metrics.registry_revision.set(self.cache.revision or 0)
+        plans = self.cache.plans
+        self.metrics.care_plans_not_in_force.labels("older").set(len(plans.older))
+        self.metrics.care_plans_not_in_force.labels("none").set(len(plans.unresolved))
 
     async def _keep_registry_fresh(self, stop: asyncio.Event) -> None:
         """Check the registry's revision on every NOTIFY, and every 30 s in case one was missed."""

@@ -166,12 +166,19 @@ class Plans:
     """Every patient's current plan, resolved, and the numpy screen of the plain ones.
 
     ``unresolved`` names patients whose newest version no longer resolves (a template
-    changed under it); :meth:`with_older` puts their newest version that does in force.
+    changed under it); :meth:`with_older` puts their newest version that does in force
+    and names those patients in ``older``.
     """
 
-    def __init__(self, patients: dict[str, PatientPlan], unresolved: frozenset[str]) -> None:
+    def __init__(
+        self,
+        patients: dict[str, PatientPlan],
+        unresolved: frozenset[str],
+        older: frozenset[str] = frozenset(),
+    ) -> None:
         self.patients = patients
         self.unresolved = unresolved
+        self.older = older
         #: The care teams' routing and every patient's team and care contact, as loaded
         #: with the plans (:meth:`RegistryCache.load`): a batch that opens alerts routes
         #: them without a query. None: not loaded (the routing hook queries).
@@ -221,7 +228,11 @@ class Plans:
                     break
             else:
                 log.error("no version of a care plan resolves; its readings are only stored")
-        return Plans(patients, frozenset(self.unresolved - patients.keys()))
+        return Plans(
+            patients,
+            frozenset(self.unresolved - patients.keys()),
+            frozenset(self.unresolved & patients.keys()),
+        )
 
 
 def _resolve_rows(

@@ -139,3 +139,40 @@ async def history(conn: Conn, patient_id: str) -> list[Version]:
         Version(r["version"], spec_of(r["plan"]), r["changed_by"], r["reason"], r["created_at"])
         for r in rows
     ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NotInForce:
+    """A patient whose newest care-plan version does not resolve, and what runs instead."""
+
+    patient_id: str
+    version: int
+    problem: str
+    in_force: int | None  # the newest version that resolves; None: no rule runs
+
+
+async def not_in_force(conn: Conn) -> list[NotInForce]:
+    """Every patient whose newest plan version does not resolve against the shipped
+    templates (a template changed under it), by patient id: what the worker would run."""
+    rows = await conn.fetch(
+        "SELECT patient_id, version, plan::text AS plan FROM care_plans "
+        "ORDER BY patient_id, version DESC"
+    )
+    found: list[NotInForce] = []
+    newest: dict[str, tuple[int, str]] = {}
+    settled: set[str] = set()
+    for r in rows:
+        patient_id = r["patient_id"]
+        if patient_id in settled:
+            continue
+        try:
+            resolved(spec_of(r["plan"]), r["version"])
+        except (PlanError, ValueError) as exc:
+            newest.setdefault(patient_id, (r["version"], str(exc)))
+            continue
+        settled.add(patient_id)
+        if patient_id in newest:
+            version, problem = newest.pop(patient_id)
+            found.append(NotInForce(patient_id, version, problem, r["version"]))
+    found += [NotInForce(p, v, problem, None) for p, (v, problem) in newest.items()]
+    return sorted(found, key=lambda n: n.patient_id)
