@@ -24,7 +24,7 @@ from homemonitor.rules.plan import (
     ScoreRule,
     ThresholdRule,
 )
-from tests.unit.rulekit import O2, D, S, W, at, bp, oximeter, plan, weight
+from tests.unit.rulekit import O2, D, S, W, at, bp, one_by_one, oximeter, plan, weight
 
 
 def judge(
@@ -556,7 +556,31 @@ def test_composite_baseline_is_not_armed_until_every_part_is() -> None:
     readings = [oximeter(at(d), 94 + d % 2) for d in range(10)]
     a = judge(OXIMETRY, readings)
     assert (0, False) == (a.level, a.cleared)
-    assert "heart_rate" in str(a.facts["insufficient"])
+    assert "heart_rate" == a.facts["unarmed"]
+    assert "not armed yet (pulse 0 of 5 run-in readings)" in a.sentence()
+    # Pulse stopped after the run-in: SpO2 is armed, pulse waits for a reading.
+    stopped = [*_oximetry(STABLE_O2), *(oximeter(at(7 + d), 92) for d in range(3))]
+    b = judge(OXIMETRY, stopped)
+    assert (0, False, "heart_rate") == (b.level, b.cleared, b.facts["unarmed"])
+    assert "(pulse: no reading after its run-in)" in b.sentence()
+    assert "(puls: ingen mätning efter inkörningen)" in b.sentences()["sv"]
+
+
+def test_composite_baseline_reads_every_part_from_the_oximeter_not_a_cuffs_pulse() -> None:
+    """A cuff's pulse between the oximeter's readings neither runs the score nor enters it:
+    the score at the oximeter's reading is the same with and without the cuff."""
+    prodrome = _oximetry([*STABLE_O2, (93, 92), (92, 96)])
+    cuff = [bp(at(d, hours=1), 130, 80, pulse=70) for d in range(9)]
+    with_cuff = sorted([*prodrome, *cuff], key=lambda r: r.measured_at)
+    alone = judge(OXIMETRY, [*prodrome, oximeter(at(9), 92, 99)])
+    mixed = judge(OXIMETRY, [*with_cuff, oximeter(at(9), 92, 99)])
+    assert 1 == alone.level
+    assert alone.facts == mixed.facts
+    outcomes, _ = one_by_one(plan(OXIMETRY), with_cuff)
+    cuff_points = [
+        o.assessed for o, r in zip(outcomes, with_cuff, strict=True) if r.device_id == "cuff-1"
+    ]
+    assert [0] * len(cuff) == cuff_points  # a cuff reading does not run the composite
 
 
 def test_composite_baseline_floors_a_run_in_of_identical_readings() -> None:
@@ -572,7 +596,9 @@ def test_composite_baseline_floors_a_run_in_of_identical_readings() -> None:
     [
         ({"also": ()}, "needs at least one quantity in also"),
         ({"min_sd": 0.0}, "needs min_sd above 0"),
-        ({"method": "ewma"}, "also is for method composite only"),
+        ({"method": "ewma"}, "also and min_sd are for method composite only"),
+        ({"method": "ewma", "also": ()}, "also and min_sd are for method composite only"),
+        ({"min_deviation": 2.0}, "min_sd per part, not min_deviation"),
     ],
 )
 def test_composite_baseline_plans_that_make_no_sense_are_refused(

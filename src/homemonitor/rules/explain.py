@@ -107,6 +107,9 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "bl.and": " and ",
         "bl.composite": ": composite score {score} SD ({parts}; {n} run-in readings)",
         "bl.part": "{name} EWMA {ewma}, {z} SD {where} the baseline of {baseline} (SD {sd})",
+        "bl.composite_insufficient": "{found}: personal baseline not armed yet ({parts}{swap})",
+        "bl.part_unarmed": "{name} {n} of {m} run-in readings",
+        "bl.part_waiting": "{name}: no reading after its run-in",
         "sc.level": "{level} at {x} or more",
         "sc.single_red_plan": "any single parameter scoring 3 {severity}",
         "sc.plan": "{parts}; no respiratory rate, consciousness or temperature",
@@ -188,6 +191,9 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "bl.and": " och ",
         "bl.composite": ": sammanvägt värde {score} SD ({parts}; {n} inkörningsmätningar)",
         "bl.part": "{name} EWMA {ewma}, {z} SD {where} baslinjen {baseline} (SD {sd})",
+        "bl.composite_insufficient": ("{found}: personlig baslinje ännu inte klar ({parts}{swap})"),
+        "bl.part_unarmed": "{name} {n} av {m} inkörningsmätningar",
+        "bl.part_waiting": "{name}: ingen mätning efter inkörningen",
         "sc.level": "{level} vid {x} eller mer",
         "sc.single_red_plan": "en enskild parameter med 3 poäng: {severity}",
         "sc.plan": "{parts}; inga andningsfrekvens, medvetandegrad eller temperatur",
@@ -459,8 +465,16 @@ def _composite(say: _Say, a: Assessment, rule: BaselineRule) -> tuple[str, str]:
     found = ", ".join(values)
     if "insufficient" in facts:
         swap = say("bl.new_device") if facts.get("device_changed") else ""
-        n = facts.get("run_in_n", 0)
-        return say("bl.insufficient", found=found, n=n, m=rule.min_run_in_readings, swap=swap), plan
+        m = rule.min_run_in_readings
+        waiting = []
+        for p in rule.parts:
+            if p.quantity.value not in str(facts.get("unarmed", "")).split(","):
+                continue
+            n = int(_f(facts, f"{p.quantity.value}_run_in_n"))
+            key = "bl.part_waiting" if n >= m else "bl.part_unarmed"
+            waiting.append(say(key, name=say.name(p.quantity), n=n, m=m))
+        parts = ", ".join(waiting)
+        return say("bl.composite_insufficient", found=found, parts=parts, swap=swap), plan
     described = []
     for p in rule.parts:
         key = p.quantity.value

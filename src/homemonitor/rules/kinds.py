@@ -526,8 +526,14 @@ class _Split:
     armed: bool  # a run-in long enough, and monitored readings after it
 
 
-def _ewma_split(s: Series, rule: BaselineRule, ts: float) -> _Split | str:
-    """The run-in and monitored readings of ``rule`` at ``ts``, or why there are none."""
+def _ewma_split(
+    s: Series, rule: BaselineRule, ts: float, device: str | None = None
+) -> _Split | str:
+    """The run-in and monitored readings of ``rule`` at ``ts``, or why there are none.
+
+    ``device``: only that device's readings (a composite's further parts follow the device
+    of its first); by default the device of the latest reading (:func:`_own_device`).
+    """
     i = s.end(ts)
     if i == 0:
         return "no reading"
@@ -536,21 +542,31 @@ def _ewma_split(s: Series, rule: BaselineRule, ts: float) -> _Split | str:
     if j0 >= i:
         return "no reading in the window"
     window = s.device[j0:i]
-    if len(s.devices) == 1 or not (window != window[-1]).any():  # one device: all of it
+    if device is None:
+        code = int(window[-1])
+    elif device in s.devices:
+        code = s.devices.index(device)
+    else:
+        return "no reading of the device in the window"
+    if len(s.devices) == 1 or not (window != code).any():  # one device: all of it
         first = j0
         run_in_start = float(s.t[j0])
         k = min(s.start(run_in_start + rule.run_in_days * _DAY), i)
         run_in, monitored = s.value[j0:k], s.value[k:i]
+        last = float(s.value[i - 1])
     else:
-        own = _own_device(s, j0, i)
+        own = j0 + np.nonzero(window == code)[0]
+        if not len(own):
+            return "no reading of the device in the window"
         first = int(own[0])
         run_in_start = float(s.t[first])  # the device's first reading in the window
         run_in_end = run_in_start + rule.run_in_days * _DAY
         in_run_in = s.t[own] < run_in_end
         run_in = s.value[own[in_run_in]]
         monitored = s.value[own[~in_run_in]]
+        last = float(s.value[own[-1]])
     armed = len(run_in) >= rule.min_run_in_readings and bool(len(monitored))
-    return _Split(run_in, monitored, run_in_start, first > j0, float(s.value[i - 1]), armed)
+    return _Split(run_in, monitored, run_in_start, first > j0, last, armed)
 
 
 def _ewma_may_breach(s: Series, rule: BaselineRule, ts: float) -> bool:
@@ -602,23 +618,32 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
 
 
 def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
-    """The mean of each part's EWMA deviation in its run-in SDs (Hurst et al. 2010)."""
+    """The mean of each part's EWMA deviation in its run-in SDs (Hurst et al. 2010).
+
+    Every part is read from the device of ``quantity``'s latest reading (an oximeter's
+    SpO2 and pulse together; a cuff's pulse is another device's, not this score's).
+    """
     facts: dict[str, Fact] = {"quantity": rule.quantity.value, "method": "composite"}
+    first = ctx.series(rule.quantity)
+    i = first.end(ctx.ts)
+    device = first.devices[int(first.device[i - 1])] if i else None
     deviations: list[float] = []
     value: float | None = None
     unarmed: list[str] = []
     lam = rule.weight
     for part in rule.parts:
         q = part.quantity.value
-        split = _ewma_split(ctx.series(part.quantity), rule, ctx.ts)
+        s = first if part is rule.parts[0] else ctx.series(part.quantity)
+        split = _ewma_split(s, rule, ctx.ts, device)
         if isinstance(split, str):
-            return ctx.unknown(f"{q}: {split}", facts, value)
+            facts[f"{q}_run_in_n"] = 0
+            unarmed.append(q)
+            continue
         if value is None:
             value = split.last
+            facts["device_changed"] = split.device_changed
         facts[f"{q}_value"] = split.last
         facts[f"{q}_run_in_n"] = len(split.run_in)
-        if split.device_changed:
-            facts["device_changed"] = True
         if not split.armed:
             unarmed.append(q)
             continue
@@ -631,8 +656,8 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         facts.update({f"{q}_baseline": mu, f"{q}_sd": sd, f"{q}_ewma": z, f"{q}_z": deviation})
         deviations.append(deviation)
     facts.setdefault("device_changed", False)
-    facts["run_in_n"] = min(int(facts[f"{p.quantity.value}_run_in_n"] or 0) for p in rule.parts)
     if unarmed:
+        facts["unarmed"] = ",".join(unarmed)
         return ctx.unknown("baseline not armed", facts, value)
     score = sum(deviations) / len(deviations)
     level = _levels(score, rule.warning, rule.urgent)

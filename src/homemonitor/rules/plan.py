@@ -17,7 +17,6 @@ advice: the clinician responsible for the patient sets them.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -290,8 +289,10 @@ class BaselineRule(RuleBase):
                 raise ValueError("a composite baseline reads each quantity once")
             if self.min_sd <= 0:
                 raise ValueError("a composite baseline needs min_sd above 0")
-        elif self.also:
-            raise ValueError("also is for method composite only")
+            if self.min_deviation:
+                raise ValueError("a composite baseline has min_sd per part, not min_deviation")
+        elif self.also or self.min_sd:
+            raise ValueError("also and min_sd are for method composite only")
         return self
 
     @property
@@ -299,7 +300,7 @@ class BaselineRule(RuleBase):
         """The quantities this rule reads."""
         return (self.quantity, *(p.quantity for p in self.also))
 
-    @functools.cached_property
+    @property
     def parts(self) -> tuple[BaselinePart, ...]:
         """Every quantity of a composite as a part: ``quantity`` first, then ``also``."""
         first = BaselinePart.model_construct(
