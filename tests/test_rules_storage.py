@@ -388,3 +388,71 @@ async def test_the_history_cache_gives_what_the_database_holds_whoever_stored_it
     fourth, kept = await batch(weight(NOW + timedelta(hours=4), 81.6))
     assert (reloaded, held(fourth)) == (kept, await stored_since(kept))
     assert weight(NOW + timedelta(hours=3), 99.0) not in fourth
+
+
+async def test_episodes_of_a_rule_no_longer_in_the_plan_leave_the_due_queue(
+    db: asyncpg.Connection,
+) -> None:
+    """p-1's pending breach and cleared episode belong to rules its new plan version
+    dropped: nothing can decide them. The due runner withdraws the breach, takes the
+    cleared episode off the queue (a clinician resolves it), and so reaches p-2's breach
+    even one patient per run (they used to come first in every run, for ever)."""
+
+    def rule(rule_id: str, quantity: str, warning: float) -> dict[str, object]:
+        direction = "low" if quantity == "spo2" else "high"
+        return {"id": rule_id, "kind": "threshold", "quantity": quantity,
+                "direction": direction, "warning": warning, "retake_minutes": 5}  # fmt: skip
+
+    described = copy.deepcopy(REGISTRY)
+    p1, p2 = described["patients"][0], described["patients"][1]
+    dropped = [rule("systolic.high", "systolic", 160), rule("diastolic.high", "diastolic", 100)]
+    p1["care_plan"] = {"version": 2, "rules": dropped}
+    p2["care_plan"] = {"version": 2, "rules": [rule("spo2.low", "spo2", 90)]}
+    await registry.apply(db, registry.parse(described))
+    cache = registry.RegistryCache()
+    await cache.load(db)
+    now = datetime.now(UTC)
+
+    def reading(patient: str, values: dict[Quantity, float]) -> Batch:
+        at = now - timedelta(minutes=3)  # pending until now + 2 min
+        device, metric, gw = (
+            ("cuff-1", Metric.BLOOD_PRESSURE, "gw-1")
+            if patient == "p-1"
+            else ("oxi-2", Metric.SPO2, "gw-2")
+        )
+        message = Inbound(f"homemonitor/v1/gw/{gw}/readings", b"{}", now, 0.0)
+        return Batch(
+            [message], [Candidate(Reading(device, metric, at, values), patient, gw, now, 0)]
+        )
+
+    await commit(
+        db, reading("p-1", {Quantity.SYSTOLIC: 170, Quantity.DIASTOLIC: 110}), cache.plans, now
+    )
+    await commit(db, reading("p-2", {Quantity.SPO2: 85}), cache.plans, now)
+    await db.execute(  # as if the diastolic episode had opened, cleared, and its off-delay passed
+        "UPDATE alerts SET status = 'cleared', resolve_due_at = $1 "
+        "WHERE patient_id = 'p-1' AND rule = 'diastolic.high'",
+        now,
+    )
+    p1["care_plan"] = {"version": 3, "rules": [rule("systolic.severe", "systolic", 200)]}
+    await registry.apply(db, registry.parse(described))
+    await cache.load(db)
+
+    later = now + timedelta(minutes=10)
+    first = await episodes.run_due(db, cache.plans, later, limit=1)
+    second = await episodes.run_due(db, cache.plans, later, limit=1)
+    alerts = await db.fetch("SELECT rule, status, resolve_due_at FROM alerts ORDER BY id")
+    assert (0, 1) == (first.tally.opened.total(), second.tally.opened.total())
+    assert [
+        ("systolic.high", "withdrawn", None),
+        ("diastolic.high", "cleared", None),
+        ("spo2.low", "open", None),
+    ] == [tuple(a) for a in alerts]
+    assert [] == await db.fetch(episodes._DUE, later, 10)
+    withdrawn = await db.fetchrow(
+        "SELECT actor, details FROM alert_events WHERE kind = 'withdrawn'"
+    )
+    assert ("scheduler", {"reason": "rule_not_in_plan"}) == (
+        withdrawn["actor"],
+        json.loads(withdrawn["details"]),
+    )

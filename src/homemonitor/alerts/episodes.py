@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from homemonitor import logs
 from homemonitor.alerts import routing, rows, silence
 from homemonitor.alerts.rows import Draft, Stored
 from homemonitor.contract.readings import OPTIONAL, QUANTITIES, REQUIRED, Metric, Quantity
@@ -58,6 +59,8 @@ from homemonitor.rules.histories import Cached, HistoryCache
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
 from homemonitor.rules.plan import HISTORY_CAP, Plan
 from homemonitor.storage.database import Conn
+
+log = logs.get_logger(__name__)
 
 #: The advisory-lock class of a patient's episodes (two-key locks: never the migration's).
 LOCK_CLASS = 0x686D6570  # "hmep"
@@ -544,6 +547,31 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE a.id = u.id
 """
 #: Patients one :func:`run_due` takes at most (the rest: the next run, at once).
 DUE_LIMIT = 500
+#: An active episode whose rule its patient's plan no longer has (a new plan version, or
+#: a template that dropped the rule) waits on a deadline nothing can decide. A pending
+#: breach is withdrawn (no alert was ever shown); a cleared episode keeps its status for a
+#: clinician to resolve but leaves the due queue, so it cannot fill the queue's batches and
+#: starve other patients' deadlines.
+_WITHDRAW_ORPHANS = """
+WITH w AS (
+    UPDATE alerts SET status = 'withdrawn', resolved_at = clock_timestamp()
+    WHERE id = ANY($1::bigint[]) AND status = 'pending' RETURNING id
+)
+INSERT INTO alert_events (alert_id, kind, actor, details)
+SELECT id, 'withdrawn', 'scheduler', '{"reason": "rule_not_in_plan"}'::jsonb FROM w
+"""
+_UNQUEUE_ORPHANS = """
+UPDATE alerts SET resolve_due_at = NULL WHERE id = ANY($1::bigint[]) AND status = 'cleared'
+"""
+
+
+async def _off_the_queue(conn: Conn, alert_ids: list[int]) -> None:
+    """Take episodes of rules no longer in their plan off the due queue (see above)."""
+    await conn.execute(_WITHDRAW_ORPHANS, alert_ids)
+    await conn.execute(_UNQUEUE_ORPHANS, alert_ids)
+    log.info(
+        "episodes of rules no longer in their plan left the due queue", episodes=len(alert_ids)
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -577,13 +605,17 @@ async def run_due(conn: Conn, plans: Plans, now: datetime, *, limit: int = DUE_L
             drafts: list[Draft] = []
             resolved: list[tuple[int, str]] = []
             moved: list[tuple[int, datetime | None]] = []
+            orphans: list[int] = []
             empty = History(())
             for plan in chosen:
                 stored = states.get(plan.patient_id, {})
                 outcome = Outcome()
                 for rule_id, s in stored.items():
+                    if s.active is None:
+                        continue
                     rule = plan.plan.rule(rule_id)
-                    if s.active is None or rule is None:
+                    if rule is None:  # the plan no longer has it: nothing can decide it
+                        orphans.append(s.active["id"])
                         continue
                     new, changes = engine.due(rule, s.state, now)
                     if changes or new != s.state:
@@ -602,6 +634,8 @@ async def run_due(conn: Conn, plans: Plans, now: datetime, *, limit: int = DUE_L
             )
             if moved:
                 await conn.execute(_RESOLVE_DUE, [i for i, _ in moved], [t for _, t in moved])
+            if orphans:
+                await _off_the_queue(conn, orphans)
         next_at: datetime | None = await conn.fetchval(_NEXT_DUE, now)
     changed = bool(tally.opened or tally.updated)
     return Due(tally, more=len(due) >= limit and changed, next_at=next_at)
