@@ -540,6 +540,7 @@ def test_composite_baseline_warns_when_spo2_falls_and_pulse_rises_together() -> 
     assert a.measure == facts["score"]
     assert "SpO2 92%, pulse 99/min: composite score" in a.sentence()
     assert "SD below the baseline of 94.4%" in a.sentence()
+    assert "; 7 run-in readings); plan v3: warning at 1 SD, the mean of SpO2 below" in a.sentence()
     assert "sammanvägt värde" in a.sentences()["sv"]
 
 

@@ -631,9 +631,9 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     value: float | None = None
     unarmed: list[str] = []
     lam = rule.weight
-    for part in rule.parts:
+    for k, part in enumerate(rule.parts):
         q = part.quantity.value
-        s = first if part is rule.parts[0] else ctx.series(part.quantity)
+        s = first if k == 0 else ctx.series(part.quantity)
         split = _ewma_split(s, rule, ctx.ts, device)
         if isinstance(split, str):
             facts[f"{q}_run_in_n"] = 0
@@ -656,6 +656,7 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         facts.update({f"{q}_baseline": mu, f"{q}_sd": sd, f"{q}_ewma": z, f"{q}_z": deviation})
         deviations.append(deviation)
     facts.setdefault("device_changed", False)
+    facts["run_in_n"] = min(int(facts[f"{p.quantity.value}_run_in_n"] or 0) for p in rule.parts)
     if unarmed:
         facts["unarmed"] = ",".join(unarmed)
         return ctx.unknown("baseline not armed", facts, value)
