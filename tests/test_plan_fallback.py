@@ -69,6 +69,12 @@ async def test_registry_check_lists_each_plan_that_does_not_resolve(
     assert "p-3: version 1 does not resolve" in out
     assert "NO version resolves" in out
     assert "2 patients' newest care plan does not resolve" in err
+    logged = await stale.fetch(
+        "SELECT clinician_id, patient_id FROM access_log WHERE action = 'check_care_plans' "
+        "ORDER BY patient_id"
+    )
+    assert [("p-2",), ("p-3",)] == [(r["patient_id"],) for r in logged]
+    assert all(r["clinician_id"].startswith("cli:") for r in logged)
 
 
 async def test_registry_check_passes_when_every_plan_resolves(

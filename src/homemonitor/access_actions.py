@@ -33,6 +33,7 @@ AccessAction = Literal[
     "view_care_plan_versions",
     "change_care_plan",
     "rules_backtest",  # the API's preview and `homemonitor rules backtest`
+    "check_care_plans",  # `homemonitor registry check`: the patients it names
     "view_patient",  # the web app's Patient page
     "list_patients",  # My patients: each listed patient's latest readings
     "review_access_log",  # the access-log review names the patients it shows

@@ -155,12 +155,18 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_check(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from homemonitor.api.access import log_access  # noqa: PLC0415
     from homemonitor.registry import plans  # noqa: PLC0415
 
     async def main() -> list[plans.NotInForce]:
         pool = await _pool(args)
-        async with pool, pool.acquire() as conn:
-            return await plans.not_in_force(conn)
+        async with pool, pool.acquire() as conn, conn.transaction():
+            found = await plans.not_in_force(conn)
+            named = [n.patient_id for n in found]
+            await log_access(conn, None, f"cli:{getpass.getuser()}", named, "check_care_plans")
+            return found
 
     found = asyncio.run(main())
     if not found:
@@ -813,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
         "plan that overrides or disables it unresolvable: the worker then runs the newest "
         "version that resolves, or no rule at all. Lists each such patient with the problem "
         "and what is in force. Exit status 0 when every plan resolves, 1 otherwise. Reads "
-        "plans only; the metric homemonitor_care_plans_not_in_force counts the same.",
+        "plans only; each patient it names is access-logged (cli:<user>, check_care_plans); "
+        "the metric homemonitor_care_plans_not_in_force counts the same.",
     )
     db_option(check)
     check.set_defaults(func=cmd_registry_check)
