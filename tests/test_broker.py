@@ -63,7 +63,11 @@ async def test_shared_subscription_splits_without_duplicates(
         for seq in range(total):
             await gw.publish(readings_topic("gw-2"), numbered(seq, "oxi-2", BASE), qos=1)
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM readings"), lambda n: n == total)
-    shares = [w.metric("homemonitor_readings_stored_total") for w in workers]
+
+    async def stored_by_each() -> list[float]:  # counted just after each batch's commit
+        return [w.metric("homemonitor_readings_stored_total") for w in workers]
+
+    shares = await wait_until(stored_by_each, lambda s: sum(s) >= total, within=5)
     for w in workers:
         await w.stop()
     assert total == sum(shares)

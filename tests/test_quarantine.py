@@ -101,11 +101,15 @@ async def test_bad_input_is_quarantined_and_stream_continues(
     assert (expected, payload) == (row["reason"], bytes(row["payload"]))
     assert row["detail"]
     counted = "messages" if row["item_index"] == -1 else "readings"  # -1: the whole message
-    assert {counted: 1} == {
-        kind: n
-        for kind in ("messages", "readings")
-        if (n := service.metric(f"homemonitor_{kind}_rejected_total", {"reason": expected}))
-    }
+
+    async def rejected() -> dict[str, float]:  # counted just after the batch's commit
+        return {
+            kind: n
+            for kind in ("messages", "readings")
+            if (n := service.metric(f"homemonitor_{kind}_rejected_total", {"reason": expected}))
+        }
+
+    assert {counted: 1} == await wait_until(rejected, bool, within=5)
 
 
 async def test_batch_with_one_bad_reading_keeps_the_good_ones(
