@@ -466,9 +466,10 @@ def _composite(say: _Say, a: Assessment, rule: BaselineRule) -> tuple[str, str]:
     if "insufficient" in facts:
         swap = say("bl.new_device") if facts.get("device_changed") else ""
         m = rule.min_run_in_readings
+        unarmed = str(facts.get("unarmed", "")).split(",")
         waiting = []
         for p in rule.parts:
-            if p.quantity.value not in str(facts.get("unarmed", "")).split(","):
+            if p.quantity.value not in unarmed:
                 continue
             n = int(_f(facts, f"{p.quantity.value}_run_in_n"))
             key = "bl.part_waiting" if n >= m else "bl.part_unarmed"

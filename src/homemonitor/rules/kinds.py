@@ -480,15 +480,16 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
 # -- personal baseline --------------------------------------------------------------------
 
 
-def _own_device(s: Series, j0: int, i: int) -> npt.NDArray[np.intp]:
-    """The indices in ``[j0, i)`` measured by the device of reading ``i - 1``, in order.
+def _own_device(s: Series, j0: int, i: int, code: int | None = None) -> npt.NDArray[np.intp]:
+    """The indices in ``[j0, i)`` measured by device ``code`` (by default the device of
+    reading ``i - 1``), in order; codes are the history's, the same in every series.
 
     Each device is a baseline of its own: a new scale has its own offset (its run-in starts
     with its first reading), and a pulse measured by both a cuff and an oximeter is two
     baselines, never one that re-arms at every alternation.
     """
     devices = s.device[j0:i]
-    return j0 + np.nonzero(devices == devices[-1])[0]
+    return j0 + np.nonzero(devices == (devices[-1] if code is None else code))[0]
 
 
 def _mean_sd(x: FloatArray) -> tuple[float, float]:
@@ -526,12 +527,10 @@ class _Split:
     armed: bool  # a run-in long enough, and monitored readings after it
 
 
-def _ewma_split(
-    s: Series, rule: BaselineRule, ts: float, device: str | None = None
-) -> _Split | str:
+def _ewma_split(s: Series, rule: BaselineRule, ts: float, code: int | None = None) -> _Split | str:
     """The run-in and monitored readings of ``rule`` at ``ts``, or why there are none.
 
-    ``device``: only that device's readings (a composite's further parts follow the device
+    ``code``: only that device's readings (a composite's further parts follow the device
     of its first); by default the device of the latest reading (:func:`_own_device`).
     """
     i = s.end(ts)
@@ -542,12 +541,8 @@ def _ewma_split(
     if j0 >= i:
         return "no reading in the window"
     window = s.device[j0:i]
-    if device is None:
+    if code is None:
         code = int(window[-1])
-    elif device in s.devices:
-        code = s.devices.index(device)
-    else:
-        return "no reading of the device in the window"
     if len(s.devices) == 1 or not (window != code).any():  # one device: all of it
         first = j0
         run_in_start = float(s.t[j0])
@@ -555,7 +550,7 @@ def _ewma_split(
         run_in, monitored = s.value[j0:k], s.value[k:i]
         last = float(s.value[i - 1])
     else:
-        own = j0 + np.nonzero(window == code)[0]
+        own = _own_device(s, j0, i, code)
         if not len(own):
             return "no reading of the device in the window"
         first = int(own[0])
@@ -587,6 +582,14 @@ def _ewma_may_breach(s: Series, rule: BaselineRule, ts: float) -> bool:
     return reach >= rule.min_deviation - _MEAN_SLACK
 
 
+def _ewma_of(split: _Split, lam: float) -> tuple[float, float, float]:
+    """The run-in's mean and SD, and the EWMA (lambda ``lam``) of the monitored readings
+    started at that mean."""
+    mu, sd = _mean_sd(split.run_in)
+    n = len(split.monitored)
+    return mu, sd, (1 - lam) ** n * mu + float(_weights(lam, n) @ split.monitored)
+
+
 def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     split = _ewma_split(ctx.series(rule.quantity), rule, ctx.ts)
     if isinstance(split, str):
@@ -602,9 +605,8 @@ def _ewma(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     }
     if not split.armed:
         return ctx.unknown("baseline not armed", facts, split.last)
-    mu, sd = _mean_sd(run_in)
     lam, n = rule.weight, len(monitored)
-    z = (1 - lam) ** n * mu + float(_weights(lam, n) @ monitored)
+    mu, sd, z = _ewma_of(split, lam)
     sigma_z = sd * math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * n)))
     sign = 1.0 if rule.direction == "high" else -1.0
     deviation = sign * (z - mu)
@@ -626,7 +628,7 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     facts: dict[str, Fact] = {"quantity": rule.quantity.value, "method": "composite"}
     first = ctx.series(rule.quantity)
     i = first.end(ctx.ts)
-    device = first.devices[int(first.device[i - 1])] if i else None
+    code = int(first.device[i - 1]) if i else None
     deviations: list[float] = []
     value: float | None = None
     unarmed: list[str] = []
@@ -634,7 +636,7 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
     for k, part in enumerate(rule.parts):
         q = part.quantity.value
         s = first if k == 0 else ctx.series(part.quantity)
-        split = _ewma_split(s, rule, ctx.ts, device)
+        split = _ewma_split(s, rule, ctx.ts, code)
         if isinstance(split, str):
             facts[f"{q}_run_in_n"] = 0
             unarmed.append(q)
@@ -647,10 +649,8 @@ def _composite(ctx: _Ctx, rule: BaselineRule) -> Assessment:
         if not split.armed:
             unarmed.append(q)
             continue
-        mu, sd = _mean_sd(split.run_in)
+        mu, sd, z = _ewma_of(split, lam)
         sd = max(sd, part.min_sd)
-        n = len(split.monitored)
-        z = (1 - lam) ** n * mu + float(_weights(lam, n) @ split.monitored)
         sign = 1.0 if part.direction == "high" else -1.0
         deviation = sign * (z - mu) / sd
         facts.update({f"{q}_baseline": mu, f"{q}_sd": sd, f"{q}_ewma": z, f"{q}_z": deviation})
