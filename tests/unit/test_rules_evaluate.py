@@ -9,10 +9,13 @@ from datetime import timedelta
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from homemonitor.alerts.episodes import _reads
+from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.rules.episodes import Change, EpisodeState
 from homemonitor.rules.evaluate import evaluate
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.plan import ChangeRule, ScoreRule, ThresholdRule
+from homemonitor.rules.plan import CarePlanSpec, ChangeRule, ScoreRule, ThresholdRule, resolve
+from homemonitor.rules.templates import TEMPLATES
 from tests.unit.rulekit import S, W, at, bp, kinds_of, one_by_one, plan, weight
 
 GAIN = ChangeRule(id="weight.gain_3d", quantity=W, direction="rise", warning=2.0, window_hours=72)
@@ -176,3 +179,15 @@ def test_one_by_one_and_batched_give_the_same_kinds() -> None:
     batch, _ = _in_batches(readings, [])
     assert kinds_of(outcomes) == [c.kind for c in sorted(batch, key=lambda c: c.at)]
     assert ["withdrawn", "opened", "updated", "opened"] == kinds_of(outcomes)
+
+
+def test_a_cuffs_pulse_does_not_fetch_the_oximeter_history_of_the_composite() -> None:
+    """The history query fetches what the rules a point triggers read: an oximeter reading
+    runs the COPD composite (21 days of SpO2 and pulse), a cuff's pulse does not (only the
+    pulse bound's 48 hours)."""
+    spec = CarePlanSpec(template="copd", personal={"target_spo2_low": 92})
+    plan = resolve(spec, 1, TEMPLATES)
+    oximeter = _reads(plan, frozenset({Quantity.SPO2, Quantity.HEART_RATE}))
+    cuff = _reads(plan, frozenset({Quantity.SYSTOLIC, Quantity.DIASTOLIC, Quantity.HEART_RATE}))
+    assert timedelta(days=21) == oximeter[Metric.SPO2]
+    assert timedelta(days=21) > cuff[Metric.SPO2]

@@ -57,7 +57,7 @@ from homemonitor.rules import episodes as engine
 from homemonitor.rules.evaluate import Outcome, evaluate
 from homemonitor.rules.histories import Cached, HistoryCache
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
-from homemonitor.rules.plan import HISTORY_CAP, Plan
+from homemonitor.rules.plan import HISTORY_CAP, Plan, triggers
 from homemonitor.storage.database import Conn
 
 log = logs.get_logger(__name__)
@@ -294,9 +294,9 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
 def _reads(plan: Plan, carried: frozenset[Quantity]) -> dict[Metric, timedelta]:
     """How far before a point carrying ``carried`` each metric's readings are needed.
 
-    A point is assessed by the rules that read one of its quantities; each of those reads
-    every metric that carries one of its quantities, its lookback back. Per plan and set
-    of quantities, computed once.
+    A point is assessed by the rules it triggers (:func:`~homemonitor.rules.plan.triggers`);
+    each of those reads every metric that carries one of its quantities, its lookback
+    back. Per plan and set of quantities, computed once.
     """
     cache: dict[frozenset[Quantity], dict[Metric, timedelta]]
     cache = plan.derived.setdefault("history_windows", {})
@@ -304,7 +304,7 @@ def _reads(plan: Plan, carried: frozenset[Quantity]) -> dict[Metric, timedelta]:
     if found is None:
         found = {}
         for rule in plan.rules:
-            if carried.isdisjoint(rule.quantities):
+            if carried.isdisjoint(triggers(rule)):
                 continue
             lookback = timedelta(hours=rule.lookback_hours())
             for q in rule.quantities:

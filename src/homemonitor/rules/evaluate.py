@@ -34,7 +34,7 @@ from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, Change, EpisodeState
 from homemonitor.rules.history import History, StoredReading, instants
 from homemonitor.rules.kinds import assess_at, assess_reading, may_breach, quick_level, screened
-from homemonitor.rules.plan import BaselineRule, Plan, RuleSpec, ThresholdRule
+from homemonitor.rules.plan import Plan, RuleSpec, ThresholdRule, triggers
 
 
 @dataclasses.dataclass(slots=True)
@@ -94,20 +94,12 @@ class _Newer:
 
 
 #: Per rule of a plan: the rule, the quantity of a plain threshold (else None), whether it
-#: excludes questionable readings, the quantities whose readings run it (:func:`_triggers`),
-#: and whether
+#: excludes questionable readings, the quantities whose readings run it
+#: (:func:`~homemonitor.rules.plan.triggers`), and whether
 #: :func:`~homemonitor.rules.kinds.may_breach` can rule out its breach (a threshold with
 #: persistence or a clear condition over several readings, an average protocol). Plans
 #: are immutable, so this is computed once each.
 _Compiled = list[tuple[RuleSpec, Quantity | None, bool, tuple[Quantity, ...], bool]]
-
-
-def _triggers(rule: RuleSpec) -> tuple[Quantity, ...]:
-    """The quantities whose new readings run ``rule``: those it reads, but a composite
-    baseline's first only (its other parts are read from that reading's device)."""
-    if isinstance(rule, BaselineRule) and rule.method == "composite":
-        return (rule.quantity,)
-    return rule.quantities
 
 
 def _compile(plan: Plan) -> _Compiled:
@@ -118,7 +110,7 @@ def _compile(plan: Plan) -> _Compiled:
                 rule,
                 rule.quantity if isinstance(rule, ThresholdRule) and rule.simple else None,
                 rule.questionable == "exclude",
-                _triggers(rule),
+                triggers(rule),
                 screened(rule),
             )
             for rule in plan.rules

@@ -355,6 +355,16 @@ RuleSpec: TypeAlias = Annotated[
 ]
 
 
+def triggers(rule: RuleSpec) -> tuple[Quantity, ...]:
+    """The quantities whose new readings run ``rule``: the engine assesses it at a point
+    carrying one, and the history query fetches what it reads for such a point. Those it
+    reads, but a composite baseline's first only (its other parts are read from that
+    reading's device)."""
+    if isinstance(rule, BaselineRule) and rule.method == "composite":
+        return (rule.quantity,)
+    return rule.quantities
+
+
 #: The rule id of a patient's metric gone silent: ``missing.<metric>``.
 MISSING_PREFIX = "missing."
 #: The rule id of a patient whose home gateway has gone silent (one per patient).
