@@ -13,7 +13,7 @@ from homemonitor.rules import episodes
 from homemonitor.rules.episodes import IDLE, EpisodeState
 from homemonitor.rules.evaluate import evaluate
 from homemonitor.rules.history import History, StoredReading
-from homemonitor.rules.plan import Realert, ThresholdRule
+from homemonitor.rules.plan import AverageBound, AverageRule, Realert, ThresholdRule
 from tests.unit.rulekit import S, at, bp, kinds_of, one_by_one, plan
 
 HIGH = ThresholdRule(id="systolic.high", quantity=S, direction="high", warning=160, urgent=180)
@@ -338,3 +338,52 @@ def test_a_re_arming_spell_survives_the_row_between_batches() -> None:
         {latched.id: rows.state_of(None, row)},
     )
     assert ["reopened"] == kinds_of(again)
+
+
+def _home_mean(*, new_protocol: bool) -> AverageRule:
+    return AverageRule(
+        id="bp.home_mean",
+        bounds={S: AverageBound(warning=135)},
+        days=7,
+        min_days=4,
+        min_readings=1,
+        new_protocol_after_resolution=new_protocol,
+        realert=Realert(worsen_by=5),
+    )
+
+
+def _twice_a_day(first_day: int, days: int, systolic: float) -> list[StoredReading]:
+    return [
+        bp(at(days=d, hours=h), systolic)
+        for d in range(first_day, first_day + days)
+        for h in (0, 12)
+    ]
+
+
+@pytest.mark.parametrize("new_protocol", [False, True])
+def test_an_average_protocol_after_a_resolution_starts_a_new_protocol(new_protocol: bool) -> None:
+    """A home mean resolved at 140 and rising to 150: a rolling mean re-alerts within 48 h on
+    mostly the readings the clinician acted on; a new protocol only once it has 4 days
+    after the day it discards, and its sentence says which readings it used."""
+    rule = _home_mean(new_protocol=new_protocol)
+    before = _twice_a_day(0, 6, 140)
+    _, states = one_by_one(plan(rule), before)
+    assert "open" == states[rule.id].status
+    states = {rule.id: episodes.resolve(states[rule.id], at(days=6))}
+    stored, changes = list(before), []
+    for r in _twice_a_day(6, 6, 150):
+        stored.append(r)
+        out = evaluate(plan(rule), History(stored), [r], states, r.measured_at)
+        states.update(out.states)
+        changes += [(r.measured_at, c) for c in out.changes if c.kind != "updated"]
+    assert ["reopened"] == [c.kind for _, c in changes]
+    when, change = changes[0]
+    assert "worse" == change.reason
+    if not new_protocol:
+        assert when == at(days=8)  # 48 h on: three days of 150 beside three of 140 are 145
+        assert "after_resolution" not in change.facts
+        return
+    assert when == at(days=10)  # day 6 discarded, then the 4 days 7, 8, 9 and 10
+    assert 150.0 == change.facts["mean_systolic"]
+    assert "readings since the resolution on 2026-03-08 only" in change.sentences["en"]
+    assert "bara mätningar efter avslutet 2026-03-08" in change.sentences["sv"]

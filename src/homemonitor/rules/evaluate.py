@@ -166,7 +166,15 @@ def _run_points(
                 out.assessed += 1  # idle and it cannot breach: level 0, no change
                 continue
             else:
-                assessment = assess_at(rule, plan, history, at, ts)
+                resolved = state.resolved_at
+                assessment = assess_at(
+                    rule,
+                    plan,
+                    history,
+                    at,
+                    ts,
+                    resolved=None if resolved is None or state.active else resolved.timestamp(),
+                )
             out.assessed += 1
             if current_after is None:
                 current_after = now - timedelta(hours=plan.current_hours)

@@ -19,10 +19,11 @@ An episode stores both (:func:`sentences`), built on its transitions only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Literal, TypeAlias
 
 from homemonitor.contract.readings import Quantity
-from homemonitor.rules.kinds import Assessment, Fact
+from homemonitor.rules.kinds import LOCAL_ZONE, Assessment, Fact
 from homemonitor.rules.plan import (
     AverageRule,
     BaselineRule,
@@ -84,6 +85,7 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "av.over": ", over up to {days} days",
         "av.counts": "{days} days, {sessions} sessions, {readings} readings",
         "av.discarded": "; first day discarded",
+        "av.after": "; readings since the resolution on {day} only (a new protocol)",
         "av.insufficient": "home average: too few days or readings yet ({counts})",
         "av.found": "home mean {means} ({counts})",
         "bl.floor": ", at least {amount}",
@@ -168,6 +170,7 @@ PHRASES: Mapping[Lang, Mapping[str, str]] = {
         "av.over": ", under högst {days} dagar",
         "av.counts": "{days} dagar, {sessions} mättillfällen, {readings} mätningar",
         "av.discarded": "; första dagen borträknad",
+        "av.after": "; bara mätningar efter avslutet {day} (en ny mätperiod)",
         "av.insufficient": "hemmedelvärde: ännu för få dagar eller mätningar ({counts})",
         "av.found": "hemmedelvärde {means} ({counts})",
         "bl.floor": ", minst {amount}",
@@ -436,6 +439,9 @@ def _average(say: _Say, a: Assessment, rule: AverageRule) -> tuple[str, str]:
     )
     if facts.get("discarded_day"):
         counts += say("av.discarded")
+    if isinstance(after := facts.get("after_resolution"), str):
+        day = datetime.fromisoformat(after).astimezone(LOCAL_ZONE).date()
+        counts += say("av.after", day=day.isoformat())
     if "insufficient" in facts:
         return say("av.insufficient", counts=counts), plan
     return say("av.found", means=", ".join(means), counts=counts), plan

@@ -97,9 +97,22 @@ def assess(rule: RuleSpec, plan: Plan, history: History, at: datetime) -> Assess
     return assess_at(rule, plan, history, at, at.timestamp())
 
 
-def assess_at(rule: RuleSpec, plan: Plan, history: History, at: datetime, ts: float) -> Assessment:
-    """:func:`assess` with ``at`` also given as POSIX seconds (``ts``): the engine's loop."""
-    ctx = _Ctx(rule, plan, history, at, ts)
+def assess_at(
+    rule: RuleSpec,
+    plan: Plan,
+    history: History,
+    at: datetime,
+    ts: float,
+    *,
+    resolved: float | None = None,
+) -> Assessment:
+    """:func:`assess` with ``at`` also given as POSIX seconds (``ts``): the engine's loop.
+
+    ``resolved``: when (POSIX s) a clinician resolved the rule's last episode, for an
+    average protocol with ``new_protocol_after_resolution`` (only readings measured after
+    it count); other rules ignore it.
+    """
+    ctx = _Ctx(rule, plan, history, at, ts, resolved)
     if isinstance(rule, ThresholdRule):
         return _threshold(ctx, rule)
     if isinstance(rule, ChangeRule):
@@ -120,6 +133,7 @@ class _Ctx:
     history: History
     at: datetime
     ts: float
+    resolved: float | None = None
 
     def series(self, quantity: Quantity) -> Series:
         return self.history.series(quantity, questionable=self.rule.questionable == "include")
@@ -430,10 +444,13 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
     today = _local_day(ctx.ts)
     first = today - timedelta(days=rule.days - 1)
     window_start = _day_start(first)
+    after = ctx.resolved if rule.new_protocol_after_resolution else None
     per_quantity: dict[Quantity, list[tuple[date, float, int]]] = {}
     for q in rule.bounds:
         s = ctx.series(q)
         j, i = s.start(window_start), s.end(ctx.ts)
+        if after is not None:
+            j = max(j, s.end(after))  # measured after the resolution: a new protocol
         if i <= j:
             per_quantity[q] = []
             continue
@@ -441,6 +458,8 @@ def _average(ctx: _Ctx, rule: AverageRule) -> Assessment:
         per_quantity[q] = [(_local_day(start), mean, n) for start, mean, n in sessions]
     days_seen = sorted({d for sessions in per_quantity.values() for d, _, _ in sessions})
     facts: dict[str, Fact] = {"window_days": rule.days, "from": first.isoformat()}
+    if after is not None:
+        facts["after_resolution"] = _iso(after)
     discarded = days_seen[0] if rule.discard_first_day and days_seen else None
     facts["discarded_day"] = discarded.isoformat() if discarded else None
     best: tuple[int, float] | None = None

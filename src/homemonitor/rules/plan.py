@@ -203,6 +203,12 @@ class AverageRule(RuleBase):
     It needs ``min_days`` days and ``min_readings`` readings after that. A quantity's mean
     at or above its bound breaches; the worst level over ``bounds`` counts. It clears when
     every mean is below its lowest bound by ``clear_margin`` (hysteresis).
+
+    ``new_protocol_after_resolution``: once a clinician has resolved an episode, the mean
+    is taken over readings measured after the resolution only, until the rule alerts
+    again: a new measurement protocol (its first day discarded too), as the guidelines
+    ask after a change of treatment, rather than a rolling mean that is mostly the
+    readings the clinician just acted on.
     """
 
     kind: Literal["average"] = "average"
@@ -213,6 +219,7 @@ class AverageRule(RuleBase):
     session_minutes: float = Field(default=10.0, gt=0, le=120)
     min_readings: int = Field(default=1, ge=1, le=200)
     clear_margin: float = Field(default=0.0, ge=0)
+    new_protocol_after_resolution: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> AverageRule:
