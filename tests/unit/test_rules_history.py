@@ -98,6 +98,9 @@ def test_a_history_from_columns_holds_what_one_from_readings_holds(
     for r in readings:
         assert r in actual
         assert expected.until(r.measured_at).readings == actual.until(r.measured_at).readings
+        at_r = tuple(x for x in expected.readings if x.measured_at == r.measured_at)
+        assert at_r == expected.measured(r.measured_at) == actual.measured(r.measured_at)
+        assert at_r == _from_columns(shuffled, cap=cap).until(r.measured_at).measured(r.measured_at)
 
 
 def test_a_view_cuts_every_series_at_its_time_and_sees_nothing_newer() -> None:

@@ -317,15 +317,10 @@ class _Readings:
 
     def __init__(self, history: History) -> None:
         self._history = history
-        self._by_time: dict[datetime, list[StoredReading]] | None = None  # when first asked
 
     def at(self, at: datetime, rule: RuleSpec) -> StoredReading | None:
-        if self._by_time is None:
-            self._by_time = defaultdict(list)
-            for r in self._history.readings:
-                self._by_time[r.measured_at].append(r)
         quantities = set(getattr(rule, "quantities", ()))
-        candidates = self._by_time.get(at, [])
+        candidates = self._history.measured(at)
         return next((r for r in candidates if quantities & r.values.keys()), None) or next(
             iter(candidates), None
         )

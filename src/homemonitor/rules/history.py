@@ -16,6 +16,7 @@ thresholds never pays for it. Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -217,11 +218,11 @@ class _Columns:
             np.fromiter((bool(r.flags) for r in readings), np.bool_, n),
         )
 
-    def readings(self, end: int) -> tuple[StoredReading, ...]:
-        """The first ``end`` rows as readings (a history built from columns, on demand)."""
+    def readings(self, end: int, start: int = 0) -> tuple[StoredReading, ...]:
+        """Rows ``start`` to ``end`` as readings (a history built from columns, on demand)."""
         assert self.source is not None  # built from readings, a history has them
-        quality, flags = self.source.names(self.source.order[:end].tolist())
-        values = [(q, v[:end].tolist()) for q, v in self.values.items()]
+        quality, flags = self.source.names(self.source.order[start:end].tolist())
+        values = [(q, v[start:end].tolist()) for q, v in self.values.items()]
         return tuple(
             StoredReading(
                 _EPOCH + timedelta(microseconds=us),
@@ -233,9 +234,9 @@ class _Columns:
             )
             for i, (us, device, metric) in enumerate(
                 zip(
-                    self.us[:end].tolist(),
-                    self.device[:end].tolist(),
-                    self.metric[:end].tolist(),
+                    self.us[start:end].tolist(),
+                    self.device[start:end].tolist(),
+                    self.metric[start:end].tolist(),
                     strict=True,
                 )
             )
@@ -358,6 +359,19 @@ class History:
 
     def __len__(self) -> int:
         return self._n
+
+    def measured(self, at: datetime) -> tuple[StoredReading, ...]:
+        """The readings measured at ``at``, in measured order (only those are made)."""
+        if self._readings is not None:
+            lo = bisect.bisect_left(self._readings, at, key=lambda r: r.measured_at)
+            hi = bisect.bisect_right(self._readings, at, key=lambda r: r.measured_at)
+            return self._readings[lo:hi]
+        cols = self._columns()
+        t = micros(at)
+        us = cols.us[: self._n]
+        lo = int(np.searchsorted(us, t, side="left"))
+        hi = int(np.searchsorted(us, t, side="right"))
+        return cols.readings(hi, lo) if hi > lo else ()
 
     @property
     def cap(self) -> int:
