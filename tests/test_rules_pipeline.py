@@ -303,3 +303,32 @@ async def test_two_workers_on_a_shared_subscription_give_what_one_worker_gives(
         ("weight.gain_3d", "change", "open", "warning", "warning"),
     ] == alone
     assert alone == shared
+
+
+async def test_readings_inside_the_quiet_envelope_skip_the_engine_until_another_writer(
+    worker: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
+) -> None:
+    """After 80.0 kg, nothing under 82.0 can make 2 kg in 3 days: 80.6 and 81.0 are not
+    evaluated. Then a reading this worker did not store (another worker's, 79.0) makes its
+    cache stale: the next 81.5 is inside the old envelope, but the history count sees the
+    new reading, and the engine runs and opens the 2.5 kg gain."""
+    name = "homemonitor_care_plan_evaluations_total"
+    evaluated, screened = {"path": "evaluated"}, {"path": "screened"}
+    await _publish(broker, weights((NOW - timedelta(hours=50), 80.0)))
+    assert 1 == await worker.counted(name, evaluated)
+    await _publish(broker, weights((NOW - timedelta(hours=26), 80.6)))
+    assert 1 == await worker.counted(name, screened)
+    await _publish(broker, weights((NOW - timedelta(hours=3), 81.0)))
+    assert 2 == await worker.counted(name, screened, at_least=2)
+    assert 1 == worker.metric(name, evaluated)
+    await db.execute(
+        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, "
+        "body_weight, source) VALUES ('scale-1', 'body_weight', $1, 'p-1', $1, 79.0, 'native')",
+        NOW - timedelta(hours=2),
+    )
+    await _publish(broker, weights((NOW - timedelta(hours=1), 81.5)))
+    alert = await wait_until(lambda: db.fetchrow("SELECT * FROM alerts"), lambda r: r is not None)
+    assert ("weight.gain_3d", 81.5) == (alert["rule"], alert["opening_value"])
+    assert 79.0 == json.loads(alert["opening_explanation"])["facts"]["reference"]
+    assert 2 == await worker.counted(name, evaluated, at_least=2)
+    assert 2 == worker.metric(name, screened)

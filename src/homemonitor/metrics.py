@@ -120,8 +120,9 @@ class Metrics:
         self.plan_evaluations = Counter(
             "homemonitor_care_plan_evaluations_total",
             "Patients in a batch with new readings, by how their care plan was run: "
-            "'evaluated' (the rules engine, over stored history) or 'screened' (plain "
-            "thresholds, nothing reached a bound and no episode to move: no engine run).",
+            "'evaluated' (the rules engine, over stored history) or 'screened' (no "
+            "episode to move, and plain thresholds that nothing reached or readings "
+            "inside the patient's quiet envelope: no engine run).",
             ["path"],
             registry=r,
         )

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.rules.histories import Cached
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
+from homemonitor.rules.plan import Plan
+from homemonitor.rules.quiet import Quiet
 from tests.unit.rulekit import HR, O2, S, W, at, bp, oximeter, series_columns, weight
+
+#: An envelope to keep with pending readings (its contents do not matter to the cache).
+_QUIET = Quiet(Plan(1, (), {}), 0.0, 0.0, ())
 
 
 def _from_columns(readings: list[StoredReading], *, cap: int, matrix: bool = False) -> History:
@@ -148,7 +153,8 @@ def test_micros_is_the_timestamp_in_microseconds() -> None:
 def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_return(
     raw: list[tuple[int, str, str, bool, bool, float]], split: int, start: int, rng: random.Random
 ) -> None:
-    """Loaded, then one batch after another (in order, late, new devices), then cut: the same."""
+    """Loaded, then one batch after another (in order, late, new devices; in the columns or
+    pending, as an envelope keeps them), then cut: the same."""
     readings = list({r.key: r for r in _readings(raw)}.values())
     loaded, later = readings[:split], readings[split:]
     rng.shuffle(loaded)
@@ -169,9 +175,10 @@ def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_retu
         )
     if rng.random() < 0.5:
         rng.shuffle(later)  # late readings too
-    while later:  # batches of one or two readings
+    while later:  # batches of one or two readings, in the columns or pending
         k = rng.randint(1, 2)
-        entry, later = entry.merged(later[:k]), later[k:]
+        batch, later = later[:k], later[k:]
+        entry = entry.later(batch, _QUIET) if rng.random() < 0.5 else entry.merged(batch)
     since = micros(at(minutes=start))
     entry = entry.after(since)
     expected = History([r for r in readings if micros(r.measured_at) >= since])

@@ -15,7 +15,10 @@ patients that got new readings:
    a new reading that ends a silence auto-resolves its episode here, at no extra query.
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
-   needs no evaluation, so no history. Everybody else:
+   needs no evaluation, so no history. Nor does a patient of any other plan with no
+   episode state whose new readings are inside the quiet envelope their cache entry got
+   at their last evaluation (:mod:`homemonitor.rules.quiet`), once the history query's
+   count shows the entry is still exactly what the database holds. Everybody else:
 4. ONE history query for all of them (a LATERAL per patient, returned as one row of
    arrays: no Python object per reading). A patient the worker's history cache
    (:mod:`homemonitor.rules.histories`) holds is only counted: when the stored readings
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,6 +61,7 @@ from homemonitor.rules.evaluate import Outcome, evaluate
 from homemonitor.rules.histories import Cached, HistoryCache
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
 from homemonitor.rules.plan import HISTORY_CAP, Plan, triggers
+from homemonitor.rules.quiet import Quiet, quiet
 from homemonitor.storage.database import Conn
 
 log = logs.get_logger(__name__)
@@ -237,6 +241,7 @@ async def evaluate_batch(
         await _write(conn, silence.closing(silent, points, now), [], tally, now=now)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []
+    calm: dict[str, Quiet] = {}
     for patient_id in patients:
         plan = plans.get(patient_id)
         assert plan is not None
@@ -247,16 +252,37 @@ async def evaluate_batch(
         ):
             tally.screened += 1
             continue
+        if not plan.plain and not states.get(patient_id):
+            after = _quiet(plans.histories.get(patient_id), plan, points[patient_id])
+            if after is not None:
+                calm[patient_id] = after
         chosen.append(plan)
     if not chosen:
         return tally
-    history, tally.cached = await _cached_history(conn, chosen, points, plans.histories)
+    history, tally.cached = await _cached_history(conn, chosen, points, plans.histories, calm=calm)
     # The query saw this transaction's own inserts: the points are in it (evaluate adds any
-    # the cap left out).
+    # the cap left out). A patient it left out was inside their quiet envelope.
+    screened = {
+        i
+        for i, envelope in calm.items()
+        if i not in history and (kept := tally.cached.get(i)) is not None and kept.quiet is envelope
+    }
+    tally.screened += len(screened)
+    if screened:
+        chosen = [p for p in chosen if p.patient_id not in screened]
     await _run(
         conn, chosen, history, points, states, now, tally, actor="rule", routes=plans.routing
     )
     return tally
+
+
+def _quiet(entry: Cached | None, plan: PatientPlan, mine: Sequence[StoredReading]) -> Quiet | None:
+    """The envelope after ``mine`` when the patient's cache entry has one for their plan
+    that takes them (:mod:`homemonitor.rules.quiet`); whether the entry is the database's
+    the history query says."""
+    if entry is None or entry.quiet is None or entry.quiet.plan is not plan.plan:
+        return None
+    return entry.quiet.accepts(mine)
 
 
 async def _run(  # noqa: PLR0917 - the one step both entry points share
@@ -285,6 +311,10 @@ async def _run(  # noqa: PLR0917 - the one step both entry points share
             now,
         )
         tally.evaluated += 1
+        kept = tally.cached.get(plan.patient_id)
+        if kept is not None and not stored and not outcome.states and not plan.plain:
+            # every rule idle before and after: the entry gets the envelope of its readings
+            tally.cached[plan.patient_id] = dataclasses.replace(kept, quiet=quiet(plan.plan, h))
         made, resolved = rows.drafts(plan, h, stored, outcome, now)
         drafts += made
         resolved_updates += resolved
@@ -381,6 +411,8 @@ async def _cached_history(
     chosen: Sequence[PatientPlan],
     points: dict[str, list[StoredReading]],
     cache: HistoryCache,
+    *,
+    calm: Mapping[str, Quiet] | None = None,
 ) -> tuple[dict[str, History], dict[str, Cached]]:
     """:func:`_history` through the worker's cache; and the entries to keep after commit.
 
@@ -390,6 +422,11 @@ async def _cached_history(
     crosses the wire. Anybody else gets every reading from ``lookback`` before their
     oldest point on, kept as a new entry unless there are so many that a series would be
     cut at the cap; those (rare) are asked again as :func:`_history` asks.
+
+    ``calm``: patients whose new readings are inside their entry's quiet envelope, with
+    the envelope after them. One whose entry holds what the database holds needs no
+    evaluation: no history is returned for them, and their entry is kept with that
+    envelope.
     """
     ids: list[str] = []
     starts: list[datetime] = []
@@ -418,6 +455,11 @@ async def _cached_history(
         if expected is not None and r[1] == expected:
             entry = cache.get(patient_id)
             assert entry is not None
+            envelope = calm.get(patient_id) if calm else None
+            if envelope is not None:
+                mine = points[patient_id]
+                keep[patient_id] = _trimmed(entry, p.plan, mine).later(mine, envelope)
+                continue
             updated = entry.merged(points[patient_id])
         else:
             columns = _columns(r[2:])

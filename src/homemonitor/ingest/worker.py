@@ -132,6 +132,8 @@ class Worker:
             duplicates=self.totals.duplicates,
             quarantined=self.totals.quarantined,
             alerts_opened=self.totals.opened.total(),
+            plans_evaluated=self.totals.evaluated,
+            plans_screened=self.totals.screened,
         )
 
     async def leave(self, stop: asyncio.Event, idle_s: float = 2.0) -> bool:

@@ -10,7 +10,8 @@ the batch's new readings, the entry holds exactly what the database holds, whoev
 stored it: another worker on the shared subscription, an earlier delivery of the same
 message. Otherwise the entry is loaded again. An entry is only made from readings of a
 committed transaction (:meth:`HistoryCache.keep` is called after the commit), so it
-never holds a reading the database does not.
+never holds a reading the database does not. An entry may carry the patient's quiet
+envelope (:mod:`homemonitor.rules.quiet`), which holds only while that count does.
 
 >>> from datetime import UTC, datetime
 >>> t = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
@@ -43,9 +44,12 @@ from homemonitor.rules.history import (
     micros,
 )
 from homemonitor.rules.plan import HISTORY_CAP
+from homemonitor.rules.quiet import Quiet
 
 #: Patients a worker keeps at most (the least recently used go first).
 MAX_PATIENTS = 20_000
+#: Readings an entry holds outside its columns at most (:meth:`Cached.later`).
+MAX_PENDING = 16
 _METRIC_CODE = {m: i for i, m in enumerate(METRICS)}
 
 
@@ -77,9 +81,31 @@ class Cached:
     clock: BoolArray
     quality: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    #: The patient's quiet envelope (:mod:`homemonitor.rules.quiet`) over exactly these
+    #: readings, when the engine left every rule idle on them; an entry made otherwise
+    #: has none.
+    quiet: Quiet | None = None
+    #: Readings stored after the columns' and not yet in them (:meth:`later`): the
+    #: readings an envelope let through, added to the columns when the entry is next read.
+    pending: tuple[StoredReading, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.us)
+        return len(self.us) + len(self.pending)
+
+    def later(self, readings: Sequence[StoredReading], quiet: Quiet) -> Cached:
+        """This entry with ``readings`` (stored after all of its own) and the envelope after
+        them, without building columns: what a reading the envelope took costs the cache.
+        """
+        pending = (*self.pending, *readings)
+        if len(pending) > MAX_PENDING:
+            return dataclasses.replace(self.settled().merged(pending), quiet=quiet)
+        return dataclasses.replace(self, pending=pending, quiet=quiet)
+
+    def settled(self) -> Cached:
+        """The same readings, all in the columns (no envelope: it is the caller's to keep)."""
+        if not self.pending:
+            return self
+        return dataclasses.replace(self, pending=(), quiet=None).merged(self.pending)
 
     @classmethod
     def empty(cls, since: int) -> Cached:
@@ -128,6 +154,10 @@ class Cached:
 
     def merged(self, readings: Sequence[StoredReading]) -> Cached:
         """This entry with ``readings`` added (a reading with a stored one's key replaces it)."""
+        if self.pending:
+            return dataclasses.replace(self, pending=(), quiet=None).merged(
+                (*self.pending, *readings)
+            )
         if not readings:
             return self
         if len(readings) == 1:
@@ -181,6 +211,8 @@ class Cached:
         """Only the readings measured at or after ``since`` (µs; not before this start)."""
         if since <= self.since:
             return self
+        if self.pending:
+            return self.settled().after(since)
         k = int(np.searchsorted(self.us, since, side="left"))
         first_q = int(np.count_nonzero(self.questionable[:k]))
         first_c = int(np.count_nonzero(self.clock[:k]))
@@ -199,6 +231,8 @@ class Cached:
 
     def history(self, cap: int = HISTORY_CAP) -> History:
         """The entry as the engine reads it."""
+        if self.pending:
+            return self.settled().history(cap)
         return History.from_columns(
             self.us,
             self.device,

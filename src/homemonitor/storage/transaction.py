@@ -39,7 +39,7 @@ class CommitResult:
     updated: int = 0
     flagged: Counter[str] = dataclasses.field(default_factory=Counter)  # by clock flag
     evaluated: int = 0  # patients whose plan the engine ran
-    screened: int = 0  # patients the plain-threshold screen let through unevaluated
+    screened: int = 0  # patients let through unevaluated (plain screen, quiet envelope)
 
     def add(self, other: CommitResult) -> None:
         """Count ``other`` in as well (counters stay bounded by their few keys)."""
