@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -160,8 +160,8 @@ class ServiceWorkers:
     Each runs under :mod:`homemonitor_bench.probe`, which records its collections and
     event-loop lag for the latency phase and changes nothing else. With ``live_since`` the
     readings table holds a seeded history (:mod:`homemonitor_bench.history`) measured
-    before it: only readings measured from then on are the bench's, counted, checked and
-    removed between steps (the history stays).
+    before it: only readings measured from then on are the bench's, and a step counts and
+    checks those measured after the previous step's (which stay, as history).
     """
 
     def __init__(
@@ -277,8 +277,15 @@ class ServiceWorkers:
             await self.db.execute("TRUNCATE readings, outbox, alert_events, alerts, quarantine")
             return
         await self.db.execute("TRUNCATE outbox, alert_events, alerts, quarantine")
-        await self.db.execute("DELETE FROM readings WHERE measured_at >= $1", self.live_since)
-        await self.db.execute("VACUUM readings")  # no dead rows left for the next step
+        # The earlier steps' readings stay, as history: deleting them behind the worker's
+        # back made every history cache entry stale at each step, a cold start each time.
+        # A step counts what is measured after them (the bench's readings are measured
+        # in order).
+        newest = await self.db.fetchval(
+            "SELECT max(measured_at) FROM readings WHERE measured_at >= $1", self.live_since
+        )
+        if newest is not None:
+            self.live_since = newest + timedelta(microseconds=1)
 
     async def alerts_opened(self) -> int:
         """Episodes opened (or re-opened) since the last reset."""
