@@ -135,7 +135,7 @@ def test_a_home_mean_envelope_keeps_any_mean_of_enough_days_below_its_bound() ->
     readings = [bp(at(days=d), x) for d, x in ((0, 130), (1, 134), (2, 133))]
     q = quiet(plan(rule), History(readings))
     assert q is not None
-    high = next(limit.high for limit in q.limits if limit.quantity is S)
+    high = next(limit.high for limit in q.limits if limit.quantity == S)
     assert 142.99 < high < 143.0
     assert q.accepts([bp(at(days=2, hours=2), 142.9)]) is not None
     assert q.accepts([bp(at(days=2, hours=2), 143.1)]) is None

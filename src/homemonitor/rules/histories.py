@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,7 @@ from homemonitor.rules.quiet import Quiet
 MAX_PATIENTS = 20_000
 #: Readings an entry holds outside its columns at most (:meth:`Cached.later`).
 MAX_PENDING = 16
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _METRIC_CODE = {m: i for i, m in enumerate(METRICS)}
 
 
@@ -86,8 +88,9 @@ class Cached:
     #: has none.
     quiet: Quiet | None = None
     #: Readings stored after the columns' and not yet in them (:meth:`later`): the
-    #: readings an envelope let through, added to the columns when the entry is next read.
-    pending: tuple[StoredReading, ...] = ()
+    #: readings an envelope let through, added to the columns when the entry is next read;
+    #: as tuples of plain values (:func:`_packed`), which the garbage collector skips.
+    pending: tuple[Packed, ...] = ()
 
     def __len__(self) -> int:
         return len(self.us) + len(self.pending)
@@ -96,16 +99,18 @@ class Cached:
         """This entry with ``readings`` (stored after all of its own) and the envelope after
         them, without building columns: what a reading the envelope took costs the cache.
         """
-        pending = (*self.pending, *readings)
+        pending = (*self.pending, *map(_packed, readings))
         if len(pending) > MAX_PENDING:
-            return dataclasses.replace(self.settled().merged(pending), quiet=quiet)
+            entry = dataclasses.replace(self, pending=pending).settled()
+            return dataclasses.replace(entry, quiet=quiet)
         return dataclasses.replace(self, pending=pending, quiet=quiet)
 
     def settled(self) -> Cached:
         """The same readings, all in the columns (no envelope: it is the caller's to keep)."""
         if not self.pending:
             return self
-        return dataclasses.replace(self, pending=(), quiet=None).merged(self.pending)
+        readings = [_unpacked(p) for p in self.pending]
+        return dataclasses.replace(self, pending=(), quiet=None).merged(readings)
 
     @classmethod
     def empty(cls, since: int) -> Cached:
@@ -155,9 +160,7 @@ class Cached:
     def merged(self, readings: Sequence[StoredReading]) -> Cached:
         """This entry with ``readings`` added (a reading with a stored one's key replaces it)."""
         if self.pending:
-            return dataclasses.replace(self, pending=(), quiet=None).merged(
-                (*self.pending, *readings)
-            )
+            return self.settled().merged(readings)
         if not readings:
             return self
         if len(readings) == 1:
@@ -249,6 +252,35 @@ class Cached:
 
 
 _QUANTITY_COLUMN: Mapping[Quantity, int] = {q: k for k, q in enumerate(QUANTITIES)}
+
+#: A stored reading as plain values: measured_at (µs), device, metric, (quantity, value)
+#: pairs, quality flags and clock flags (each joined by commas).
+Packed = tuple[int, str, str, tuple[tuple[str, float], ...], str, str]
+
+
+def _packed(r: StoredReading) -> Packed:
+    return (
+        micros(r.measured_at),
+        r.device_id,
+        r.metric.value,
+        tuple((q.value, x) for q, x in r.values.items()),
+        ",".join(sorted(r.quality)),
+        ",".join(sorted(r.flags)),
+    )
+
+
+def _unpacked(p: Packed) -> StoredReading:
+    us, device, metric, values, quality, flags = p
+    return StoredReading(
+        _EPOCH + timedelta(microseconds=us),
+        device,
+        Metric(metric),
+        {Quantity(q): x for q, x in values},
+        frozenset(quality.split(",")) if quality else frozenset(),
+        frozenset(flags.split(",")) if flags else frozenset(),
+    )
+
+
 assert len(METRICS) == len(Metric)
 
 

@@ -27,6 +27,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,20 +60,33 @@ MARGIN = 1e-6
 _DAY = 86400.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(NamedTuple):
     """New readings carrying ``quantity`` must lie in ``[low, high]``.
 
     ``device`` None: every reading carrying it. Otherwise the readings of that device;
     with ``only``, a reading of any other device carrying it is outside the envelope (a
-    personal baseline follows the device of its latest reading).
+    personal baseline follows the device of its latest reading). Made by :func:`limit`:
+    the quantity is its plain string, so that a limit holds only atoms and the garbage
+    collector leaves the thousands a worker keeps alone.
     """
 
-    quantity: Quantity
+    quantity: str
     low: float = -math.inf
     high: float = math.inf
     device: str | None = None
     only: bool = False
+
+
+def limit(
+    quantity: Quantity,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    device: str | None = None,
+    only: bool = False,
+) -> Limit:
+    """A :class:`Limit` of ``quantity``."""
+    return Limit(quantity.value, low, high, device, only)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,15 +112,15 @@ class Quiet:
             ts = r.measured_at.timestamp()
             if r.quality or r.flags or not newest < ts <= self.until:
                 return None
-            for limit in self.limits:
-                x = r.values.get(limit.quantity)
+            for quantity, low, high, device, only in self.limits:
+                x = r.values.get(quantity)  # type: ignore[call-overload]  # a StrEnum's value
                 if x is None:
                     continue
-                if limit.device is not None and r.device_id != limit.device:
-                    if limit.only:
+                if device is not None and r.device_id != device:
+                    if only:
                         return None
                     continue
-                if not limit.low <= x <= limit.high:
+                if not low <= x <= high:
                     return None
             newest = ts
         return dataclasses.replace(self, newest=newest)
@@ -169,8 +183,8 @@ def _threshold(rule: ThresholdRule, plan: Plan) -> _Envelope:
     base = plan.personal[rule.relative_to] if rule.relative_to is not None else 0.0
     offsets = [x for x in (rule.warning, rule.urgent) if x is not None]
     if rule.direction == "high":
-        return [Limit(rule.quantity, high=base + min(offsets) - EPS - MARGIN)], math.inf
-    return [Limit(rule.quantity, low=base + max(offsets) + EPS + MARGIN)], math.inf
+        return [limit(rule.quantity, high=base + min(offsets) - EPS - MARGIN)], math.inf
+    return [limit(rule.quantity, low=base + max(offsets) + EPS + MARGIN)], math.inf
 
 
 # -- change -------------------------------------------------------------------------------
@@ -197,11 +211,11 @@ def _change(rule: ChangeRule, s: Series, newest: float) -> _Envelope:
         ref = float(window.min())
         if len(session) and float(session.max()) > ref + reach:
             return None
-        return [Limit(rule.quantity, low=ref, high=ref + reach)], math.inf
+        return [limit(rule.quantity, low=ref, high=ref + reach)], math.inf
     ref = float(window.max())
     if len(session) and float(session.min()) < ref - reach:
         return None
-    return [Limit(rule.quantity, low=ref - reach, high=ref)], math.inf
+    return [limit(rule.quantity, low=ref - reach, high=ref)], math.inf
 
 
 # -- average protocol ---------------------------------------------------------------------
@@ -247,7 +261,7 @@ def _average(rule: AverageRule, history: History, newest: float) -> _Envelope:
         if len(top) + copies < k:
             continue  # too few days for a mean before midnight: no limit
         high = min((ceiling - sums[k - m]) / m for m in range(max(1, k - len(top)), copies + 1))
-        limits.append(Limit(q, high=high))
+        limits.append(limit(q, high=high))
     return limits, until
 
 
@@ -303,8 +317,8 @@ def _baseline(
 def _bounded(q: Quantity, b: _Baseline, direction: str, reach: float, *, only: bool) -> Limit:
     """New readings of ``b``'s device within ``reach`` (oriented) of its mean."""
     if direction == "high":
-        return Limit(q, high=b.mu + reach, device=b.device, only=only)
-    return Limit(q, low=b.mu - reach, device=b.device, only=only)
+        return limit(q, high=b.mu + reach, device=b.device, only=only)
+    return limit(q, low=b.mu - reach, device=b.device, only=only)
 
 
 def _ewma(rule: BaselineRule, s: Series, newest: float) -> _Envelope:
@@ -350,7 +364,7 @@ def _composite(rule: BaselineRule, history: History, newest: float) -> _Envelope
         for k, p in enumerate(rule.parts)
     ]
     until = min(b.until for _, b in parts)
-    follows = Limit(rule.quantity, device=parts[0][1].device, only=True)
+    follows = limit(rule.quantity, device=parts[0][1].device, only=True)
     if not all(b.armed for _, b in parts):
         return [follows], until
     cut = _lowest(rule.warning, rule.urgent)
@@ -427,5 +441,5 @@ def _score(rule: ScoreRule, history: History, newest: float) -> _Envelope:
         band = _band(rule.spo2_scale, rule.on_oxygen, q, points)
         if band is None:
             return None
-        limits.append(Limit(q, low=band[0], high=band[1]))
+        limits.append(limit(q, low=band[0], high=band[1]))
     return limits, math.inf
