@@ -135,7 +135,7 @@ def test_a_home_mean_envelope_keeps_any_mean_of_enough_days_below_its_bound() ->
     readings = [bp(at(days=d), x) for d, x in ((0, 130), (1, 134), (2, 133))]
     q = quiet(plan(rule), History(readings))
     assert q is not None
-    high = next(limit.high for limit in q.limits if limit.quantity == S)
+    high = next(limit.high for limit in q.bounds if limit.quantity == S)
     assert 142.99 < high < 143.0
     assert q.accepts([bp(at(days=2, hours=2), 142.9)]) is not None
     assert q.accepts([bp(at(days=2, hours=2), 143.1)]) is None
@@ -162,7 +162,7 @@ def test_a_pulse_baseline_per_device_each_with_its_own_band() -> None:
     q = quiet(plan(rule), History(readings))
     assert q is not None
     later = at(days=20, hours=1)
-    assert {"cuff-1", "hr-1"} == {limit.device for limit in q.limits}
+    assert {"cuff-1", "hr-1"} == {limit.device for limit in q.bounds}
     for device, fine, high in (("cuff-1", 61, 75), ("hr-1", 81, 95)):
         ok = StoredReading(later, device, Metric.HEART_RATE, {HR: fine})
         too_high = StoredReading(later, device, Metric.HEART_RATE, {HR: high})

@@ -66,8 +66,8 @@ class Limit(NamedTuple):
     ``device`` None: every reading carrying it. Otherwise the readings of that device;
     with ``only``, a reading of any other device carrying it is outside the envelope (a
     personal baseline follows the device of its latest reading). Made by :func:`limit`:
-    the quantity is its plain string, so that a limit holds only atoms and the garbage
-    collector leaves the thousands a worker keeps alone.
+    the quantity is its plain string, so that a limit holds only plain values and the
+    garbage collector leaves the thousands a worker keeps alone (as plain tuples).
     """
 
     quantity: str
@@ -101,7 +101,14 @@ class Quiet:
     plan: Plan
     newest: float
     until: float
-    limits: tuple[Limit, ...]
+    #: :class:`Limit`\ s as plain tuples: a tuple subclass stays tracked by the garbage
+    #: collector, a tuple of plain values does not (:attr:`bounds` reads them as limits).
+    limits: tuple[tuple[str, float, float, str | None, bool], ...]
+
+    @property
+    def bounds(self) -> tuple[Limit, ...]:
+        """The limits, by field name."""
+        return tuple(Limit(*x) for x in self.limits)
 
     def accepts(self, readings: Sequence[StoredReading]) -> Quiet | None:
         """The envelope after ``readings`` (new ones, in any order), or None when one is
@@ -147,7 +154,8 @@ def quiet(plan: Plan, history: History) -> Quiet | None:
         until = min(until, found[1])
     if until <= newest:
         return None
-    return Quiet(plan, newest, until, tuple(limits))
+    plain = tuple((x.quantity, x.low, x.high, x.device, x.only) for x in limits)
+    return Quiet(plan, newest, until, plain)
 
 
 def _lowest(*bounds: float | None) -> float:
