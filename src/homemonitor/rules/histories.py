@@ -101,16 +101,32 @@ class Cached:
         """
         pending = (*self.pending, *map(_packed, readings))
         if len(pending) > MAX_PENDING:
-            entry = dataclasses.replace(self, pending=pending).settled()
-            return dataclasses.replace(entry, quiet=quiet)
-        return dataclasses.replace(self, pending=pending, quiet=quiet)
+            return self._with(quiet=None, pending=pending).settled()._with(quiet, ())
+        return self._with(quiet, pending)
+
+    def _with(self, quiet: Quiet | None, pending: tuple[Packed, ...]) -> Cached:
+        """The same columns with ``quiet`` and ``pending`` (``dataclasses.replace``, faster)."""
+        return Cached(
+            self.since,
+            self.us,
+            self.device,
+            self.devices,
+            self.metric,
+            self.values,
+            self.questionable,
+            self.clock,
+            self.quality,
+            self.flags,
+            quiet,
+            pending,
+        )
 
     def settled(self) -> Cached:
         """The same readings, all in the columns (no envelope: it is the caller's to keep)."""
         if not self.pending:
             return self
         readings = [_unpacked(p) for p in self.pending]
-        return dataclasses.replace(self, pending=(), quiet=None).merged(readings)
+        return self._with(None, ()).merged(readings)
 
     @classmethod
     def empty(cls, since: int) -> Cached:

@@ -130,7 +130,7 @@ class Quiet:
                 if not low <= x <= high:
                     return None
             newest = ts
-        return dataclasses.replace(self, newest=newest)
+        return Quiet(self.plan, newest, self.until, self.limits)
 
 
 #: What a rule kind's envelope is: its limits and until when they hold (None: no envelope).
