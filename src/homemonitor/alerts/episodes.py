@@ -261,11 +261,9 @@ async def evaluate_batch(
         return tally
     history, tally.cached = await _cached_history(conn, chosen, points, plans.histories, calm=calm)
     # The query saw this transaction's own inserts: the points are in it (evaluate adds any
-    # the cap left out). A patient it left out was inside their quiet envelope.
+    # the cap left out). A calm patient whose entry is kept with that envelope is screened.
     screened = {
-        i
-        for i, envelope in calm.items()
-        if i not in history and (kept := tally.cached.get(i)) is not None and kept.quiet is envelope
+        i for i, envelope in calm.items() if getattr(tally.cached.get(i), "quiet", None) is envelope
     }
     tally.screened += len(screened)
     if screened:

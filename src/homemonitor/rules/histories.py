@@ -106,8 +106,23 @@ class Cached:
 
     def _with(self, quiet: Quiet | None, pending: tuple[Packed, ...]) -> Cached:
         """The same columns with ``quiet`` and ``pending`` (``dataclasses.replace``, faster)."""
-        return Cached(
-            self.since,
+        return Cached(self.since, *self._columns(), quiet, pending)
+
+    def _columns(
+        self,
+    ) -> tuple[
+        Int64Array,
+        IntArray,
+        tuple[str, ...],
+        Int8Array,
+        FloatArray,
+        BoolArray,
+        BoolArray,
+        tuple[str, ...],
+        tuple[str, ...],
+    ]:
+        """The columns, in the order of the fields and of :meth:`History.from_columns`."""
+        return (
             self.us,
             self.device,
             self.devices,
@@ -117,8 +132,6 @@ class Cached:
             self.clock,
             self.quality,
             self.flags,
-            quiet,
-            pending,
         )
 
     def settled(self) -> Cached:
@@ -252,19 +265,7 @@ class Cached:
         """The entry as the engine reads it."""
         if self.pending:
             return self.settled().history(cap)
-        return History.from_columns(
-            self.us,
-            self.device,
-            self.devices,
-            self.metric,
-            self.values,
-            self.questionable,
-            self.clock,
-            self.quality,
-            self.flags,
-            cap=cap,
-            ordered=True,
-        )
+        return History.from_columns(*self._columns(), cap=cap, ordered=True)
 
 
 _QUANTITY_COLUMN: Mapping[Quantity, int] = {q: k for k, q in enumerate(QUANTITIES)}

@@ -293,7 +293,7 @@ def _average(rule: AverageRule, history: History, newest: float) -> _Envelope:
 class _Baseline:
     """One EWMA (a rule, or a composite's part) at ``newest``: see above."""
 
-    device: str | None  # whose readings it follows (None: no reading yet)
+    device: str  # whose readings it follows
     until: float
     armed: bool  # with enough run-in: the next reading of the device is monitored
     mu: float = 0.0
@@ -302,16 +302,16 @@ class _Baseline:
     n: int = 0  # monitored readings
 
 
-def _baseline(
-    rule: BaselineRule, s: Series, newest: float, code: int | None, direction: str
+def _baseline(  # noqa: PLR0917 -- one EWMA: its rule, series, time, device and direction
+    rule: BaselineRule, s: Series, newest: float, code: int, device: str, direction: str
 ) -> _Baseline:
+    """The EWMA of ``device`` (``code``, its index into the history's devices) at ``newest``
+    (``s`` may have no reading at all, and then no devices)."""
     split = _ewma_split(s, rule, newest, code)
-    if isinstance(split, str):  # no reading (of the device) in the window: a run-in to come
-        device = None if code is None else s.devices[code] if s.devices else None
+    if isinstance(split, str):  # no reading of the device in the window: a run-in to come
         return _Baseline(device, newest + rule.run_in_days * _DAY, armed=False)
     span = (rule.run_in_days + rule.monitor_days) * _DAY
     until = float(s.t[s.start(newest - span)]) + span
-    device = s.devices[int(s.device[s.end(newest) - 1]) if code is None else code]
     run_in_end = split.run_in_start + rule.run_in_days * _DAY
     if newest < run_in_end:  # a reading at its end is monitored: until just before
         return _Baseline(device, min(until, run_in_end - MARGIN), armed=False)
@@ -339,7 +339,7 @@ def _ewma(rule: BaselineRule, s: Series, newest: float) -> _Envelope:
     lam = rule.weight
     cut = _lowest(rule.warning, rule.urgent)
     for code in np.unique(s.device[s.start(newest - span) : s.end(newest)]).tolist():
-        b = _baseline(rule, s, newest, code, rule.direction)
+        b = _baseline(rule, s, newest, code, s.devices[code], rule.direction)
         until = min(until, b.until)
         if not b.armed:
             continue
@@ -358,6 +358,7 @@ def _composite(rule: BaselineRule, history: History, newest: float) -> _Envelope
     if not i:
         return None  # which device the parts follow comes with the first reading
     code = int(first.device[i - 1])
+    device = first.devices[code]
     parts = [
         (
             p,
@@ -366,13 +367,14 @@ def _composite(rule: BaselineRule, history: History, newest: float) -> _Envelope
                 first if k == 0 else history.series(p.quantity, questionable=include),
                 newest,
                 code,
+                device,
                 p.direction,
             ),
         )
         for k, p in enumerate(rule.parts)
     ]
     until = min(b.until for _, b in parts)
-    follows = limit(rule.quantity, device=parts[0][1].device, only=True)
+    follows = limit(rule.quantity, device=device, only=True)
     if not all(b.armed for _, b in parts):
         return [follows], until
     cut = _lowest(rule.warning, rule.urgent)
