@@ -14,7 +14,10 @@ import pytest
 
 from homemonitor import registry
 from homemonitor.contract.protocol import readings_topic
+from homemonitor.contract.readings import Metric, Quantity, Reading
 from homemonitor.embedded import PrivateMosquitto, PrivatePostgres
+from homemonitor.ingest.pipeline import Batch, Candidate, Inbound
+from homemonitor.storage.transaction import commit
 from tests.conftest import (
     REGISTRY,
     WEIGHT_GAIN_3D,
@@ -310,8 +313,9 @@ async def test_readings_inside_the_quiet_envelope_skip_the_engine_until_another_
 ) -> None:
     """After 80.0 kg, nothing under 82.0 can make 2 kg in 3 days: 80.6 and 81.0 are not
     evaluated. Then a reading this worker did not store (another worker's, 79.0) makes its
-    cache stale: the next 81.5 is inside the old envelope, but the history count sees the
-    new reading, and the engine runs and opens the 2.5 kg gain."""
+    cache stale: the next 81.5 is inside the old envelope, but the patient's count of
+    stored readings grew by one more than this worker stored, so the engine runs, on the
+    reloaded history, and opens the 2.5 kg gain."""
     name = "homemonitor_care_plan_evaluations_total"
     evaluated, screened = {"path": "evaluated"}, {"path": "screened"}
     await _publish(broker, weights((NOW - timedelta(hours=50), 80.0)))
@@ -321,11 +325,12 @@ async def test_readings_inside_the_quiet_envelope_skip_the_engine_until_another_
     await _publish(broker, weights((NOW - timedelta(hours=3), 81.0)))
     assert 2 == await worker.counted(name, screened, at_least=2)
     assert 1 == worker.metric(name, evaluated)
-    await db.execute(
-        "INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at, "
-        "body_weight, source) VALUES ('scale-1', 'body_weight', $1, 'p-1', $1, 79.0, 'native')",
-        NOW - timedelta(hours=2),
-    )
+    other = registry.RegistryCache()  # another worker, storing a reading of p-1
+    await other.load(db)
+    at = NOW - timedelta(hours=2)
+    reading = Reading("scale-1", Metric.BODY_WEIGHT, at, {Quantity.BODY_WEIGHT: 79.0})
+    message = Inbound(readings_topic("gw-1"), b"{}", at, 0.0)
+    await commit(db, Batch([message], [Candidate(reading, "p-1", "gw-1", at, 0)]), other.plans)
     await _publish(broker, weights((NOW - timedelta(hours=1), 81.5)))
     alert = await wait_until(lambda: db.fetchrow("SELECT * FROM alerts"), lambda r: r is not None)
     assert ("weight.gain_3d", 81.5) == (alert["rule"], alert["opening_value"])

@@ -22,7 +22,7 @@ from homemonitor.rules.history import History, StoredReading
 from homemonitor.rules.plan import CarePlanSpec, resolve
 from homemonitor.rules.templates import TEMPLATES
 from homemonitor.storage import database
-from homemonitor.storage.transaction import commit
+from homemonitor.storage.transaction import _insert_readings, commit
 from tests.conftest import REGISTRY
 from tests.unit.rulekit import series_columns
 
@@ -334,12 +334,25 @@ async def test_the_history_cache_gives_what_the_database_holds_whoever_stored_it
     await _insert(db, [weight(NOW - d * day, 80.0 + d / 10) for d in range(1, 30)])
     cache = HistoryCache()
 
+    async def store(readings: list[StoredReading]) -> dict[str, int]:
+        """Store ``readings`` as every writer does (the batch's insert statement)."""
+        candidates = [
+            Candidate(
+                Reading(r.device_id, r.metric, r.measured_at, r.values), "p-1", "gw-1", NOW, 0
+            )
+            for r in readings
+        ]
+        _, stored = await _insert_readings(db, candidates, ["p-1"])
+        return stored
+
     async def batch(point: StoredReading) -> tuple[History, int]:
         """One batch of ``point`` (stored by this worker): its history, its entry's start."""
         async with db.transaction():
-            await _insert(db, [point])
-            found, keep = await episodes._cached_history(db, chosen, {"p-1": [point]}, cache)
-        cache.keep(keep)  # committed
+            stored = await store([point])
+            found, keep = await episodes._cached_history(
+                db, chosen, {"p-1": [point]}, cache, stored
+            )
+        cache.keep(keep, stored)  # committed
         return found["p-1"], keep["p-1"].since
 
     async def stored_since(since: int) -> list[tuple[str, str, datetime, float]]:
@@ -373,8 +386,8 @@ async def test_the_history_cache_gives_what_the_database_holds_whoever_stored_it
         w for _, _, _, w in await stored_since(since)
     ]
     assert [*held(first), held(second)[-1]] == held(second)
-    # another worker stored an older reading of another scale: the entry no longer counts
-    await _insert(db, [weight(NOW - timedelta(hours=5), 90.0, "scale-2")])
+    # another worker stored an older reading of another scale: the entry is no longer exact
+    await store([weight(NOW - timedelta(hours=5), 90.0, "scale-2")])
     third, reloaded = await batch(weight(NOW + timedelta(hours=2), 81.4))
     assert held(third) == await stored_since(reloaded)
     assert weight(NOW - timedelta(hours=5), 90.0, "scale-2") in third
@@ -382,8 +395,8 @@ async def test_the_history_cache_gives_what_the_database_holds_whoever_stored_it
     with pytest.raises(RuntimeError):
         async with db.transaction():
             point = weight(NOW + timedelta(hours=3), 99.0)
-            await _insert(db, [point])
-            await episodes._cached_history(db, chosen, {"p-1": [point]}, cache)
+            stored = await store([point])
+            await episodes._cached_history(db, chosen, {"p-1": [point]}, cache, stored)
             raise RuntimeError
     fourth, kept = await batch(weight(NOW + timedelta(hours=4), 81.6))
     assert (reloaded, held(fourth)) == (kept, await stored_since(kept))

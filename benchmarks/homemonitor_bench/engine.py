@@ -152,9 +152,6 @@ class _Memory:
             if self._history is None:
                 self._history = self._answer_history(*args)
             return self._history
-        if query == alert_episodes._CACHED_HISTORY:  # every entry is valid: only counts
-            ids, _, known, *_ = args
-            return [(i, n, *[None] * 9) for i, n in zip(ids, known, strict=True)]
         if query.lstrip().startswith("SELECT nextval"):
             first = self._next_id
             self._next_id += args[0]
@@ -185,7 +182,9 @@ async def _worker_step(
     if cache is None:
         history = await alert_episodes._history(conn, chosen, points)  # type: ignore[arg-type]
     else:
-        history, kept = await alert_episodes._cached_history(conn, chosen, points, cache)  # type: ignore[arg-type]
+        # every entry is exact: kept at count 0, and the batch stores one reading each
+        stored = dict.fromkeys(points, 1)
+        history, kept = await alert_episodes._cached_history(conn, chosen, points, cache, stored)  # type: ignore[arg-type]
     tally = alert_episodes.Tally()
     routes = Routing({"team-1": Team("team-1")}, {p.patient_id: ("team-1", None) for p in chosen})
     await alert_episodes._run(
@@ -246,6 +245,7 @@ def measure(
     # timed run is the next batch, at each patient's next reading, kept in turn.
     first = repeat + 1  # readings before the point: the warm-up batch's, then one per run
     cache = HistoryCache()
+    ids = [c.patient.patient_id for c in cases]
     cache.keep(
         {
             c.patient.patient_id: Cached.of(
@@ -254,13 +254,15 @@ def measure(
                 or (),
             ).after(micros(c.stored[-first - 1].measured_at - c.patient.plan.lookback()))
             for c in cases
-        }
+        },
+        dict.fromkeys(ids, 0),
     )
     loop = asyncio.new_event_loop()
     steps = iter(range(first, -1, -1))
 
     def step() -> None:
-        cache.keep(loop.run_until_complete(_worker_step(conn, cases, cache, back=next(steps))))
+        kept = loop.run_until_complete(_worker_step(conn, cases, cache, back=next(steps)))
+        cache.keep(kept, dict.fromkeys(ids, 0))
 
     try:
         step()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homemonitor.contract.readings import QUANTITIES, Metric
-from homemonitor.rules.histories import Cached
+from homemonitor.rules.histories import Cached, HistoryCache
 from homemonitor.rules.history import METRICS, History, StoredReading, micros
 from homemonitor.rules.plan import Plan
 from homemonitor.rules.quiet import Quiet
@@ -189,3 +189,19 @@ def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_retu
             assert series_columns(expected.series(q, questionable=questionable)) == series_columns(
                 actual.series(q, questionable=questionable)
             )
+
+
+def test_a_cache_entry_is_given_only_while_the_stored_count_is_its_own_and_the_batchs() -> None:
+    """Kept at count 7: a batch that stored 2 of the patient's readings and brings the count
+    to 9 gets it; at 10 somebody else stored one too, and the entry is not given."""
+    cache = HistoryCache()
+    entry = Cached.empty(0).merged([weight(at(), 80.0)])
+    cache.keep({"p-1": entry}, {"p-1": 7})
+    assert entry is cache.current("p-1", 9, 2)
+    assert cache.current("p-1", 10, 2) is None
+    assert cache.current("p-1", 8, 2) is None  # fewer: not the database it was made from
+    assert cache.current("p-2", 2, 2) is None
+    cache.keep({"p-1": entry}, {"p-1": 10})
+    assert entry is cache.current("p-1", 11, 1)
+    cache.forget(["p-1"])
+    assert cache.current("p-1", 11, 1) is None

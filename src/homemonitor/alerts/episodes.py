@@ -1,14 +1,16 @@
 """Alert episodes of one batch: the engine's states loaded, its changes written. SQL.
 
 :func:`evaluate_batch` runs inside the batch's transaction
-(:func:`homemonitor.storage.transaction.commit`), after the readings are inserted, for the
-patients that got new readings:
+(:func:`homemonitor.storage.transaction.commit`), for the patients that got new readings:
 
-1. ``pg_advisory_xact_lock`` per patient, in one sorted order for every worker, so two
-   workers holding readings of the same patient evaluate one after the other, each seeing
-   what the other committed: exactly what one worker would do (:func:`lock_patients`; the
-   batch transaction takes the same locks in its insert of the readings, the API before a
-   clinician changes an alert).
+1. The statement that inserted the readings took ``pg_advisory_xact_lock`` per patient,
+   in one sorted order for every worker, so two workers holding readings of the same
+   patient evaluate one after the other, each seeing what the other committed: exactly
+   what one worker would do (:func:`lock_patients` takes the same locks, for the
+   scheduler's due runs and the API before a clinician changes an alert). It also
+   returned each patient's count of stored readings, which says whether the worker's
+   history cache entry of the patient is still exactly what the database holds
+   (:mod:`homemonitor.rules.histories`).
 2. ONE query for those patients' episode states: the active episode per rule and the last
    one a clinician resolved (:func:`load_states`).
    Missing-data episodes among them (:mod:`homemonitor.alerts.silence`) are taken out:
@@ -16,15 +18,14 @@ patients that got new readings:
 3. The fast path: a patient whose plan is plain thresholds, none of whose new readings
    reaches a bound (a numpy screen over the batch) and who has no episode state to move
    needs no evaluation, so no history. Nor does a patient of any other plan with no
-   episode state whose new readings are inside the quiet envelope their cache entry got
-   at their last evaluation (:mod:`homemonitor.rules.quiet`), once the history query's
-   count shows the entry is still exactly what the database holds. Everybody else:
-4. ONE history query for all of them (a LATERAL per patient, returned as one row of
-   arrays: no Python object per reading). A patient the worker's history cache
-   (:mod:`homemonitor.rules.histories`) holds is only counted: when the stored readings
-   from the entry's start on are the entry's and the batch's, nothing crosses the wire;
-   anybody else gets every reading from their oldest new one minus the plan's lookback
-   (:func:`_cached_history`; entries are kept once the batch has committed),
+   episode state whose cache entry is exact and whose new readings are inside the quiet
+   envelope the entry got at their last evaluation (:mod:`homemonitor.rules.quiet`).
+   Everybody else:
+4. their history: from an exact cache entry and the batch's readings, with no query;
+   for the others, ONE query for all of them (a LATERAL per patient, returned as one row
+   of arrays: no Python object per reading) of every reading from their oldest new one
+   minus the plan's lookback (:func:`_cached_history`; entries are kept once the batch
+   has committed),
 5. the engine's pure :func:`~homemonitor.rules.evaluate.evaluate` per patient,
 6. and its changes written in bulk: updated episodes (``unnest``), new ones (ids drawn
    first, one ``unnest`` insert), and an ``alert_events`` row per transition.
@@ -44,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -134,24 +135,13 @@ CROSS JOIN LATERAL ({
     )
 }) AS h
 """
-#: Per patient with a cache entry (``known``: its readings from ``since`` on, and the
-#: batch's), how many readings are stored from ``since`` on (an index range count); and
-#: only for those without one or whose count differs, every reading from ``since`` on
-#: (the newest $4), as :data:`_HISTORY` returns them.
-_CACHED_HISTORY = f"""
-SELECT p.patient_id, c.n, h.*
-FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) AS p(patient_id, since, known)
-CROSS JOIN LATERAL (
-    SELECT count(*) AS n FROM readings r
-    WHERE p.known IS NOT NULL AND r.patient_id = p.patient_id AND r.measured_at >= p.since
-) AS c
-CROSS JOIN LATERAL ({
-    _AGGREGATE.format(
-        codes=5, cap=4, where="(p.known IS NULL OR c.n <> p.known) AND r.measured_at >= p.since"
-    )
-}) AS h
+#: Per patient, every reading measured at or after ``since`` (the newest $3), as
+#: :data:`_HISTORY` returns them: what a new cache entry is made of.
+_ENTRIES = f"""
+SELECT p.patient_id, h.*
+FROM unnest($1::text[], $2::timestamptz[]) AS p(patient_id, since)
+CROSS JOIN LATERAL ({_AGGREGATE.format(codes=4, cap=3, where="r.measured_at >= p.since")}) AS h
 """
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: The metrics whose readings carry each quantity.
 _CARRIERS: dict[Quantity, tuple[Metric, ...]] = {
@@ -218,12 +208,17 @@ def _screen(rows_: Sequence[Candidate], plans: Plans) -> set[str]:
 
 
 async def evaluate_batch(
-    conn: Conn, new: Sequence[Candidate], plans: Plans, now: datetime, *, locked: bool = False
+    conn: Conn,
+    new: Sequence[Candidate],
+    plans: Plans,
+    now: datetime,
+    stored: Mapping[str, int],
 ) -> Tally:
     """Evaluate and write the episodes of ``new`` (readings just stored); see the module.
 
-    ``locked``: the caller already holds the patients' locks (the batch transaction takes
-    them in the statement that inserts the readings, saving a round trip).
+    Called right after the statement that inserted ``new`` took the patients' locks and
+    returned ``stored``: each patient's count of stored readings after it
+    (:mod:`homemonitor.rules.histories`).
     """
     tally = Tally()
     points: dict[str, list[StoredReading]] = defaultdict(list)
@@ -233,51 +228,55 @@ async def evaluate_batch(
     if not points:
         return tally
     patients = sorted(points)
-    if not locked:
-        await lock_patients(conn, patients)
     states = await load_states(conn, patients, now)
     silent = silence.split(states)  # missing-data episodes: a new reading ends a silence
     if silent:
         await _write(conn, silence.closing(silent, points, now), [], tally, now=now)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []
-    calm: dict[str, Quiet] = {}
     for patient_id in patients:
         plan = plans.get(patient_id)
         assert plan is not None
-        if (
-            plan.plain
-            and patient_id not in breached
-            and not rows.needs_evaluation(states.get(patient_id))
-        ):
-            tally.screened += 1
-            continue
-        if not plan.plain and not states.get(patient_id):
-            after = _quiet(plans.histories.get(patient_id), plan, points[patient_id])
-            if after is not None:
-                calm[patient_id] = after
+        if plan.plain:
+            if patient_id not in breached and not rows.needs_evaluation(states.get(patient_id)):
+                tally.screened += 1
+                continue
+        elif not states.get(patient_id):
+            mine = points[patient_id]
+            entry = _current(plans.histories, plan, mine, stored)
+            after = _quiet(entry, plan, mine)
+            if entry is not None and after is not None:
+                tally.cached[patient_id] = _trimmed(entry, plan.plan, mine).later(mine, after)
+                tally.screened += 1
+                continue
         chosen.append(plan)
     if not chosen:
         return tally
-    history, tally.cached = await _cached_history(conn, chosen, points, plans.histories, calm=calm)
-    # The query saw this transaction's own inserts: the points are in it (evaluate adds any
-    # the cap left out). A calm patient whose entry is kept with that envelope is screened.
-    screened = {
-        i for i, envelope in calm.items() if getattr(tally.cached.get(i), "quiet", None) is envelope
-    }
-    tally.screened += len(screened)
-    if screened:
-        chosen = [p for p in chosen if p.patient_id not in screened]
+    history, kept = await _cached_history(conn, chosen, points, plans.histories, stored)
+    tally.cached.update(kept)
     await _run(
         conn, chosen, history, points, states, now, tally, actor="rule", routes=plans.routing
     )
     return tally
 
 
+def _current(
+    cache: HistoryCache,
+    plan: PatientPlan,
+    mine: Sequence[StoredReading],
+    stored: Mapping[str, int],
+) -> Cached | None:
+    """The patient's cache entry when it is exactly what the database holds
+    (:meth:`HistoryCache.current`) and starts early enough for the windows ``mine`` need."""
+    entry = cache.current(plan.patient_id, stored[plan.patient_id], len(mine))
+    if entry is None or entry.since > micros(min(_windows(plan.plan, mine).values())):
+        return None
+    return entry
+
+
 def _quiet(entry: Cached | None, plan: PatientPlan, mine: Sequence[StoredReading]) -> Quiet | None:
-    """The envelope after ``mine`` when the patient's cache entry has one for their plan
-    that takes them (:mod:`homemonitor.rules.quiet`); whether the entry is the database's
-    the history query says."""
+    """The envelope after ``mine`` when the patient's (exact) cache entry has one for
+    their plan that takes them (:mod:`homemonitor.rules.quiet`)."""
     if entry is None or entry.quiet is None or entry.quiet.plan is not plan.plan:
         return None
     return entry.quiet.accepts(mine)
@@ -409,66 +408,46 @@ async def _cached_history(
     chosen: Sequence[PatientPlan],
     points: dict[str, list[StoredReading]],
     cache: HistoryCache,
-    *,
-    calm: Mapping[str, Quiet] | None = None,
+    stored: Mapping[str, int],
 ) -> tuple[dict[str, History], dict[str, Cached]]:
     """:func:`_history` through the worker's cache; and the entries to keep after commit.
 
-    A patient whose entry starts no later than the windows its points need, and whose
-    stored readings from that start on are as many as the entry's and the batch's new
-    ones (the query counts them), is evaluated on the entry and the points: no reading
-    crosses the wire. Anybody else gets every reading from ``lookback`` before their
-    oldest point on, kept as a new entry unless there are so many that a series would be
-    cut at the cap; those (rare) are asked again as :func:`_history` asks.
-
-    ``calm``: patients whose new readings are inside their entry's quiet envelope, with
-    the envelope after them. One whose entry holds what the database holds needs no
-    evaluation: no history is returned for them, and their entry is kept with that
-    envelope.
+    A patient whose entry is exact (:func:`_current`) is evaluated on the entry and the
+    points: no query. Everybody else gets every reading from ``lookback`` before their
+    oldest point on (ONE query for them all), kept as a new entry unless there are so
+    many that a series would be cut at the cap; those (rare) are asked again as
+    :func:`_history` asks.
     """
-    ids: list[str] = []
-    starts: list[datetime] = []
-    known: list[int | None] = []
-    for p in chosen:
-        mine = points[p.patient_id]
-        need = min(_windows(p.plan, mine).values())
-        entry = cache.get(p.patient_id)
-        if entry is not None and entry.since <= micros(need):
-            starts.append(_EPOCH + timedelta(microseconds=entry.since))
-            known.append(len(entry) + len(mine))
-        else:
-            starts.append(min(r.measured_at for r in mine) - p.plan.lookback())
-            known.append(None)
-        ids.append(p.patient_id)
     found: dict[str, History] = {}
     keep: dict[str, Cached] = {}
+    loads: list[PatientPlan] = []
+    starts: list[datetime] = []
+    for p in chosen:
+        mine = points[p.patient_id]
+        entry = _current(cache, p, mine, stored)
+        if entry is None:
+            loads.append(p)
+            starts.append(min(r.measured_at for r in mine) - p.plan.lookback())
+            continue
+        updated = entry.merged(mine)
+        found[p.patient_id] = updated.history()
+        keep[p.patient_id] = _trimmed(updated, p.plan, mine)
+    if not loads:
+        return found, keep
     codes = [m.value for m in METRICS]
+    ids = [p.patient_id for p in loads]
+    answers = {r[0]: r for r in await conn.fetch(_ENTRIES, ids, starts, HISTORY_CAP, codes)}
     uncut: list[PatientPlan] = []
-    answers = {
-        r[0]: r for r in await conn.fetch(_CACHED_HISTORY, ids, starts, known, HISTORY_CAP, codes)
-    }
-    for p, start, expected in zip(chosen, starts, known, strict=True):
-        patient_id = p.patient_id
-        r = answers[patient_id]
-        if expected is not None and r[1] == expected:
-            entry = cache.get(patient_id)
-            assert entry is not None
-            envelope = calm.get(patient_id) if calm else None
-            if envelope is not None:
-                mine = points[patient_id]
-                keep[patient_id] = _trimmed(entry, p.plan, mine).later(mine, envelope)
-                continue
-            updated = entry.merged(points[patient_id])
-        else:
-            columns = _columns(r[2:])
-            if columns is not None and len(columns[0]) >= HISTORY_CAP:
-                uncut.append(p)
-                continue
-            updated = Cached.empty(micros(start))
-            if columns is not None:
-                updated = Cached.of(micros(start), *columns)
-        found[patient_id] = updated.history()
-        keep[patient_id] = _trimmed(updated, p.plan, points[patient_id])
+    for p, start in zip(loads, starts, strict=True):
+        columns = _columns(answers[p.patient_id][1:])
+        if columns is not None and len(columns[0]) >= HISTORY_CAP:
+            uncut.append(p)
+            continue
+        updated = Cached.empty(micros(start))
+        if columns is not None:
+            updated = Cached.of(micros(start), *columns)
+        found[p.patient_id] = updated.history()
+        keep[p.patient_id] = _trimmed(updated, p.plan, points[p.patient_id])
     if uncut:
         cache.forget([p.patient_id for p in uncut])
         found.update(await _history(conn, uncut, points))

@@ -2,16 +2,19 @@
 
 Loading a patient's history is most of what a batch costs the database once plans read
 history. The worker keeps, per patient it evaluated, EVERY stored reading of the patient
-measured at or after a start (:attr:`Cached.since`), as columns. Before a batch uses an
-entry, the batch's history query asks the database how many readings of the patient are
-stored from that start on (an index range count, in the query the batch makes anyway);
-readings are never changed once stored, so when that count is the entry's length plus
-the batch's new readings, the entry holds exactly what the database holds, whoever
-stored it: another worker on the shared subscription, an earlier delivery of the same
-message. Otherwise the entry is loaded again. An entry is only made from readings of a
+measured at or after a start (:attr:`Cached.since`), as columns, with the patient's count
+of stored readings (``reading_counts``) when the entry was exact. The statement that
+stores a batch's readings (:mod:`homemonitor.storage.transaction`, the one place readings
+are written) adds its new ones to that count and returns it, under the row's lock: when
+it is the entry's count plus the batch's new readings of the patient, nobody else stored
+a reading of the patient since the entry was made (another worker on the shared
+subscription, a quarantine replay), so the entry and the batch's readings are exactly what
+the database holds, and no query is needed (:meth:`HistoryCache.current`). Otherwise the
+entry is loaded again. Stored readings are never changed or deleted within an entry's
+range (retention deletes months-old readings). An entry is only made from readings of a
 committed transaction (:meth:`HistoryCache.keep` is called after the commit), so it
 never holds a reading the database does not. An entry may carry the patient's quiet
-envelope (:mod:`homemonitor.rules.quiet`), which holds only while that count does.
+envelope (:mod:`homemonitor.rules.quiet`), which holds only while the entry is exact.
 
 >>> from datetime import UTC, datetime
 >>> t = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
@@ -304,26 +307,32 @@ assert len(METRICS) == len(Metric)
 class HistoryCache:
     """The entries of the patients a worker evaluated lately, at most ``max_patients``.
 
-    :meth:`get` and :meth:`keep` only: whether an entry may be used is the history
-    query's to say (see the module).
+    Each with the patient's count of stored readings it matches (see the module):
+    :meth:`current` gives an entry only while it is the database's.
     """
 
     def __init__(self, max_patients: int = MAX_PATIENTS) -> None:
         self.max_patients = max_patients
-        self._entries: dict[str, Cached] = {}
+        self._entries: dict[str, tuple[Cached, int]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, patient_id: str) -> Cached | None:
-        """The patient's entry, if kept."""
-        return self._entries.get(patient_id)
+    def current(self, patient_id: str, stored: int, added: int) -> Cached | None:
+        """The patient's entry, if kept and exact: ``stored``, the patient's count of
+        stored readings after this batch stored ``added`` of theirs, is the entry's count
+        plus ``added``. Else None (the caller loads the readings)."""
+        found = self._entries.get(patient_id)
+        if found is None or found[1] + added != stored:
+            return None
+        return found[0]
 
-    def keep(self, entries: Mapping[str, Cached]) -> None:
-        """Keep ``entries`` (made in a transaction that has committed), newest last."""
+    def keep(self, entries: Mapping[str, Cached], stored: Mapping[str, int]) -> None:
+        """Keep ``entries`` (made in a transaction that has committed, when each patient's
+        count of stored readings was ``stored``), newest last."""
         for patient_id, entry in entries.items():
             self._entries.pop(patient_id, None)
-            self._entries[patient_id] = entry
+            self._entries[patient_id] = (entry, stored[patient_id])
         while len(self._entries) > self.max_patients:
             del self._entries[next(iter(self._entries))]
 

@@ -12,7 +12,8 @@ Each rule kind's envelope comes with its argument, written beside it: what the k
 assessment (:mod:`homemonitor.rules.kinds`) can reach from the stored readings plus new
 readings bounded by the envelope, at any later point until ``until``. The arguments rely
 on new readings being later than every stored one (an out-of-order reading is evaluated)
-and on the stored readings being exactly the database's (the worker's history count).
+and on the stored readings being exactly the database's (the patient's count of stored
+readings, :mod:`homemonitor.rules.histories`).
 A kind without such an argument (MACD) gives no envelope, and every reading is evaluated.
 
 ``tests/unit/test_rules_quiet.py`` replays simulated patients and checks every reading an

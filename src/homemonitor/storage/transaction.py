@@ -55,7 +55,12 @@ class CommitResult:
 
 # The readings are inserted, then (same statement: one round trip) the episode lock of each
 # patient with a care plan who got a new reading is taken, in one sorted order for every
-# worker (:func:`homemonitor.alerts.episodes.lock_patients` takes the same locks).
+# worker (:func:`homemonitor.alerts.episodes.lock_patients` takes the same locks); then,
+# once every lock is held, each patient's count of stored readings grows by their new ones
+# (``reading_counts``, migration 0020; in patient order, under the row's lock, which
+# another writer's insert of the same patient waits for), and the new total comes back
+# with each new reading: what the workers' history caches are checked against
+# (:mod:`homemonitor.rules.histories`). This is the one statement that writes readings.
 _INSERT_READINGS = f"""
 WITH stored AS (
 INSERT INTO readings (device_id, metric, measured_at, patient_id, received_at,
@@ -77,8 +82,15 @@ RETURNING device_id, metric, measured_at, patient_id
     SELECT count(pg_advisory_xact_lock({episodes.LOCK_CLASS}, k)) AS n
     FROM (SELECT DISTINCT {episodes.LOCK_KEY.format("patient_id")} AS k FROM stored
           WHERE patient_id = ANY($17::text[]) ORDER BY k) AS keys
+), counted AS (
+INSERT INTO reading_counts AS c (patient_id, stored)
+SELECT s.patient_id, count(*) FROM stored AS s, locked
+GROUP BY s.patient_id ORDER BY s.patient_id
+ON CONFLICT (patient_id) DO UPDATE SET stored = c.stored + excluded.stored
+RETURNING c.patient_id, c.stored
 )
-SELECT s.device_id, s.metric, s.measured_at FROM stored AS s, locked
+SELECT s.device_id, s.metric, s.measured_at, s.patient_id, c.stored
+FROM stored AS s JOIN counted AS c USING (patient_id)
 """
 
 _INSERT_QUARANTINE = """
@@ -155,17 +167,18 @@ async def commit(
     result.duplicates = len(batch.candidates) - len(unique)
     unique.sort(key=lambda c: _key(c.reading))  # one lock order for every worker
     cached: dict[str, Cached] = {}
+    stored: dict[str, int] = {}
     async with conn.transaction():
         if unique:
             planned = sorted({c.patient_id for c in unique if plans.get(c.patient_id)})
-            inserted = await _insert_readings(conn, unique, planned)
+            inserted, stored = await _insert_readings(conn, unique, planned)
             new = [c for c in unique if _key(c.reading) in inserted]
             result.stored = len(new)
             result.duplicates += len(unique) - len(new)
             result.flagged = Counter(f.value for c in new for f in c.reading.flags)
             if new:
                 tally = await episodes.evaluate_batch(
-                    conn, new, plans, now or datetime.now(UTC), locked=True
+                    conn, new, plans, now or datetime.now(UTC), stored
                 )
                 result.opened, result.updated = tally.opened, tally.updated
                 result.evaluated, result.screened = tally.evaluated, tally.screened
@@ -179,7 +192,7 @@ async def commit(
         if not result.stored:  # perhaps nothing written: still wait for the standby
             await conn.execute(_WAIT_FOR_STANDBY)
     if cached:  # committed: the entries hold only stored rows
-        plans.histories.keep(cached)
+        plans.histories.keep(cached, stored)
     return result
 
 
@@ -198,8 +211,9 @@ _WAIT_FOR_STANDBY = "SELECT pg_logical_emit_message(true, 'homemonitor', 'batch'
 
 async def _insert_readings(
     conn: Conn, rows: Sequence[Candidate], planned: list[str]
-) -> set[tuple[str, str, datetime]]:
-    """Insert ``rows``; return the keys really new. Locks ``planned`` patients' episodes."""
+) -> tuple[set[tuple[str, str, datetime]], dict[str, int]]:
+    """Insert ``rows``; return the keys really new, and the stored-reading count of each
+    patient with one (``reading_counts``). Locks ``planned`` patients' episodes."""
     readings = [c.reading for c in rows]
     columns = [[r.values.get(q) for r in readings] for q in QUANTITIES]
     returned = await conn.fetch(
@@ -217,7 +231,10 @@ async def _insert_readings(
         [",".join(sorted(r.quality)) if r.quality else "" for r in readings],
         planned,
     )
-    return {(r["device_id"], r["metric"], r["measured_at"]) for r in returned}
+    return (
+        {(r["device_id"], r["metric"], r["measured_at"]) for r in returned},
+        {r["patient_id"]: r["stored"] for r in returned},
+    )
 
 
 async def _quarantine(conn: Conn, batch: Batch) -> None:
