@@ -398,6 +398,15 @@ async def run_phases(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 version, modes = 1, {}
                 start = max(1000.0, float(round(one_sustained * 0.8 / 50) * 50))
                 for mode in ("thresholds", "templates"):
+                    # Both searches start from the seeded history alone: the readings of
+                    # earlier phases and of the other mode's steps go (between workers,
+                    # so no cache is behind the database's back).
+                    assert live_since is not None
+                    await db.execute(
+                        "DELETE FROM readings WHERE measured_at >= $1",
+                        datetime.fromtimestamp(base_ms / 1000, UTC),
+                    )
+                    await db.execute("VACUUM ANALYZE readings")
                     version += 1
                     switched = await switch_plans(db, patients, args.seed, mode, version)
                     w = workers(1, f"plans-{mode}", label=f"one worker, {mode} plans")
