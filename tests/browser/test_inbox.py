@@ -83,9 +83,13 @@ async def test_an_alert_that_commits_while_the_rows_are_being_fetched_still_appe
     await page.reload()  # the stream opens and its catch-up refresh is held
     await rows.wait_held()  # the catch-up's rows, read, not yet shown
     await page.evaluate(  # a second stream of the team's, to see when the event is out
-        "() => { window.seen = 0; const s = new EventSource('/api/v1/alerts/stream');"
+        "() => { window.seen = 0; window.opened = false;"
+        " const s = new EventSource('/api/v1/alerts/stream');"
+        " s.addEventListener('open', () => { window.opened = true; });"
         " s.addEventListener('alert', () => { window.seen += 1; }); }"
     )
+    # open: it starts after every event committed so far, so the breach's is not missed
+    await page.wait_for_function("() => window.opened", timeout=15_000)
     await breach(broker)
     await page.wait_for_function("() => window.seen > 0", timeout=15_000)
     rows.release()
