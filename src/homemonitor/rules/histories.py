@@ -141,8 +141,8 @@ class Cached:
         """The same readings, all in the columns (no envelope: it is the caller's to keep)."""
         if not self.pending:
             return self
-        readings = [_unpacked(p) for p in self.pending]
-        return self._with(None, ()).merged(readings)
+        bare = self._with(None, ())
+        return bare._appended(self.pending) or bare.merged([_unpacked(p) for p in self.pending])
 
     @classmethod
     def empty(cls, since: int) -> Cached:
@@ -195,10 +195,9 @@ class Cached:
             return self.settled().merged(readings)
         if not readings:
             return self
-        if len(readings) == 1:
-            appended = self._appended(readings[0])
-            if appended is not None:
-                return appended
+        appended = self._appended([_packed(r) for r in readings])
+        if appended is not None:
+            return appended
         n = len(readings)
         devices = list(self.devices)
         codes = {name: i for i, name in enumerate(devices)}
@@ -221,25 +220,36 @@ class Cached:
             self.flags + tuple(",".join(sorted(r.flags)) for r in readings if r.flags),
         )
 
-    def _appended(self, r: StoredReading) -> Cached | None:
-        """The entry with ``r`` after its newest reading, of a known device; else None."""
-        at = micros(r.measured_at)
-        if (len(self.us) and at <= self.us[-1]) or r.device_id not in self.devices:
-            return None
-        row = np.full((1, len(QUANTITIES)), math.nan)
-        for q, x in r.values.items():
-            row[0, _QUANTITY_COLUMN[q]] = x
+    def _appended(self, packed: Sequence[Packed]) -> Cached | None:
+        """The entry with ``packed`` after its newest reading, in measured order and each
+        of a known device, in one step (no sort); else None."""
+        last = int(self.us[-1]) if len(self.us) else -(2**63)
+        devices = self.devices
+        for p in packed:
+            if p[0] <= last or p[1] not in devices:
+                return None
+            last = p[0]
+        n = len(packed)
+        rows = np.full((n, len(QUANTITIES)), math.nan)
+        for i, p in enumerate(packed):
+            for q, x in p[3]:
+                rows[i, _QUANTITY_COLUMN[q]] = x  # type: ignore[index]  # a StrEnum's value
+        quality, flags = [p[4] for p in packed if p[4]], [p[5] for p in packed if p[5]]
         return Cached(
             self.since,
-            np.concatenate((self.us, np.array((at,), np.int64))),
-            np.concatenate((self.device, np.array((self.devices.index(r.device_id),), np.int32))),
-            self.devices,
-            np.concatenate((self.metric, np.array((_METRIC_CODE[r.metric],), np.int8))),
-            np.concatenate((self.values, row)),
-            np.concatenate((self.questionable, np.array((bool(r.quality),)))),
-            np.concatenate((self.clock, np.array((bool(r.flags),)))),
-            (*self.quality, ",".join(sorted(r.quality))) if r.quality else self.quality,
-            (*self.flags, ",".join(sorted(r.flags))) if r.flags else self.flags,
+            np.concatenate((self.us, np.fromiter((p[0] for p in packed), np.int64, n))),
+            np.concatenate(
+                (self.device, np.fromiter((devices.index(p[1]) for p in packed), np.int32, n))
+            ),
+            devices,
+            np.concatenate(
+                (self.metric, np.fromiter((_METRIC_CODE[p[2]] for p in packed), np.int8, n))  # type: ignore[index]
+            ),
+            np.concatenate((self.values, rows)),
+            np.concatenate((self.questionable, np.fromiter((bool(p[4]) for p in packed), bool, n))),
+            np.concatenate((self.clock, np.fromiter((bool(p[5]) for p in packed), bool, n))),
+            (*self.quality, *quality) if quality else self.quality,
+            (*self.flags, *flags) if flags else self.flags,
         )
 
     def after(self, since: int) -> Cached:
