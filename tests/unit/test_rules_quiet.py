@@ -171,3 +171,23 @@ def test_a_pulse_baseline_per_device_each_with_its_own_band() -> None:
     new_device = StoredReading(later, "hr-2", Metric.HEART_RATE, {HR: 150})
     assert q.accepts([new_device]) is not None  # a run-in of its own: not armed
     assert q.until <= at(days=19.5 + 14).timestamp()
+
+
+def test_a_rule_without_an_envelope_closes_it_only_to_what_it_reads() -> None:
+    """MACD has no argument: every weight reading is evaluated, but a blood pressure
+    reading, which the MACD rule neither reads nor runs at, is still screened by the
+    home-mean rule's envelope. Before, one such rule left the whole patient unscreened."""
+    macd = BaselineRule(
+        id="weight.macd", quantity=W, direction="high", method="macd", run_in_days=7, warning=0.5
+    )
+    mean = AverageRule(
+        id="bp.home_mean", days=4, min_days=3, bounds={S: AverageBound(warning=135.0)}
+    )
+    readings = [
+        *(weight(at(days=d), 80.0) for d in range(10)),
+        *(bp(at(days=d, hours=2), 120.0) for d in range(10)),
+    ]
+    q = quiet(plan(macd, mean), History(readings))
+    assert q is not None
+    assert q.accepts([weight(at(days=10), 80.0)]) is None
+    assert q.accepts([bp(at(days=9, hours=3), 121.0)]) is not None

@@ -14,7 +14,12 @@ readings bounded by the envelope, at any later point until ``until``. The argume
 on new readings being later than every stored one (an out-of-order reading is evaluated)
 and on the stored readings being exactly the database's (the patient's count of stored
 readings, :mod:`homemonitor.rules.histories`).
-A kind without such an argument (MACD) gives no envelope, and every reading is evaluated.
+A rule without such an argument (a kind without one, MACD; or a rule whose stored
+readings already leave no room, such as a change rule whose current session is past its
+reach) closes the envelope to every quantity it reads: any reading carrying one is
+evaluated. A reading carrying none of them cannot move it, for a rule is assessed only
+at readings of its own quantities and reads nothing else (``RuleSpec.quantities``), so
+the envelope stays open to those.
 
 ``tests/unit/test_rules_quiet.py`` replays simulated patients and checks every reading an
 envelope accepted against the full evaluation.
@@ -140,8 +145,8 @@ _Envelope = tuple[list[Limit], float] | None
 
 def quiet(plan: Plan, history: History) -> Quiet | None:
     """The envelope of a patient whose every rule of ``plan`` is idle, over ``history``
-    (every stored reading the rules read, as the engine got it), or None when a rule has
-    none."""
+    (every stored reading the rules read, as the engine got it), or None when there is no
+    stored reading or no time left."""
     newest = history.newest_time()
     if newest == -math.inf:
         return None
@@ -149,8 +154,9 @@ def quiet(plan: Plan, history: History) -> Quiet | None:
     until = math.inf
     for rule in plan.rules:
         found = _envelope(rule, plan, history, newest)
-        if found is None:
-            return None
+        if found is None:  # no argument: closed to what it reads (see the module)
+            limits += [limit(q, low=math.inf, high=-math.inf) for q in rule.quantities]
+            continue
         limits += found[0]
         until = min(until, found[1])
     if until <= newest:
