@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -383,9 +384,22 @@ def resolve_due_at(rule: RuleSpec, state: EpisodeState) -> datetime | None:
     return state.cleared_at + timedelta(hours=rule.resolve_after_hours)
 
 
+#: The fields of a draft :func:`_apply_state` sets.
+_STATE_FIELDS = operator.attrgetter(
+    "severity",
+    "peak_severity",
+    "evaluated_at",
+    "cleared_at",
+    "resolve_due_at",
+    "due_at",
+    "breach_count",
+    "state",
+)
+
+
 def _apply_state(d: Draft, s: EpisodeState, rule: RuleSpec) -> None:
-    """Carry an active state's fields into its row."""
-    before = dataclasses.astuple(d)
+    """Carry an active state's fields into its row (dirty when one of them changed)."""
+    before = _STATE_FIELDS(d)
     if s.level > 0:
         d.severity = LEVEL_NAMES[s.level]
     if s.peak > 0:
@@ -398,7 +412,7 @@ def _apply_state(d: Draft, s: EpisodeState, rule: RuleSpec) -> None:
     if s.count:
         d.breach_count = s.count
     d.state = {**d.state, "worst": s.worst}
-    d.dirty = d.dirty or before != dataclasses.astuple(d)
+    d.dirty = d.dirty or before != _STATE_FIELDS(d)
 
 
 def _status_after(d: Draft, c: Change) -> str:
