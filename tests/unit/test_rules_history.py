@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from homemonitor.contract.readings import QUANTITIES, Metric
 from homemonitor.rules.histories import Cached, HistoryCache
-from homemonitor.rules.history import METRICS, History, StoredReading, micros
+from homemonitor.rules.history import METRICS, History, StoredReading, micros, packed
 from homemonitor.rules.plan import Plan
 from homemonitor.rules.quiet import Quiet
 from tests.unit.rulekit import HR, O2, S, W, at, bp, oximeter, series_columns, weight
@@ -178,7 +178,10 @@ def test_a_cache_entry_fed_reading_by_reading_holds_what_the_database_would_retu
     while later:  # batches of one or two readings, in the columns or pending
         k = rng.randint(1, 2)
         batch, later = later[:k], later[k:]
-        entry = entry.later(batch, _QUIET) if rng.random() < 0.5 else entry.merged(batch)
+        if rng.random() < 0.5:
+            entry = entry.later([packed(r) for r in batch], _QUIET)
+        else:
+            entry = entry.merged(batch)
     since = micros(at(minutes=start))
     entry = entry.after(since)
     expected = History([r for r in readings if micros(r.measured_at) >= since])

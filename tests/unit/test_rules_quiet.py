@@ -19,7 +19,7 @@ import pytest
 from homemonitor.contract.readings import Metric, Quantity
 from homemonitor.rules.episodes import EpisodeState
 from homemonitor.rules.evaluate import evaluate
-from homemonitor.rules.history import History, StoredReading
+from homemonitor.rules.history import History, StoredReading, packed
 from homemonitor.rules.kinds import assess
 from homemonitor.rules.plan import (
     AverageBound,
@@ -79,7 +79,7 @@ def _replay(p: Plan, readings: Sequence[StoredReading]) -> tuple[int, int]:
     accepted = 0
     for r in readings:
         h = everything.until(r.measured_at)
-        ok = envelope.accepts([r]) if envelope is not None and not states else None
+        ok = envelope.accepts([packed(r)]) if envelope is not None and not states else None
         out = evaluate(p, h, [r], states, r.measured_at)
         if ok is not None:
             accepted += 1
@@ -117,13 +117,13 @@ def test_a_weight_gain_envelope_is_the_lowest_of_the_window_plus_the_delta() -> 
     readings = [weight(at(days=0), 83.0), weight(at(days=1), 82.0), weight(at(days=2), 82.6)]
     q = quiet(plan(rule), History(readings))
     assert q is not None
-    assert q.accepts([weight(at(days=3), 83.9)]) is not None
-    assert q.accepts([weight(at(days=3), 84.0)]) is None  # would breach: evaluate
-    assert q.accepts([weight(at(days=3), 81.9)]) is None  # a new lowest: evaluate
-    assert q.accepts([weight(at(days=1, hours=1), 83.0)]) is None  # not after the newest
+    assert q.accepts([packed(weight(at(days=3), 83.9))]) is not None
+    assert q.accepts([packed(weight(at(days=3), 84.0))]) is None  # would breach: evaluate
+    assert q.accepts([packed(weight(at(days=3), 81.9))]) is None  # a new lowest: evaluate
+    assert q.accepts([packed(weight(at(days=1, hours=1), 83.0))]) is None  # not after the newest
     questionable = weight(at(days=3), 83.0, quality=["body_movement"])
-    assert q.accepts([questionable]) is None
-    chain = q.accepts([weight(at(days=3), 83.5), weight(at(days=4), 83.9)])
+    assert q.accepts([packed(questionable)]) is None
+    chain = q.accepts([packed(weight(at(days=3), 83.5)), packed(weight(at(days=4), 83.9))])
     assert chain is not None
     assert chain.newest == at(days=4).timestamp()
 
@@ -137,9 +137,9 @@ def test_a_home_mean_envelope_keeps_any_mean_of_enough_days_below_its_bound() ->
     assert q is not None
     high = next(limit.high for limit in q.bounds if limit.quantity == S)
     assert 142.99 < high < 143.0
-    assert q.accepts([bp(at(days=2, hours=2), 142.9)]) is not None
-    assert q.accepts([bp(at(days=2, hours=2), 143.1)]) is None
-    assert q.accepts([bp(at(days=2, hours=17), 120)]) is None  # past midnight: a new day
+    assert q.accepts([packed(bp(at(days=2, hours=2), 142.9))]) is not None
+    assert q.accepts([packed(bp(at(days=2, hours=2), 143.1))]) is None
+    assert q.accepts([packed(bp(at(days=2, hours=17), 120))]) is None  # past midnight: a new day
 
 
 def _pulse(when_days: float, bpm: float, device: str) -> StoredReading:
@@ -166,10 +166,10 @@ def test_a_pulse_baseline_per_device_each_with_its_own_band() -> None:
     for device, fine, high in (("cuff-1", 61, 75), ("hr-1", 81, 95)):
         ok = StoredReading(later, device, Metric.HEART_RATE, {HR: fine})
         too_high = StoredReading(later, device, Metric.HEART_RATE, {HR: high})
-        assert q.accepts([ok]) is not None, device
-        assert q.accepts([too_high]) is None, device
+        assert q.accepts([packed(ok)]) is not None, device
+        assert q.accepts([packed(too_high)]) is None, device
     new_device = StoredReading(later, "hr-2", Metric.HEART_RATE, {HR: 150})
-    assert q.accepts([new_device]) is not None  # a run-in of its own: not armed
+    assert q.accepts([packed(new_device)]) is not None  # a run-in of its own: not armed
     assert q.until <= at(days=19.5 + 14).timestamp()
 
 
@@ -189,5 +189,5 @@ def test_a_rule_without_an_envelope_closes_it_only_to_what_it_reads() -> None:
     ]
     q = quiet(plan(macd, mean), History(readings))
     assert q is not None
-    assert q.accepts([weight(at(days=10), 80.0)]) is None
-    assert q.accepts([bp(at(days=9, hours=3), 121.0)]) is not None
+    assert q.accepts([packed(weight(at(days=10), 80.0))]) is None
+    assert q.accepts([packed(bp(at(days=9, hours=3), 121.0))]) is not None

@@ -60,9 +60,9 @@ from homemonitor.rules import careplan
 from homemonitor.rules import episodes as engine
 from homemonitor.rules.evaluate import Outcome, evaluate
 from homemonitor.rules.histories import Cached, HistoryCache
-from homemonitor.rules.history import METRICS, History, StoredReading, micros
+from homemonitor.rules.history import METRICS, History, StoredReading, micros, packed
 from homemonitor.rules.plan import HISTORY_CAP, Plan, triggers
-from homemonitor.rules.quiet import Quiet, quiet
+from homemonitor.rules.quiet import quiet
 from homemonitor.storage.database import Conn
 
 log = logs.get_logger(__name__)
@@ -143,6 +143,7 @@ FROM unnest($1::text[], $2::timestamptz[]) AS p(patient_id, since)
 CROSS JOIN LATERAL ({_AGGREGATE.format(codes=4, cap=3, where="r.measured_at >= p.since")}) AS h
 """
 _MICROSECOND = timedelta(microseconds=1)
+_NONE: frozenset[str] = frozenset()
 #: The metrics whose readings carry each quantity.
 _CARRIERS: dict[Quantity, tuple[Metric, ...]] = {
     q: tuple(m for m in Metric if q in REQUIRED[m] or q in OPTIONAL[m]) for q in Quantity
@@ -182,14 +183,13 @@ async def load_states(
 
 def _stored_reading(c: Candidate) -> StoredReading:
     r = c.reading
-    quality = getattr(r, "quality", ())  # Reading.quality arrives with the quality branch
     return StoredReading(
         r.measured_at,
         r.device_id,
         r.metric,
         dict(r.values),
-        frozenset(str(q) for q in quality),
-        frozenset(f.value for f in r.flags),
+        frozenset(map(str, r.quality)) if r.quality else _NONE,
+        frozenset(map(str, r.flags)) if r.flags else _NONE,
     )
 
 
@@ -221,17 +221,17 @@ async def evaluate_batch(
     (:mod:`homemonitor.rules.histories`).
     """
     tally = Tally()
-    points: dict[str, list[StoredReading]] = defaultdict(list)
+    arrived: dict[str, list[Candidate]] = defaultdict(list)
     for c in new:
-        if plans.get(c.patient_id) is not None:
-            points[c.patient_id].append(_stored_reading(c))
-    if not points:
+        arrived[c.patient_id].append(c)
+    patients = sorted(p for p in arrived if plans.get(p) is not None)
+    if not patients:
         return tally
-    patients = sorted(points)
     states = await load_states(conn, patients, now)
     silent = silence.split(states)  # missing-data episodes: a new reading ends a silence
     if silent:
-        await _write(conn, silence.closing(silent, points, now), [], tally, now=now)
+        closing = silence.closing(silent, _points(arrived, silent), now)
+        await _write(conn, closing, [], tally, now=now)
     breached = _screen(new, plans)
     chosen: list[PatientPlan] = []
     for patient_id in patients:
@@ -242,22 +242,49 @@ async def evaluate_batch(
                 tally.screened += 1
                 continue
         elif not states.get(patient_id):
-            mine = points[patient_id]
-            entry = _current(plans.histories, plan, mine, stored)
-            after = _quiet(entry, plan, mine)
-            if entry is not None and after is not None:
-                tally.cached[patient_id] = _trimmed(entry, plan.plan, mine).later(mine, after)
+            entry = _screened(plans.histories, plan, arrived[patient_id], stored[patient_id])
+            if entry is not None:
+                tally.cached[patient_id] = entry
                 tally.screened += 1
                 continue
         chosen.append(plan)
     if not chosen:
         return tally
+    points = _points(arrived, [p.patient_id for p in chosen])
     history, kept = await _cached_history(conn, chosen, points, plans.histories, stored)
     tally.cached.update(kept)
     await _run(
         conn, chosen, history, points, states, now, tally, actor="rule", routes=plans.routing
     )
     return tally
+
+
+def _points(
+    arrived: Mapping[str, Sequence[Candidate]], patient_ids: Iterable[str]
+) -> dict[str, list[StoredReading]]:
+    """These patients' new readings as the engine reads them."""
+    return {p: [_stored_reading(c) for c in arrived[p]] for p in patient_ids}
+
+
+def _screened(
+    cache: HistoryCache, plan: PatientPlan, mine: Sequence[Candidate], stored: int
+) -> Cached | None:
+    """The patient's cache entry after ``mine`` when ``mine`` need no evaluation, else None.
+
+    They need none when the entry is exactly what the database holds
+    (:meth:`HistoryCache.current`; ``stored``: the patient's count of stored readings
+    after this batch), starts a lookback before them, and has an envelope of this plan
+    that takes them (:mod:`homemonitor.rules.quiet`). Plain values only, no engine
+    objects: most readings of a templates patient end here.
+    """
+    entry = cache.current(plan.patient_id, stored, len(mine))
+    if entry is None or entry.quiet is None or entry.quiet.plan is not plan.plan:
+        return None
+    readings = sorted([packed(c.reading) for c in mine])
+    after = entry.quiet.accepts(readings)
+    if after is None or entry.since > readings[0][0] - _lookback(plan.plan):
+        return None
+    return _trimmed(entry, plan.plan, readings[0][0]).later(readings, after)
 
 
 def _current(
@@ -272,14 +299,6 @@ def _current(
     if entry is None or entry.since > micros(min(_windows(plan.plan, mine).values())):
         return None
     return entry
-
-
-def _quiet(entry: Cached | None, plan: PatientPlan, mine: Sequence[StoredReading]) -> Quiet | None:
-    """The envelope after ``mine`` when the patient's (exact) cache entry has one for
-    their plan that takes them (:mod:`homemonitor.rules.quiet`)."""
-    if entry is None or entry.quiet is None or entry.quiet.plan is not plan.plan:
-        return None
-    return entry.quiet.accepts(mine)
 
 
 async def _run(  # noqa: PLR0917 - the one step both entry points share
@@ -431,7 +450,7 @@ async def _cached_history(
             continue
         updated = entry.merged(mine)
         found[p.patient_id] = updated.history()
-        keep[p.patient_id] = _trimmed(updated, p.plan, mine)
+        keep[p.patient_id] = _trimmed(updated, p.plan, _first(mine))
     if not loads:
         return found, keep
     codes = [m.value for m in METRICS]
@@ -447,18 +466,29 @@ async def _cached_history(
         if columns is not None:
             updated = Cached.of(micros(start), *columns)
         found[p.patient_id] = updated.history()
-        keep[p.patient_id] = _trimmed(updated, p.plan, points[p.patient_id])
+        keep[p.patient_id] = _trimmed(updated, p.plan, _first(points[p.patient_id]))
     if uncut:
         cache.forget([p.patient_id for p in uncut])
         found.update(await _history(conn, uncut, points))
     return found, keep
 
 
-def _trimmed(entry: Cached, plan: Plan, points: Sequence[StoredReading]) -> Cached:
-    """``entry`` without what a miss would not load now, once that is a lookback's worth."""
-    lookback = plan.lookback()
-    start = micros(min(r.measured_at for r in points) - lookback)
-    if entry.since < start - lookback // _MICROSECOND:
+def _lookback(plan: Plan) -> int:
+    """:meth:`Plan.lookback` in microseconds."""
+    return plan.lookback() // _MICROSECOND
+
+
+def _first(points: Sequence[StoredReading]) -> int:
+    """When the oldest of ``points`` was measured (µs)."""
+    return micros(min(r.measured_at for r in points))
+
+
+def _trimmed(entry: Cached, plan: Plan, first: int) -> Cached:
+    """``entry`` without what a miss would not load now (``first``: the oldest new reading,
+    µs), once that is a lookback's worth."""
+    lookback = _lookback(plan)
+    start = first - lookback
+    if entry.since < start - lookback:
         return entry.after(start)
     return entry
 

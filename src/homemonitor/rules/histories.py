@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -43,9 +42,12 @@ from homemonitor.rules.history import (
     Int8Array,
     Int64Array,
     IntArray,
+    Packed,
     StoredReading,
     measured_order,
     micros,
+    packed,
+    unpacked,
 )
 from homemonitor.rules.plan import HISTORY_CAP
 from homemonitor.rules.quiet import Quiet
@@ -54,7 +56,6 @@ from homemonitor.rules.quiet import Quiet
 MAX_PATIENTS = 20_000
 #: Readings an entry holds outside its columns at most (:meth:`Cached.later`).
 MAX_PENDING = 16
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _METRIC_CODE = {m: i for i, m in enumerate(METRICS)}
 
 
@@ -66,9 +67,13 @@ def _names(mask: BoolArray, text: Sequence[str], order: npt.NDArray[np.intp]) ->
     return tuple(by_row[i] for i in order.tolist() if i in by_row)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class Cached:
     """Every stored reading of one patient measured at or after ``since`` (µs), as columns.
+
+    Never changed once made: every method gives another entry. (Not a frozen dataclass:
+    making one costs five times as much, and an entry is made for every reading the
+    quiet envelope takes.)
 
     In measured order, one per natural key; ``device`` indexes ``devices`` (sorted);
     ``metric`` indexes :data:`~homemonitor.rules.history.METRICS`; ``values`` has a row per
@@ -92,17 +97,19 @@ class Cached:
     quiet: Quiet | None = None
     #: Readings stored after the columns' and not yet in them (:meth:`later`): the
     #: readings an envelope let through, added to the columns when the entry is next read;
-    #: as tuples of plain values (:func:`_packed`), which the garbage collector skips.
+    #: as plain values (:data:`~homemonitor.rules.history.Packed`), which the garbage
+    #: collector skips.
     pending: tuple[Packed, ...] = ()
 
     def __len__(self) -> int:
         return len(self.us) + len(self.pending)
 
-    def later(self, readings: Sequence[StoredReading], quiet: Quiet) -> Cached:
-        """This entry with ``readings`` (stored after all of its own) and the envelope after
-        them, without building columns: what a reading the envelope took costs the cache.
+    def later(self, readings: Sequence[Packed], quiet: Quiet) -> Cached:
+        """This entry with ``readings`` (stored after all of its own, in measured order) and
+        the envelope after them, without building columns: what a reading the envelope
+        took costs the cache.
         """
-        pending = (*self.pending, *map(_packed, readings))
+        pending = (*self.pending, *readings)
         if len(pending) > MAX_PENDING:
             return self._with(quiet=None, pending=pending).settled()._with(quiet, ())
         return self._with(quiet, pending)
@@ -142,7 +149,7 @@ class Cached:
         if not self.pending:
             return self
         bare = self._with(None, ())
-        return bare._appended(self.pending) or bare.merged([_unpacked(p) for p in self.pending])
+        return bare._appended(self.pending) or bare.merged([unpacked(p) for p in self.pending])
 
     @classmethod
     def empty(cls, since: int) -> Cached:
@@ -195,7 +202,7 @@ class Cached:
             return self.settled().merged(readings)
         if not readings:
             return self
-        appended = self._appended([_packed(r) for r in readings])
+        appended = self._appended([packed(r) for r in readings])
         if appended is not None:
             return appended
         n = len(readings)
@@ -282,33 +289,6 @@ class Cached:
 
 
 _QUANTITY_COLUMN: Mapping[Quantity, int] = {q: k for k, q in enumerate(QUANTITIES)}
-
-#: A stored reading as plain values: measured_at (µs), device, metric, (quantity, value)
-#: pairs, quality flags and clock flags (each joined by commas).
-Packed = tuple[int, str, str, tuple[tuple[str, float], ...], str, str]
-
-
-def _packed(r: StoredReading) -> Packed:
-    return (
-        micros(r.measured_at),
-        r.device_id,
-        r.metric.value,
-        tuple((q.value, x) for q, x in r.values.items()),
-        ",".join(sorted(r.quality)),
-        ",".join(sorted(r.flags)),
-    )
-
-
-def _unpacked(p: Packed) -> StoredReading:
-    us, device, metric, values, quality, flags = p
-    return StoredReading(
-        _EPOCH + timedelta(microseconds=us),
-        device,
-        Metric(metric),
-        {Quantity(q): x for q, x in values},
-        frozenset(quality.split(",")) if quality else frozenset(),
-        frozenset(flags.split(",")) if flags else frozenset(),
-    )
 
 
 assert len(METRICS) == len(Metric)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +122,65 @@ def micros(at: datetime) -> int:
     """``at`` in microseconds since the epoch; ``micros(at) / 1e6 == at.timestamp()``."""
     d = at - _EPOCH
     return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+#: A reading as plain values: measured_at (µs), device, metric, (quantity, value) pairs,
+#: quality flags and clock flags (each sorted and joined by commas, "" for none). Nothing
+#: in it is an enum member, so the garbage collector does not track it; what a worker
+#: holds per reading outside columns (:mod:`homemonitor.rules.histories`) is in this form,
+#: and the quiet envelope (:mod:`homemonitor.rules.quiet`) reads it.
+Packed = tuple[int, str, str, tuple[tuple[str, float], ...], str, str]
+
+
+class Measured(Protocol):
+    """A reading as :func:`packed` reads it: a :class:`StoredReading` or the contract's."""
+
+    @property
+    def measured_at(self) -> datetime: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def metric(self) -> Metric: ...
+    @property
+    def values(self) -> Mapping[Quantity, float]: ...
+    @property
+    def quality(self) -> Collection[str]: ...
+    @property
+    def flags(self) -> Collection[str]: ...
+
+
+_QUANTITY_NAME: Mapping[Quantity, str] = {q: q.value for q in Quantity}
+_METRIC_NAME: Mapping[Metric, str] = {m: m.value for m in Metric}
+
+
+def packed(r: Measured) -> Packed:
+    """``r`` as plain values (:data:`Packed`).
+
+    >>> t = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
+    >>> packed(StoredReading(t, "scale-1", Metric.BODY_WEIGHT, {Quantity.BODY_WEIGHT: 84.6}))
+    (1772348400000000, 'scale-1', 'body_weight', (('body_weight', 84.6),), '', '')
+    """
+    return (
+        micros(r.measured_at),
+        r.device_id,
+        _METRIC_NAME[r.metric],
+        tuple([(_QUANTITY_NAME[q], x) for q, x in r.values.items()]),
+        ",".join(sorted(r.quality)) if r.quality else "",
+        ",".join(sorted(r.flags)) if r.flags else "",
+    )
+
+
+def unpacked(p: Packed) -> StoredReading:
+    """The stored reading ``p`` holds (:func:`packed` undone)."""
+    us, device, metric, values, quality, flags = p
+    return StoredReading(
+        _EPOCH + timedelta(microseconds=us),
+        device,
+        Metric(metric),
+        {Quantity(q): x for q, x in values},
+        frozenset(quality.split(",")) if quality else _NONE,
+        frozenset(flags.split(",")) if flags else _NONE,
+    )
 
 
 def _order(r: StoredReading) -> tuple[datetime, str, str]:

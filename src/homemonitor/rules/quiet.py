@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from homemonitor.contract.readings import Quantity
-from homemonitor.rules.history import History, Series, StoredReading
+from homemonitor.rules.history import History, Packed, Series
 from homemonitor.rules.kinds import (
     EPS,
     NEWS2_OXYGEN,
@@ -116,27 +116,29 @@ class Quiet:
         """The limits, by field name."""
         return tuple(Limit(*x) for x in self.limits)
 
-    def accepts(self, readings: Sequence[StoredReading]) -> Quiet | None:
-        """The envelope after ``readings`` (new ones, in any order), or None when one is
-        outside it (questionable, clock-flagged, not after the newest, too late, or a value
-        or device outside a limit)."""
-        newest = self.newest
-        for r in sorted(readings, key=lambda r: r.measured_at):
-            ts = r.measured_at.timestamp()
-            if r.quality or r.flags or not newest < ts <= self.until:
+    def accepts(self, readings: Sequence[Packed]) -> Quiet | None:
+        """The envelope after ``readings`` (new ones, in any order, as
+        :func:`~homemonitor.rules.history.packed` gives them), or None when one is outside
+        it (questionable, clock-flagged, not after the newest, too late, or a value or
+        device outside a limit)."""
+        newest, until = self.newest, self.until
+        for us, device_id, _, values, quality, flags in sorted(readings):
+            ts = us / 1e6  # == measured_at.timestamp(): micros
+            if quality or flags or not newest < ts <= until:
                 return None
+            carried = dict(values)
             for quantity, low, high, device, only in self.limits:
-                x = r.values.get(quantity)  # type: ignore[call-overload]  # a StrEnum's value
+                x = carried.get(quantity)
                 if x is None:
                     continue
-                if device is not None and r.device_id != device:
+                if device is not None and device_id != device:
                     if only:
                         return None
                     continue
                 if not low <= x <= high:
                     return None
             newest = ts
-        return Quiet(self.plan, newest, self.until, self.limits)
+        return Quiet(self.plan, newest, until, self.limits)
 
 
 #: What a rule kind's envelope is: its limits and until when they hold (None: no envelope).
