@@ -111,21 +111,88 @@ def test_what_an_envelope_accepts_changes_nothing_on_simulated_patients(seed: in
     assert accepted > checked / 5  # the envelope is used, not only derived
 
 
-def test_a_weight_gain_envelope_is_the_lowest_of_the_window_plus_the_delta() -> None:
-    """2 kg in 3 days against the lowest: 82.0 the lowest, so up to 84.0 (not reached)."""
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_change_envelopes_change_nothing_on_dense_noisy_weighings(seed: int) -> None:
+    """Weighings every 1-6 minutes (sessions of several), 0.7 kg of noise around a slow
+    drift, gaps of days: every reading a rise or a fall envelope takes changes nothing."""
+    rng = random.Random(seed)
+    rules = [
+        ChangeRule(
+            id=f"w.{d}.{r}",
+            quantity=W,
+            direction=d,  # type: ignore[arg-type]
+            warning=2.0,
+            window_hours=72,
+            reference=r,  # type: ignore[arg-type]
+        )
+        for d in ("rise", "fall")
+        for r in ("min", "max", "mean", "first")
+        if (d, r) != ("rise", "max") and (d, r) != ("fall", "min")
+    ]
+    t, level, readings = at(), 80.0, []
+    for _ in range(600):
+        t += timedelta(days=3) if rng.random() < 0.01 else timedelta(minutes=rng.uniform(1, 6))
+        level += rng.gauss(0, 0.05)
+        readings.append(weight(t, round(level + rng.gauss(0, 0.7), 1)))
+    for rule in rules:
+        accepted, checked = _replay(plan(rule), readings)
+        assert accepted > checked / 10, rule.id
+
+
+def test_a_weight_gain_envelope_is_the_delta_wide_below_the_lowest_centred_on_the_mean() -> None:
+    """2 kg in 3 days against the lowest (82.0): any 2 kg from a floor at or below it
+    holds (a new reading at the floor lowers the reference as much); centred on the
+    window's mean (82.53), 81.53 to 83.53."""
     rule = ChangeRule(id="w", quantity=W, direction="rise", warning=2.0, window_hours=72)
     readings = [weight(at(days=0), 83.0), weight(at(days=1), 82.0), weight(at(days=2), 82.6)]
     q = quiet(plan(rule), History(readings))
     assert q is not None
-    assert q.accepts([packed(weight(at(days=3), 83.9))]) is not None
-    assert q.accepts([packed(weight(at(days=3), 84.0))]) is None  # would breach: evaluate
-    assert q.accepts([packed(weight(at(days=3), 81.9))]) is None  # a new lowest: evaluate
+    assert q.accepts([packed(weight(at(days=3), 83.5))]) is not None
+    assert q.accepts([packed(weight(at(days=3), 81.6))]) is not None  # a new lowest, in reach
+    assert q.accepts([packed(weight(at(days=3), 83.6))]) is None  # above the centred top
+    assert q.accepts([packed(weight(at(days=3), 81.5))]) is None  # below the floor
+    chain = [packed(weight(at(days=3), 81.6)), packed(weight(at(days=3, hours=1), 83.5))]
+    assert q.accepts(chain) is not None  # 1.9 kg apart: no 2 kg anywhere
     assert q.accepts([packed(weight(at(days=1, hours=1), 83.0))]) is None  # not after the newest
     questionable = weight(at(days=3), 83.0, quality=["body_movement"])
     assert q.accepts([packed(questionable)]) is None
-    chain = q.accepts([packed(weight(at(days=3), 83.5)), packed(weight(at(days=4), 83.9))])
+    chain = q.accepts([packed(weight(at(days=3), 83.5)), packed(weight(at(days=4), 83.4))])
     assert chain is not None
     assert chain.newest == at(days=4).timestamp()
+
+
+def test_a_session_of_many_weighings_bounds_by_its_newest_readings_means_not_its_largest() -> None:
+    """A session of 81.0, 83.5, 81.0 (mean 81.83) over a lowest of 81.0: a later session
+    keeps only its newest readings (81.0; 83.5 and 81.0: 82.25; all three), so a later
+    value is at most 82.25 or the new readings, and a band of 2 kg from a floor between
+    80.25 and 81.0 holds: centred on the window's mean (81.625), 80.625 to 82.625."""
+    rule = ChangeRule(id="w", quantity=W, direction="rise", warning=2.0, window_hours=72)
+    session = [at(days=2, minutes=m) for m in (0, 2, 4)]
+    readings = [
+        weight(at(days=0), 81.0),
+        *(weight(t, x) for t, x in zip(session, (81.0, 83.5, 81.0), strict=True)),
+    ]
+    q = quiet(plan(rule), History(readings))
+    assert q is not None  # the session's largest reading is 2.5 above the lowest
+    assert q.accepts([packed(weight(at(days=2, minutes=6), 82.6))]) is not None
+    assert q.accepts([packed(weight(at(days=2, minutes=6), 80.7))]) is not None
+    assert q.accepts([packed(weight(at(days=2, minutes=6), 82.7))]) is None
+
+
+def test_with_no_weight_in_the_window_any_readings_less_than_the_delta_apart_hold() -> None:
+    """The last weight is 5 days old (the newest reading is a cuff's): new weights become
+    the reference themselves, so a band of 2 kg around the last one holds, and only that."""
+    rule = ChangeRule(id="w", quantity=W, direction="rise", warning=2.0, window_hours=72)
+    readings = [weight(at(days=0), 83.0), bp(at(days=5), 130)]
+    q = quiet(plan(rule), History(readings))
+    assert q is not None
+    near = [packed(weight(at(days=5, hours=1), 82.1)), packed(weight(at(days=6), 83.9))]
+    assert q.accepts(near) is not None  # 1.8 kg apart
+    apart = [packed(weight(at(days=5, hours=1), 82.0)), packed(weight(at(days=6), 84.1))]
+    assert q.accepts(apart) is None  # 2.1 kg in a day: evaluate
+    never_weighed = quiet(plan(rule), History([bp(at(days=5), 130)]))
+    assert never_weighed is not None  # open to the cuff, closed to weights: no band to centre
+    assert never_weighed.accepts([packed(weight(at(days=6), 83.0))]) is None
 
 
 def test_a_home_mean_envelope_keeps_any_mean_of_enough_days_below_its_bound() -> None:

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from homemonitor.contract.readings import Quantity
-from homemonitor.rules.history import History, Packed, Series
+from homemonitor.rules.history import FloatArray, History, Packed, Series
 from homemonitor.rules.kinds import (
     EPS,
     NEWS2_OXYGEN,
@@ -163,8 +163,18 @@ def quiet(plan: Plan, history: History) -> Quiet | None:
         until = min(until, found[1])
     if until <= newest:
         return None
-    plain = tuple((x.quantity, x.low, x.high, x.device, x.only) for x in limits)
-    return Quiet(plan, newest, until, plain)
+    return Quiet(plan, newest, until, _merged(limits))
+
+
+def _merged(limits: Sequence[Limit]) -> tuple[tuple[str, float, float, str | None, bool], ...]:
+    """``limits`` as plain tuples, those of one quantity, device and ``only`` as one (both
+    hold: the intersection), so that a reading is checked against each once."""
+    found: dict[tuple[str, str | None, bool], tuple[float, float]] = {}
+    for x in limits:
+        key = (x.quantity, x.device, x.only)
+        low, high = found.get(key, (-math.inf, math.inf))
+        found[key] = (max(low, x.low), min(high, x.high))
+    return tuple((q, low, high, device, only) for (q, device, only), (low, high) in found.items())
 
 
 def _lowest(*bounds: float | None) -> float:
@@ -208,31 +218,46 @@ def _threshold(rule: ThresholdRule, plan: Plan) -> _Envelope:
 # At a later point t the value is the mean of its session (readings within
 # session_minutes before t: stored ones measured at or after newest - session, or new
 # ones) and the reference is taken from the readings of [t - window, session start):
-# stored ones measured at or after newest - window, or new ones. For a rise, the
-# reference (lowest, mean, first: never below the lowest) is at least R, the lowest stored
-# reading from newest - window on, when every new reading is at least R; the value is at
-# most the largest of the stored session readings and the new ones. New readings within
-# [R, R + delta) and stored session readings below R + delta keep value - reference below
-# delta. A fall is the mirror image. Without a stored reading in the window there is no
-# bound on the reference: no envelope.
+# stored ones measured at or after newest - window, or new ones. For a rise, take a floor
+# L at or below R, the lowest stored reading from newest - window on (any L when there is
+# none). The reference (lowest, mean, first: never below the lowest) is at least L when
+# every new reading is at least L. A later session keeps of the stored session only its
+# newest readings, so the value is at most the largest of M, the highest mean of the
+# stored session's newest k readings (any k), and the new readings. New readings within
+# [L, L + delta) and M below L + delta keep value - reference below delta. The envelope
+# takes the L
+# that centres that interval on the window's mean (without a stored reading in the
+# window, on the latest reading), where the next reading most likely lies, as far as R and
+# the session allow. A fall is the mirror image. A patient who never had the quantity
+# measured gets no envelope.
 
 
 def _change(rule: ChangeRule, s: Series, newest: float) -> _Envelope:
+    if not len(s):
+        return None
     delta = _lowest(rule.warning, rule.urgent)
     window = s.value[s.start(newest - rule.window_hours * 3600) :]
-    if not len(window):
-        return None
     session = s.value[s.start(newest - rule.session_minutes * 60) :]
     reach = delta - EPS - MARGIN
+    centre = float(window.mean()) if len(window) else float(s.value[-1])
     if rule.direction == "rise":
-        ref = float(window.min())
-        if len(session) and float(session.max()) > ref + reach:
+        highest = float(window.min()) if len(window) else math.inf
+        lowest = float(_newest_means(session).max()) - reach if len(session) else -math.inf
+        if lowest > highest:
             return None
-        return [limit(rule.quantity, low=ref, high=ref + reach)], math.inf
-    ref = float(window.max())
-    if len(session) and float(session.min()) < ref - reach:
+        low = min(max(centre - reach / 2, lowest), highest)
+        return [limit(rule.quantity, low=low, high=low + reach)], math.inf
+    lowest = float(window.max()) if len(window) else -math.inf
+    highest = float(_newest_means(session).min()) + reach if len(session) else math.inf
+    if lowest > highest:
         return None
-    return [limit(rule.quantity, low=ref - reach, high=ref)], math.inf
+    high = min(max(centre + reach / 2, lowest), highest)
+    return [limit(rule.quantity, low=high - reach, high=high)], math.inf
+
+
+def _newest_means(values: FloatArray) -> FloatArray:
+    """The mean of the newest k of ``values`` (in measured order), for each k from 1."""
+    return np.cumsum(values[::-1]) / np.arange(1, len(values) + 1)
 
 
 # -- average protocol ---------------------------------------------------------------------
