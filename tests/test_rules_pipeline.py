@@ -311,29 +311,30 @@ async def test_two_workers_on_a_shared_subscription_give_what_one_worker_gives(
 async def test_readings_inside_the_quiet_envelope_skip_the_engine_until_another_writer(
     worker: RunningService, broker: PrivateMosquitto, db: asyncpg.Connection
 ) -> None:
-    """After 80.0 kg, nothing under 82.0 can make 2 kg in 3 days: 80.6 and 81.0 are not
-    evaluated. Then a reading this worker did not store (another worker's, 79.0) makes its
-    cache stale: the next 81.5 is inside the old envelope, but the patient's count of
-    stored readings grew by one more than this worker stored, so the engine runs, on the
-    reloaded history, and opens the 2.5 kg gain."""
+    """After 80.0 kg, nothing within a 2 kg band centred on it (79.0 to 81.0) can make 2 kg
+    in 3 days: 80.6 and 80.9 are not evaluated. Then a reading this worker did not store
+    (another worker's, 78.5) makes its cache stale: the next 80.7 is inside the old
+    envelope, but the patient's count of stored readings grew by one more than this
+    worker stored, so the engine runs, on the reloaded history, and opens the 2.2 kg
+    gain."""
     name = "homemonitor_care_plan_evaluations_total"
     evaluated, screened = {"path": "evaluated"}, {"path": "screened"}
     await _publish(broker, weights((NOW - timedelta(hours=50), 80.0)))
     assert 1 == await worker.counted(name, evaluated)
     await _publish(broker, weights((NOW - timedelta(hours=26), 80.6)))
     assert 1 == await worker.counted(name, screened)
-    await _publish(broker, weights((NOW - timedelta(hours=3), 81.0)))
+    await _publish(broker, weights((NOW - timedelta(hours=3), 80.9)))
     assert 2 == await worker.counted(name, screened, at_least=2)
     assert 1 == worker.metric(name, evaluated)
     other = registry.RegistryCache()  # another worker, storing a reading of p-1
     await other.load(db)
     at = NOW - timedelta(hours=2)
-    reading = Reading("scale-1", Metric.BODY_WEIGHT, at, {Quantity.BODY_WEIGHT: 79.0})
+    reading = Reading("scale-1", Metric.BODY_WEIGHT, at, {Quantity.BODY_WEIGHT: 78.5})
     message = Inbound(readings_topic("gw-1"), b"{}", at, 0.0)
     await commit(db, Batch([message], [Candidate(reading, "p-1", "gw-1", at, 0)]), other.plans)
-    await _publish(broker, weights((NOW - timedelta(hours=1), 81.5)))
+    await _publish(broker, weights((NOW - timedelta(hours=1), 80.7)))
     alert = await wait_until(lambda: db.fetchrow("SELECT * FROM alerts"), lambda r: r is not None)
-    assert ("weight.gain_3d", 81.5) == (alert["rule"], alert["opening_value"])
-    assert 79.0 == json.loads(alert["opening_explanation"])["facts"]["reference"]
+    assert ("weight.gain_3d", 80.7) == (alert["rule"], alert["opening_value"])
+    assert 78.5 == json.loads(alert["opening_explanation"])["facts"]["reference"]
     assert 2 == await worker.counted(name, evaluated, at_least=2)
     assert 2 == worker.metric(name, screened)
