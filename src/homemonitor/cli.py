@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import sys
@@ -70,11 +71,21 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, object
     return asyncio.run(runner())
 
 
+#: At most one full garbage collection per this many of generation 1 (CPython: 10). A
+#: batch's objects live through dozens of young collections, so they reach the oldest
+#: generation and CPython ran a full collection every second or so at 5 000 readings/s,
+#: each 50-90 ms, finding nothing: the worst stalls of the bench's latency phase. This
+#: makes it one every few tens of seconds of that load (README, *Performance*).
+FULL_COLLECTION_EVERY = 1000
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from homemonitor.app import serve  # noqa: PLC0415 - keep 'payload check' light
 
     settings = _settings(args)
     logs.configure(settings.log_format, settings.log_level)
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     _run_until_signal(lambda stop: serve(settings, stop, http=not args.no_http))
     return 0
 
