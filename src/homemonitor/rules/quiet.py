@@ -15,8 +15,8 @@ on new readings being later than every stored one (an out-of-order reading is ev
 and on the stored readings being exactly the database's (the patient's count of stored
 readings, :mod:`homemonitor.rules.histories`).
 A rule without such an argument (a kind without one, MACD; or a rule whose stored
-readings already leave no room, such as a change rule whose current session is past its
-reach) closes the envelope to every quantity it reads: any reading carrying one is
+readings already leave no room, such as a change rule whose current session's mean is
+past its reach) closes the envelope to every quantity it reads: any reading carrying one is
 evaluated. A reading carrying none of them cannot move it, for a rule is assessed only
 at readings of its own quantities and reads nothing else (``RuleSpec.quantities``), so
 the envelope stays open to those.
@@ -225,10 +225,9 @@ def _threshold(rule: ThresholdRule, plan: Plan) -> _Envelope:
 # newest readings, so the value is at most the largest of M, the highest mean of the
 # stored session's newest k readings (any k), and the new readings. New readings within
 # [L, L + delta) and M below L + delta keep value - reference below delta. The envelope
-# takes the L
-# that centres that interval on the window's mean (without a stored reading in the
-# window, on the latest reading), where the next reading most likely lies, as far as R and
-# the session allow. A fall is the mirror image. A patient who never had the quantity
+# takes the L that centres that interval on the window's mean (without a stored reading
+# in the window, on the latest reading), where the next reading most likely lies, as far
+# as R and M allow. A fall is the mirror image. A patient who never had the quantity
 # measured gets no envelope.
 
 
